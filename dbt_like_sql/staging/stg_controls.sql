@@ -1,0 +1,22 @@
+-- Control values per (market, week, control), with sum, mean and max of the landing rows in the week
+-- (the modeling table picks one per control, as configured).
+-- Where two active deliveries hold the same (date, market, control), the later delivery wins.
+{{ config(materialized='incremental_weekly', unique_key=['market', 'week', 'control'], pending_kind='controls') }}
+with latest as (
+    select c.*
+    from {{ source('landing', 'controls') }} as c
+    join {{ source('landing', 'files') }} as f using (delivery_id)
+    where f.status = 'active' and c.week >= $window_start and c.week < $window_end
+    qualify row_number() over (partition by c.market, c.control, c.date order by c.delivery_id desc) = 1
+)
+select
+    market,
+    week,
+    control,
+    sum(value) as value_sum,
+    avg(value) as value_mean,
+    max(value) as value_max,
+    count(*)::integer as source_rows,
+    max(delivery_id) as last_delivery_id
+from latest
+group by market, week, control

@@ -1,0 +1,272 @@
+"""Project configuration: one YAML file, validated by pydantic.
+
+Every path the pipeline touches (landing folder, DuckDB files, published snapshots, artifacts) is
+resolved from this file, relative to the folder that holds it, so two projects on one machine never
+share state by accident. The file is named by ``--config`` on the CLI or the ``MMM_PIPELINE_CONFIG``
+environment variable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV_VAR = "MMM_PIPELINE_CONFIG"
+DEFAULT_CONFIG_NAME = "mmm_pipeline.yaml"
+
+#: Names that become column names in SQL must look like this; raw names map onto them via aliases.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_identifier(value: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{value!r} is not a safe identifier: use lower-case letters, digits and '_', starting with a letter"
+        )
+    return value
+
+
+class ChannelConfig(_Strict):
+    """A media channel. ``aliases`` are the names platform exports use for it (e.g. 'Facebook Ads')."""
+
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    group: str = "other"
+
+    _name_ok = field_validator("name")(_check_identifier)
+
+
+class ControlConfig(_Strict):
+    """A control variable (price, macro index, competitor spend, holiday flag...)."""
+
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    fill: Literal["zero", "ffill", "error"] = "zero"
+    """Weeks without a value: 0, the last known value, or a failed check."""
+    aggregate: Literal["mean", "sum", "max"] = "mean"
+    """How daily values combine into a week (prices: mean; event counts: sum; flags: max)."""
+
+    _name_ok = field_validator("name")(_check_identifier)
+
+
+class KpiConfig(_Strict):
+    name: str = "sales"
+    """The KPI column in KPI landing files."""
+
+
+class CalendarConfig(_Strict):
+    week_start: Weekday = "monday"
+    """Weekday a model week starts on; daily rows aggregate into the week that holds them."""
+    start: dt.date
+    """First week the pipeline knows about (partitions start here); earlier rows are rejected."""
+    holidays_country: str | None = "US"
+    """ISO country code for calendar holiday features (python-holidays), or null for none."""
+
+    @property
+    def week_start_index(self) -> int:
+        """Python weekday number (Monday=0) of the week start."""
+        return WEEKDAYS.index(self.week_start)
+
+    @model_validator(mode="after")
+    def _start_on_week_start(self) -> CalendarConfig:
+        if self.start.weekday() != self.week_start_index:
+            raise ValueError(
+                f"calendar.start {self.start} is a {WEEKDAYS[self.start.weekday()]}, "
+                f"but calendar.week_start is {self.week_start}"
+            )
+        return self
+
+
+class ValidationConfig(_Strict):
+    allow_unknown_channels: bool = False
+    """If false, a landing file with a channel not in ``channels`` is quarantined."""
+    allow_unknown_controls: bool = False
+    media_gap_fill: Literal["zero", "error"] = "zero"
+    """Weeks inside the model window with no row for a channel: spend 0, or a failed check."""
+    as_of: dt.date | None = None
+    """'Today' for the no-future-weeks rule; default is the real date. Tests pin it."""
+
+
+class PathsConfig(_Strict):
+    """Paths, relative to the config file's folder unless absolute."""
+
+    data_dir: str = "data"
+    landing: str | None = None
+    warehouse: str | None = None
+    bi_database: str | None = None
+    publish: str | None = None
+    quarantine: str | None = None
+    artifacts: str | None = None
+    dagster_home: str | None = None
+    sql_models: str | None = None
+    """Folder of the SQL models; default is the ``dbt_like_sql`` folder shipped with the package."""
+
+
+class ProjectConfig(_Strict):
+    """The whole project configuration (the YAML file's top level)."""
+
+    project: str = "mmm"
+    markets: list[str] | None = None
+    """Markets expected in the data; null admits any. Files without a market column are market 'all'."""
+    kpi: KpiConfig = KpiConfig()
+    calendar: CalendarConfig
+    channels: list[ChannelConfig]
+    controls: list[ControlConfig] = Field(default_factory=list)
+    validation: ValidationConfig = ValidationConfig()
+    paths: PathsConfig = PathsConfig()
+
+    # Set by load_config: the folder that relative paths resolve against.
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_unique(cls, value: list[ChannelConfig]) -> list[ChannelConfig]:
+        if not value:
+            raise ValueError("at least one channel is required")
+        _unique_names([c.name for c in value], "channel")
+        return value
+
+    @field_validator("controls")
+    @classmethod
+    def _controls_unique(cls, value: list[ControlConfig]) -> list[ControlConfig]:
+        _unique_names([c.name for c in value], "control")
+        return value
+
+    @field_validator("markets")
+    @classmethod
+    def _markets_ok(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            for m in value:
+                _check_identifier(m)
+            _unique_names(value, "market")
+        return value
+
+    # ---- derived -------------------------------------------------------------------------------
+    @property
+    def channel_names(self) -> list[str]:
+        return [c.name for c in self.channels]
+
+    @property
+    def control_names(self) -> list[str]:
+        return [c.name for c in self.controls]
+
+    def channel_aliases(self) -> dict[str, str]:
+        """Map every accepted raw channel label (case-insensitive) to its channel name."""
+        return _alias_map(self.channels)
+
+    def control_aliases(self) -> dict[str, str]:
+        return _alias_map(self.controls)
+
+    def _path(self, value: str | None, default: str) -> Path:
+        p = Path(value) if value else Path(self.paths.data_dir) / default
+        return p if p.is_absolute() else (self.root / p).resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self._path(self.paths.data_dir, "")
+
+    @property
+    def landing_dir(self) -> Path:
+        return self._path(self.paths.landing, "landing")
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self._path(self.paths.warehouse, "warehouse.duckdb")
+
+    @property
+    def bi_database_path(self) -> Path:
+        return self._path(self.paths.bi_database, "bi.duckdb")
+
+    @property
+    def publish_dir(self) -> Path:
+        return self._path(self.paths.publish, "published")
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self._path(self.paths.quarantine, "quarantine")
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self._path(self.paths.artifacts, "artifacts")
+
+    @property
+    def dagster_home(self) -> Path:
+        return self._path(self.paths.dagster_home, "dagster_home")
+
+    @property
+    def sql_models_dir(self) -> Path:
+        if self.paths.sql_models:
+            return self._path(self.paths.sql_models, "")
+        return Path(__file__).resolve().parent.parent / "dbt_like_sql"
+
+    def today(self) -> dt.date:
+        return self.validation.as_of or dt.date.today()
+
+
+def _unique_names(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what} {n!r} is listed twice")
+        seen.add(n)
+
+
+def _alias_map(items: list[ChannelConfig] | list[ControlConfig]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        for label in [item.name, *item.aliases]:
+            key = label.strip().lower()
+            if key in out and out[key] != item.name:
+                raise ConfigError(f"label {label!r} is an alias of both {out[key]!r} and {item.name!r}")
+            out[key] = item.name
+    return out
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: an explicit path, else $MMM_PIPELINE_CONFIG, else ./mmm_pipeline.yaml."""
+    candidate = path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_NAME
+    resolved = Path(candidate).expanduser().resolve()
+    if not resolved.is_file():
+        raise ConfigError(
+            f"config file {resolved} does not exist: pass --config PATH or set {CONFIG_ENV_VAR} "
+            "(`mmm-pipeline init DIR` scaffolds a project)"
+        )
+    return resolved
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> ProjectConfig:
+    """Read and validate the YAML config; errors name the file and the offending key."""
+    resolved = resolve_config_path(path)
+    try:
+        raw = yaml.safe_load(resolved.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{resolved}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{resolved}: the top level must be a mapping of keys")
+    try:
+        cfg = ProjectConfig.model_validate({**raw, "root": resolved.parent})
+        cfg.channel_aliases()
+        cfg.control_aliases()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"key '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{resolved}: {problems}") from None
+    return cfg

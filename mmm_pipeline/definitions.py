@@ -1,0 +1,35 @@
+"""The code location: every asset, check, job and resource, built from the project config.
+
+The config file comes from ``$MMM_PIPELINE_CONFIG`` (or ``./mmm_pipeline.yaml``); the CLI builds the
+same definitions from its ``--config``.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .config import ProjectConfig, load_config
+from .defs.assets.features import build_feature_assets
+from .defs.assets.ingestion import build_ingestion_assets
+from .defs.assets.publish import build_publish_assets
+from .defs.jobs import build_jobs
+from .defs.resources import build_resources
+from .sql_models import discover_models
+
+
+def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
+    models = discover_models(cfg.sql_models_dir, cfg)
+    return dg.Definitions(
+        assets=[
+            *build_ingestion_assets(cfg),
+            *build_feature_assets(cfg, models),
+            *build_publish_assets(cfg, models),
+        ],
+        jobs=build_jobs(cfg),
+        resources=build_resources(cfg),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_config())

@@ -1,0 +1,1 @@
+"""Dagster wiring: assets, checks, jobs and resources built from a project config."""

@@ -1,0 +1,1 @@
+"""Assets by pipeline stage: ingestion, SQL feature models, publishing."""

@@ -1,0 +1,92 @@
+"""Ingestion assets: register landing files (validated with pandera) and the holiday reference table."""
+
+
+from collections import defaultdict
+
+import dagster as dg
+
+from ...calendar import holiday_table
+from ...config import ProjectConfig
+from ...ingestion import pending_week_ranges, scan_landing
+from ...schemas import LANDING_RULES
+from ...warehouse import WarehouseResource
+from ..resources import WRITER_POOL
+
+
+def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        group_name="ingestion",
+        kinds={"python", "duckdb"},
+        pool=WRITER_POOL,
+        description=(
+            "Scans the landing folder and registers every new or changed file (CSV or Parquet; media, "
+            "KPI, controls) after validating it with pandera. Identical re-deliveries change nothing; a "
+            "file that breaks a rule is quarantined with an error report naming its rows and rule, and "
+            "none of it reaches the warehouse. Queues the weeks each accepted file touches."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(rule, asset="landing_files", description=text, blocking=True)
+            for rule, text in LANDING_RULES.items()
+        ],
+        metadata={"landing_folder": str(cfg.landing_dir), "quarantine_folder": str(cfg.quarantine_dir)},
+    )
+    def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            result = scan_landing(conn, cfg, context.log)
+            ranges = pending_week_ranges(conn, cfg)
+            files = conn.execute("SELECT count(*) FROM raw.landing_files WHERE status = 'active'").fetchone()[0]
+        context.log.info(f"landing scan: {result.summary()}")
+        broken: dict[str, list[str]] = defaultdict(list)
+        for error in result.rejected:
+            for violation in error.violations:
+                broken[violation.rule].append(f"{error.path.name}: {violation.describe()}")
+        checks = [
+            dg.AssetCheckResult(
+                check_name=rule,
+                passed=rule not in broken,
+                metadata={"rejected_files": dg.MetadataValue.md("\n".join(f"- {m}" for m in broken[rule]))}
+                if rule in broken
+                else {},
+            )
+            for rule in LANDING_RULES
+        ]
+        return dg.MaterializeResult(
+            metadata={
+                "accepted": len(result.accepted),
+                "duplicates": len(result.duplicates),
+                "superseded": len(result.superseded),
+                "rejected": len(result.rejected),
+                "unchanged": result.unchanged,
+                "rows_loaded": result.rows_loaded,
+                "active_files": files,
+                "pending_weeks": dg.MetadataValue.md(
+                    "\n".join(f"- {a} .. {b}" for a, b in ranges) or "none"
+                ),
+            },
+            check_results=checks,
+        )
+
+    @dg.asset(
+        group_name="ingestion",
+        kinds={"python", "duckdb"},
+        pool=WRITER_POOL,
+        description=(
+            "Public holidays for the configured country (python-holidays) from the first calendar year "
+            "to next year; the calendar features of the modeling table count them per week."
+        ),
+    )
+    def holiday_calendar(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        last_year = cfg.today().year + 1
+        frame = holiday_table(cfg.calendar.holidays_country, cfg.calendar.start.year, last_year)
+        frame["country"] = cfg.calendar.holidays_country or ""
+        with warehouse.get_connection() as conn:
+            conn.register("holiday_frame", frame)
+            conn.execute("BEGIN TRANSACTION")
+            conn.execute("DELETE FROM raw.holidays")
+            conn.execute("INSERT INTO raw.holidays SELECT date, name, country FROM holiday_frame")
+            conn.execute("COMMIT")
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": len(frame), "country": cfg.calendar.holidays_country or "none"}
+        )
+
+    return [landing_files, holiday_calendar]

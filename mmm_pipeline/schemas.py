@@ -1,0 +1,181 @@
+"""pandera schemas: the rules a landing file and the modeling table must satisfy.
+
+Each check carries the *rule name* users see in errors, quarantine reports and Dagster asset checks, so
+one name means one rule everywhere. Landing files are validated as read (strings for CSV), after the
+market column is defaulted and channel/control labels are mapped to configured names.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+from .config import ProjectConfig
+
+#: Every landing-file rule, in the order they are reported. Names are shown as Dagster asset checks.
+LANDING_RULES: dict[str, str] = {
+    "no_empty_files": "a landing file must hold at least one data row",
+    "required_columns": "a landing file must have the columns of its kind",
+    "missing_values": "date, market, channel/control and value fields may not be empty",
+    "parseable_dates": "every date must parse as a calendar date (ISO yyyy-mm-dd recommended)",
+    "nonnegative_numeric_spend": "spend and impressions must be numbers >= 0",
+    "numeric_values": "KPI and control values must be numbers",
+    "unique_keys": "no two rows may share (date, market, channel/control)",
+    "known_channels": "channels must be configured (name or alias) unless unknown channels are allowed",
+    "known_controls": "controls must be configured (name or alias) unless unknown controls are allowed",
+    "known_markets": "markets must be listed in the config when the config lists markets",
+    "no_future_dates": "no row may be dated after today (the as-of date)",
+    "dates_within_calendar": "no row may be dated before calendar.start",
+}
+
+#: pandera's built-in check names mapped onto our rule names.
+_BUILTIN_RULES = {
+    "column_in_dataframe": "required_columns",
+    "multiple_fields_uniqueness": "unique_keys",
+    "field_uniqueness": "unique_keys",
+    "not_nullable": "missing_values",
+}
+
+REQUIRED_COLUMNS = {
+    "media": ("date", "channel", "spend"),
+    "kpi": ("date",),  # plus the configured KPI column
+    "controls": ("date", "control", "value"),
+}
+
+
+def rule_of(check_name: str) -> str:
+    """The rule a pandera failure case belongs to."""
+    return _BUILTIN_RULES.get(check_name, check_name)
+
+
+def _dates(series: pd.Series) -> pd.Series:
+    return pd.to_datetime(series, errors="coerce", format="mixed")
+
+
+def _date_checks(cfg: ProjectConfig) -> list[pa.Check]:
+    today = pd.Timestamp(cfg.today())
+    start = pd.Timestamp(cfg.calendar.start)
+    return [
+        pa.Check(lambda s: _dates(s).notna(), name="parseable_dates"),
+        # An unparseable date already failed parseable_dates; don't report it twice.
+        pa.Check(lambda s: ~(_dates(s) > today), name="no_future_dates"),
+        pa.Check(lambda s: ~(_dates(s) < start), name="dates_within_calendar"),
+    ]
+
+
+def _nonnegative(series: pd.Series) -> pd.Series:
+    values = pd.to_numeric(series, errors="coerce")
+    return values.notna() & (values >= 0)
+
+
+def _numeric(series: pd.Series) -> pd.Series:
+    return pd.to_numeric(series, errors="coerce").notna()
+
+
+def _member_of(names: list[str], rule: str) -> pa.Check:
+    allowed = set(names)
+    return pa.Check(lambda s: s.isin(allowed), name=rule)
+
+
+def _market_column(cfg: ProjectConfig) -> pa.Column:
+    checks = [_member_of(cfg.markets, "known_markets")] if cfg.markets else []
+    return pa.Column(object, checks=checks, nullable=False)
+
+
+def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
+    """The schema a landing file of ``kind`` (media, kpi, controls) is validated against."""
+    date = pa.Column(object, checks=_date_checks(cfg))
+    if kind == "media":
+        channel_checks = (
+            [] if cfg.validation.allow_unknown_channels else [_member_of(cfg.channel_names, "known_channels")]
+        )
+        columns = {
+            "date": date,
+            "market": _market_column(cfg),
+            "channel": pa.Column(object, checks=channel_checks),
+            "spend": pa.Column(object, checks=pa.Check(_nonnegative, name="nonnegative_numeric_spend")),
+            "impressions": pa.Column(
+                object,
+                checks=pa.Check(_nonnegative, name="nonnegative_numeric_spend"),
+                required=False,
+                nullable=True,
+            ),
+        }
+        unique = ["date", "market", "channel"]
+    elif kind == "kpi":
+        columns = {
+            "date": date,
+            "market": _market_column(cfg),
+            cfg.kpi.name: pa.Column(object, checks=pa.Check(_numeric, name="numeric_values")),
+        }
+        unique = ["date", "market"]
+    elif kind == "controls":
+        control_checks = (
+            [] if cfg.validation.allow_unknown_controls else [_member_of(cfg.control_names, "known_controls")]
+        )
+        columns = {
+            "date": date,
+            "market": _market_column(cfg),
+            "control": pa.Column(object, checks=control_checks),
+            "value": pa.Column(object, checks=pa.Check(_numeric, name="numeric_values")),
+        }
+        unique = ["date", "market", "control"]
+    else:
+        raise ValueError(f"unknown landing kind {kind!r}")
+    return pa.DataFrameSchema(columns, unique=unique, strict=False, name=f"landing_{kind}")
+
+
+#: Rules on the modeling table (one row per market and week), shown as asset checks on it.
+MODELING_RULES: dict[str, str] = {
+    "unique_market_week": "one row per (market, week)",
+    "kpi_every_week": "the KPI is present for every modeled week",
+    "no_gaps": "weeks are consecutive inside each market's model window",
+    "no_future_weeks": "no week starts after the as-of date",
+    "nonnegative_spend": "spend per channel is a number >= 0 (after the media gap-fill policy)",
+    "controls_present": "every control has a value (after its fill policy)",
+}
+
+
+def _present(rule: str) -> pa.Check:
+    """Fails on missing values (pandera skips nulls in checks unless told not to)."""
+    return pa.Check(lambda s: s.notna(), name=rule, ignore_na=False)
+
+
+def _no_gaps(frame: pd.DataFrame) -> pd.Series:
+    """True for rows whose week follows the previous week of the same market by exactly 7 days."""
+    weeks = pd.to_datetime(frame["week"])
+    step = weeks.groupby(frame["market"]).diff()
+    return step.isna() | (step == pd.Timedelta(days=7))
+
+
+def modeling_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
+    """Schema of ``fct_modeling_weekly``: columns follow the configured channels and controls."""
+    today = pd.Timestamp(cfg.today())
+    columns: dict[str, pa.Column] = {
+        "market": pa.Column(str),
+        "week": pa.Column(
+            "datetime64[ns]", checks=pa.Check(lambda s: s <= today, name="no_future_weeks")
+        ),
+        "kpi": pa.Column(float, nullable=True, checks=_present("kpi_every_week")),
+    }
+    for channel in cfg.channel_names:
+        columns[f"spend_{channel}"] = pa.Column(
+            float, nullable=True, checks=pa.Check(_nonnegative, name="nonnegative_spend", ignore_na=False)
+        )
+        columns[f"impressions_{channel}"] = pa.Column(float, nullable=True)
+    for control in cfg.control_names:
+        columns[f"control_{control}"] = pa.Column(
+            float, nullable=True, checks=_present("controls_present")
+        )
+    return pa.DataFrameSchema(
+        columns,
+        checks=[pa.Check(_no_gaps, name="no_gaps")],
+        unique=["market", "week"],
+        strict=False,
+        name="fct_modeling_weekly",
+    )
+
+
+def modeling_rule_of(check_name: str) -> str:
+    return "unique_market_week" if "uniqueness" in check_name else check_name
+

@@ -1,0 +1,239 @@
+"""dbt-like SQL models run in DuckDB.
+
+Each ``.sql`` file under ``dbt_like_sql/<layer>/`` is one model named after the file and built into the
+schema named after its folder (staging, intermediate, marts). Templates are Jinja:
+
+- ``{{ ref('stg_media') }}`` refers to another model; ``{{ source('landing', 'media') }}`` to a table
+  written by a Python asset. Dependencies (and so Dagster lineage) are read from these calls.
+- ``{{ config(materialized='incremental_weekly', unique_key=[...], pending_kind='media') }}`` makes a
+  model weekly-incremental: a run rebuilds only the weeks of its partition window (the SQL filters on
+  ``$window_start`` / ``$window_end``) by delete-then-insert, so re-running a week is safe.
+- Identifiers from user data (channel and control names) go through the ``ident`` filter and string
+  values through ``literal``; nothing from a data file is pasted into SQL raw.
+- Leading ``--`` comment lines are the model's description (shown in the Dagster UI).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import jinja2
+import pandas as pd
+
+from .config import ProjectConfig
+from .warehouse import quote_ident, relation_exists
+
+LAYERS = ("staging", "intermediate", "marts")
+
+#: Tables written by Python assets that SQL models read: (source, table) -> (relation, asset name).
+SOURCES: dict[tuple[str, str], tuple[str, str]] = {
+    ("landing", "files"): ("raw.landing_files", "landing_files"),
+    ("landing", "media"): ("raw.landed_media", "landing_files"),
+    ("landing", "kpi"): ("raw.landed_kpi", "landing_files"),
+    ("landing", "controls"): ("raw.landed_controls", "landing_files"),
+    ("landing", "quarantine"): ("raw.quarantined_files", "landing_files"),
+    ("reference", "holidays"): ("raw.holidays", "holiday_calendar"),
+}
+
+
+class SqlModelError(ValueError):
+    """A SQL model that cannot be loaded (bad reference, bad config, cycle)."""
+
+
+def quote_literal(value: Any) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    name: str
+    layer: str
+    path: Path
+    description: str
+    materialized: Literal["table", "incremental_weekly"] = "table"
+    unique_key: tuple[str, ...] = ()
+    pending_kind: str | None = None
+    refs: tuple[str, ...] = ()
+    source_assets: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def relation(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    @property
+    def incremental(self) -> bool:
+        return self.materialized == "incremental_weekly"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.filters["ident"] = quote_ident
+    env.filters["literal"] = quote_literal
+    return env
+
+
+def _context(cfg: ProjectConfig) -> dict[str, Any]:
+    return {
+        "channels": cfg.channel_names,
+        "channel_configs": [c.model_dump() for c in cfg.channels],
+        "controls": [c.model_dump() for c in cfg.controls],
+        "media_gap_fill": cfg.validation.media_gap_fill,
+        "week_start_index": cfg.calendar.week_start_index,
+    }
+
+
+def _description(text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--"):
+            lines.append(stripped[2:].strip())
+        elif stripped and not stripped.startswith("{{"):
+            break
+    return " ".join(lines)
+
+
+def render(path: Path, cfg: ProjectConfig, models: dict[str, SqlModel] | None = None) -> tuple[str, dict]:
+    """Render a model's SQL; returns (sql, facts) where facts hold its config, refs and sources."""
+    facts: dict[str, Any] = {"config": {}, "refs": [], "sources": []}
+
+    def config(**kwargs: Any) -> str:
+        facts["config"].update(kwargs)
+        return ""
+
+    def ref(name: str) -> str:
+        facts["refs"].append(name)
+        if models is None:
+            return "__ref__"
+        if name not in models:
+            raise SqlModelError(f"{path}: ref('{name}') names no model")
+        return models[name].relation
+
+    def source(source_name: str, table: str) -> str:
+        key = (source_name, table)
+        if key not in SOURCES:
+            raise SqlModelError(f"{path}: source{key} is not a known source ({sorted(SOURCES)})")
+        facts["sources"].append(key)
+        return SOURCES[key][0]
+
+    template = _environment().from_string(path.read_text())
+    sql = template.render(config=config, ref=ref, source=source, **_context(cfg))
+    return sql, facts
+
+
+def discover_models(folder: Path, cfg: ProjectConfig) -> dict[str, SqlModel]:
+    """All models under ``folder``, keyed by name, in dependency order."""
+    models: dict[str, SqlModel] = {}
+    for layer in LAYERS:
+        for path in sorted((folder / layer).glob("*.sql")):
+            if path.stem in models:
+                raise SqlModelError(f"{path}: a model named {path.stem!r} already exists")
+            _, facts = render(path, cfg)
+            conf = dict(facts["config"])
+            materialized = conf.pop("materialized", "table")
+            if materialized not in ("table", "incremental_weekly"):
+                raise SqlModelError(f"{path}: materialized={materialized!r} is not table or incremental_weekly")
+            models[path.stem] = SqlModel(
+                name=path.stem,
+                layer=layer,
+                path=path,
+                description=_description(path.read_text()),
+                materialized=materialized,
+                unique_key=tuple(conf.pop("unique_key", ())),
+                pending_kind=conf.pop("pending_kind", None),
+                refs=tuple(dict.fromkeys(facts["refs"])),
+                source_assets=tuple(dict.fromkeys(SOURCES[s][1] for s in facts["sources"])),
+                extra=conf,
+            )
+    for model in models.values():
+        missing = [r for r in model.refs if r not in models]
+        if missing:
+            raise SqlModelError(f"{model.path}: ref() to unknown model(s) {missing}")
+    return _topological(models)
+
+
+def _topological(models: dict[str, SqlModel]) -> dict[str, SqlModel]:
+    ordered: dict[str, SqlModel] = {}
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        if name in visiting:
+            raise SqlModelError(f"dependency cycle through model {name!r}")
+        visiting.add(name)
+        for dep in models[name].refs:
+            visit(dep)
+        visiting.discard(name)
+        ordered[name] = models[name]
+
+    for name in models:
+        visit(name)
+    return ordered
+
+
+@dataclass(frozen=True)
+class Window:
+    """Half-open week window [start, end) of an incremental run."""
+
+    start: dt.date
+    end: dt.date
+
+
+BUILD_TABLE = "__model_build"
+
+
+def build_model(
+    conn: duckdb.DuckDBPyConnection,
+    model: SqlModel,
+    cfg: ProjectConfig,
+    models: dict[str, SqlModel],
+    window: Window | None = None,
+) -> pd.DataFrame:
+    """Run the model's SQL into a temporary build table and return what it built (not yet published).
+
+    Call :func:`commit_model` after validating the frame; until then the model's table is untouched.
+    """
+    sql, _ = render(model.path, cfg, models)
+    params = {}
+    if model.incremental:
+        if window is None:
+            raise SqlModelError(f"{model.name} is incremental and needs a week window")
+        params = {"window_start": window.start, "window_end": window.end}
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {BUILD_TABLE} AS {sql}", params or None)
+    return conn.execute(f"SELECT * FROM {BUILD_TABLE}").df()
+
+
+def commit_model(
+    conn: duckdb.DuckDBPyConnection, model: SqlModel, window: Window | None = None
+) -> None:
+    """Publish the build table into the model's table in one transaction (readers never see half)."""
+    schema, name = model.layer, model.name
+    target = f"{schema}.{quote_ident(name)}"
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        if model.incremental:
+            assert window is not None
+            if not relation_exists(conn, schema, name):
+                conn.execute(f"CREATE TABLE {target} AS SELECT * FROM {BUILD_TABLE} WITH NO DATA")
+            bounds = [window.start, window.end]
+            conn.execute(f"DELETE FROM {target} WHERE week >= ? AND week < ?", bounds)
+            conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {BUILD_TABLE}")
+            if model.pending_kind:
+                conn.execute(
+                    "DELETE FROM raw.pending_weeks WHERE kind = ? AND week >= ? AND week < ?",
+                    [model.pending_kind, *bounds],
+                )
+        else:
+            conn.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {BUILD_TABLE}")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.execute(f"DROP TABLE IF EXISTS {BUILD_TABLE}")

@@ -1,0 +1,105 @@
+"""The working DuckDB database: one writer at a time, raw tables created on first use.
+
+DuckDB allows one read-write process per file. Every writer goes through
+:meth:`WarehouseResource.get_connection`, which takes a file lock first, so parallel Dagster steps and
+a CLI run queue up instead of failing; BI never opens this file (it reads the published snapshots, see
+:mod:`mmm_pipeline.publish`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from dagster_duckdb import DuckDBResource
+from filelock import FileLock, Timeout
+from pydantic import Field
+
+import dagster as dg
+
+RAW_DDL = """
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE SCHEMA IF NOT EXISTS staging;
+CREATE SCHEMA IF NOT EXISTS intermediate;
+CREATE SCHEMA IF NOT EXISTS marts;
+CREATE TABLE IF NOT EXISTS raw.landing_files (
+    delivery_id BIGINT PRIMARY KEY,   -- one row per delivery of a file's content
+    kind VARCHAR NOT NULL,            -- media | kpi | controls
+    path VARCHAR NOT NULL,            -- relative to the landing folder
+    sha256 VARCHAR NOT NULL,
+    size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    delivered_at TIMESTAMP NOT NULL,
+    status VARCHAR NOT NULL,          -- active | superseded (same path re-delivered) | duplicate
+    n_rows BIGINT,
+    min_week DATE,
+    max_week DATE,
+    note VARCHAR
+);
+CREATE TABLE IF NOT EXISTS raw.landed_media (
+    delivery_id BIGINT, row_number INTEGER, date DATE, week DATE, market VARCHAR, channel VARCHAR,
+    spend DOUBLE, impressions DOUBLE
+);
+CREATE TABLE IF NOT EXISTS raw.landed_kpi (
+    delivery_id BIGINT, row_number INTEGER, date DATE, week DATE, market VARCHAR, kpi DOUBLE
+);
+CREATE TABLE IF NOT EXISTS raw.landed_controls (
+    delivery_id BIGINT, row_number INTEGER, date DATE, week DATE, market VARCHAR, control VARCHAR,
+    value DOUBLE
+);
+CREATE TABLE IF NOT EXISTS raw.pending_weeks (kind VARCHAR, week DATE, PRIMARY KEY (kind, week));
+CREATE TABLE IF NOT EXISTS raw.quarantined_files (
+    path VARCHAR, kind VARCHAR, sha256 VARCHAR, quarantined_at TIMESTAMP, moved_to VARCHAR,
+    rules VARCHAR, message VARCHAR
+);
+CREATE TABLE IF NOT EXISTS raw.holidays (date DATE, name VARCHAR, country VARCHAR);
+"""
+
+
+class WarehouseResource(DuckDBResource):
+    """DuckDB working database with a cross-process writer lock (DuckDB has a single writer)."""
+
+    lock_timeout_seconds: float = Field(
+        default=1800.0, description="How long a writer waits for another writer before failing."
+    )
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{self.database}.lock")
+        started = time.monotonic()
+        try:
+            lock.acquire(timeout=self.lock_timeout_seconds)
+        except Timeout as exc:
+            raise dg.Failure(
+                f"another writer has held {self.database} for over {self.lock_timeout_seconds:.0f}s; "
+                f"remove {lock.lock_file} only if no pipeline process is running"
+            ) from exc
+        waited = time.monotonic() - started
+        if waited > 1:
+            dg.get_dagster_logger().info(f"waited {waited:.1f}s for the warehouse writer lock")
+        try:
+            with super().get_connection() as conn:
+                try:
+                    conn.execute(RAW_DDL)
+                    yield conn
+                finally:
+                    conn.close()
+        finally:
+            lock.release()
+
+
+def relation_exists(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for DuckDB SQL (doubling any embedded quote)."""
+    return '"' + name.replace('"', '""') + '"'
