@@ -1,0 +1,1 @@
+"""Continuous Marketing Mix Modeling pipeline: Dagster assets over DuckDB, PyMC and SciPy."""

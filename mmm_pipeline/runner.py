@@ -1,0 +1,143 @@
+"""Headless runs of the Dagster definitions, for cron, CI and the CLI.
+
+Runs go to the project's own Dagster instance (``paths.dagster_home``, or ``$DAGSTER_HOME``), so they
+show up in the UI beside runs launched there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from dagster import DagsterInstance
+
+from .calendar import last_complete_week
+from .config import ProjectConfig
+from .definitions import build_definitions
+from .defs.jobs import FEATURES_JOB, INGEST_JOB
+from .defs.resources import WRITER_POOL
+from .ingestion import pending_week_ranges
+from .warehouse import WarehouseResource
+
+INSTANCE_YAML = f"""# Written by mmm-pipeline. Runs from the CLI and from `mmm-pipeline ui` share this instance.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1  # the {WRITER_POOL} pool: DuckDB has one writer
+"""
+
+
+#: Console logging for headless runs: our progress messages, not Dagster's step-by-step debug events.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+class PipelineRunError(RuntimeError):
+    """A run that failed; the message says which step or check and why."""
+
+
+def project_instance(cfg: ProjectConfig) -> DagsterInstance:
+    """The project's persistent Dagster instance (created on first use)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or cfg.dagster_home)
+    home.mkdir(parents=True, exist_ok=True)
+    config_file = home / "dagster.yaml"
+    if not config_file.exists():
+        config_file.write_text(INSTANCE_YAML)
+    return DagsterInstance.from_config(str(home))
+
+
+@dataclass
+class RunSummary:
+    runs: list[tuple[str, str, bool, str]] = field(default_factory=list)  # job, run id, success, weeks
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _problems(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Readable reasons a run failed: failed checks with their details, then step errors."""
+    out = []
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            details = "\n".join(str(v.value) for v in evaluation.metadata.values())
+            out.append(
+                f"check '{evaluation.check_name}' on {evaluation.asset_key.to_user_string()} failed"
+                + (f":\n{details}" if details else "")
+            )
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            message = error.message.strip() if error else event.message
+            if "blocking asset check" not in message:
+                out.append(f"step '{event.step_key}' failed: {message}")
+    return out
+
+
+def parse_weeks(spec: str, cfg: ProjectConfig) -> list[tuple[dt.date, dt.date]] | None:
+    """``pending`` (None: ask the warehouse), ``all``, or ``YYYY-MM-DD..YYYY-MM-DD``."""
+    last = last_complete_week(cfg.today(), cfg.calendar.week_start_index)
+    if spec == "pending":
+        return None
+    if spec == "all":
+        return [(cfg.calendar.start, last)]
+    try:
+        first, _, final = spec.partition("..")
+        start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(final or first)
+    except ValueError:
+        raise PipelineRunError(f"--weeks {spec!r}: use pending, all, or YYYY-MM-DD..YYYY-MM-DD") from None
+    return [(max(start, cfg.calendar.start), min(end, last))]
+
+
+def run_pipeline(
+    cfg: ProjectConfig,
+    weeks: str = "pending",
+    instance: DagsterInstance | None = None,
+    log: Callable[[str], None] = print,
+) -> RunSummary:
+    """Scan the landing folder, then rebuild features for the queued (or requested) weeks and publish.
+
+    Valid files are built even when others in the same delivery were rejected; the rejections are
+    returned as problems so the caller can exit non-zero.
+    """
+    instance = instance or project_instance(cfg)
+    defs = build_definitions(cfg)
+    summary = RunSummary()
+
+    ingest = defs.resolve_job_def(INGEST_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=RUN_CONFIG
+    )
+    summary.runs.append((INGEST_JOB, ingest.run_id, ingest.success, "-"))
+    summary.problems += _problems(ingest)
+    if not ingest.success and not ingest.get_asset_materialization_events():
+        return summary
+
+    ranges = parse_weeks(weeks, cfg)
+    if ranges is None:
+        with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
+            ranges = pending_week_ranges(conn, cfg)
+    if not ranges:
+        log("no new or corrected weeks: feature tables are up to date")
+    week_fmt = cfg.calendar
+    for start, end in ranges:
+        label = f"{start}..{end}"
+        log(f"building features for weeks {label} ({week_fmt.week_start} weeks) in one run")
+        result = defs.resolve_job_def(FEATURES_JOB).execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config=RUN_CONFIG,
+            tags={
+                "dagster/asset_partition_range_start": start.isoformat(),
+                "dagster/asset_partition_range_end": end.isoformat(),
+            },
+        )
+        summary.runs.append((FEATURES_JOB, result.run_id, result.success, label))
+        summary.problems += _problems(result)
+        if not result.success:
+            break
+    return summary

@@ -1,0 +1,84 @@
+"""Shared fixtures: real projects in temporary folders, a temporary DAGSTER_HOME, real pipeline runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from mmm_pipeline.config import ProjectConfig, load_config
+from mmm_pipeline.importers.wide import import_wide, load_wide_mapping
+from mmm_pipeline.runner import RunSummary, project_instance, run_pipeline
+from mmm_pipeline.scaffold import demo_file, init_project
+
+CASE_STUDY = demo_file("case_study_weekly.csv")
+
+
+@pytest.fixture(autouse=True)
+def dagster_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own Dagster instance folder; nothing touches ~/.dagster."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def run(cfg: ProjectConfig, weeks: str = "pending") -> RunSummary:
+    return run_pipeline(cfg, weeks=weeks, instance=project_instance(cfg), log=lambda _msg: None)
+
+
+def modeling_table(cfg: ProjectConfig) -> pd.DataFrame:
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+        return conn.execute("SELECT * FROM marts.fct_modeling_weekly ORDER BY market, week").df()
+
+
+def query(cfg: ProjectConfig, sql: str) -> list[tuple]:
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+LAST_WEEK = "2018-07-29"
+
+
+def weekly_case_study_files(target: Path) -> Path:
+    """The case study as a weekly delivery would look: one file per week per kind, under ``target``."""
+    import_wide(
+        CASE_STUDY,
+        load_wide_mapping(demo_file("case_study_mapping.yaml")),
+        target,
+        split="week",
+        week_start="sunday",
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def loaded_case_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The historical load, done once: every case-study week but the last, one file per week per kind.
+
+    The last week is kept back in ``<project>/incoming`` so a test can deliver it as a new week.
+    """
+    directory = tmp_path_factory.mktemp("case_study")
+    config_path = init_project(directory, "case-study")
+    cfg = load_config(config_path)
+    weekly_case_study_files(cfg.landing_dir)
+    for kind in ("media", "kpi", "controls"):
+        held_back = directory / "incoming" / kind
+        held_back.mkdir(parents=True)
+        shutil.move(cfg.landing_dir / kind / f"case_study_weekly_{LAST_WEEK}.csv", held_back)
+    home = directory / ".session_dagster_home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        summary = run(cfg)
+    assert summary.ok, summary.problems
+    return directory
+
+
+@pytest.fixture
+def case_study(loaded_case_study: Path, tmp_path: Path) -> ProjectConfig:
+    """A private copy of the loaded case-study project, safe to change."""
+    directory = tmp_path / "project"
+    shutil.copytree(loaded_case_study, directory, ignore=shutil.ignore_patterns("*.lock", "*dagster_home"))
+    return load_config(directory / "mmm_pipeline.yaml")
