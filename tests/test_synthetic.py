@@ -1,0 +1,174 @@
+"""The synthetic world: determinism, an exact decomposition, and a truth consistent with its files."""
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmm_pipeline.synthetic import Break, generate_world, write_world
+
+CHANNELS = ["tv", "search", "display", "social", "radio", "print"]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(seed=0)
+
+
+@pytest.fixture(scope="module")
+def two_markets():
+    return generate_world(seed=3, n_weeks=60, markets=["north", "south"])
+
+
+def _components(world):
+    decomposition = world.truth.decomposition
+    return decomposition.drop(columns=["date", "market", world.kpi_name]), decomposition[world.kpi_name]
+
+
+def test_same_seed_same_world_and_other_seed_differs():
+    a, b, c = (
+        generate_world(seed=7, n_weeks=30),
+        generate_world(seed=7, n_weeks=30),
+        generate_world(seed=8, n_weeks=30),
+    )
+    for frame in ["media", "kpi", "controls"]:
+        pd.testing.assert_frame_equal(getattr(a, frame), getattr(b, frame))
+    pd.testing.assert_frame_equal(a.truth.decomposition, b.truth.decomposition)
+    assert not a.media["spend"].equals(c.media["spend"])
+
+
+def test_default_shape_dates_and_names(world):
+    assert world.channels == CHANNELS
+    assert set(world.controls["control"]) == {"competitor_spend", "macro_index", "price"}
+    dates = world.dates
+    assert len(dates) == 156 and dates[0] == pd.Timestamp("2022-01-03")
+    assert (dates.weekday == 0).all() and (np.diff(dates.values) == np.timedelta64(7, "D")).all()
+    assert dates[-1] < pd.Timestamp("2026-11-24")
+    assert len(world.media) == 156 * 6 and len(world.kpi) == 156 and len(world.controls) == 156 * 3
+    assert list(world.media.columns) == ["date", "channel", "spend", "impressions", "market"]
+    assert list(world.kpi.columns) == ["date", "sales", "market"]
+    assert list(world.controls.columns) == ["date", "control", "value", "market"]
+
+
+def test_spend_is_realistic_media_plans(world):
+    spend = world.media.pivot(index="date", columns="channel", values="spend")
+    assert (world.media["spend"] >= 0).all() and (world.media["impressions"] >= 0).all()
+    assert ((world.media["spend"] == 0) == (world.media["impressions"] == 0)).all()
+    for flighted in ["tv", "radio", "print"]:
+        assert 0.2 < (spend[flighted] == 0).mean() < 0.7
+    for always_on in ["search", "display", "social"]:
+        assert (spend[always_on] > 0).all()
+        assert spend[always_on].std() / spend[always_on].mean() > 0.1
+
+
+def test_other_week_start_and_start_validation():
+    sunday = generate_world(n_weeks=10, week_start="sunday")
+    assert (sunday.dates.weekday == 6).all() and sunday.dates[0] == pd.Timestamp("2022-01-09")
+    with pytest.raises(ValueError, match="not a monday"):
+        generate_world(start=dt.date(2022, 1, 4))
+
+
+def test_components_add_up_to_kpi_with_small_noise(world):
+    components, kpi = _components(world)
+    np.testing.assert_allclose(components.sum(axis=1), kpi, rtol=1e-12)
+    np.testing.assert_array_equal(kpi.to_numpy(), world.kpi["sales"].to_numpy())
+    noise = components["noise"]
+    assert noise.std() == pytest.approx(world.truth.noise_sd["all"], rel=0.2)
+    assert noise.std() < 0.03 * kpi.mean()
+
+
+def test_roas_is_realistic_and_media_share_plausible(world):
+    summary = world.summary()
+    assert summary["roas"].between(0.5, 5).all()
+    np.testing.assert_allclose(summary["share"].sum(), 1.0)
+    media_share = world.truth.decomposition[CHANNELS].to_numpy().sum() / world.kpi["sales"].sum()
+    assert 0.1 < media_share < 0.4
+
+
+def test_truth_files_agree_with_landing_files(world, tmp_path):
+    paths = write_world(world, tmp_path / "landing", tmp_path / "truth")
+    media = pd.read_csv(paths["media"] / "media.csv")
+    contributions = pd.read_csv(paths["contributions"])
+    truth = json.loads(paths["truth"].read_text())
+    kpi = pd.read_csv(paths["kpi"] / "kpi.csv")
+    controls = pd.read_csv(paths["controls"] / "controls.csv")
+    assert list(kpi.columns) == ["date", "sales", "market"] and kpi["date"].iloc[0] == "2022-01-03"
+    assert list(controls.columns) == ["date", "control", "value", "market"]
+    spend = media.groupby("channel")["spend"].sum()
+    for channel in CHANNELS:
+        recomputed = contributions[channel].sum() / spend[channel]
+        assert truth["channels"][channel]["roas"] == pytest.approx(recomputed, rel=1e-9)
+    shares = [truth["channels"][c]["share"] for c in CHANNELS]
+    assert sum(shares) == pytest.approx(1.0)
+    np.testing.assert_allclose(
+        contributions.drop(columns=["date", "market", "sales"]).sum(axis=1), kpi["sales"]
+    )
+
+
+def test_split_by_week_writes_one_file_per_week_and_kind(two_markets, tmp_path):
+    paths = write_world(two_markets, tmp_path / "landing", tmp_path / "truth", split_by_week=True)
+    for kind in ["media", "kpi", "controls"]:
+        files = sorted(paths[kind].glob("*.csv"))
+        assert len(files) == 60
+        week = pd.read_csv(files[0])
+        assert week["date"].nunique() == 1 and set(week["market"]) == {"north", "south"}
+    media = pd.concat(pd.read_csv(f) for f in sorted(paths["media"].glob("*.csv")))
+    assert len(media) == len(two_markets.media)
+
+
+def test_true_contribution_reproduces_recorded_contributions(two_markets):
+    for market in two_markets.markets:
+        recorded = two_markets.truth.decomposition.query("market == @market")[CHANNELS].to_numpy()
+        spend = two_markets.spend_matrix(market)
+        np.testing.assert_allclose(two_markets.true_contribution(spend, market), recorded, rtol=1e-12)
+        # Scoring only the weeks from 25 on, the actual weeks before carry over.
+        tail = two_markets.true_contribution(spend[25:], market, start_week=25)
+        np.testing.assert_allclose(tail, recorded[25:], rtol=1e-12)
+
+
+def test_steady_state_matches_a_long_constant_plan(world):
+    weekly = np.array([80_000, 25_000, 20_000, 20_000, 15_000, 15_000.0])  # past the S-curves' inflection
+    steady = world.true_contribution(weekly)
+    plan = world.true_contribution(np.tile(weekly, (12, 1)), start_week=world.n_weeks)
+    np.testing.assert_allclose(plan[-1], steady, rtol=1e-12)
+    assert not np.allclose(plan[0], steady)  # the first forecast week still carries the actual history
+    more = world.true_contribution(weekly * 1.5)
+    assert np.all(more > steady) and np.all(more < 1.5 * steady)  # diminishing returns
+
+
+def test_markets_differ_in_scale_and_data(two_markets):
+    scales = two_markets.truth.market_scale
+    assert scales["north"] == 1.0 and scales["south"] != 1.0
+    spend = two_markets.media.groupby("market")["spend"].sum()
+    assert spend["south"] / spend["north"] == pytest.approx(scales["south"], rel=0.35)
+    north, south = (two_markets.spend_matrix(m) for m in ["north", "south"])
+    assert not np.allclose(north * scales["south"], south)
+    weekly = np.full(6, 20_000.0)
+    # Same curve stretched by the scale: s times the spend in a market s times bigger, s times the effect.
+    np.testing.assert_allclose(
+        two_markets.true_contribution(weekly * scales["south"], "south"),
+        scales["south"] * two_markets.true_contribution(weekly, "north"),
+    )
+    with pytest.raises(ValueError, match="name one"):
+        two_markets.true_contribution(weekly)
+
+
+def test_break_changes_the_effect_from_the_break_week(world):
+    broken = generate_world(seed=0, breaks=[Break(channel="tv", week_index=100, effect_multiplier=0.5)])
+    pd.testing.assert_frame_equal(broken.media, world.media)
+    before, after = world.truth.decomposition, broken.truth.decomposition
+    pd.testing.assert_series_equal(after["tv"][:100], before["tv"][:100])
+    np.testing.assert_allclose(after["tv"][100:], 0.5 * before["tv"][100:])
+    others = [c for c in CHANNELS if c != "tv"]
+    pd.testing.assert_frame_equal(after[others], before[others])
+    np.testing.assert_allclose(after["sales"] - before["sales"], after["tv"] - before["tv"], atol=0.01)
+    assert broken.summary().loc["tv", "roas"] < world.summary().loc["tv", "roas"]
+    record = broken.truth_dict()["breaks"]
+    assert record == [{"channel": "tv", "week_index": 100, "date": "2023-12-04", "effect_multiplier": 0.5}]
+    # Plans are scored with the effect in force: halved after the break.
+    weekly = np.full(6, 30_000.0)
+    np.testing.assert_allclose(broken.true_contribution(weekly)[0], 0.5 * world.true_contribution(weekly)[0])
+    with pytest.raises(ValueError, match="invalid"):
+        generate_world(breaks=[Break(channel="tv", week_index=156, effect_multiplier=0.5)])
