@@ -79,12 +79,15 @@ def _member_of(names: list[str], rule: str) -> pa.Check:
 
 def _market_column(cfg: ProjectConfig) -> pa.Column:
     checks = [_member_of(cfg.markets, "known_markets")] if cfg.markets else []
-    return pa.Column(object, checks=checks, nullable=False)
+    return pa.Column(None, checks=checks, nullable=False)
 
 
 def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
-    """The schema a landing file of ``kind`` (media, kpi, controls) is validated against."""
-    date = pa.Column(object, checks=_date_checks(cfg))
+    """The schema a landing file of ``kind`` (media, kpi, controls) is validated against.
+
+    No dtype is imposed: CSV fields arrive as text and Parquet columns typed, and the checks parse both.
+    """
+    date = pa.Column(None, checks=_date_checks(cfg))
     if kind == "media":
         channel_checks = (
             [] if cfg.validation.allow_unknown_channels else [_member_of(cfg.channel_names, "known_channels")]
@@ -92,8 +95,8 @@ def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
         columns = {
             "date": date,
             "market": _market_column(cfg),
-            "channel": pa.Column(object, checks=channel_checks),
-            "spend": pa.Column(object, checks=pa.Check(_nonnegative, name="nonnegative_numeric_spend")),
+            "channel": pa.Column(None, checks=channel_checks),
+            "spend": pa.Column(None, checks=pa.Check(_nonnegative, name="nonnegative_numeric_spend")),
             "impressions": pa.Column(
                 object,
                 checks=pa.Check(_nonnegative, name="nonnegative_numeric_spend"),
@@ -106,7 +109,7 @@ def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
         columns = {
             "date": date,
             "market": _market_column(cfg),
-            cfg.kpi.name: pa.Column(object, checks=pa.Check(_numeric, name="numeric_values")),
+            cfg.kpi.name: pa.Column(None, checks=pa.Check(_numeric, name="numeric_values")),
         }
         unique = ["date", "market"]
     elif kind == "controls":
@@ -116,8 +119,8 @@ def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
         columns = {
             "date": date,
             "market": _market_column(cfg),
-            "control": pa.Column(object, checks=control_checks),
-            "value": pa.Column(object, checks=pa.Check(_numeric, name="numeric_values")),
+            "control": pa.Column(None, checks=control_checks),
+            "value": pa.Column(None, checks=pa.Check(_numeric, name="numeric_values")),
         }
         unique = ["date", "market", "control"]
     else:

@@ -1,0 +1,54 @@
+"""The real console script: scaffold, synthetic data in two markets, run, bad config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+CLI = str(Path(sys.executable).with_name("mmm-pipeline"))
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_init_synthetic_two_markets_and_run(tmp_path: Path) -> None:
+    assert _cli("init", "proj", "--example", "synthetic", cwd=tmp_path).returncode == 0
+    config = str(tmp_path / "proj" / "mmm_pipeline.yaml")
+    made = _cli("--config", config, "synthetic", "--seed", "3", "--weeks", "60", "--markets", "north,south",
+                cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    result = _cli("--config", config, "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fct_modeling_weekly" in result.stdout and "120 rows" in result.stdout
+    truth_media = pd.read_csv(tmp_path / "proj" / "data" / "landing" / "media" / "media.csv")
+    with duckdb.connect(str(tmp_path / "proj" / "data" / "bi.duckdb"), read_only=True) as bi:
+        table = bi.execute("SELECT * FROM fct_modeling_weekly ORDER BY market, week").df()
+    assert sorted(table["market"].unique()) == ["north", "south"]
+    assert table.groupby("market").size().tolist() == [60, 60]
+    for market in ("north", "south"):
+        expected = truth_media[truth_media["market"] == market].groupby("channel")["spend"].sum()
+        got = table[table["market"] == market][[f"spend_{c}" for c in expected.index]].sum()
+        assert got.tolist() == __import__("pytest").approx(expected.tolist())
+    assert (tmp_path / "proj" / "data" / "truth" / "truth.json").exists()
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "mmm_pipeline.yaml"
+    bad.write_text("calendar: {week_start: sunday, start: 2014-08-03}\nchannels: [{name: tv, budget: 3}]\n")
+    result = _cli("--config", str(bad), "run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "channels.0.budget" in result.stderr
+
+
+def test_failed_file_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
+    assert _cli("init", "proj", "--example", "synthetic", cwd=tmp_path).returncode == 0
+    config = str(tmp_path / "proj" / "mmm_pipeline.yaml")
+    (tmp_path / "proj" / "data" / "landing" / "media" / "x.csv").write_text("date,channel,spend\n2022-01-03,tiktok,1\n")
+    result = _cli("--config", config, "run", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "known_channels" in result.stderr and "x.csv" in result.stderr and "tiktok" in result.stderr
