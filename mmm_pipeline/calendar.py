@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import dagster as dg
 import holidays
 import pandas as pd
-
-import dagster as dg
 
 from .config import CalendarConfig
 

@@ -45,7 +45,10 @@ def _print_outputs(cfg: ProjectConfig) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     target = init_project(Path(args.directory), args.example, force=args.force)
-    print(f"created {target}\nnext: add files under its landing folder, then `mmm-pipeline --config {target} run`")
+    print(
+        f"created {target}\n"
+        f"next: add files under its landing folder, then `mmm-pipeline --config {target} run`"
+    )
     return 0
 
 
@@ -119,12 +122,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
     project_instance(cfg)  # make sure the instance config exists
     env = {
         **os.environ,
-        CONFIG_ENV_VAR: str(Path(args.config or os.environ.get(CONFIG_ENV_VAR, "mmm_pipeline.yaml")).resolve()),
+        CONFIG_ENV_VAR: str(
+            Path(args.config or os.environ.get(CONFIG_ENV_VAR, "mmm_pipeline.yaml")).resolve()
+        ),
         "DAGSTER_HOME": os.environ.get("DAGSTER_HOME") or str(cfg.dagster_home),
     }
     command = [
-        sys.executable, "-m", "dagster", "dev", "-m", "mmm_pipeline.definitions",
-        "--host", "127.0.0.1", "--port", str(args.port),
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "mmm_pipeline.definitions",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
     ]
     print(" ".join(command))
     os.execvpe(command[0], command, env)
@@ -151,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the channels/controls config entries")
     p.set_defaults(func=cmd_import_wide)
 
-    p = sub.add_parser("synthetic", help="write synthetic data with known ground truth into the landing folder")
+    p = sub.add_parser(
+        "synthetic", help="write synthetic data with known ground truth into the landing folder"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weeks", type=int, default=156)
     p.add_argument("--markets", default="all", help="comma-separated market names")

@@ -38,7 +38,8 @@ class _Strict(BaseModel):
 def _check_identifier(value: str) -> str:
     if not IDENTIFIER.match(value):
         raise ValueError(
-            f"{value!r} is not a safe identifier: use lower-case letters, digits and '_', starting with a letter"
+            f"{value!r} is not a safe identifier: "
+            "use lower-case letters, digits and '_', starting with a letter"
         )
     return value
 

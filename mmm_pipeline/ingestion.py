@@ -96,7 +96,9 @@ def scan_landing(
             log.error(str(error))
             continue
         _accept(conn, kind, rel, sha, stat, rows, result)
-        log.info(f"{rel}: {len(rows)} rows for weeks {rows['week'].min():%Y-%m-%d}..{rows['week'].max():%Y-%m-%d}")
+        log.info(
+            f"{rel}: {len(rows)} rows for weeks {rows['week'].min():%Y-%m-%d}..{rows['week'].max():%Y-%m-%d}"
+        )
     return result
 
 
@@ -110,7 +112,9 @@ def _record(
     rows: pd.DataFrame | None = None,
     note: str | None = None,
 ) -> int:
-    delivery_id = conn.execute("SELECT coalesce(max(delivery_id), 0) + 1 FROM raw.landing_files").fetchone()[0]
+    delivery_id = conn.execute("SELECT coalesce(max(delivery_id), 0) + 1 FROM raw.landing_files").fetchone()[
+        0
+    ]
     conn.execute(
         "INSERT INTO raw.landing_files VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?)",
         [
@@ -131,7 +135,13 @@ def _record(
 
 
 def _accept(
-    conn: duckdb.DuckDBPyConnection, kind: str, rel: str, sha: str, stat, rows: pd.DataFrame, result: ScanResult
+    conn: duckdb.DuckDBPyConnection,
+    kind: str,
+    rel: str,
+    sha: str,
+    stat,
+    rows: pd.DataFrame,
+    result: ScanResult,
 ) -> None:
     """Load one valid delivery in a single transaction: its rows, its manifest entry, its weeks."""
     conn.execute("BEGIN TRANSACTION")
@@ -142,10 +152,14 @@ def _accept(
         affected = set(rows["week"].dt.date)
         for (old_id,) in previous:
             affected |= {
-                w for (w,) in conn.execute(f"SELECT DISTINCT week FROM raw.landed_{kind} WHERE delivery_id = ?", [old_id]).fetchall()
+                w
+                for (w,) in conn.execute(
+                    f"SELECT DISTINCT week FROM raw.landed_{kind} WHERE delivery_id = ?", [old_id]
+                ).fetchall()
             }
             conn.execute(
-                "UPDATE raw.landing_files SET status = 'superseded', note = 'replaced by a newer delivery at this path' "
+                "UPDATE raw.landing_files SET status = 'superseded', "
+                "note = 'replaced by a newer delivery at this path' "
                 "WHERE delivery_id = ?",
                 [old_id],
             )

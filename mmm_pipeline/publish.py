@@ -50,9 +50,7 @@ def write_catalog(bi_database: Path, snapshots: dict[str, Path]) -> None:
                 bi.execute(
                     f"CREATE VIEW {quote_ident(name)} AS SELECT * FROM read_parquet({_sql_string(path)})"
                 )
-                bi.execute(
-                    f"INSERT INTO {CATALOG_TABLE} VALUES (?, ?, now()::TIMESTAMP)", [name, str(path)]
-                )
+                bi.execute(f"INSERT INTO {CATALOG_TABLE} VALUES (?, ?, now()::TIMESTAMP)", [name, str(path)])
         os.replace(tmp, bi_database)
     finally:
         tmp.unlink(missing_ok=True)

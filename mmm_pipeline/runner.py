@@ -23,7 +23,7 @@ from .defs.resources import WRITER_POOL
 from .ingestion import pending_week_ranges
 from .warehouse import WarehouseResource
 
-INSTANCE_YAML = f"""# Written by mmm-pipeline. Runs from the CLI and from `mmm-pipeline ui` share this instance.
+INSTANCE_YAML = f"""# Written by mmm-pipeline; the CLI and `mmm-pipeline ui` share this instance.
 telemetry:
   enabled: false
 concurrency:
@@ -80,17 +80,23 @@ def _problems(result: dg.ExecuteInProcessResult) -> list[str]:
 
 
 def parse_weeks(spec: str, cfg: ProjectConfig) -> list[tuple[dt.date, dt.date]] | None:
-    """``pending`` (None: ask the warehouse), ``all``, or ``YYYY-MM-DD..YYYY-MM-DD``."""
+    """``pending`` (queued weeks), ``all`` (every week with landed data), or ``YYYY-MM-DD..YYYY-MM-DD``."""
     last = last_complete_week(cfg.today(), cfg.calendar.week_start_index)
-    if spec == "pending":
-        return None
-    if spec == "all":
-        return [(cfg.calendar.start, last)]
+    if spec in ("pending", "all"):
+        with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
+            if spec == "pending":
+                return pending_week_ranges(conn, cfg)
+            first, final = conn.execute(
+                "SELECT min(min_week), max(max_week) FROM raw.landing_files WHERE status = 'active'"
+            ).fetchone()
+        return [(max(first, cfg.calendar.start), min(final, last))] if first else []
     try:
         first, _, final = spec.partition("..")
         start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(final or first)
     except ValueError:
         raise PipelineRunError(f"--weeks {spec!r}: use pending, all, or YYYY-MM-DD..YYYY-MM-DD") from None
+    if start > end:
+        raise PipelineRunError(f"--weeks {spec!r}: the first week is after the last")
     return [(max(start, cfg.calendar.start), min(end, last))]
 
 
@@ -118,15 +124,11 @@ def run_pipeline(
         return summary
 
     ranges = parse_weeks(weeks, cfg)
-    if ranges is None:
-        with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
-            ranges = pending_week_ranges(conn, cfg)
     if not ranges:
         log("no new or corrected weeks: feature tables are up to date")
-    week_fmt = cfg.calendar
     for start, end in ranges:
         label = f"{start}..{end}"
-        log(f"building features for weeks {label} ({week_fmt.week_start} weeks) in one run")
+        log(f"building features for weeks {label} ({cfg.calendar.week_start} weeks) in one run")
         result = defs.resolve_job_def(FEATURES_JOB).execute_in_process(
             instance=instance,
             raise_on_error=False,

@@ -156,9 +156,7 @@ def modeling_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
     today = pd.Timestamp(cfg.today())
     columns: dict[str, pa.Column] = {
         "market": pa.Column(str),
-        "week": pa.Column(
-            "datetime64[ns]", checks=pa.Check(lambda s: s <= today, name="no_future_weeks")
-        ),
+        "week": pa.Column("datetime64[ns]", checks=pa.Check(lambda s: s <= today, name="no_future_weeks")),
         "kpi": pa.Column(float, nullable=True, checks=_present("kpi_every_week")),
     }
     for channel in cfg.channel_names:
@@ -167,9 +165,7 @@ def modeling_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
         )
         columns[f"impressions_{channel}"] = pa.Column(float, nullable=True)
     for control in cfg.control_names:
-        columns[f"control_{control}"] = pa.Column(
-            float, nullable=True, checks=_present("controls_present")
-        )
+        columns[f"control_{control}"] = pa.Column(float, nullable=True, checks=_present("controls_present"))
     return pa.DataFrameSchema(
         columns,
         checks=[pa.Check(_no_gaps, name="no_gaps")],
@@ -181,4 +177,3 @@ def modeling_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
 
 def modeling_rule_of(check_name: str) -> str:
     return "unique_market_week" if "uniqueness" in check_name else check_name
-

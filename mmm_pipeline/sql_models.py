@@ -137,7 +137,9 @@ def discover_models(folder: Path, cfg: ProjectConfig) -> dict[str, SqlModel]:
             conf = dict(facts["config"])
             materialized = conf.pop("materialized", "table")
             if materialized not in ("table", "incremental_weekly"):
-                raise SqlModelError(f"{path}: materialized={materialized!r} is not table or incremental_weekly")
+                raise SqlModelError(
+                    f"{path}: materialized={materialized!r} is not table or incremental_weekly"
+                )
             models[path.stem] = SqlModel(
                 name=path.stem,
                 layer=layer,
@@ -209,9 +211,7 @@ def build_model(
     return conn.execute(f"SELECT * FROM {BUILD_TABLE}").df()
 
 
-def commit_model(
-    conn: duckdb.DuckDBPyConnection, model: SqlModel, window: Window | None = None
-) -> None:
+def commit_model(conn: duckdb.DuckDBPyConnection, model: SqlModel, window: Window | None = None) -> None:
     """Publish the build table into the model's table in one transaction (readers never see half)."""
     schema, name = model.layer, model.name
     target = f"{schema}.{quote_ident(name)}"

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 from filelock import FileLock, Timeout
 from pydantic import Field
-
-import dagster as dg
 
 RAW_DDL = """
 CREATE SCHEMA IF NOT EXISTS raw;

@@ -46,8 +46,8 @@ def test_reader_never_blocks_the_run_nor_sees_half_a_table(case_study, tmp_path)
         frame = pd.read_csv(path)
         frame.loc[frame["channel"] == "tv", "spend"] += 1000.0
         frame.to_csv(path, index=False)
-        for _ in range(2):
-            summary = run(cfg, weeks="all")  # rebuild and republish everything, twice
+        for _ in range(2):  # rebuild a quarter and republish every mart, twice
+            summary = run(cfg, weeks="2015-11-01..2016-01-31")
             assert summary.ok, summary.problems
     finally:
         stop.touch()

@@ -19,8 +19,18 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_init_synthetic_two_markets_and_run(tmp_path: Path) -> None:
     assert _cli("init", "proj", "--example", "synthetic", cwd=tmp_path).returncode == 0
     config = str(tmp_path / "proj" / "mmm_pipeline.yaml")
-    made = _cli("--config", config, "synthetic", "--seed", "3", "--weeks", "60", "--markets", "north,south",
-                cwd=tmp_path)
+    made = _cli(
+        "--config",
+        config,
+        "synthetic",
+        "--seed",
+        "3",
+        "--weeks",
+        "60",
+        "--markets",
+        "north,south",
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     result = _cli("--config", config, "run", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -48,7 +58,9 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
 def test_failed_file_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
     assert _cli("init", "proj", "--example", "synthetic", cwd=tmp_path).returncode == 0
     config = str(tmp_path / "proj" / "mmm_pipeline.yaml")
-    (tmp_path / "proj" / "data" / "landing" / "media" / "x.csv").write_text("date,channel,spend\n2022-01-03,tiktok,1\n")
+    (tmp_path / "proj" / "data" / "landing" / "media" / "x.csv").write_text(
+        "date,channel,spend\n2022-01-03,tiktok,1\n"
+    )
     result = _cli("--config", config, "run", cwd=tmp_path)
     assert result.returncode == 1
     assert "known_channels" in result.stderr and "x.csv" in result.stderr and "tiktok" in result.stderr

@@ -28,7 +28,11 @@ def test_dagster_definitions_validate(config_path: Path) -> None:
     env = {**os.environ, CONFIG_ENV_VAR: str(config_path)}
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "mmm_pipeline.definitions"],
-        env=env, capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

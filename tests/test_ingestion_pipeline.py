@@ -41,7 +41,9 @@ def test_historical_load_is_one_run_and_matches_the_source(loaded_case_study) ->
 def test_new_week_reads_only_its_files_and_rebuilds_only_that_week(case_study) -> None:
     cfg = case_study
     for kind in ("media", "kpi", "controls"):
-        shutil.copy(cfg.root / "incoming" / kind / f"case_study_weekly_{LAST_WEEK}.csv", cfg.landing_dir / kind)
+        shutil.copy(
+            cfg.root / "incoming" / kind / f"case_study_weekly_{LAST_WEEK}.csv", cfg.landing_dir / kind
+        )
     summary = run(cfg)
     assert summary.ok, summary.problems
     assert [r[3] for r in summary.runs if r[0] == FEATURES_JOB] == [f"{LAST_WEEK}..{LAST_WEEK}"]
@@ -106,7 +108,9 @@ def test_later_delivery_wins_for_the_same_key(case_study) -> None:
     )
     summary = run(cfg)
     assert not summary.ok  # unknown channel label: quarantined
-    (cfg.landing_dir / "media" / "tv_restatement.csv").write_text("date,channel,spend\n2016-01-03,mdsp_vidtr,777\n")
+    (cfg.landing_dir / "media" / "tv_restatement.csv").write_text(
+        "date,channel,spend\n2016-01-03,mdsp_vidtr,777\n"
+    )
     summary = run(cfg)
     assert summary.ok, summary.problems
     table = modeling_table(cfg)

@@ -39,7 +39,12 @@ BAD_FILES = [
     ("media", "date,channel,spend\n", "no_empty_files", []),
     ("media", "date,channel,impressions\n2020-01-05,tv,5", "required_columns", []),
     ("media", "date,channel,spend\n2020-01-05,tv,5\n2020-02-31,tv,5", "parseable_dates", [2]),
-    ("media", "date,channel,spend\n2020-01-05,tv,-5\n2020-01-05,search,abc", "nonnegative_numeric_spend", [1, 2]),
+    (
+        "media",
+        "date,channel,spend\n2020-01-05,tv,-5\n2020-01-05,search,abc",
+        "nonnegative_numeric_spend",
+        [1, 2],
+    ),
     ("media", "date,channel,spend,impressions\n2020-01-05,tv,5,-1", "nonnegative_numeric_spend", [1]),
     ("media", "date,channel,spend\n2020-01-05,tv,5\n2020-01-05,TV,6", "unique_keys", [1, 2]),
     ("media", "date,channel,spend\n2020-01-05,tv,5\n2020-01-05,radio,6", "known_channels", [2]),
@@ -52,7 +57,9 @@ BAD_FILES = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "text", "rule", "rows"), BAD_FILES, ids=[b[2] + "-" + b[0] for b in BAD_FILES])
+@pytest.mark.parametrize(
+    ("kind", "text", "rule", "rows"), BAD_FILES, ids=[b[2] + "-" + b[0] for b in BAD_FILES]
+)
 def test_bad_file_names_file_rows_and_rule(cfg, tmp_path, kind, text, rule, rows) -> None:
     path = _file(tmp_path, text)
     with pytest.raises(LandingFileError) as caught:
@@ -74,9 +81,13 @@ def test_unknown_channel_error_names_the_channel(cfg, tmp_path) -> None:
 
 
 def test_unknown_channels_admitted_when_configured(tmp_path) -> None:
-    (tmp_path / "c.yaml").write_text(CONFIG.replace("as_of: 2024-06-30", "as_of: 2024-06-30, allow_unknown_channels: true"))
+    (tmp_path / "c.yaml").write_text(
+        CONFIG.replace("as_of: 2024-06-30", "as_of: 2024-06-30, allow_unknown_channels: true")
+    )
     cfg = load_config(tmp_path / "c.yaml")
-    rows = validate_landing_file("media", _file(tmp_path, "date,channel,spend,market\n2020-01-05,radio,6,north"), cfg)
+    rows = validate_landing_file(
+        "media", _file(tmp_path, "date,channel,spend,market\n2020-01-05,radio,6,north"), cfg
+    )
     assert rows["channel"].tolist() == ["radio"]
 
 
@@ -93,6 +104,8 @@ def test_daily_rows_map_to_configured_week_and_aliases(cfg, tmp_path) -> None:
 
 def test_parquet_files_are_read(cfg, tmp_path) -> None:
     path = tmp_path / "kpi.parquet"
-    pd.DataFrame({"date": pd.to_datetime(["2020-01-05"]), "sales": [10.0], "market": ["north"]}).to_parquet(path)
+    pd.DataFrame({"date": pd.to_datetime(["2020-01-05"]), "sales": [10.0], "market": ["north"]}).to_parquet(
+        path
+    )
     rows = validate_landing_file("kpi", path, cfg)
     assert rows["kpi"].tolist() == [10.0]

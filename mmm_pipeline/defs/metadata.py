@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 import dagster as dg
+import pandas as pd
 
 PREVIEW_ROWS = 10
 

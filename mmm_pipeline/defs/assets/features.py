@@ -5,14 +5,12 @@ so a model whose output breaks a rule leaves the last good table untouched (and 
 fails, which stops everything downstream of it in the run).
 """
 
-
 import hashlib
 from collections.abc import Callable
 
+import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
-
-import dagster as dg
 
 from ...calendar import weekly_partitions
 from ...config import ProjectConfig
@@ -26,7 +24,9 @@ MODELING_TABLE = "fct_modeling_weekly"
 MAX_CASES_SHOWN = 20
 
 
-def _rules_for(model: SqlModel, cfg: ProjectConfig) -> tuple[pa.DataFrameSchema | None, dict[str, str], Callable]:
+def _rules_for(
+    model: SqlModel, cfg: ProjectConfig
+) -> tuple[pa.DataFrameSchema | None, dict[str, str], Callable]:
     """The pandera schema a model's output must pass, its rules (check names) and how cases map to them."""
     if model.name == MODELING_TABLE:
         return modeling_schema(cfg), MODELING_RULES, modeling_rule_of
@@ -37,7 +37,9 @@ def _rules_for(model: SqlModel, cfg: ProjectConfig) -> tuple[pa.DataFrameSchema 
     return None, {}, str
 
 
-def _failures(schema: pa.DataFrameSchema | None, frame: pd.DataFrame, rule_of: Callable) -> dict[str, pd.DataFrame]:
+def _failures(
+    schema: pa.DataFrameSchema | None, frame: pd.DataFrame, rule_of: Callable
+) -> dict[str, pd.DataFrame]:
     if schema is None:
         return {}
     try:
@@ -84,14 +86,17 @@ def _sql_asset(model: SqlModel, cfg: ProjectConfig, models: dict[str, SqlModel])
         if model.incremental:
             span = context.partition_time_window
             window = Window(start=span.start.date(), end=span.end.date())
-            context.log.info(f"rebuilding {model.relation} for weeks {window.start} .. {window.end} (exclusive)")
+            context.log.info(
+                f"rebuilding {model.relation} for weeks {window.start} .. {window.end} (exclusive)"
+            )
         with warehouse.get_connection() as conn:
             frame = build_model(conn, model, cfg, models, window)
             failures = _failures(schema, frame, rule_of)
             if failures:
                 conn.execute("DROP TABLE IF EXISTS __model_build")
                 context.log.error(
-                    f"{model.relation} not updated: rule(s) {sorted(failures)} failed; the previous table is kept"
+                    f"{model.relation} not updated: rule(s) {sorted(failures)} failed; "
+                    "the previous table is kept"
                 )
             else:
                 commit_model(conn, model, window)

@@ -1,6 +1,5 @@
 """Ingestion assets: register landing files (validated with pandera) and the holiday reference table."""
 
-
 from collections import defaultdict
 
 import dagster as dg
@@ -30,11 +29,15 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         ],
         metadata={"landing_folder": str(cfg.landing_dir), "quarantine_folder": str(cfg.quarantine_dir)},
     )
-    def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def landing_files(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             result = scan_landing(conn, cfg, context.log)
             ranges = pending_week_ranges(conn, cfg)
-            files = conn.execute("SELECT count(*) FROM raw.landing_files WHERE status = 'active'").fetchone()[0]
+            files = conn.execute("SELECT count(*) FROM raw.landing_files WHERE status = 'active'").fetchone()[
+                0
+            ]
         context.log.info(f"landing scan: {result.summary()}")
         broken: dict[str, list[str]] = defaultdict(list)
         for error in result.rejected:
@@ -59,9 +62,7 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "unchanged": result.unchanged,
                 "rows_loaded": result.rows_loaded,
                 "active_files": files,
-                "pending_weeks": dg.MetadataValue.md(
-                    "\n".join(f"- {a} .. {b}" for a, b in ranges) or "none"
-                ),
+                "pending_weeks": dg.MetadataValue.md("\n".join(f"- {a} .. {b}" for a, b in ranges) or "none"),
             },
             check_results=checks,
         )
@@ -75,7 +76,9 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "to next year; the calendar features of the modeling table count them per week."
         ),
     )
-    def holiday_calendar(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def holiday_calendar(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         last_year = cfg.today().year + 1
         frame = holiday_table(cfg.calendar.holidays_country, cfg.calendar.start.year, last_year)
         frame["country"] = cfg.calendar.holidays_country or ""

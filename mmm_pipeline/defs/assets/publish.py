@@ -1,6 +1,5 @@
 """Publishing: the marts BI reads, as atomic Parquet snapshots behind the read-only ``bi.duckdb``."""
 
-
 import dagster as dg
 
 from ...config import ProjectConfig
