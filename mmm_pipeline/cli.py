@@ -88,7 +88,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     started = time.perf_counter()
-    summary = run_pipeline(cfg, weeks=args.weeks)
+    summary = run_pipeline(cfg, weeks=args.weeks, select=args.select)
     status = _print_summary(summary)
     _print_outputs(cfg)
     print(f"\nfinished in {time.perf_counter() - started:.1f}s")
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="ingest new landing files, rebuild features for affected weeks, publish")
     p.add_argument("--weeks", default="pending", help="pending (default), all, or YYYY-MM-DD..YYYY-MM-DD")
+    p.add_argument("--select", help="only these assets, in Dagster selection syntax (e.g. 'group:marts')")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="set up and run the case-study demo end to end")

@@ -100,14 +100,29 @@ def parse_weeks(spec: str, cfg: ProjectConfig) -> list[tuple[dt.date, dt.date]] 
     return [(max(start, cfg.calendar.start), min(end, last))]
 
 
+def _selected(defs: dg.Definitions, job_name: str, select: str | None) -> list[dg.AssetKey] | None:
+    """The job's assets that ``select`` (Dagster selection syntax) picks; None means the whole job."""
+    if select is None:
+        return None
+    graph = defs.resolve_asset_graph()
+    try:
+        chosen = dg.AssetSelection.from_string(select).resolve(graph)
+    except Exception as exc:  # the parser's own message says what is wrong
+        raise PipelineRunError(f"--select {select!r}: {exc}") from None
+    in_job = set(defs.resolve_job_def(job_name).asset_layer.selected_asset_keys)
+    return sorted(chosen & in_job)
+
+
 def run_pipeline(
     cfg: ProjectConfig,
     weeks: str = "pending",
+    select: str | None = None,
     instance: DagsterInstance | None = None,
     log: Callable[[str], None] = print,
 ) -> RunSummary:
     """Scan the landing folder, then rebuild features for the queued (or requested) weeks and publish.
 
+    ``select`` limits both runs to the assets it picks (e.g. ``group:marts`` or ``stg_media+``).
     Valid files are built even when others in the same delivery were rejected; the rejections are
     returned as problems so the caller can exit non-zero.
     """
@@ -115,12 +130,19 @@ def run_pipeline(
     defs = build_definitions(cfg)
     summary = RunSummary()
 
-    ingest = defs.resolve_job_def(INGEST_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=RUN_CONFIG
-    )
-    summary.runs.append((INGEST_JOB, ingest.run_id, ingest.success, "-"))
-    summary.problems += _problems(ingest)
-    if not ingest.success and not ingest.get_asset_materialization_events():
+    ingest_keys = _selected(defs, INGEST_JOB, select)
+    features_keys = _selected(defs, FEATURES_JOB, select)
+    if select is not None and not ingest_keys and not features_keys:
+        raise PipelineRunError(f"--select {select!r} picks no asset of this pipeline")
+    if ingest_keys != []:
+        ingest = defs.resolve_job_def(INGEST_JOB).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=RUN_CONFIG, asset_selection=ingest_keys
+        )
+        summary.runs.append((INGEST_JOB, ingest.run_id, ingest.success, "-"))
+        summary.problems += _problems(ingest)
+        if not ingest.success and not ingest.get_asset_materialization_events():
+            return summary
+    if features_keys == []:
         return summary
 
     ranges = parse_weeks(weeks, cfg)
@@ -133,6 +155,7 @@ def run_pipeline(
             instance=instance,
             raise_on_error=False,
             run_config=RUN_CONFIG,
+            asset_selection=features_keys,
             tags={
                 "dagster/asset_partition_range_start": start.isoformat(),
                 "dagster/asset_partition_range_end": end.isoformat(),

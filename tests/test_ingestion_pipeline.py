@@ -12,7 +12,7 @@ from dagster import AssetKey, DagsterInstance, RunsFilter
 
 from mmm_pipeline.config import load_config
 from mmm_pipeline.defs.jobs import FEATURES_JOB
-from mmm_pipeline.runner import project_instance
+from mmm_pipeline.runner import project_instance, run_pipeline
 
 
 def test_historical_load_is_one_run_and_matches_the_source(loaded_case_study) -> None:
@@ -115,3 +115,18 @@ def test_later_delivery_wins_for_the_same_key(case_study) -> None:
     assert summary.ok, summary.problems
     table = modeling_table(cfg)
     assert table.loc[table["week"] == pd.Timestamp("2016-01-03"), "spend_tv"].item() == 777.0
+
+
+def test_select_runs_only_the_chosen_assets(case_study) -> None:
+    cfg = case_study
+    summary = run_pipeline(cfg, weeks="all", select="group:marts", instance=project_instance(cfg), log=print)
+    assert summary.ok, summary.problems
+    assert [r[0] for r in summary.runs] == [FEATURES_JOB]
+    run_id = summary.runs[0][1]
+    materialized = {
+        e.dagster_event.asset_key.to_user_string()
+        for e in project_instance(cfg).all_logs(run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+    }
+    marts = {"dim_channel", "fct_media_weekly", "fct_modeling_weekly", "fct_landing_deliveries"}
+    assert materialized == marts
