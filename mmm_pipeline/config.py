@@ -12,10 +12,18 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_ENV_VAR = "MMM_PIPELINE_CONFIG"
 DEFAULT_CONFIG_NAME = "mmm_pipeline.yaml"
@@ -31,7 +39,9 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and the key."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Config models reject unknown keys, so a typo is an error naming the key, not a silent default."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -44,35 +54,35 @@ def _check_identifier(value: str) -> str:
     return value
 
 
-class ChannelConfig(_Strict):
+#: A name that becomes part of a SQL column name (channels, controls, markets).
+Identifier = Annotated[str, AfterValidator(_check_identifier)]
+
+
+class ChannelConfig(StrictModel):
     """A media channel. ``aliases`` are the names platform exports use for it (e.g. 'Facebook Ads')."""
 
-    name: str
+    name: Identifier
     aliases: list[str] = Field(default_factory=list)
     group: str = "other"
 
-    _name_ok = field_validator("name")(_check_identifier)
 
-
-class ControlConfig(_Strict):
+class ControlConfig(StrictModel):
     """A control variable (price, macro index, competitor spend, holiday flag...)."""
 
-    name: str
+    name: Identifier
     aliases: list[str] = Field(default_factory=list)
     fill: Literal["zero", "ffill", "error"] = "zero"
     """Weeks without a value: 0, the last known value, or a failed check."""
     aggregate: Literal["mean", "sum", "max"] = "mean"
     """How daily values combine into a week (prices: mean; event counts: sum; flags: max)."""
 
-    _name_ok = field_validator("name")(_check_identifier)
 
-
-class KpiConfig(_Strict):
+class KpiConfig(StrictModel):
     name: str = "sales"
     """The KPI column in KPI landing files."""
 
 
-class CalendarConfig(_Strict):
+class CalendarConfig(StrictModel):
     week_start: Weekday = "monday"
     """Weekday a model week starts on; daily rows aggregate into the week that holds them."""
     start: dt.date
@@ -95,7 +105,7 @@ class CalendarConfig(_Strict):
         return self
 
 
-class ValidationConfig(_Strict):
+class ValidationConfig(StrictModel):
     allow_unknown_channels: bool = False
     """If false, a landing file with a channel not in ``channels`` is quarantined."""
     allow_unknown_controls: bool = False
@@ -105,7 +115,7 @@ class ValidationConfig(_Strict):
     """'Today' for the no-future-weeks rule; default is the real date. Tests pin it."""
 
 
-class PathsConfig(_Strict):
+class PathsConfig(StrictModel):
     """Paths, relative to the config file's folder unless absolute."""
 
     data_dir: str = "data"
@@ -120,11 +130,11 @@ class PathsConfig(_Strict):
     """Folder of the SQL models; default is the ``dbt_like_sql`` folder shipped with the package."""
 
 
-class ProjectConfig(_Strict):
+class ProjectConfig(StrictModel):
     """The whole project configuration (the YAML file's top level)."""
 
     project: str = "mmm"
-    markets: list[str] | None = None
+    markets: list[Identifier] | None = None
     """Markets expected in the data; null admits any. Files without a market column are market 'all'."""
     kpi: KpiConfig = KpiConfig()
     calendar: CalendarConfig
@@ -154,8 +164,6 @@ class ProjectConfig(_Strict):
     @classmethod
     def _markets_ok(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
-            for m in value:
-                _check_identifier(m)
             _unique_names(value, "market")
         return value
 

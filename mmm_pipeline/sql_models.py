@@ -11,6 +11,7 @@ schema named after its folder (staging, intermediate, marts). Templates are Jinj
 - Identifiers from user data (channel and control names) go through the ``ident`` filter and string
   values through ``literal``; nothing from a data file is pasted into SQL raw.
 - Leading ``--`` comment lines are the model's description (shown in the Dagster UI).
+- ``macros/*.sql`` hold Jinja macros that models import (``{% from 'macros/x.sql' import m with context %}``).
 """
 
 from __future__ import annotations
@@ -70,8 +71,14 @@ class SqlModel:
         return self.materialized == "incremental_weekly"
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+def _environment(folder: Path) -> jinja2.Environment:
+    """Jinja with the models folder as loader, so models can import macros from ``macros/``."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
     env.filters["ident"] = quote_ident
     env.filters["literal"] = quote_literal
     return env
@@ -121,8 +128,9 @@ def render(path: Path, cfg: ProjectConfig, models: dict[str, SqlModel] | None = 
         facts["sources"].append(key)
         return SOURCES[key][0]
 
-    template = _environment().from_string(path.read_text())
-    sql = template.render(config=config, ref=ref, source=source, **_context(cfg))
+    env = _environment(path.parent.parent)
+    env.globals.update(config=config, ref=ref, source=source, **_context(cfg))
+    sql = env.from_string(path.read_text()).render()
     return sql, facts
 
 

@@ -1,13 +1,10 @@
 -- Control values per (market, week, control), with sum, mean and max of the landing rows in the week
 -- (the modeling table picks one per control, as configured).
 -- Where two active deliveries hold the same (date, market, control), the later delivery wins.
+{% from 'macros/latest_delivery.sql' import latest_delivery with context %}
 {{ config(materialized='incremental_weekly', unique_key=['market', 'week', 'control'], pending_kind='controls') }}
 with latest as (
-    select c.*
-    from {{ source('landing', 'controls') }} as c
-    join {{ source('landing', 'files') }} as f using (delivery_id)
-    where f.status = 'active' and c.week >= $window_start and c.week < $window_end
-    qualify row_number() over (partition by c.market, c.control, c.date order by c.delivery_id desc) = 1
+    {{ latest_delivery('controls', ['control']) }}
 )
 select
     market,

@@ -17,13 +17,13 @@ import tempfile
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import pandas as pd
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from mmm_pipeline.config import IDENTIFIER, WEEKDAYS, Weekday
+from mmm_pipeline.config import IDENTIFIER, WEEKDAYS, Identifier, StrictModel, Weekday
 
 _TABLE_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -32,51 +32,35 @@ class WideImportError(ValueError):
     """A mapping or table that cannot be imported; the message names the file, key or column."""
 
 
-def _identifier(value: str) -> str:
-    if not IDENTIFIER.match(value):
-        raise ValueError(
-            f"{value!r} is not a safe identifier: "
-            "use lower-case letters, digits and '_', starting with a letter"
-        )
-    return value
-
-
-Name = Annotated[str, AfterValidator(_identifier)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KpiColumn(_Strict):
+class KpiColumn(StrictModel):
     column: str
-    name: Name = "sales"
+    name: Identifier = "sales"
     """The KPI column name in the landing file; must match ``kpi.name`` in the project config."""
 
 
-class ChannelColumns(_Strict):
+class ChannelColumns(StrictModel):
     spend: str
     impressions: str | None = None
 
 
-class PrefixRule(_Strict):
+class PrefixRule(StrictModel):
     """Every column starting with ``prefix`` becomes a control named by the column's slug."""
 
     prefix: str = Field(min_length=1)
 
 
-class WideMapping(_Strict):
+class WideMapping(StrictModel):
     """Which column of a wide table is what; the YAML mapping file's top level."""
 
     date_column: str
     date_format: str | None = None
     """strftime format of the date column (e.g. '%d/%m/%Y'); default lets pandas parse ISO-like dates."""
     market_column: str | None = None
-    market: Name = "all"
+    market: Identifier = "all"
     """Market of every row when there is no ``market_column``."""
     kpi: KpiColumn | None = None
-    channels: dict[Name, ChannelColumns] = Field(default_factory=dict)
-    controls: dict[Name, str] = Field(default_factory=dict)
+    channels: dict[Identifier, ChannelColumns] = Field(default_factory=dict)
+    controls: dict[Identifier, str] = Field(default_factory=dict)
     """Control name -> column."""
     controls_from_prefix: list[PrefixRule] = Field(default_factory=list)
     """Applied after ``controls``, to columns the mapping does not use otherwise."""

@@ -1,0 +1,339 @@
+"""Model data, frozen scaling, and the PyMC graph of one market's MMM.
+
+The model, on scaled data (``~`` marks scaled quantities)::
+
+    kpi~_t = intercept + trend_slope * t~ + sum_j gamma_fourier_j * fourier_j(t)
+             + sum_c beta_c * saturation_c(adstock_c(spend~_c))_t + sum_k gamma_control_k * control~_k,t
+             + eps_t,     eps ~ Normal(0, sigma) or StudentT(nu, 0, sigma)
+
+Scaling (frozen in :class:`ScalingSpec`, computed once from the first training window):
+
+* KPI / max KPI and spend / max spend per channel, as PyMC-Marketing does, so its default priors and
+  ours mean the same thing (saturation parameters are relative to the biggest week's spend; ``beta_c`` is
+  the weekly contribution at full saturation as a share of the biggest week's KPI).
+* Controls: 0/1 flags stay as they are (their effect is "this week vs. a week without the flag");
+  other controls are standardized (their effect is "one standard deviation above the training mean").
+* Trend: weeks since the first training week over the number of training weeks (slope = change over
+  the first window). Seasonality: Fourier terms of the calendar date, so they do not depend on the window.
+
+Every array the data determines enters through a ``pm.Data`` container, and the time axis is padded to a
+multiple of :attr:`ModelSpec.pad_weeks_to` weeks with a mask on the likelihood. Padding sits after the
+last week and adstock only looks back, so padded weeks change nothing; they let next week's refit or
+another CV fold swap the data into an already compiled graph (see ``fit.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+from pydantic import BaseModel, ConfigDict
+
+from mmm_pipeline import transforms
+from mmm_pipeline.model.spec import ModelSpec, PriorSpec
+
+if TYPE_CHECKING:
+    from mmm_pipeline.synthetic import SyntheticWorld
+
+#: Parameters per saturation kind, in the order the transforms take them.
+SATURATION_PARAMS = {"logistic": ("lam",), "hill": ("half_sat", "slope")}
+_DAYS_PER_YEAR = 365.25
+_EPOCH = pd.Timestamp("1970-01-01")
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """One market's weekly series, raw units: ``spend`` ``(T, C)``, ``controls`` ``(T, K)``, ``kpi`` ``(T,)``.
+
+    ``kpi`` is ``None`` for future weeks that are only predicted.
+    """
+
+    dates: pd.DatetimeIndex
+    spend: np.ndarray
+    controls: np.ndarray
+    kpi: np.ndarray | None
+    channels: tuple[str, ...]
+    control_names: tuple[str, ...]
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        market: str | None = None,
+        channels: Sequence[str] | None = None,
+        controls: Sequence[str] | None = None,
+    ) -> ModelData:
+        """From the modeling table (``marts.fct_modeling_weekly``): ``spend_<c>``, ``control_<k>``, ``kpi``.
+
+        Channels and controls default to every ``spend_*`` / ``control_*`` column, in column order. A
+        frame with several markets needs ``market``; a missing ``kpi`` column gives ``kpi=None``.
+        """
+        if "market" in frame.columns:
+            markets = frame["market"].unique()
+            if market is None and len(markets) > 1:
+                raise ValueError(f"the frame holds markets {sorted(markets)}; name one")
+            if market is not None:
+                frame = frame[frame["market"] == market]
+                if frame.empty:
+                    raise ValueError(f"market {market!r} not in the frame")
+        frame = frame.sort_values("week")
+        if channels is None:
+            channels = [c.removeprefix("spend_") for c in frame.columns if c.startswith("spend_")]
+        if controls is None:
+            controls = [c.removeprefix("control_") for c in frame.columns if c.startswith("control_")]
+        spend = frame[[f"spend_{c}" for c in channels]].to_numpy(dtype=float)
+        control_values = frame[[f"control_{k}" for k in controls]].to_numpy(dtype=float)
+        kpi = frame["kpi"].to_numpy(dtype=float) if "kpi" in frame.columns else None
+        return cls(
+            pd.DatetimeIndex(frame["week"]), spend, control_values.reshape(len(frame), len(controls)), kpi,
+            tuple(channels), tuple(controls),
+        )  # fmt: skip
+
+    @classmethod
+    def from_world(cls, world: SyntheticWorld, market: str | None = None) -> ModelData:
+        """A synthetic world's observable data (spend, controls, KPI) for one market, for tests/benchmarks."""
+        market = world._market(market)
+        controls = world.controls[world.controls["market"] == market]
+        wide = controls.pivot(index="date", columns="control", values="value").reindex(world.dates)
+        kpi = world.kpi[world.kpi["market"] == market].set_index("date")[world.kpi_name]
+        return cls(
+            world.dates, world.spend_matrix(market), wide.to_numpy(dtype=float),
+            kpi.reindex(world.dates).to_numpy(dtype=float), tuple(world.channels), tuple(wide.columns),
+        )  # fmt: skip
+
+    @property
+    def n_weeks(self) -> int:
+        return len(self.dates)
+
+    def __post_init__(self) -> None:
+        t = len(self.dates)
+        if self.spend.shape != (t, len(self.channels)) or self.controls.shape != (t, len(self.control_names)):
+            raise ValueError("spend must be (T, C) and controls (T, K), with T the number of dates")
+        if self.kpi is not None and self.kpi.shape != (t,):
+            raise ValueError("kpi must be (T,)")
+        if (self.spend < 0).any() or not np.isfinite(self.spend).all():
+            raise ValueError("spend must be finite and non-negative")
+
+    def window(self, start: int, stop: int | None = None) -> ModelData:
+        """Weeks ``start:stop`` (positional), e.g. a training window or the test weeks after it."""
+        rows = slice(start, stop)
+        kpi = None if self.kpi is None else self.kpi[rows]
+        return ModelData(
+            self.dates[rows], self.spend[rows], self.controls[rows], kpi, self.channels, self.control_names
+        )
+
+    def carry_in(self, stop: int, l_max: int) -> np.ndarray:
+        """Spend ``(l_max - 1, C)`` of the ``l_max - 1`` weeks before week ``stop`` (zeros before week 0).
+
+        This is the adstock ``x_init`` of a window starting at ``stop``.
+        """
+        out = np.zeros((l_max - 1, len(self.channels)))
+        tail = self.spend[max(0, stop - (l_max - 1)) : stop]
+        out[out.shape[0] - tail.shape[0] :] = tail
+        return out
+
+
+class ScalingSpec(BaseModel):
+    """The constants that turn raw data into the model's scaled data, frozen at the first fit.
+
+    Passing the champion's ``ScalingSpec`` to a refit keeps priors and parameters meaning the same thing
+    across refreshes (a refit on a window with a record week would otherwise shrink every scaled value).
+    It is plain JSON (``model_dump_json``) so a model run can record it next to the posterior.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: list[str]
+    controls: list[str]
+    kpi_scale: float
+    spend_scale: list[float]
+    spend_share: list[float]
+    control_loc: list[float]
+    control_scale: list[float]
+    trend_origin: dt.date
+    trend_weeks: float
+    fitted_on: tuple[dt.date, dt.date]
+    """First and last week of the data the constants came from (for the record)."""
+
+    @classmethod
+    def from_data(cls, data: ModelData) -> ScalingSpec:
+        """Compute the constants from a training window (which must have a KPI)."""
+        if data.kpi is None:
+            raise ValueError("scaling needs the KPI")
+        kpi_scale = float(np.abs(data.kpi).max())
+        spend_max = data.spend.max(axis=0)
+        totals = data.spend.sum(axis=0)
+        loc, scale = [], []
+        for column in data.controls.T:
+            if np.isin(column, (0.0, 1.0)).all():
+                loc.append(0.0)
+                scale.append(1.0)
+            else:
+                sd = float(column.std())
+                loc.append(float(column.mean()))
+                scale.append(sd if sd > 0 else 1.0)
+        return cls(
+            channels=list(data.channels),
+            controls=list(data.control_names),
+            kpi_scale=kpi_scale if kpi_scale > 0 else 1.0,
+            # A channel that never spent in the window gets scale 1: its scaled spend is then raw spend.
+            spend_scale=[float(m) if m > 0 else 1.0 for m in spend_max],
+            spend_share=[float(s) for s in totals / totals.sum()]
+            if totals.sum() > 0
+            else [0.0] * len(totals),
+            control_loc=loc,
+            control_scale=scale,
+            trend_origin=data.dates[0].date(),
+            trend_weeks=float(max(data.n_weeks - 1, 1)),
+            fitted_on=(data.dates[0].date(), data.dates[-1].date()),
+        )
+
+    def check(self, data: ModelData) -> None:
+        """Raise if ``data`` has other channels or controls (or another order) than the scaling."""
+        if list(data.channels) != self.channels or list(data.control_names) != self.controls:
+            raise ValueError(
+                f"data has channels {list(data.channels)} and controls {list(data.control_names)}; the "
+                f"scaling was made for {self.channels} and {self.controls}"
+            )
+
+    def scale_spend(self, spend: np.ndarray) -> np.ndarray:
+        return np.asarray(spend, dtype=float) / np.asarray(self.spend_scale)
+
+    def scale_controls(self, controls: np.ndarray) -> np.ndarray:
+        return (np.asarray(controls, dtype=float) - np.asarray(self.control_loc)) / np.asarray(
+            self.control_scale
+        )
+
+    def trend_feature(self, dates: pd.DatetimeIndex) -> np.ndarray:
+        """Weeks since the frozen origin over the frozen window length: 0 at the first training week."""
+        days = (dates - pd.Timestamp(self.trend_origin)).days.to_numpy(dtype=float)
+        return days / 7.0 / self.trend_weeks
+
+
+def fourier_features(dates: pd.DatetimeIndex, n_modes: int) -> np.ndarray:
+    """``(T, 2 n_modes)``: ``sin, cos`` of ``2 pi k * years since 1970`` for ``k = 1..n_modes``.
+
+    Tied to the calendar, not to the window, so a coefficient means the same in every refit.
+    """
+    years = (dates - _EPOCH).days.to_numpy(dtype=float) / _DAYS_PER_YEAR
+    angle = 2 * np.pi * years[:, None] * np.arange(1, n_modes + 1)[None, :]
+    return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
+
+
+def padded_length(n_weeks: int, spec: ModelSpec) -> int:
+    """The time-axis length the graph is built for: ``n_weeks`` rounded up to ``spec.pad_weeks_to``."""
+    return math.ceil(n_weeks / spec.pad_weeks_to) * spec.pad_weeks_to
+
+
+def model_inputs(
+    data: ModelData,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    carry_in: np.ndarray | None = None,
+    n_time: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The values of the model's data containers for ``data``, padded to ``n_time`` weeks.
+
+    ``carry_in`` is the raw spend of the ``l_max - 1`` weeks before ``data`` (zeros if ``None``).
+    """
+    scaling.check(data)
+    if data.kpi is None:
+        raise ValueError("fitting needs the KPI")
+    n_time = padded_length(data.n_weeks, spec) if n_time is None else n_time
+    if n_time < data.n_weeks:
+        raise ValueError(f"n_time {n_time} is shorter than the data ({data.n_weeks} weeks)")
+    n_pad = n_time - data.n_weeks
+    dates = pd.DatetimeIndex(
+        list(data.dates) + [data.dates[-1] + pd.Timedelta(weeks=i + 1) for i in range(n_pad)]
+    )
+
+    def pad(values: np.ndarray) -> np.ndarray:
+        return np.concatenate([values, np.zeros((n_pad, *values.shape[1:]))], axis=0)
+
+    if carry_in is None:
+        carry_in = np.zeros((spec.l_max - 1, len(data.channels)))
+    n_channels = len(data.channels)
+    # Floor at a tenth of an equal share: a channel with (almost) no spend still gets a proper prior.
+    share = np.maximum(n_channels * np.asarray(scaling.spend_share), 0.1)
+    return {
+        "beta_prior_scale": share if spec.beta_by_spend_share else np.ones(n_channels),
+        "media": pad(scaling.scale_spend(data.spend)),
+        "media_init": scaling.scale_spend(carry_in).reshape(spec.l_max - 1, len(data.channels)),
+        "controls": pad(scaling.scale_controls(data.controls)),
+        "fourier": fourier_features(dates, spec.n_fourier),
+        "trend": scaling.trend_feature(dates),
+        "y": pad(data.kpi / scaling.kpi_scale),
+        "mask": pad(np.ones(data.n_weeks)),
+    }
+
+
+def _prior(name: str, prior: PriorSpec, dims: str | None = None, scale: Any = None) -> pt.TensorVariable:
+    """A PyMC random variable from a :class:`PriorSpec`; ``scale`` multiplies its ``sigma`` per element.
+
+    The channel effect prior's scale is a data container (from the spend shares), not a constant, so a
+    refit with different scaling still reuses the compiled graph.
+    """
+    params = {k: np.asarray(v, dtype=float) for k, v in prior.params.items()}
+    if scale is not None:
+        params["sigma"] = params["sigma"] * scale
+    return getattr(pm, prior.dist)(name, **params, dims=dims)
+
+
+def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: ModelSpec) -> pm.Model:
+    """The PyMC model on data containers named as :func:`model_inputs`' keys (see the module docstring).
+
+    Media effects are non-negative: ``beta_c`` has a positive prior and saturation maps into ``[0, 1)``.
+    The likelihood is a ``Potential`` summing the masked pointwise log-density, so padded weeks add
+    nothing; ``mu`` (scaled expected KPI, padded length) is kept as a deterministic for in-sample fit.
+    """
+    n_time = inputs["media"].shape[0]
+    channels, controls = scaling.channels, scaling.controls
+    coords = {
+        "time": np.arange(n_time),
+        "channel": channels,
+        "control": controls,
+        "fourier_mode": [f"{f}_{k}" for f in ("sin", "cos") for k in range(1, spec.n_fourier + 1)],
+        "lag_init": np.arange(spec.l_max - 1),
+    }
+    with pm.Model(coords=coords) as model:
+        media = pm.Data("media", inputs["media"], dims=("time", "channel"))
+        media_init = pm.Data("media_init", inputs["media_init"], dims=("lag_init", "channel"))
+        y = pm.Data("y", inputs["y"], dims="time")
+        mask = pm.Data("mask", inputs["mask"], dims="time")
+
+        mu = _prior("intercept", spec.prior("intercept")) * pt.ones(n_time)
+        if spec.trend:
+            trend = pm.Data("trend", inputs["trend"], dims="time")
+            mu = mu + _prior("trend_slope", spec.prior("trend_slope")) * trend
+        if spec.n_fourier:
+            fourier = pm.Data("fourier", inputs["fourier"], dims=("time", "fourier_mode"))
+            mu = mu + pt.dot(fourier, _prior("gamma_fourier", spec.prior("gamma_fourier"), "fourier_mode"))
+        if controls:
+            control_data = pm.Data("controls", inputs["controls"], dims=("time", "control"))
+            mu = mu + pt.dot(control_data, _prior("gamma_control", spec.prior("gamma_control"), "control"))
+
+        prior_scale = pm.Data("beta_prior_scale", inputs["beta_prior_scale"], dims="channel")
+        beta = _prior("beta_channel", spec.prior("beta_channel"), "channel", scale=prior_scale)
+        alpha = _prior("alpha", spec.prior("alpha"), "channel")
+        theta = _prior("theta", spec.prior("theta"), "channel") if spec.adstock == "delayed" else None
+        adstocked = transforms.adstock(
+            spec.adstock, media, spec.l_max, alpha=alpha, theta=theta, x_init=media_init, xp=pt
+        )
+        params = {p: _prior(p, spec.prior(p), "channel") for p in SATURATION_PARAMS[spec.saturation]}
+        saturated = transforms.saturation(spec.saturation, adstocked, xp=pt, **params)
+        mu = pm.Deterministic("mu", mu + (saturated * beta).sum(axis=1), dims="time")
+
+        sigma = _prior("sigma", spec.prior("sigma"))
+        if spec.likelihood == "normal":
+            noise = pm.Normal.dist(mu=mu, sigma=sigma)
+        else:
+            noise = pm.StudentT.dist(nu=_prior("nu", spec.prior("nu")), mu=mu, sigma=sigma)
+        pm.Potential("loglik", (mask * pm.logp(noise, y)).sum())
+    return model

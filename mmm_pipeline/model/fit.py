@@ -1,0 +1,249 @@
+"""Sampling the MMM: sampler choice, compile-once cache, progress reporting, timings.
+
+Compiling is the expensive part of a small MMM: nutpie's numba compilation of the graph takes tens of
+seconds, sampling a few hundred weeks a few seconds. A continuous pipeline refits every week and
+cross-validates over folds, so :class:`ModelCache` keeps compiled graphs keyed by everything that shapes
+them (structure, priors, channels, controls, padded length) and later fits only swap data in:
+``CompiledPyMCModel.with_data`` for nutpie, ``pm.set_data`` for PyMC's samplers. Because the time axis
+is padded to a multiple of ``spec.pad_weeks_to`` weeks, windows that differ by a few weeks share a graph.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pymc as pm
+
+from mmm_pipeline.model.build import ModelData, ScalingSpec, build_model, model_inputs, padded_length
+from mmm_pipeline.model.spec import ModelSpec
+
+Progress = Callable[[str], None]
+
+#: Plain-text rendering of nutpie's progress state (nutpie fills it with its template engine).
+_NUTPIE_TEMPLATE = (
+    "{{ total_finished_draws }}/{{ total_draws }} draws (tuning included), "
+    "{{ finished_chains }}/{{ num_chains }} chains done, divergences per chain "
+    "[{% for chain in chains %}{{ chain.divergences }}{% if not loop.last %}, {% endif %}{% endfor %}]"
+)
+
+
+@dataclass
+class FitResult:
+    """A fitted model: the posterior plus everything needed to use it without refitting.
+
+    ``timings`` (seconds): ``build`` (PyMC graph), ``compile`` (0 when a cached graph was reused),
+    ``sample``, ``total``. For the PyMC-hosted samplers compilation happens inside ``pm.sample`` and is
+    counted in ``sample``.
+    """
+
+    idata: az.InferenceData
+    spec: ModelSpec
+    scaling: ScalingSpec
+    data: ModelData
+    carry_in: np.ndarray
+    n_time: int
+    timings: dict[str, float]
+    reused_graph: bool
+
+
+@dataclass
+class _Entry:
+    model: pm.Model
+    compiled: Any = None  # nutpie's CompiledPyMCModel, made on the first nutpie fit
+
+
+@dataclass
+class ModelCache:
+    """Built (and, for nutpie, compiled) models by graph key; least recently used dropped beyond ``size``."""
+
+    size: int = 4
+    _entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+
+    def get(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: _Entry) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+#: The process-wide cache ``fit`` uses unless given another.
+DEFAULT_CACHE = ModelCache()
+
+
+def graph_key(spec: ModelSpec, scaling: ScalingSpec, n_time: int) -> str:
+    """What decides the compiled graph: structure and priors, channels, controls, the padded length.
+
+    Scaling constants are not part of it: they only change data-container values.
+    """
+    return f"{spec.structure_key()}|{scaling.channels}|{scaling.controls}|{n_time}"
+
+
+def fit(
+    data: ModelData,
+    spec: ModelSpec | None = None,
+    scaling: ScalingSpec | None = None,
+    *,
+    carry_in: np.ndarray | None = None,
+    progress: Progress | None = None,
+    cache: ModelCache | None = DEFAULT_CACHE,
+) -> FitResult:
+    """Fit one market's MMM to ``data`` (a training window with KPI).
+
+    ``scaling``: the champion's frozen constants for a refresh; computed from ``data`` when ``None``.
+    ``carry_in``: raw spend of the ``l_max - 1`` weeks before the window (adstock carry-over into its
+    first weeks); zeros when ``None``. ``progress`` receives readable progress lines. ``cache=None``
+    builds and compiles afresh.
+    """
+    spec = spec or ModelSpec()
+    scaling = scaling or ScalingSpec.from_data(data)
+    report = progress or (lambda _message: None)
+    sampler = spec.sampler
+    start = time.perf_counter()
+    n_time = padded_length(data.n_weeks, spec)
+    if carry_in is None:
+        carry_in = np.zeros((spec.l_max - 1, len(data.channels)))
+    inputs = model_inputs(data, scaling, spec, carry_in=carry_in, n_time=n_time)
+    key = graph_key(spec, scaling, n_time)
+    entry = cache.get(key) if cache is not None else None
+    reused = entry is not None and (sampler.name != "nutpie" or entry.compiled is not None)
+    if entry is None:
+        entry = _Entry(build_model(inputs, scaling, spec))
+        if cache is not None:
+            cache.put(key, entry)
+    built = time.perf_counter()
+
+    compile_s = 0.0
+    report(
+        f"fitting {data.n_weeks} weeks ({data.dates[0].date()}..{data.dates[-1].date()}, padded to {n_time}) "
+        f"with {sampler.name}: {sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws)"
+        + ("; reusing the compiled graph" if reused else "")
+    )
+    if sampler.name == "nutpie":
+        import nutpie
+
+        if entry.compiled is None:
+            report("compiling the model with nutpie (numba)...")
+            t0 = time.perf_counter()
+            entry.compiled = nutpie.compile_pymc_model(entry.model)
+            compile_s = time.perf_counter() - t0
+            report(f"compiled in {compile_s:.1f} s")
+        t0 = time.perf_counter()
+        idata = _sample_nutpie(entry.compiled.with_data(**inputs), spec, progress)
+    else:
+        t0 = time.perf_counter()
+        idata = _sample_pymc(entry.model, inputs, spec, progress)
+    sample_s = time.perf_counter() - t0
+    divergences = int(idata.sample_stats["diverging"].sum())
+    report(f"sampling done in {sample_s:.1f} s, {divergences} divergences")
+    timings = {
+        "build": built - start,
+        "compile": compile_s,
+        "sample": sample_s,
+        "total": time.perf_counter() - start,
+    }
+    idata.attrs["scaling"] = scaling.model_dump_json()
+    idata.attrs["model_spec"] = spec.model_dump_json()
+    return FitResult(idata, spec, scaling, data, carry_in, n_time, timings, reused)
+
+
+class _WithProgress:
+    """A nutpie compiled model whose sampler reports progress through a text template callback.
+
+    nutpie only renders its template progress in notebooks; elsewhere it draws a terminal bar. This
+    proxy hands nutpie's own ``template_callback`` progress type to the sampler instead, so a pipeline
+    (Dagster logs) gets the same information as readable lines.
+    """
+
+    def __init__(self, compiled: Any, progress: Progress, rate_ms: int) -> None:
+        self._compiled, self._progress, self._rate_ms = compiled, progress, rate_ms
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._compiled, name)
+
+    def _make_sampler(
+        self, settings: Any, init_mean: Any, cores: int, _progress_type: Any, store: Any
+    ) -> Any:
+        from nutpie import _lib
+
+        start = time.perf_counter()
+
+        def report(text: str) -> None:
+            self._progress(f"{' '.join(text.split())}, {time.perf_counter() - start:.0f} s")
+
+        progress_type = _lib.ProgressType.template_callback(self._rate_ms, _NUTPIE_TEMPLATE, cores, report)
+        return self._compiled._make_sampler(settings, init_mean, cores, progress_type, store)
+
+
+def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) -> az.InferenceData:
+    import nutpie
+
+    s = spec.sampler
+    model = compiled if progress is None else _WithProgress(compiled, progress, rate_ms=2000)
+    return nutpie.sample(
+        model,
+        draws=s.draws,
+        tune=s.tune,
+        chains=s.chains,
+        cores=s.cores,
+        seed=s.seed,
+        target_accept=s.target_accept,
+        progress_bar=progress is not None,
+        save_warmup=False,
+    )
+
+
+def _sample_pymc(
+    model: pm.Model, inputs: dict[str, np.ndarray], spec: ModelSpec, progress: Progress | None
+) -> az.InferenceData:
+    """PyMC's own NUTS, or numpyro/blackjax through ``pm.sample(nuts_sampler=...)``."""
+    s = spec.sampler
+    kwargs: dict[str, Any] = {}
+    if s.name == "pymc" and progress is not None:
+        kwargs["callback"] = _pymc_callback(progress, s.tune + s.draws)
+    elif s.name in ("numpyro", "blackjax"):
+        kwargs["nuts_sampler"] = s.name
+    with model:
+        pm.set_data({k: v for k, v in inputs.items() if k in model.named_vars})
+        return pm.sample(
+            draws=s.draws,
+            tune=s.tune,
+            chains=s.chains,
+            # PyMC's default halves the CPU count (it assumes hyper-threads); match nutpie: a chain per CPU.
+            cores=s.cores or min(s.chains, os.cpu_count() or 1),
+            target_accept=s.target_accept,
+            random_seed=s.seed,
+            progressbar=False,
+            compute_convergence_checks=False,
+            **kwargs,
+        )
+
+
+def _pymc_callback(progress: Progress, total: int) -> Callable[..., None]:
+    """A ``pm.sample`` callback reporting each chain at every 10% of its draws (tuning included)."""
+    step = max(total // 10, 1)
+    done: dict[int, int] = {}
+
+    def callback(trace: Any, draw: Any) -> None:
+        done[draw.chain] = done.get(draw.chain, 0) + 1
+        n = done[draw.chain]
+        if n % step == 0 or draw.is_last:
+            phase = "tuning" if draw.tuning else "sampling"
+            progress(f"chain {draw.chain}: {n}/{total} draws ({phase})" + (", done" if draw.is_last else ""))
+
+    return callback

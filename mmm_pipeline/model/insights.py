@@ -1,0 +1,214 @@
+"""What a fitted MMM says: parameter summaries, decomposition, ROAS, response curves, diagnostics.
+
+All functions are pure: posterior (``arviz.InferenceData``) + frozen scaling + spec + data in, tables
+out, so they can run on a champion loaded from storage as well as on a fresh fit. Summaries and HDIs come
+from ArviZ; posterior predictive quantities come from :func:`mmm_pipeline.model.predict.predict`.
+"""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+from mmm_pipeline import transforms
+from mmm_pipeline.model.build import ModelData, ScalingSpec
+from mmm_pipeline.model.predict import PosteriorDraws, Prediction, predict
+from mmm_pipeline.model.spec import ModelSpec
+
+HDI_PROB = 0.94
+#: Relative spend increase used for marginal ROAS (a derivative by finite difference).
+_MARGINAL_STEP = 0.01
+
+
+def hdi(draws: np.ndarray, hdi_prob: float = HDI_PROB) -> np.ndarray:
+    """ArviZ HDI of ``(S, ...)`` draws (chains already flattened): ``(..., 2)`` lower and upper bounds."""
+    draws = np.asarray(draws, dtype=float)
+    return np.asarray(az.hdi(draws[None, ...] if draws.ndim > 1 else draws, hdi_prob=hdi_prob))
+
+
+def _summarise(draws: np.ndarray, hdi_prob: float) -> dict[str, np.ndarray]:
+    bounds = hdi(draws, hdi_prob)
+    return {"mean": draws.mean(axis=0), "hdi_low": bounds[..., 0], "hdi_high": bounds[..., 1]}
+
+
+def parameter_summary(
+    idata: az.InferenceData, var_names: list[str] | None = None, hdi_prob: float = HDI_PROB
+) -> pd.DataFrame:
+    """Per parameter: mean, sd, HDI bounds, r_hat, ess_bulk, ess_tail (ArviZ), all parameters but ``mu``."""
+    if var_names is None:
+        var_names = [v for v in idata.posterior.data_vars if v != "mu"]
+    table = az.summary(idata, var_names=var_names, hdi_prob=hdi_prob)
+    return table[
+        ["mean", "sd", *[c for c in table.columns if c.startswith("hdi_")], "r_hat", "ess_bulk", "ess_tail"]
+    ]
+
+
+def decomposition(
+    idata: az.InferenceData,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    data: ModelData,
+    carry_in: np.ndarray | None = None,
+    hdi_prob: float = HDI_PROB,
+) -> pd.DataFrame:
+    """Weekly decomposition in KPI units, long format: ``week, component, mean, hdi_low, hdi_high``.
+
+    Components: ``intercept`` (the baseline), ``trend``, ``seasonality``, ``controls``, one per channel.
+    """
+    pred = predict(idata, scaling, spec, data, carry_in)
+    parts = dict(pred.components)
+    parts.update({c: pred.contributions[:, :, i] for i, c in enumerate(pred.channels)})
+    frames = [
+        pd.DataFrame({"week": pred.dates, "component": name, **_summarise(values, hdi_prob)})
+        for name, values in parts.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def channel_summary(
+    idata: az.InferenceData,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    data: ModelData,
+    carry_in: np.ndarray | None = None,
+    hdi_prob: float = HDI_PROB,
+) -> pd.DataFrame:
+    """Per channel over the weeks of ``data``: spend, contribution, share of media contribution, ROAS
+    (contribution / spend) and marginal ROAS (extra KPI per extra unit of spend at the current plan),
+    each with mean and HDI (``<metric>_mean``, ``<metric>_hdi_low``, ``<metric>_hdi_high``).
+
+    Marginal ROAS raises every week's spend of one channel by 1% and divides the KPI gained over the
+    window (carry-over included) by the spend added: the slope of the channel's response where it is.
+    """
+    draws = PosteriorDraws.from_idata(idata, spec)
+    base = predict(draws, scaling, spec, data, carry_in).contributions.sum(axis=1)  # (S, C)
+    spend = data.spend.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        metrics = {
+            "contribution": base,
+            "share": base / base.sum(axis=1, keepdims=True),
+            "roas": base / spend,
+            "mroas": _marginal_roas(draws, scaling, spec, data, carry_in, base),
+        }
+    table = pd.DataFrame({"channel": list(data.channels), "spend": spend})
+    for metric, values in metrics.items():
+        for stat, column in _summarise(values, hdi_prob).items():
+            table[f"{metric}_{stat}"] = column
+    return table.set_index("channel")
+
+
+def _marginal_roas(
+    draws: PosteriorDraws,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    data: ModelData,
+    carry_in: np.ndarray | None,
+    base: np.ndarray,
+) -> np.ndarray:
+    out = np.empty_like(base)
+    for i in range(len(data.channels)):
+        bumped = data.spend.copy()
+        bumped[:, i] *= 1 + _MARGINAL_STEP
+        window = ModelData(data.dates, bumped, data.controls, data.kpi, data.channels, data.control_names)
+        gained = (
+            predict(draws, scaling, spec, window, carry_in).contributions[:, :, i].sum(axis=1) - base[:, i]
+        )
+        out[:, i] = gained / (_MARGINAL_STEP * data.spend[:, i].sum())
+    return out
+
+
+def response_curves(
+    idata: az.InferenceData,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    spend_grid: np.ndarray | None = None,
+    n_points: int = 25,
+    hdi_prob: float = HDI_PROB,
+) -> pd.DataFrame:
+    """Weekly contribution of a constant weekly spend once adstock has built up (steady state), per channel.
+
+    ``spend_grid`` ``(G, C)`` in currency; default ``G = n_points`` levels from 0 to twice each channel's
+    biggest training week. Long format: ``channel, weekly_spend, mean, hdi_low, hdi_high``. With
+    normalized adstock weights a constant spend adstocks to itself, so the curve is
+    ``beta * saturation(spend / spend_scale)`` in KPI units.
+    """
+    draws = PosteriorDraws.from_idata(idata, spec)
+    if spend_grid is None:
+        spend_grid = np.linspace(0.0, 2.0, n_points)[:, None] * np.asarray(scaling.spend_scale)[None, :]
+    scaled = scaling.scale_spend(spend_grid)[:, None, :]  # (G, 1, C) against (S, C) parameters
+    curves = (
+        scaling.kpi_scale * draws.beta * transforms.saturation(spec.saturation, scaled, **draws.saturation)
+    )
+    curves = np.moveaxis(curves, 0, 1)  # (S, G, C)
+    stats = _summarise(curves, hdi_prob)
+    frames = [
+        pd.DataFrame(
+            {"channel": c, "weekly_spend": spend_grid[:, i], **{k: v[:, i] for k, v in stats.items()}}
+        )
+        for i, c in enumerate(scaling.channels)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def adstock_weights(idata: az.InferenceData, spec: ModelSpec, hdi_prob: float = HDI_PROB) -> pd.DataFrame:
+    """Share of a week's spend acting ``lag`` weeks later, per channel: ``channel, lag, mean, hdi_*``."""
+    draws = PosteriorDraws.from_idata(idata, spec)
+    weights = transforms.adstock_weights(spec.adstock, spec.l_max, alpha=draws.alpha, theta=draws.theta)
+    stats = _summarise(np.moveaxis(weights, 0, 1), hdi_prob)  # (S, L, C) draws first
+    channels = list(idata.posterior["alpha"].coords["channel"].to_numpy())
+    frames = [
+        pd.DataFrame({"channel": c, "lag": np.arange(spec.l_max), **{k: v[:, i] for k, v in stats.items()}})
+        for i, c in enumerate(channels)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def fit_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """R², MAPE and NRMSE (RMSE over the observed range) of a point prediction."""
+    observed, predicted = np.asarray(observed, dtype=float), np.asarray(predicted, dtype=float)
+    residual = observed - predicted
+    return {
+        "r2": float(1 - (residual**2).sum() / ((observed - observed.mean()) ** 2).sum()),
+        "mape": float(np.mean(np.abs(residual) / np.abs(observed))),
+        "nrmse": float(np.sqrt(np.mean(residual**2)) / (observed.max() - observed.min())),
+    }
+
+
+def crps(draws: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Continuous ranked probability score per week of ``(S, T)`` predictive draws; lower is better.
+
+    ``E|X - y| - E|X - X'| / 2``, with the second term from the sorted draws in ``O(S log S)``.
+    """
+    draws = np.sort(np.asarray(draws, dtype=float), axis=0)
+    n = draws.shape[0]
+    spread = ((2 * np.arange(1, n + 1) - n - 1)[:, None] * draws).sum(axis=0) / n**2
+    return np.abs(draws - np.asarray(observed, dtype=float)).mean(axis=0) - spread
+
+
+def forecast_metrics(prediction: Prediction, observed: np.ndarray) -> dict[str, float]:
+    """Out-of-sample scores: MAPE of the predictive mean and mean CRPS of the predictive draws (KPI units)."""
+    return {
+        "mape": fit_metrics(observed, prediction.kpi.mean(axis=0))["mape"],
+        "crps": float(crps(prediction.kpi, observed).mean()),
+    }
+
+
+def diagnostics(
+    idata: az.InferenceData,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    data: ModelData,
+    carry_in: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Convergence (max R-hat, min bulk/tail ESS, divergences) and in-sample fit (R², MAPE, NRMSE)."""
+    table = parameter_summary(idata)
+    expected = predict(idata, scaling, spec, data, carry_in).expected.mean(axis=0)
+    return {
+        "max_r_hat": float(table["r_hat"].max()),
+        "min_ess_bulk": float(table["ess_bulk"].min()),
+        "min_ess_tail": float(table["ess_tail"].min()),
+        "divergences": int(idata.sample_stats["diverging"].sum()),
+        "n_draws": int(idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]),
+        **fit_metrics(data.kpi, expected),
+    }

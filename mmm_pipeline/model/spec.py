@@ -1,0 +1,117 @@
+"""Model configuration: structure, priors and sampler settings of the Bayesian MMM, validated by pydantic.
+
+Why a separate spec: the structure (adstock kind, ``l_max``, saturation, Fourier modes...) decides the
+compiled graph, so it is also the key of the compile-once cache, and it is what a champion model records
+so that a refit next week is the same model on more data. Priors are stated on the *scaled* data (see
+:class:`mmm_pipeline.model.build.ScalingSpec`), which is what makes them scale-free: the same defaults
+serve a market selling 1,000 units a week and one selling 10 million.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mmm_pipeline.transforms import AdstockKind, SaturationKind
+
+SamplerName = Literal["nutpie", "pymc", "numpyro", "blackjax"]
+Likelihood = Literal["normal", "student_t"]
+PriorDist = Literal[
+    "Normal", "HalfNormal", "StudentT", "HalfStudentT", "Laplace", "Beta", "Gamma", "LogNormal", "Uniform"
+]
+
+#: ``1 / sqrt(1 - 2 / pi)``: a HalfNormal with this sigma has standard deviation 1. Multiplied by
+#: ``n_channels * spend_share`` it gives the PyMC-Marketing case study's channel effect prior.
+HALFNORMAL_UNIT_SD = 1.6588
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriorSpec(_Strict):
+    """A prior: a PyMC distribution name and its keyword parameters.
+
+    A parameter is a number, shared by every channel/control, or a list with one value per channel
+    (or control), in the order of the data's channels.
+    """
+
+    dist: PriorDist
+    params: dict[str, float | list[float]]
+
+
+#: Priors on the scaled data (KPI / max KPI, spend / max spend per channel, standardized controls).
+#: Names are the model's parameter names; ``beta_channel``'s sigma is further multiplied by
+#: ``n_channels * spend_share`` per channel when :attr:`ModelSpec.beta_by_spend_share` is on.
+DEFAULT_PRIORS: dict[str, PriorSpec] = {
+    "intercept": PriorSpec(dist="Normal", params={"mu": 0.5, "sigma": 0.5}),
+    "trend_slope": PriorSpec(dist="Normal", params={"mu": 0.0, "sigma": 0.5}),
+    "gamma_fourier": PriorSpec(dist="Laplace", params={"mu": 0.0, "b": 0.25}),
+    "beta_channel": PriorSpec(dist="HalfNormal", params={"sigma": HALFNORMAL_UNIT_SD}),
+    "alpha": PriorSpec(dist="Beta", params={"alpha": 1.0, "beta": 3.0}),
+    "theta": PriorSpec(dist="Gamma", params={"mu": 1.5, "sigma": 1.0}),
+    "lam": PriorSpec(dist="Gamma", params={"alpha": 3.0, "beta": 1.0}),
+    "half_sat": PriorSpec(dist="Gamma", params={"mu": 0.5, "sigma": 0.3}),
+    "slope": PriorSpec(dist="Gamma", params={"mu": 1.5, "sigma": 0.5}),
+    "gamma_control": PriorSpec(dist="Normal", params={"mu": 0.0, "sigma": 0.25}),
+    "sigma": PriorSpec(dist="HalfNormal", params={"sigma": 0.25}),
+    "nu": PriorSpec(dist="Gamma", params={"alpha": 2.0, "beta": 0.1}),
+}
+
+
+class SamplerSpec(_Strict):
+    """How to sample. ``nutpie`` is the default: fastest here and it supports compile-once refits."""
+
+    name: SamplerName = "nutpie"
+    chains: int = Field(4, ge=1)
+    draws: int = Field(1000, ge=10)
+    tune: int = Field(1000, ge=10)
+    target_accept: float = Field(0.9, gt=0.5, lt=1.0)
+    seed: int = 0
+    cores: int | None = None
+    """Chains run in parallel; default min(chains, CPUs)."""
+
+
+class ModelSpec(_Strict):
+    """Structure, priors and sampler of one market's MMM (see ``build.py`` for the equation)."""
+
+    adstock: AdstockKind = "geometric"
+    l_max: int = Field(8, ge=1, le=52)
+    """Weeks an adstock reaches back (the spend week included)."""
+    saturation: SaturationKind = "logistic"
+    n_fourier: int = Field(2, ge=0, le=26)
+    """Yearly Fourier modes (each a sine and a cosine); 0 switches seasonality off."""
+    trend: bool = True
+    likelihood: Likelihood = "normal"
+    priors: dict[str, PriorSpec] = Field(default_factory=dict)
+    """Overrides of :data:`DEFAULT_PRIORS`, by parameter name; unnamed parameters keep the default."""
+    beta_by_spend_share: bool = True
+    """Scale each channel's effect prior by ``n_channels * spend_share`` (PyMC-Marketing case study):
+    a channel that got a tenth of the budget is a priori expected to do less than one that got half."""
+    pad_weeks_to: int = Field(13, ge=1)
+    """Pad the time axis to a multiple of this many weeks (masked in the likelihood), so that fits on
+    windows a few weeks apart (weekly refits, CV folds) share one compiled graph; 1 disables padding."""
+    sampler: SamplerSpec = SamplerSpec()
+
+    @field_validator("priors")
+    @classmethod
+    def _known_priors(cls, value: dict[str, PriorSpec]) -> dict[str, PriorSpec]:
+        unknown = set(value) - set(DEFAULT_PRIORS)
+        if unknown:
+            raise ValueError(f"unknown prior names {sorted(unknown)}; known: {sorted(DEFAULT_PRIORS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _beta_prior_has_sigma(self) -> ModelSpec:
+        if self.beta_by_spend_share and "sigma" not in self.prior("beta_channel").params:
+            raise ValueError("beta_by_spend_share scales the beta_channel prior's sigma; that prior has none")
+        return self
+
+    def prior(self, name: str) -> PriorSpec:
+        """The prior in force for parameter ``name``: the override if given, else the default."""
+        return self.priors.get(name, DEFAULT_PRIORS[name])
+
+    def structure_key(self) -> str:
+        """Everything that shapes the compiled graph except data: the compile-once cache key's part."""
+        return self.model_dump_json(exclude={"sampler"})

@@ -1,0 +1,190 @@
+"""The Bayesian MMM against a synthetic world with known truth, plus its scaling, prediction and insights.
+
+One small fit (2 chains x 300 draws, 130 weeks) is shared by the module; a second fit on a shorter
+window checks frozen scaling and compile-once reuse. Everything else evaluates the posterior in NumPy.
+"""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import pymc as pm
+import pytest
+
+from mmm_pipeline.model import insights
+from mmm_pipeline.model.build import ModelData, ScalingSpec, build_model, model_inputs, padded_length
+from mmm_pipeline.model.fit import FitResult, ModelCache, fit
+from mmm_pipeline.model.predict import predict
+from mmm_pipeline.model.spec import ModelSpec, PriorSpec, SamplerSpec
+from mmm_pipeline.synthetic import generate_world
+
+N_WEEKS = 130  # 10 x 13: the shorter refit window below pads back to the same length
+SPEC = ModelSpec(l_max=8, n_fourier=2, sampler=SamplerSpec(chains=2, draws=300, tune=300, seed=1))
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(seed=1, n_weeks=N_WEEKS)
+
+
+@pytest.fixture(scope="module")
+def data(world) -> ModelData:
+    return ModelData.from_world(world)
+
+
+@pytest.fixture(scope="module")
+def cache() -> ModelCache:
+    return ModelCache()
+
+
+@pytest.fixture(scope="module")
+def messages() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def result(data, cache, messages) -> FitResult:
+    return fit(data, SPEC, progress=messages.append, cache=cache)
+
+
+def test_recovers_true_roas_and_shares(world, data, result):
+    est = insights.channel_summary(result.idata, result.scaling, SPEC, data)
+    truth = world.summary()
+    covered = (est["roas_hdi_low"] <= truth["roas"]) & (truth["roas"] <= est["roas_hdi_high"])
+    assert covered.sum() >= 4, f"true ROAS in the 94% HDI for {list(covered[covered].index)} only"
+    # Measured on this world: largest share error 0.04 (display); 0.06 leaves room for sampler noise.
+    share_error = (est["share_mean"] - truth["share"]).abs()
+    assert share_error.max() < 0.06, share_error
+    assert np.isclose(est["share_mean"].sum(), 1.0)
+
+
+def test_in_sample_prediction_reproduces_model_mean(data, result):
+    pred = predict(result.idata, result.scaling, SPEC, data, result.carry_in)
+    mu = result.idata.posterior["mu"].to_numpy()[..., : data.n_weeks]
+    np.testing.assert_allclose(
+        pred.expected, mu.reshape(-1, data.n_weeks) * result.scaling.kpi_scale, rtol=1e-6
+    )
+    parts = sum(pred.components.values()) + pred.contributions.sum(axis=2)
+    np.testing.assert_allclose(parts, pred.expected, rtol=1e-10)
+    assert (pred.contributions >= 0).all()
+
+
+def test_carry_in_prediction_equals_in_window_tail(data, result):
+    full = predict(result.idata, result.scaling, SPEC, data)
+    start = 100
+    tail = predict(result.idata, result.scaling, SPEC, data.window(start), data.carry_in(start, SPEC.l_max))
+    np.testing.assert_allclose(tail.expected, full.expected[:, start:], rtol=1e-10)
+    np.testing.assert_allclose(tail.contributions, full.contributions[:, start:], rtol=1e-10, atol=1e-9)
+    cold = predict(result.idata, result.scaling, SPEC, data.window(start))
+    assert cold.contributions[:, 0].sum() < tail.contributions[:, 0].sum(), "carry-in must add adstock"
+
+
+def test_frozen_scaling_is_reused_and_graph_not_recompiled(data, result, cache):
+    window = data.window(0, N_WEEKS - 5)
+    own = ScalingSpec.from_data(window)
+    assert own != result.scaling  # the window alone would scale differently...
+    refit = fit(window, SPEC, scaling=result.scaling, cache=cache)
+    assert refit.scaling == result.scaling  # ...but the refit keeps the champion's constants
+    assert ScalingSpec.model_validate_json(refit.idata.attrs["scaling"]) == result.scaling
+    # Same weeks, same scaled values in both fits: priors and parameters mean the same thing.
+    first = model_inputs(data, result.scaling, SPEC)
+    second = model_inputs(window, refit.scaling, SPEC, n_time=refit.n_time)
+    for name in ("media", "controls", "y", "trend", "fourier"):
+        np.testing.assert_array_equal(second[name][: window.n_weeks], first[name][: window.n_weeks])
+    assert refit.n_time == result.n_time == padded_length(N_WEEKS, SPEC)
+    assert second["mask"].sum() == window.n_weeks and second["mask"][window.n_weeks :].sum() == 0
+    assert refit.reused_graph and refit.timings["compile"] == 0.0
+    assert insights.diagnostics(refit.idata, refit.scaling, SPEC, window)["r2"] > 0.9
+
+
+def test_diagnostics_and_insights(data, result, messages):
+    diag = insights.diagnostics(result.idata, result.scaling, SPEC, data)
+    assert set(diag) >= {"max_r_hat", "min_ess_bulk", "min_ess_tail", "divergences", "r2", "mape", "nrmse"}
+    assert diag["max_r_hat"] < 1.1 and diag["min_ess_bulk"] > 30 and diag["r2"] > 0.9 and diag["mape"] < 0.05
+
+    summary = insights.parameter_summary(result.idata)
+    assert list(summary.columns) == ["mean", "sd", "hdi_3%", "hdi_97%", "r_hat", "ess_bulk", "ess_tail"]
+    assert "mu" not in {name.split("[")[0] for name in summary.index}
+
+    decomp = insights.decomposition(result.idata, result.scaling, SPEC, data)
+    assert set(decomp["component"]) == {"intercept", "trend", "seasonality", "controls", *data.channels}
+    assert (decomp["hdi_low"] <= decomp["mean"] + 1e-9).all() and (
+        decomp["mean"] <= decomp["hdi_high"] + 1e-9
+    ).all()
+    weekly = decomp.groupby("week")["mean"].sum().to_numpy()
+    assert insights.fit_metrics(data.kpi, weekly)["r2"] > 0.9
+
+    channels = insights.channel_summary(result.idata, result.scaling, SPEC, data)
+    # Saturating curves: the next unit of spend returns less than the average unit did.
+    assert (channels["mroas_mean"] < channels["roas_mean"]).all()
+
+    curves = insights.response_curves(result.idata, result.scaling, SPEC, n_points=11)
+    for _, curve in curves.groupby("channel"):
+        assert curve["mean"].iloc[0] == 0 and (np.diff(curve["mean"]) > 0).all()
+
+    weights = insights.adstock_weights(result.idata, SPEC)
+    np.testing.assert_allclose(weights.groupby("channel")["mean"].sum(), 1.0)
+
+    assert any("compiled in" in m for m in messages) and any("sampling done" in m for m in messages)
+    assert any("draws" in m for m in messages)  # nutpie's own progress, rendered as text
+
+
+def test_delayed_hill_student_t_graph_matches_numpy_prediction(data):
+    """The PyTensor graph and the NumPy prediction agree for the other adstock/saturation/likelihood."""
+    spec = ModelSpec(adstock="delayed", saturation="hill", likelihood="student_t", l_max=6, n_fourier=1)
+    scaling = ScalingSpec.from_data(data)
+    carry_in = data.carry_in(0, spec.l_max) + 1000.0
+    model = build_model(model_inputs(data, scaling, spec, carry_in=carry_in), scaling, spec)
+    with model:
+        prior = pm.sample_prior_predictive(draws=20, random_seed=3, compile_kwargs={"mode": "FAST_COMPILE"})
+    assert np.isfinite(model.point_logps()["loglik"])
+    idata = az.InferenceData(posterior=prior.prior)
+    pred = predict(idata, scaling, spec, data, carry_in)
+    mu = prior.prior["mu"].to_numpy()[..., : data.n_weeks].reshape(-1, data.n_weeks)
+    np.testing.assert_allclose(pred.expected, mu * scaling.kpi_scale, rtol=1e-6)
+
+
+def test_scaling_rules(data):
+    scaling = ScalingSpec.from_data(data)
+    assert scaling.kpi_scale == data.kpi.max()
+    np.testing.assert_allclose(scaling.scale_spend(data.spend).max(axis=0), 1.0)
+    np.testing.assert_allclose(sum(scaling.spend_share), 1.0)
+    scaled = scaling.scale_controls(data.controls)
+    np.testing.assert_allclose(scaled.mean(axis=0), 0.0, atol=1e-9)  # continuous controls standardized
+    flags = ModelData(
+        data.dates, data.spend, np.eye(data.n_weeks)[:, :2], data.kpi, data.channels, ("a", "b")
+    )
+    flag_scaling = ScalingSpec.from_data(flags)
+    assert flag_scaling.control_loc == [0.0, 0.0] and flag_scaling.control_scale == [1.0, 1.0]
+    assert ScalingSpec.model_validate_json(scaling.model_dump_json()) == scaling
+
+
+def test_spec_validation_and_priors():
+    with pytest.raises(ValueError, match="unknown prior"):
+        ModelSpec(priors={"betta": PriorSpec(dist="Normal", params={"mu": 0, "sigma": 1})})
+    with pytest.raises(ValueError, match="has none"):
+        ModelSpec(priors={"beta_channel": PriorSpec(dist="Gamma", params={"alpha": 2, "beta": 1})})
+    custom = PriorSpec(dist="Beta", params={"alpha": 2.0, "beta": 2.0})
+    assert ModelSpec(priors={"alpha": custom}).prior("alpha") == custom
+    assert ModelSpec().prior("alpha").dist == "Beta"
+    assert ModelSpec().structure_key() == ModelSpec(sampler=SamplerSpec(draws=50)).structure_key()
+
+
+def test_crps_matches_normal_closed_form():
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((20000, 1))
+    y = np.array([0.5])
+    # CRPS of N(0, 1) at y: y (2 Phi(y) - 1) + 2 phi(y) - 1 / sqrt(pi)
+    from scipy.stats import norm
+
+    exact = y * (2 * norm.cdf(y) - 1) + 2 * norm.pdf(y) - 1 / np.sqrt(np.pi)
+    np.testing.assert_allclose(insights.crps(draws, y), exact, atol=0.01)
+
+
+@pytest.mark.slow
+def test_pymc_sampler_fits(data):
+    spec = SPEC.model_copy(update={"sampler": SamplerSpec(name="pymc", chains=2, draws=200, tune=300)})
+    messages: list[str] = []
+    result = fit(data, spec, progress=messages.append, cache=None)
+    assert insights.diagnostics(result.idata, result.scaling, spec, data)["r2"] > 0.9
+    assert any("chain 0" in m for m in messages)
