@@ -41,7 +41,8 @@ def test_alias_clash_is_an_error(tmp_path: Path) -> None:
 
 
 def test_paths_resolve_next_to_the_config(tmp_path: Path) -> None:
-    cfg = _load(tmp_path, BASE + "channels: [{name: tv}]\npaths: {data_dir: store, bi_database: /tmp/x.duckdb}\n")
+    paths = "paths: {data_dir: store, bi_database: /tmp/x.duckdb}\n"
+    cfg = _load(tmp_path, BASE + "channels: [{name: tv}]\n" + paths)
     assert cfg.warehouse_path == tmp_path / "store" / "warehouse.duckdb"
     assert cfg.landing_dir == tmp_path / "store" / "landing"
     assert cfg.bi_database_path == Path("/tmp/x.duckdb")
