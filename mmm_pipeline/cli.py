@@ -13,7 +13,7 @@ import yaml
 
 from .config import CONFIG_ENV_VAR, ConfigError, ProjectConfig, load_config
 from .importers.wide import WideImportError, config_entries, import_wide, load_wide_mapping, read_table
-from .runner import PipelineRunError, RunSummary, project_instance, run_pipeline
+from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline
 from .scaffold import EXAMPLES, demo_file, init_project
 
 
@@ -22,8 +22,12 @@ def _config(args: argparse.Namespace) -> ProjectConfig:
 
 
 def _print_summary(summary: RunSummary) -> int:
-    for job, run_id, success, weeks in summary.runs:
-        print(f"  run {run_id[:8]} {job:<16} weeks {weeks:<24} {'ok' if success else 'FAILED'}")
+    for job, run_id, success, scope in summary.runs:
+        print(f"  run {run_id[:8]} {job:<16} {scope:<24} {'ok' if success else 'FAILED'}")
+    if summary.warnings:
+        print("\nWarnings:", file=sys.stderr)
+        for warning in summary.warnings:
+            print(f"- {warning}", file=sys.stderr)
     if summary.problems:
         print("\nProblems:", file=sys.stderr)
         for problem in summary.problems:
@@ -41,6 +45,34 @@ def _print_outputs(cfg: ProjectConfig) -> None:
             for (name,) in bi.execute("SELECT name FROM published_tables ORDER BY name").fetchall():
                 rows = bi.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
                 print(f"  {name:<28} {rows:>8} rows")
+    _print_champions(cfg)
+
+
+def _print_champions(cfg: ProjectConfig) -> None:
+    """Each market's champion model and its channel ROAS, from the published BI tables."""
+    if not cfg.bi_database_path.exists():
+        return
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        names = {r[0] for r in bi.execute("SELECT name FROM published_tables").fetchall()}
+        if "champion_channel_summary" not in names:
+            return
+        runs = bi.execute(
+            "SELECT market, model_id, train_end, max_r_hat, divergences, r2, mape FROM model_runs "
+            "WHERE status = 'champion' ORDER BY market"
+        ).fetchall()
+        for market, model_id, train_end, r_hat, divergences, r2, mape in runs:
+            print(
+                f"\nChampion of market {market}: {model_id} (trained to {train_end}; R-hat {r_hat:.3f}, "
+                f"{divergences} divergences, in-sample R² {r2:.2f}, MAPE {mape:.1%})"
+            )
+            rows = bi.execute(
+                "SELECT channel, share_mean, roas_mean, roas_hdi_low, roas_hdi_high, mroas_mean "
+                "FROM champion_channel_summary WHERE market = ? ORDER BY roas_mean DESC",
+                [market],
+            ).fetchall()
+            print(f"  {'channel':<16} {'share':>6} {'ROAS':>7} {'94% HDI':>17} {'marginal':>9}")
+            for channel, share, roas, low, high, mroas in rows:
+                print(f"  {channel:<16} {share:>6.1%} {roas:>7.2f} [{low:>6.2f}, {high:>6.2f}] {mroas:>9.2f}")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -88,7 +120,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     started = time.perf_counter()
-    summary = run_pipeline(cfg, weeks=args.weeks, select=args.select)
+    summary = run_pipeline(cfg, weeks=args.weeks, select=args.select, until=args.until, refit=args.refit)
     status = _print_summary(summary)
     _print_outputs(cfg)
     print(f"\nfinished in {time.perf_counter() - started:.1f}s")
@@ -174,9 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-dir", help="where the truth goes (default: <data_dir>/truth)")
     p.set_defaults(func=cmd_synthetic)
 
-    p = sub.add_parser("run", help="ingest new landing files, rebuild features for affected weeks, publish")
+    p = sub.add_parser(
+        "run", help="ingest new landing files, rebuild features for affected weeks, refit models, publish"
+    )
     p.add_argument("--weeks", default="pending", help="pending (default), all, or YYYY-MM-DD..YYYY-MM-DD")
     p.add_argument("--select", help="only these assets, in Dagster selection syntax (e.g. 'group:marts')")
+    p.add_argument("--until", choices=STAGES, default="model", help="stop after this stage (default: model)")
+    p.add_argument(
+        "--refit", action="store_true", help="refit every market even if its latest fit saw all the data"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="set up and run the case-study demo end to end")

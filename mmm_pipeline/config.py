@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from .model.spec import ModelSpec
+
 CONFIG_ENV_VAR = "MMM_PIPELINE_CONFIG"
 DEFAULT_CONFIG_NAME = "mmm_pipeline.yaml"
 
@@ -115,6 +117,39 @@ class ValidationConfig(StrictModel):
     """'Today' for the no-future-weeks rule; default is the real date. Tests pin it."""
 
 
+class GateConfig(StrictModel):
+    """What a fit must show to be promoted to champion (and serve optimization and reports).
+
+    A fit that misses any threshold is registered for inspection but never promoted; the asset checks
+    on ``model_fit`` fail with the figures that missed.
+    """
+
+    max_r_hat: float = Field(1.01, ge=1.0)
+    min_ess_bulk: float = Field(400.0, ge=0)
+    min_ess_tail: float = Field(400.0, ge=0)
+    max_divergences: int = Field(0, ge=0)
+    min_r2: float | None = 0.5
+    """In-sample R² of the posterior mean; ``null`` switches the rule off."""
+    max_mape: float | None = None
+    """In-sample MAPE (0.1 = 10%); ``null`` (default) switches the rule off."""
+
+
+class ModelConfig(StrictModel):
+    """The weekly refit: model structure, priors and sampler (``spec``), gate and refresh rules."""
+
+    spec: ModelSpec = ModelSpec()
+    gate: GateConfig = GateConfig()
+    min_train_weeks: int = Field(52, ge=13)
+    """A market with fewer modeled weeks fails with a clear error instead of fitting noise."""
+    train_end: dt.date | None = None
+    """Fit on weeks up to this date only (a hold-out); default: every week in the modeling table."""
+    keep_scaling: bool = True
+    """Refits reuse the champion's scaling constants (so priors and ROAS keep their meaning) while the
+    channels and controls are unchanged; ``false`` recomputes them from each window."""
+    max_roas_change: float = Field(0.3, gt=0)
+    """A channel whose ROAS moves by more than this share against the champion raises a warning check."""
+
+
 class PathsConfig(StrictModel):
     """Paths, relative to the config file's folder unless absolute."""
 
@@ -141,6 +176,7 @@ class ProjectConfig(StrictModel):
     channels: list[ChannelConfig]
     controls: list[ControlConfig] = Field(default_factory=list)
     validation: ValidationConfig = ValidationConfig()
+    model: ModelConfig = ModelConfig()
     paths: PathsConfig = PathsConfig()
 
     # Set by load_config: the folder that relative paths resolve against.

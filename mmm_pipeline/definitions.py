@@ -11,6 +11,7 @@ import dagster as dg
 from .config import ProjectConfig, load_config
 from .defs.assets.features import build_feature_assets
 from .defs.assets.ingestion import build_ingestion_assets
+from .defs.assets.model import build_model_assets
 from .defs.assets.publish import build_publish_assets
 from .defs.jobs import build_jobs
 from .defs.resources import build_resources
@@ -23,6 +24,7 @@ def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
         assets=[
             *build_ingestion_assets(cfg),
             *build_feature_assets(cfg, models),
+            *build_model_assets(cfg),
             *build_publish_assets(cfg, models),
         ],
         jobs=build_jobs(cfg),

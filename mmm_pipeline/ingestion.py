@@ -226,3 +226,12 @@ def pending_week_ranges(conn: duckdb.DuckDBPyConnection, cfg: ProjectConfig) -> 
         else:
             ranges.append((week, week))
     return ranges
+
+
+def landed_markets(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Markets with KPI in an active delivery: the markets a model can be fitted for."""
+    rows = conn.execute(
+        "SELECT DISTINCT k.market FROM raw.landed_kpi k JOIN raw.landing_files f USING (delivery_id) "
+        "WHERE f.status = 'active' ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -13,15 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 from dagster import DagsterInstance
 
 from .calendar import last_complete_week
 from .config import ProjectConfig
 from .definitions import build_definitions
-from .defs.jobs import FEATURES_JOB, INGEST_JOB
+from .defs.assets.model import MARKETS
+from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.resources import WRITER_POOL
 from .ingestion import pending_week_ranges
-from .warehouse import WarehouseResource
+from .refit import config_hash
+from .registry import latest_run
+from .warehouse import WarehouseResource, relation_exists
+
+#: How far a run goes: ``ingest`` only, ``features`` (ingest + feature tables), ``model`` (+ refits).
+STAGES = ("ingest", "features", "model")
 
 INSTANCE_YAML = f"""# Written by mmm-pipeline; the CLI and `mmm-pipeline ui` share this instance.
 telemetry:
@@ -52,24 +59,41 @@ def project_instance(cfg: ProjectConfig) -> DagsterInstance:
 
 @dataclass
 class RunSummary:
-    runs: list[tuple[str, str, bool, str]] = field(default_factory=list)  # job, run id, success, weeks
+    runs: list[tuple[str, str, bool, str]] = field(default_factory=list)  # job, run id, success, scope
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def _problems(result: dg.ExecuteInProcessResult) -> list[str]:
-    """Readable reasons a run failed: failed checks with their details, then step errors."""
+def _check_failures(result: dg.ExecuteInProcessResult, severity: dg.AssetCheckSeverity) -> list[str]:
     out = []
     for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed:
-            details = "\n".join(str(v.value) for v in evaluation.metadata.values())
-            out.append(
-                f"check '{evaluation.check_name}' on {evaluation.asset_key.to_user_string()} failed"
-                + (f":\n{details}" if details else "")
+        if not evaluation.passed and evaluation.severity == severity:
+            details = "\n".join(
+                str(v.value) if isinstance(v, dg.MarkdownMetadataValue) else f"{k}: {v.value}"
+                for k, v in evaluation.metadata.items()
             )
+            asset = evaluation.asset_key.to_user_string()
+            out.append(
+                f"check '{evaluation.check_name}' on {asset} failed" + (f":\n{details}" if details else "")
+            )
+    return out
+
+
+def _record(
+    summary: RunSummary, job: str, result: dg.ExecuteInProcessResult, scope: str, prefix: str = ""
+) -> None:
+    summary.runs.append((job, result.run_id, result.success, scope))
+    summary.problems += [prefix + p for p in _problems(result)]
+    summary.warnings += [prefix + w for w in _check_failures(result, dg.AssetCheckSeverity.WARN)]
+
+
+def _problems(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Readable reasons a run failed: failed (error-severity) checks with their details, then step errors."""
+    out = _check_failures(result, dg.AssetCheckSeverity.ERROR)
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
@@ -119,32 +143,53 @@ def run_pipeline(
     select: str | None = None,
     instance: DagsterInstance | None = None,
     log: Callable[[str], None] = print,
+    until: str = "model",
+    refit: bool = False,
 ) -> RunSummary:
-    """Scan the landing folder, then rebuild features for the queued (or requested) weeks and publish.
+    """Scan the landing folder, rebuild features for the queued (or requested) weeks, publish, refit.
 
-    ``select`` limits both runs to the assets it picks (e.g. ``group:marts`` or ``stg_media+``).
+    ``select`` limits the runs to the assets it picks (e.g. ``group:marts`` or ``stg_media+``).
+    ``until`` stops after a stage (:data:`STAGES`). A market's model is refitted when its modeling
+    table has a week or a model config its latest fit has not seen, or always with ``refit``.
     Valid files are built even when others in the same delivery were rejected; the rejections are
     returned as problems so the caller can exit non-zero.
     """
+    if until not in STAGES:
+        raise PipelineRunError(f"until {until!r}: use one of {', '.join(STAGES)}")
+    stages = STAGES[: STAGES.index(until) + 1]
     instance = instance or project_instance(cfg)
     defs = build_definitions(cfg)
     summary = RunSummary()
 
     ingest_keys = _selected(defs, INGEST_JOB, select)
-    features_keys = _selected(defs, FEATURES_JOB, select)
-    if select is not None and not ingest_keys and not features_keys:
+    features_keys = _selected(defs, FEATURES_JOB, select) if "features" in stages else []
+    model_keys = _selected(defs, MODEL_JOB, select) if "model" in stages else []
+    if select is not None and not ingest_keys and not features_keys and not model_keys:
         raise PipelineRunError(f"--select {select!r} picks no asset of this pipeline")
     if ingest_keys != []:
         ingest = defs.resolve_job_def(INGEST_JOB).execute_in_process(
             instance=instance, raise_on_error=False, run_config=RUN_CONFIG, asset_selection=ingest_keys
         )
-        summary.runs.append((INGEST_JOB, ingest.run_id, ingest.success, "-"))
-        summary.problems += _problems(ingest)
+        _record(summary, INGEST_JOB, ingest, "-")
         if not ingest.success and not ingest.get_asset_materialization_events():
             return summary
-    if features_keys == []:
+    if features_keys != [] and not _build_features(cfg, defs, instance, weeks, features_keys, summary, log):
         return summary
+    if model_keys != []:
+        _refit_models(cfg, defs, instance, model_keys, refit, summary, log)
+    return summary
 
+
+def _build_features(
+    cfg: ProjectConfig,
+    defs: dg.Definitions,
+    instance: DagsterInstance,
+    weeks: str,
+    keys: list[dg.AssetKey] | None,
+    summary: RunSummary,
+    log: Callable[[str], None],
+) -> bool:
+    """Rebuild features for each contiguous range of weeks, one run per range; False if a run failed."""
     ranges = parse_weeks(weeks, cfg)
     if not ranges:
         log("no new or corrected weeks: feature tables are up to date")
@@ -155,14 +200,61 @@ def run_pipeline(
             instance=instance,
             raise_on_error=False,
             run_config=RUN_CONFIG,
-            asset_selection=features_keys,
+            asset_selection=keys,
             tags={
                 "dagster/asset_partition_range_start": start.isoformat(),
                 "dagster/asset_partition_range_end": end.isoformat(),
             },
         )
-        summary.runs.append((FEATURES_JOB, result.run_id, result.success, label))
-        summary.problems += _problems(result)
+        _record(summary, FEATURES_JOB, result, label)
         if not result.success:
-            break
-    return summary
+            return False
+    return True
+
+
+def _refit_models(
+    cfg: ProjectConfig,
+    defs: dg.Definitions,
+    instance: DagsterInstance,
+    keys: list[dg.AssetKey] | None,
+    force: bool,
+    summary: RunSummary,
+    log: Callable[[str], None],
+) -> None:
+    """One model run per market whose data or model config is newer than its latest fit.
+
+    Markets run one after another in this process, so the compiled model graph is reused between
+    markets of the same shape; from the UI or a schedule each market is its own partitioned run.
+    """
+    with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
+        if not relation_exists(conn, "marts", "fct_modeling_weekly"):
+            log("no modeling table yet: nothing to fit")
+            return
+        weeks = dict(
+            conn.execute("SELECT market, max(week) FROM marts.fct_modeling_weekly GROUP BY 1").fetchall()
+        )
+        latest = {market: latest_run(conn, market) for market in weeks}
+    current_hash = config_hash(cfg)
+    known = set(instance.get_dynamic_partitions(MARKETS.name))
+    if missing := sorted(set(weeks) - known):
+        instance.add_dynamic_partitions(MARKETS.name, missing)
+    for market in sorted(weeks):
+        last_week = min(weeks[market], cfg.model.train_end) if cfg.model.train_end else weeks[market]
+        run = latest[market]
+        if (
+            not force
+            and run is not None
+            and pd.Timestamp(run["train_end"]).date() == last_week
+            and run["config_hash"] == current_hash
+        ):
+            log(f"market {market}: model {run['model_id']} ({run['status']}) already covers {last_week}")
+            continue
+        log(f"market {market}: fitting the model on weeks up to {last_week}")
+        result = defs.resolve_job_def(MODEL_JOB).execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config=RUN_CONFIG,
+            asset_selection=keys,
+            partition_key=market,
+        )
+        _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")

@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+import yaml
 
 from mmm_pipeline.config import ProjectConfig, load_config
 from mmm_pipeline.importers.wide import import_wide, load_wide_mapping
@@ -25,8 +26,27 @@ def dagster_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return home
 
 
-def run(cfg: ProjectConfig, weeks: str = "pending") -> RunSummary:
-    return run_pipeline(cfg, weeks=weeks, instance=project_instance(cfg), log=lambda _msg: None)
+def run(cfg: ProjectConfig, weeks: str = "pending", until: str = "features") -> RunSummary:
+    """A real pipeline run; by default up to the feature tables (model tests ask for the model)."""
+    return run_pipeline(cfg, weeks=weeks, instance=project_instance(cfg), log=lambda _msg: None, until=until)
+
+
+def small_model_config(config_path: Path, **model: object) -> None:
+    """Make a project's model quick to fit in tests (2 chains x 400 draws) with a gate to match.
+
+    ``model`` entries override the ``model`` section's keys (e.g. ``gate={...}``).
+    """
+    raw = yaml.safe_load(config_path.read_text())
+    raw["model"] = {
+        "spec": {
+            "l_max": 4,
+            "n_fourier": 1,
+            "sampler": {"chains": 2, "draws": 400, "tune": 400, "seed": 1},
+        },
+        "gate": {"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
+        **model,
+    }
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 def modeling_table(cfg: ProjectConfig) -> pd.DataFrame:

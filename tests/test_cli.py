@@ -1,4 +1,4 @@
-"""The real console script: scaffold, synthetic data in two markets, run, bad config."""
+"""The real console script: scaffold, synthetic data in two markets, run (through the model), bad config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+from conftest import small_model_config
 
 CLI = str(Path(sys.executable).with_name("mmm-pipeline"))
 
@@ -32,9 +33,16 @@ def test_init_synthetic_two_markets_and_run(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr
+    small_model_config(Path(config))
     result = _cli("--config", config, "run", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fct_modeling_weekly" in result.stdout and "120 rows" in result.stdout
+    # One model per market, fitted, gated, registered and published; the CLI prints each champion.
+    for market in ("north", "south"):
+        assert f"Champion of market {market}: {market}-" in result.stdout
+    assert result.stdout.count("refit_model") == 2
+    again = _cli("--config", config, "run", cwd=tmp_path)
+    assert again.returncode == 0 and "refit_model" not in again.stdout  # no new data: no refit
     truth_media = pd.read_csv(tmp_path / "proj" / "data" / "landing" / "media" / "media.csv")
     with duckdb.connect(str(tmp_path / "proj" / "data" / "bi.duckdb"), read_only=True) as bi:
         table = bi.execute("SELECT * FROM fct_modeling_weekly ORDER BY market, week").df()

@@ -1,4 +1,4 @@
-"""Jobs: scan the landing folder; rebuild features for a range of weeks and publish them."""
+"""Jobs: scan the landing folder; rebuild features for a range of weeks; refit a market's model."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ import dagster as dg
 
 from ..calendar import weekly_partitions
 from ..config import ProjectConfig
+from .assets.model import MARKETS
 
 INGEST_JOB = "ingest_landing"
 FEATURES_JOB = "build_features"
+MODEL_JOB = "refit_model"
 
 INGEST_SELECTION = dg.AssetSelection.groups("ingestion")
-FEATURES_SELECTION = dg.AssetSelection.groups("staging", "intermediate", "marts", "publish")
+FEATURES_SELECTION = dg.AssetSelection.groups("staging", "intermediate", "marts") | dg.AssetSelection.assets(
+    "bi_snapshots"
+)
+MODEL_SELECTION = dg.AssetSelection.groups("model") | dg.AssetSelection.assets("bi_model_snapshots")
 
 
 def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -28,6 +33,15 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
             description=(
                 "Rebuild the staging models for a range of weeks (one run for any range), then the "
                 "intermediate and mart models, and publish the marts for BI."
+            ),
+        ),
+        dg.define_asset_job(
+            MODEL_JOB,
+            selection=MODEL_SELECTION,
+            partitions_def=MARKETS,
+            description=(
+                "Refit one market's MMM on every modeled week, gate it on its diagnostics, register it, "
+                "promote it if it passed, and publish the registry for BI."
             ),
         ),
     ]

@@ -6,10 +6,11 @@ import dagster as dg
 
 from ...calendar import holiday_table
 from ...config import ProjectConfig
-from ...ingestion import pending_week_ranges, scan_landing
+from ...ingestion import landed_markets, pending_week_ranges, scan_landing
 from ...schemas import LANDING_RULES
 from ...warehouse import WarehouseResource
 from ..resources import WRITER_POOL
+from .model import MARKETS
 
 
 def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
@@ -35,10 +36,15 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         with warehouse.get_connection() as conn:
             result = scan_landing(conn, cfg, context.log)
             ranges = pending_week_ranges(conn, cfg)
+            markets = landed_markets(conn)
             files = conn.execute("SELECT count(*) FROM raw.landing_files WHERE status = 'active'").fetchone()[
                 0
             ]
         context.log.info(f"landing scan: {result.summary()}")
+        new_markets = sorted(set(markets) - set(context.instance.get_dynamic_partitions(MARKETS.name)))
+        if new_markets:
+            context.instance.add_dynamic_partitions(MARKETS.name, new_markets)
+            context.log.info(f"new market partition(s) for the model: {', '.join(new_markets)}")
         broken: dict[str, list[str]] = defaultdict(list)
         for error in result.rejected:
             for violation in error.violations:
@@ -62,6 +68,7 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "unchanged": result.unchanged,
                 "rows_loaded": result.rows_loaded,
                 "active_files": files,
+                "markets": ", ".join(markets),
                 "pending_weeks": dg.MetadataValue.md("\n".join(f"- {a} .. {b}" for a, b in ranges) or "none"),
             },
             check_results=checks,

@@ -4,6 +4,7 @@ import dagster as dg
 
 from ...config import ProjectConfig
 from ...publish import export_snapshot, published_snapshots, write_catalog
+from ...registry import RUN_TABLES, ensure_schema
 from ...sql_models import SqlModel
 from ...warehouse import WarehouseResource
 from ..resources import WRITER_POOL
@@ -33,9 +34,43 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
                 )
         write_catalog(cfg.bi_database_path, published_snapshots(cfg.publish_dir))
         context.log.info(f"published {len(counts)} table(s) to {cfg.bi_database_path}")
-        table = "| table | rows |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in counts.items())
         return dg.MaterializeResult(
-            metadata={"tables": dg.MetadataValue.md(table), "bi_database": str(cfg.bi_database_path)}
+            metadata={
+                "tables": dg.MetadataValue.md(_row_counts(counts)),
+                "bi_database": str(cfg.bi_database_path),
+            }
         )
 
-    return [bi_snapshots]
+    @dg.asset(
+        group_name="publish",
+        kinds={"duckdb", "parquet"},
+        deps=["model_registry"],
+        pool=WRITER_POOL,
+        description=(
+            "Publishes the model registry for BI the same way: model_runs, every run's insight tables "
+            "(model_<table>) and the current champions' rows (champion_<table>) as Parquet snapshots "
+            "behind the BI catalog."
+        ),
+        metadata={"bi_database": str(cfg.bi_database_path), "publish_folder": str(cfg.publish_dir)},
+    )
+    def bi_model_snapshots(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        relations = {"model_runs": "models.model_runs"}
+        relations |= {f"model_{name}": f"models.{name}" for name in RUN_TABLES}
+        relations |= {f"champion_{name}": f"models.champion_{name}" for name in RUN_TABLES}
+        with warehouse.get_connection() as conn:
+            ensure_schema(conn)
+            counts = {
+                name: export_snapshot(conn, relation, cfg.publish_dir / f"{name}.parquet")
+                for name, relation in relations.items()
+            }
+        write_catalog(cfg.bi_database_path, published_snapshots(cfg.publish_dir))
+        context.log.info(f"published {len(counts)} model table(s) to {cfg.bi_database_path}")
+        return dg.MaterializeResult(metadata={"tables": dg.MetadataValue.md(_row_counts(counts))})
+
+    return [bi_snapshots, bi_model_snapshots]
+
+
+def _row_counts(counts: dict[str, int]) -> str:
+    return "| table | rows |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in counts.items())

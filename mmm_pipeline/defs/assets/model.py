@@ -1,0 +1,233 @@
+"""Model assets, one partition per market: the weekly refit, its registration and promotion.
+
+``model_fit`` samples the posterior outside any DuckDB connection (it reads the modeling table and the
+champion briefly first) and writes the artifact folder; its checks are the diagnostics gate.
+``model_registry`` then records the run in the ``models`` schema in one transaction and promotes it only
+if it passed the gate, so a poor fit is kept for inspection while the last champion keeps serving.
+Markets are dynamic partitions (added when data for a new market lands), so per-market fits are
+separate steps any Dagster executor can spread over processes or machines.
+"""
+
+import dagster as dg
+
+from ...config import ProjectConfig
+from ...plots import fit_chart, roas_chart
+from ...promotion import convergence_failures, fit_quality_failures
+from ...refit import (
+    RefitError,
+    as_float_dict,
+    choose_scaling,
+    code_version,
+    config_hash,
+    refit_market,
+    training_data,
+    utc_now,
+)
+from ...registry import (
+    FitRecord,
+    champion,
+    new_model_id,
+    read_tables,
+    register,
+    roas_drift,
+    write_artifacts,
+)
+from ...warehouse import WarehouseResource
+from ..resources import WRITER_POOL
+
+#: One partition per market; the ingestion asset adds markets as their data lands.
+MARKETS = dg.DynamicPartitionsDefinition(name="market")
+
+
+def _check(name: str, failures: list[str], **metadata: object) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not failures,
+        metadata={
+            **({"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))} if failures else {}),
+            **metadata,
+        },
+    )
+
+
+def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
+    gate = cfg.model.gate
+    sampler = cfg.model.spec.sampler
+
+    @dg.asset(
+        group_name="model",
+        kinds={"pymc", "arviz"},
+        partitions_def=MARKETS,
+        deps=["fct_modeling_weekly"],
+        description=(
+            "Fits the Bayesian MMM of one market on every modeled week (PyMC model, "
+            f"{sampler.name} sampler, {sampler.chains} chains x {sampler.draws} draws). Refits reuse the "
+            "champion's frozen scaling so ROAS keeps its meaning, and a compiled graph when shapes allow. "
+            "Writes the posterior (NetCDF) and insight tables to the artifacts folder; holds no DuckDB "
+            "connection while sampling. Sampling progress goes to the run logs."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "convergence",
+                asset="model_fit",
+                description=(
+                    f"max R-hat <= {gate.max_r_hat}, bulk and tail ESS >= {gate.min_ess_bulk:.0f} / "
+                    f"{gate.min_ess_tail:.0f}, divergences <= {gate.max_divergences} (model.gate)"
+                ),
+            ),
+            dg.AssetCheckSpec(
+                "fit_quality",
+                asset="model_fit",
+                description=f"in-sample R² >= {gate.min_r2}, MAPE <= {gate.max_mape} (model.gate)",
+            ),
+        ],
+        metadata={"artifacts_folder": str(cfg.artifacts_dir / "models")},
+    )
+    def model_fit(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        market = context.partition_key
+        with warehouse.get_connection() as conn:
+            frame = conn.execute(
+                "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? ORDER BY week", [market]
+            ).df()
+            current = champion(conn, market)
+        try:
+            data = training_data(frame, market, cfg)
+        except (RefitError, ValueError) as exc:
+            raise dg.Failure(str(exc)) from None
+        scaling, source = choose_scaling(data, current, cfg.model.keep_scaling)
+        context.log.info(
+            f"market {market}: {data.n_weeks} weeks {data.dates[0].date()}..{data.dates[-1].date()}, "
+            f"scaling {'of champion ' + source if source != 'fresh' else 'computed from this window'}"
+        )
+        outcome = refit_market(data, cfg, scaling, source, progress=context.log.info)
+        model_id = new_model_id(market, data.dates[-1].date())
+        folder = cfg.artifacts_dir / "models" / market / model_id
+        record = FitRecord(
+            model_id=model_id,
+            market=market,
+            created_at=utc_now(),
+            train_start=str(data.dates[0].date()),
+            train_end=str(data.dates[-1].date()),
+            n_weeks=data.n_weeks,
+            config_hash=config_hash(cfg),
+            code_version=code_version(),
+            model_spec=cfg.model.spec.model_dump_json(),
+            scaling=scaling.model_dump_json(),
+            scaling_source=source,
+            previous_champion=None if current is None else str(current["model_id"]),
+            diagnostics=as_float_dict(outcome.diagnostics),
+            timings=as_float_dict(outcome.fit.timings),
+            reused_graph=outcome.fit.reused_graph,
+            gate_failures=outcome.gate_failures,
+            artifact_path=str(folder),
+            dagster_run_id=context.run_id,
+        )
+        write_artifacts(folder, record, outcome.fit.idata, outcome.tables)
+        d, t = record.diagnostics, record.timings
+        verdict = (
+            "passed the gate" if record.gate_passed else "FAILED the gate: " + "; ".join(record.gate_failures)
+        )
+        context.log.info(f"model {model_id} {verdict}")
+        yield dg.Output(
+            record,
+            metadata={
+                "model_id": model_id,
+                "train_window": f"{record.train_start}..{record.train_end}",
+                "max_r_hat": d["max_r_hat"],
+                "min_ess_bulk": d["min_ess_bulk"],
+                "min_ess_tail": d["min_ess_tail"],
+                "divergences": int(d["divergences"]),
+                "r2": d["r2"],
+                "mape": d["mape"],
+                "nrmse": d["nrmse"],
+                "seconds_compile": t["compile"],
+                "seconds_sample": t["sample"],
+                "seconds_total": t["total"],
+                "reused_compiled_graph": record.reused_graph,
+                "scaling_source": source,
+                "posterior": dg.MetadataValue.path(str(folder / "posterior.nc")),
+                "fit": dg.MetadataValue.md(
+                    fit_chart(outcome.tables["fit_weekly"], f"{market}: in-sample fit")
+                ),
+                "roas": dg.MetadataValue.md(roas_chart(outcome.tables["channel_summary"], f"{market}: ROAS")),
+            },
+        )
+        yield _check("convergence", convergence_failures(d, gate), max_r_hat=d["max_r_hat"],
+                     divergences=int(d["divergences"]), min_ess_bulk=d["min_ess_bulk"])  # fmt: skip
+        yield _check("fit_quality", fit_quality_failures(d, gate), r2=d["r2"], mape=d["mape"])
+
+    @dg.asset(
+        group_name="model",
+        kinds={"duckdb"},
+        partitions_def=MARKETS,
+        pool=WRITER_POOL,
+        description=(
+            "Registers the market's latest fit as a versioned model run (models.model_runs: window, "
+            "config hash, code version, sampler settings, diagnostics, timings) with its insight tables, "
+            "in one transaction. A fit that passed the gate becomes the champion (the previous one is "
+            "retired); one that failed is stored as rejected and the champion keeps serving. Records "
+            "each channel's ROAS change against the previous champion (models.roas_drift)."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "champion_serving", asset="model_registry", description="the market has a champion model"
+            ),
+            dg.AssetCheckSpec(
+                "roas_stable",
+                asset="model_registry",
+                description=(
+                    f"no channel's ROAS moved by more than {cfg.model.max_roas_change:.0%} against the "
+                    "previous champion (a warning: refreshes should not flip ROAS)"
+                ),
+            ),
+        ],
+    )
+    def model_registry(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_fit: FitRecord):
+        record = model_fit
+        tables = read_tables(record.artifact_path)
+        with warehouse.get_connection() as conn:
+            status = register(conn, record, tables, promote=record.gate_passed)
+            serving = champion(conn, record.market)
+            drift = roas_drift(conn, record.model_id)
+        context.log.info(
+            f"{record.model_id} registered as {status}; champion of {record.market}: "
+            f"{serving['model_id'] if serving else 'none'}"
+        )
+        moved = drift[drift["relative_change"].abs() > cfg.model.max_roas_change]
+        yield dg.Output(
+            None,
+            metadata={
+                "model_id": record.model_id,
+                "status": status,
+                "champion": serving["model_id"] if serving else "none",
+                "roas_drift": dg.MetadataValue.md(
+                    drift[["channel", "champion_roas_mean", "roas_mean", "relative_change"]].to_markdown(
+                        index=False, floatfmt=".3f"
+                    )
+                    if not drift.empty
+                    else "first model of this market: nothing to compare"
+                ),
+            },
+        )
+        yield _check(
+            "champion_serving",
+            [] if serving else [f"no model of market {record.market} has passed the gate yet"],
+            champion=serving["model_id"] if serving else "none",
+        )
+        yield dg.AssetCheckResult(
+            check_name="roas_stable",
+            passed=moved.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "moved": dg.MetadataValue.md(
+                    "\n".join(
+                        f"- {r.channel}: {r.champion_roas_mean:.3f} -> {r.roas_mean:.3f} "
+                        f"({r.relative_change:+.0%})"
+                        for r in moved.itertuples()
+                    )
+                    or "none"
+                )
+            },
+        )
+
+    return [model_fit, model_registry]

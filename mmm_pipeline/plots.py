@@ -1,0 +1,45 @@
+"""Small PNG charts for Dagster metadata: the UI renders them inline in an asset's markdown metadata."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs in Dagster workers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def markdown_image(figure: plt.Figure, alt: str) -> str:
+    """The figure as an inline (base64 PNG) markdown image; closes the figure."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+
+
+def fit_chart(fit_weekly: pd.DataFrame, title: str) -> str:
+    """Actual KPI against the posterior mean and 94% predictive interval, week by week."""
+    figure, ax = plt.subplots(figsize=(9, 3))
+    weeks = pd.to_datetime(fit_weekly["week"])
+    ax.fill_between(
+        weeks, fit_weekly["predicted_hdi_low"], fit_weekly["predicted_hdi_high"], alpha=0.3, label="94% HDI"
+    )
+    ax.plot(weeks, fit_weekly["predicted_mean"], label="model")
+    ax.plot(weeks, fit_weekly["actual"], "k.", markersize=3, label="actual")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    return markdown_image(figure, title)
+
+
+def roas_chart(channel_summary: pd.DataFrame, title: str) -> str:
+    """Each channel's ROAS (posterior mean) with its 94% HDI."""
+    table = channel_summary.sort_values("roas_mean")
+    figure, ax = plt.subplots(figsize=(6, 0.4 * len(table) + 1))
+    errors = [table["roas_mean"] - table["roas_hdi_low"], table["roas_hdi_high"] - table["roas_mean"]]
+    ax.barh(table["channel"], table["roas_mean"], xerr=errors, capsize=3)
+    ax.set_xlabel("ROAS (KPI per unit of spend)")
+    ax.set_title(title)
+    return markdown_image(figure, title)

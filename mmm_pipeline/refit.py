@@ -1,0 +1,165 @@
+"""One market's weekly refit, without Dagster: training window, scaling choice, fit, insight tables.
+
+The Dagster asset ``model_fit`` is a thin wrapper around :func:`refit_market`; tests and benchmarks call
+it directly. Nothing here opens the warehouse: the caller reads the modeling table and the champion
+first and registers the outcome afterwards (see :mod:`mmm_pipeline.registry`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import ProjectConfig
+from .model import insights
+from .model.build import ModelData, ScalingSpec
+from .model.fit import FitResult, fit
+from .model.predict import predict
+from .promotion import gate_failures
+
+
+class RefitError(ValueError):
+    """The market cannot be fitted as configured; the message says which data or setting is at fault."""
+
+
+@dataclass
+class RefitOutcome:
+    fit: FitResult
+    scaling_source: str
+    diagnostics: dict[str, float]
+    tables: dict[str, pd.DataFrame]
+    gate_failures: list[str]
+
+
+def training_data(frame: pd.DataFrame, market: str, cfg: ProjectConfig) -> ModelData:
+    """The market's training window from the modeling table: every week up to ``model.train_end``."""
+    rows = frame[frame["market"] == market]
+    if cfg.model.train_end is not None:
+        rows = rows[pd.to_datetime(rows["week"]) <= pd.Timestamp(cfg.model.train_end)]
+    if len(rows) < cfg.model.min_train_weeks:
+        raise RefitError(
+            f"market {market!r}: {len(rows)} weeks in marts.fct_modeling_weekly"
+            + (f" up to model.train_end {cfg.model.train_end}" if cfg.model.train_end else "")
+            + f"; the model needs at least model.min_train_weeks = {cfg.model.min_train_weeks}"
+        )
+    if rows["kpi"].isna().any():
+        weeks = ", ".join(str(w)[:10] for w in rows.loc[rows["kpi"].isna(), "week"].head(5))
+        raise RefitError(f"market {market!r}: the KPI is missing in weeks {weeks}")
+    return ModelData.from_frame(rows, market, channels=cfg.channel_names, controls=cfg.control_names)
+
+
+def choose_scaling(
+    data: ModelData, champion: dict[str, object] | None, keep: bool
+) -> tuple[ScalingSpec, str]:
+    """The champion's frozen scaling when it fits the data's channels and controls, else fresh constants.
+
+    Returns the scaling and where it came from (the champion's model id, or ``fresh``), which the
+    registry records so a user can see why a refresh's ROAS did or did not stay comparable.
+    """
+    if keep and champion is not None:
+        scaling = ScalingSpec.model_validate_json(str(champion["scaling"]))
+        if scaling.channels == list(data.channels) and scaling.controls == list(data.control_names):
+            return scaling, str(champion["model_id"])
+    return ScalingSpec.from_data(data), "fresh"
+
+
+def refit_market(
+    data: ModelData,
+    cfg: ProjectConfig,
+    scaling: ScalingSpec,
+    scaling_source: str,
+    progress: Callable[[str], None] | None = None,
+) -> RefitOutcome:
+    """Fit the configured model to ``data``, compute diagnostics, the gate and every insight table."""
+    spec = cfg.model.spec
+    result = fit(data, spec, scaling, progress=progress)
+    if progress:
+        progress("computing diagnostics (ArviZ) and insight tables")
+    diagnostics = insights.diagnostics(result.idata, scaling, spec, data, result.carry_in)
+    return RefitOutcome(
+        fit=result,
+        scaling_source=scaling_source,
+        diagnostics=diagnostics,
+        tables=insight_tables(result),
+        gate_failures=gate_failures(diagnostics, cfg.model.gate),
+    )
+
+
+def insight_tables(result: FitResult) -> dict[str, pd.DataFrame]:
+    """The BI tables of a fit (schemas in :data:`mmm_pipeline.registry.MODELS_DDL`), without keys."""
+    idata, scaling, spec, data, carry = (
+        result.idata,
+        result.scaling,
+        result.spec,
+        result.data,
+        result.carry_in,
+    )
+    summary = insights.parameter_summary(idata).reset_index(names="parameter")
+    hdi_columns = [c for c in summary.columns if c.startswith("hdi_")]
+    summary = summary.rename(columns=dict(zip(hdi_columns, ["hdi_low", "hdi_high"], strict=True)))
+    prediction = predict(idata, scaling, spec, data, carry)
+    bounds = insights.hdi(prediction.kpi)
+    fit_weekly = pd.DataFrame(
+        {
+            "week": data.dates.date,
+            "actual": data.kpi,
+            "predicted_mean": prediction.expected.mean(axis=0),
+            "predicted_hdi_low": bounds[:, 0],
+            "predicted_hdi_high": bounds[:, 1],
+        }
+    )
+    decomposition = insights.decomposition(idata, scaling, spec, data, carry)
+    decomposition["week"] = pd.to_datetime(decomposition["week"]).dt.date
+    return {
+        "parameter_summary": summary,
+        "decomposition": decomposition,
+        "channel_summary": insights.channel_summary(idata, scaling, spec, data, carry).reset_index(),
+        "response_curves": insights.response_curves(idata, scaling, spec),
+        "adstock_weights": insights.adstock_weights(idata, spec),
+        "fit_weekly": fit_weekly,
+    }
+
+
+def config_hash(cfg: ProjectConfig) -> str:
+    """sha256 of what defines the model (spec, channels, controls, KPI), not of paths or the gate."""
+    payload = {
+        "spec": cfg.model.spec.model_dump(mode="json"),
+        "channels": cfg.channel_names,
+        "controls": cfg.control_names,
+        "kpi": cfg.kpi.name,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_version() -> str:
+    """The package version, plus the git commit (``+dirty`` if modified) when run from a checkout."""
+    version = metadata.version("mmm-pipeline")
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=10"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+{commit}" if commit else version
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def as_float_dict(values: dict[str, float]) -> dict[str, float]:
+    """Plain floats (JSON- and DuckDB-friendly) from NumPy scalars."""
+    return {k: float(v) if isinstance(v, np.floating | float) else v for k, v in values.items()}

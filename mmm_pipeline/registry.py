@@ -1,0 +1,342 @@
+"""The model registry: every fit as a versioned model run in DuckDB, its posterior on disk.
+
+A fit produces an artifact folder ``<artifacts>/models/<market>/<model_id>/`` holding the posterior
+(``posterior.nc``, ArviZ NetCDF with the frozen scaling and the model spec in its attributes), the
+run record (``run.json``) and the insight tables (``tables/*.parquet``). The folder is written aside and
+renamed into place, so it is complete or absent. Registering copies the record and tables into the
+``models`` schema in one transaction and, if the run passed the gate, makes it the market's champion.
+
+Fitting never holds a DuckDB connection: it reads the modeling table and the champion briefly, fits,
+writes files; only registration writes to the warehouse (in the writer pool).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import arviz as az
+import duckdb
+import pandas as pd
+
+from .model.build import ScalingSpec
+from .model.spec import ModelSpec
+
+#: The registry's tables; every insight table is keyed by ``model_id`` and ``market``.
+MODELS_DDL = """
+CREATE SCHEMA IF NOT EXISTS models;
+CREATE TABLE IF NOT EXISTS models.model_runs (
+    model_id VARCHAR PRIMARY KEY,
+    market VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,          -- champion | retired (was champion) | rejected (failed the gate)
+    created_at TIMESTAMP NOT NULL,    -- when the fit finished (UTC)
+    registered_at TIMESTAMP,
+    promoted_at TIMESTAMP,
+    retired_at TIMESTAMP,
+    train_start DATE, train_end DATE, n_weeks INTEGER,
+    config_hash VARCHAR,              -- sha256 of the model config, channels and controls
+    code_version VARCHAR,             -- package version (+ git commit when run from a checkout)
+    model_spec VARCHAR,               -- ModelSpec JSON (structure, priors, sampler)
+    scaling VARCHAR,                  -- ScalingSpec JSON (frozen scaling constants)
+    scaling_source VARCHAR,           -- model_id whose scaling was reused, or 'fresh'
+    previous_champion VARCHAR,        -- the market's champion when this run was fitted
+    sampler VARCHAR, chains INTEGER, draws INTEGER, tune INTEGER, target_accept DOUBLE, seed BIGINT,
+    max_r_hat DOUBLE, min_ess_bulk DOUBLE, min_ess_tail DOUBLE, divergences INTEGER,
+    r2 DOUBLE, mape DOUBLE, nrmse DOUBLE,
+    build_seconds DOUBLE, compile_seconds DOUBLE, sample_seconds DOUBLE, total_seconds DOUBLE,
+    reused_graph BOOLEAN,
+    gate_passed BOOLEAN, gate_failures VARCHAR,
+    artifact_path VARCHAR, dagster_run_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS models.parameter_summary (
+    model_id VARCHAR, market VARCHAR, parameter VARCHAR,
+    mean DOUBLE, sd DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE, r_hat DOUBLE, ess_bulk DOUBLE, ess_tail DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.decomposition (
+    model_id VARCHAR, market VARCHAR, week DATE, component VARCHAR,
+    mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.channel_summary (
+    model_id VARCHAR, market VARCHAR, channel VARCHAR, spend DOUBLE,
+    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
+    share_mean DOUBLE, share_hdi_low DOUBLE, share_hdi_high DOUBLE,
+    roas_mean DOUBLE, roas_hdi_low DOUBLE, roas_hdi_high DOUBLE,
+    mroas_mean DOUBLE, mroas_hdi_low DOUBLE, mroas_hdi_high DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.response_curves (
+    model_id VARCHAR, market VARCHAR, channel VARCHAR, weekly_spend DOUBLE,
+    mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.adstock_weights (
+    model_id VARCHAR, market VARCHAR, channel VARCHAR, lag INTEGER,
+    mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.fit_weekly (
+    model_id VARCHAR, market VARCHAR, week DATE, actual DOUBLE,
+    predicted_mean DOUBLE, predicted_hdi_low DOUBLE, predicted_hdi_high DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.roas_drift (
+    model_id VARCHAR, market VARCHAR, champion_model_id VARCHAR, channel VARCHAR,
+    roas_mean DOUBLE, roas_hdi_low DOUBLE, roas_hdi_high DOUBLE,
+    champion_roas_mean DOUBLE, champion_roas_hdi_low DOUBLE, champion_roas_hdi_high DOUBLE,
+    change DOUBLE, relative_change DOUBLE,
+    within_champion_hdi BOOLEAN        -- the new mean lies inside the champion's 94% HDI
+);
+"""
+
+#: Insight tables a fit writes (``tables/<name>.parquet``) and registration copies into ``models``.
+INSIGHT_TABLES = (
+    "parameter_summary",
+    "decomposition",
+    "channel_summary",
+    "response_curves",
+    "adstock_weights",
+    "fit_weekly",
+)
+#: Per-run tables, for BI: each also gets a ``champion_<name>`` view of the current champions' rows.
+RUN_TABLES = (*INSIGHT_TABLES, "roas_drift")
+
+CHAMPION = "champion"
+RETIRED = "retired"
+REJECTED = "rejected"
+
+
+@dataclass
+class FitRecord:
+    """What registration needs to know about a fit (also written as the artifact's ``run.json``)."""
+
+    model_id: str
+    market: str
+    created_at: str
+    train_start: str
+    train_end: str
+    n_weeks: int
+    config_hash: str
+    code_version: str
+    model_spec: str
+    scaling: str
+    scaling_source: str
+    previous_champion: str | None
+    diagnostics: dict[str, float]
+    timings: dict[str, float]
+    reused_graph: bool
+    gate_failures: list[str]
+    artifact_path: str
+    dagster_run_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gate_passed(self) -> bool:
+        return not self.gate_failures
+
+    def row(self, status: str) -> dict[str, object]:
+        """The ``models.model_runs`` row for this record."""
+        spec = ModelSpec.model_validate_json(self.model_spec)
+        d, t = self.diagnostics, self.timings
+        return {
+            "model_id": self.model_id,
+            "market": self.market,
+            "status": status,
+            "created_at": dt.datetime.fromisoformat(self.created_at),
+            "train_start": dt.date.fromisoformat(self.train_start),
+            "train_end": dt.date.fromisoformat(self.train_end),
+            "n_weeks": self.n_weeks,
+            "config_hash": self.config_hash,
+            "code_version": self.code_version,
+            "model_spec": self.model_spec,
+            "scaling": self.scaling,
+            "scaling_source": self.scaling_source,
+            "previous_champion": self.previous_champion,
+            "sampler": spec.sampler.name,
+            "chains": spec.sampler.chains,
+            "draws": spec.sampler.draws,
+            "tune": spec.sampler.tune,
+            "target_accept": spec.sampler.target_accept,
+            "seed": spec.sampler.seed,
+            "max_r_hat": d.get("max_r_hat"),
+            "min_ess_bulk": d.get("min_ess_bulk"),
+            "min_ess_tail": d.get("min_ess_tail"),
+            "divergences": d.get("divergences"),
+            "r2": d.get("r2"),
+            "mape": d.get("mape"),
+            "nrmse": d.get("nrmse"),
+            "build_seconds": t.get("build"),
+            "compile_seconds": t.get("compile"),
+            "sample_seconds": t.get("sample"),
+            "total_seconds": t.get("total"),
+            "reused_graph": self.reused_graph,
+            "gate_passed": self.gate_passed,
+            "gate_failures": "; ".join(self.gate_failures) or None,
+            "artifact_path": self.artifact_path,
+            "dagster_run_id": self.dagster_run_id,
+        }
+
+
+def new_model_id(market: str, train_end: dt.date) -> str:
+    """``<market>-<last training week>-<8 hex>``: readable, sortable per market, unique."""
+    return f"{market}-{train_end:%Y%m%d}-{uuid.uuid4().hex[:8]}"
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(MODELS_DDL)
+    for name in RUN_TABLES:
+        conn.execute(
+            f"CREATE OR REPLACE VIEW models.champion_{name} AS SELECT t.* FROM models.{name} t "
+            f"JOIN models.model_runs r USING (model_id) WHERE r.status = '{CHAMPION}'"
+        )
+
+
+# --- artifacts -------------------------------------------------------------------------------------
+
+
+def write_artifacts(
+    folder: Path, record: FitRecord, idata: az.InferenceData, tables: dict[str, pd.DataFrame]
+) -> Path:
+    """Write the posterior, record and tables into ``folder`` atomically (aside, then renamed)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        idata.to_netcdf(str(tmp / "posterior.nc"))
+        (tmp / "tables").mkdir()
+        for name, frame in tables.items():
+            frame.to_parquet(tmp / "tables" / f"{name}.parquet", index=False)
+        (tmp / "run.json").write_text(json.dumps(asdict(record), indent=2, default=str))
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def read_record(folder: Path) -> FitRecord:
+    return FitRecord(**json.loads((Path(folder) / "run.json").read_text()))
+
+
+def read_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    return {p.stem: pd.read_parquet(p) for p in sorted((Path(folder) / "tables").glob("*.parquet"))}
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A registered model loaded from its artifact: enough to predict, decompose or optimize."""
+
+    model_id: str
+    idata: az.InferenceData
+    spec: ModelSpec
+    scaling: ScalingSpec
+
+
+def load_model(folder: Path | str) -> StoredModel:
+    """Load a model run's posterior with its spec and frozen scaling, without refitting."""
+    folder = Path(folder)
+    idata = az.from_netcdf(str(folder / "posterior.nc"))
+    return StoredModel(
+        model_id=folder.name,
+        idata=idata,
+        spec=ModelSpec.model_validate_json(idata.attrs["model_spec"]),
+        scaling=ScalingSpec.model_validate_json(idata.attrs["scaling"]),
+    )
+
+
+# --- the registry tables ---------------------------------------------------------------------------
+
+
+def champion(conn: duckdb.DuckDBPyConnection, market: str) -> dict[str, object] | None:
+    """The market's champion run (its ``model_runs`` row as a dict), or None before the first promotion."""
+    ensure_schema(conn)
+    frame = conn.execute(
+        "SELECT * FROM models.model_runs WHERE market = ? AND status = ?", [market, CHAMPION]
+    ).df()
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def latest_run(conn: duckdb.DuckDBPyConnection, market: str) -> dict[str, object] | None:
+    """The market's most recently fitted run, whatever its status."""
+    ensure_schema(conn)
+    frame = conn.execute(
+        "SELECT * FROM models.model_runs WHERE market = ? ORDER BY created_at DESC LIMIT 1", [market]
+    ).df()
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def register(
+    conn: duckdb.DuckDBPyConnection,
+    record: FitRecord,
+    tables: dict[str, pd.DataFrame],
+    promote: bool,
+) -> str:
+    """Record a fit, its tables and its ROAS drift against the champion, in one transaction.
+
+    ``promote``: make it the market's champion (the previous one is retired); otherwise it is stored
+    as ``rejected``. Re-registering the same ``model_id`` replaces its rows. Returns the status given.
+    """
+    ensure_schema(conn)
+    status = CHAMPION if promote else REJECTED
+    row = pd.DataFrame([record.row(status)])
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for name in ("model_runs", *RUN_TABLES):
+            conn.execute(f"DELETE FROM models.{name} WHERE model_id = ?", [record.model_id])
+        conn.register("run_row", row)
+        conn.execute("INSERT INTO models.model_runs BY NAME SELECT * FROM run_row")
+        conn.unregister("run_row")
+        for name in INSIGHT_TABLES:
+            frame = tables[name].assign(model_id=record.model_id, market=record.market)
+            conn.register("insight_rows", frame)
+            conn.execute(f"INSERT INTO models.{name} BY NAME SELECT * FROM insight_rows")
+            conn.unregister("insight_rows")
+        _record_roas_drift(conn, record)
+        if promote:
+            conn.execute(
+                "UPDATE models.model_runs SET status = ?, retired_at = now()::TIMESTAMP "
+                "WHERE market = ? AND status = ? AND model_id <> ?",
+                [RETIRED, record.market, CHAMPION, record.model_id],
+            )
+            conn.execute(
+                "UPDATE models.model_runs SET promoted_at = now()::TIMESTAMP WHERE model_id = ?",
+                [record.model_id],
+            )
+        conn.execute(
+            "UPDATE models.model_runs SET registered_at = now()::TIMESTAMP WHERE model_id = ?",
+            [record.model_id],
+        )
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return status
+
+
+def _record_roas_drift(conn: duckdb.DuckDBPyConnection, record: FitRecord) -> None:
+    """ROAS of each channel against the champion the fit started from (nothing before a first champion)."""
+    if record.previous_champion is None:
+        return
+    conn.execute(
+        """
+        INSERT INTO models.roas_drift BY NAME
+        SELECT
+            n.model_id, n.market, c.model_id AS champion_model_id, n.channel,
+            n.roas_mean, n.roas_hdi_low, n.roas_hdi_high,
+            c.roas_mean AS champion_roas_mean, c.roas_hdi_low AS champion_roas_hdi_low,
+            c.roas_hdi_high AS champion_roas_hdi_high,
+            n.roas_mean - c.roas_mean AS change,
+            (n.roas_mean - c.roas_mean) / nullif(abs(c.roas_mean), 0) AS relative_change,
+            n.roas_mean BETWEEN c.roas_hdi_low AND c.roas_hdi_high AS within_champion_hdi
+        FROM models.channel_summary n
+        JOIN models.channel_summary c ON c.channel = n.channel AND c.model_id = ?
+        WHERE n.model_id = ?
+        """,
+        [record.previous_champion, record.model_id],
+    )
+
+
+def roas_drift(conn: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
+    return conn.execute(
+        "SELECT * FROM models.roas_drift WHERE model_id = ? ORDER BY channel", [model_id]
+    ).df()

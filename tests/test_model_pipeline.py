@@ -1,0 +1,207 @@
+"""The refit as Dagster assets on a real project: fit, gate, registry, promotion, ROAS drift, BI tables.
+
+One synthetic project with two markets goes through a first fit (both markets promoted), a run with no
+new data (nothing refitted), a forced refit (new champions reusing the old scaling, drift recorded) and
+a refit under an impossible gate (kept as rejected; the champion keeps serving; the run fails loudly).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import query, small_model_config
+
+from mmm_pipeline.config import GateConfig, load_config
+from mmm_pipeline.model.build import ModelData
+from mmm_pipeline.model.predict import predict
+from mmm_pipeline.promotion import gate_failures
+from mmm_pipeline.registry import load_model
+from mmm_pipeline.runner import project_instance, run_pipeline
+from mmm_pipeline.scaffold import init_project
+from mmm_pipeline.synthetic import generate_world, write_world
+
+MARKETS = ("north", "south")
+
+
+def _run(config_path: Path, refit: bool = False):
+    cfg = load_config(config_path)
+    return run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None, refit=refit)
+
+
+def _runs(config_path: Path) -> pd.DataFrame:
+    cfg = load_config(config_path)
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+        return conn.execute("SELECT * FROM models.model_runs ORDER BY created_at, market").df()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    directory = tmp_path_factory.mktemp("model_project")
+    config_path = init_project(directory, "synthetic")
+    small_model_config(config_path)
+    cfg = load_config(config_path)
+    world = generate_world(seed=5, n_weeks=104, start=cfg.calendar.start, markets=MARKETS)
+    write_world(world, cfg.landing_dir, directory / "truth")
+    home = directory / "dagster_home"
+    stages: dict[str, object] = {"config": config_path}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        stages["first"] = _run(config_path)
+        stages["after_first"] = _runs(config_path)
+        stages["unchanged"] = _run(config_path)
+        stages["after_unchanged"] = _runs(config_path)
+        stages["refit"] = _run(config_path, refit=True)
+        stages["after_refit"] = _runs(config_path)
+        # An impossible gate: the next fit must be kept as rejected and the champions must stay.
+        raw = yaml.safe_load(config_path.read_text())
+        raw["model"]["gate"]["min_ess_bulk"] = 1e9
+        config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        stages["strict"] = _run(config_path, refit=True)
+        stages["after_strict"] = _runs(config_path)
+    return stages
+
+
+def test_first_fit_promotes_one_champion_per_market(project: dict) -> None:
+    assert project["first"].ok, project["first"].problems
+    runs = project["after_first"]
+    assert sorted(runs["market"]) == list(MARKETS)
+    assert (runs["status"] == "champion").all() and runs["gate_passed"].all()
+    assert (runs["scaling_source"] == "fresh").all() and runs["previous_champion"].isna().all()
+    assert (runs["n_weeks"] == 104).all() and runs["train_end"].nunique() == 1
+    for column in ("config_hash", "code_version", "model_spec", "scaling", "artifact_path"):
+        assert runs[column].notna().all(), column
+    assert (
+        (runs["sampler"] == "nutpie").all() and (runs["chains"] == 2).all() and (runs["draws"] == 400).all()
+    )
+    assert (runs["max_r_hat"] < 1.2).all() and (runs["min_ess_bulk"] > 20).all()
+    assert (runs["total_seconds"] > runs["sample_seconds"]).all()
+    # The second market reused the graph the first one compiled (same shapes, same process).
+    assert runs["reused_graph"].tolist() == [False, True]
+
+
+def test_insight_tables_are_keyed_and_complete(project: dict) -> None:
+    cfg = load_config(project["config"])
+    runs = project["after_first"]
+    first = runs["model_id"].iloc[0]
+    n_channels, n_weeks = len(cfg.channel_names), 104
+    counts = dict(
+        query(
+            cfg,
+            "SELECT 'channel_summary', count(*) FROM models.channel_summary WHERE model_id = "
+            f"'{first}' UNION ALL SELECT 'decomposition', count(*) FROM models.decomposition WHERE "
+            f"model_id = '{first}' UNION ALL SELECT 'adstock_weights', count(*) FROM models.adstock_weights "
+            f"WHERE model_id = '{first}' UNION ALL SELECT 'fit_weekly', count(*) FROM models.fit_weekly "
+            f"WHERE model_id = '{first}'",
+        )
+    )
+    assert counts["channel_summary"] == n_channels
+    assert counts["decomposition"] == n_weeks * (4 + n_channels)  # intercept, trend, seasonality, controls
+    assert counts["adstock_weights"] == n_channels * 4  # l_max 4
+    assert counts["fit_weekly"] == n_weeks
+    (lo_ok,) = query(
+        cfg,
+        "SELECT bool_and(roas_hdi_low <= roas_mean AND roas_mean <= roas_hdi_high AND roas_hdi_low >= 0) "
+        f"FROM models.channel_summary WHERE model_id = '{first}'",
+    )[0]
+    assert lo_ok
+    (share_total,) = query(
+        cfg, f"SELECT sum(share_mean) FROM models.channel_summary WHERE model_id = '{first}'"
+    )[0]
+    assert share_total == pytest.approx(1.0, abs=1e-6)
+    params = query(cfg, f"SELECT parameter FROM models.parameter_summary WHERE model_id = '{first}'")
+    assert any(p[0].startswith("beta_channel[") for p in params) and all(p[0] != "mu" for p in params)
+
+
+def test_stored_posterior_predicts_without_refitting(project: dict) -> None:
+    cfg = load_config(project["config"])
+    row = project["after_first"].iloc[0]
+    stored = load_model(row["artifact_path"])
+    assert stored.model_id == row["model_id"]
+    assert json.loads(row["scaling"]) == json.loads(stored.scaling.model_dump_json())
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+        frame = conn.execute("SELECT * FROM marts.fct_modeling_weekly ORDER BY week").df()
+        fitted = conn.execute(
+            "SELECT predicted_mean FROM models.fit_weekly WHERE model_id = ? ORDER BY week", [row["model_id"]]
+        ).df()
+    data = ModelData.from_frame(frame, row["market"], cfg.channel_names, cfg.control_names)
+    prediction = predict(stored.idata, stored.scaling, stored.spec, data)
+    np.testing.assert_allclose(prediction.expected.mean(axis=0), fitted["predicted_mean"], rtol=1e-9)
+
+
+def test_unchanged_data_is_not_refitted(project: dict) -> None:
+    assert project["unchanged"].ok, project["unchanged"].problems
+    assert not [r for r in project["unchanged"].runs if r[0] == "refit_model"]
+    assert len(project["after_unchanged"]) == len(project["after_first"])
+
+
+def test_refit_keeps_scaling_retires_the_old_champion_and_records_drift(project: dict) -> None:
+    assert project["refit"].ok, project["refit"].problems
+    runs = project["after_refit"]
+    first = project["after_first"].set_index("market")["model_id"]
+    new = runs[~runs["model_id"].isin(first)].set_index("market")
+    assert (new["status"] == "champion").all()
+    assert (runs[runs["model_id"].isin(first)]["status"] == "retired").all()
+    for market in MARKETS:
+        assert new.loc[market, "previous_champion"] == first[market]
+        assert new.loc[market, "scaling_source"] == first[market]
+        assert new.loc[market, "scaling"] == project["after_first"].set_index("market").loc[market, "scaling"]
+    cfg = load_config(project["config"])
+    drift = query(
+        cfg,
+        "SELECT market, champion_model_id, count(*), max(abs(relative_change)) FROM models.roas_drift "
+        f"WHERE model_id IN {tuple(new['model_id'])} GROUP BY ALL ORDER BY market",
+    )
+    assert [(m, c) for m, c, _, _ in drift] == [(m, first[m]) for m in MARKETS]
+    assert all(n == len(cfg.channel_names) for _, _, n, _ in drift)
+
+
+def test_failing_gate_keeps_the_fit_but_not_as_champion(project: dict) -> None:
+    summary = project["strict"]
+    assert not summary.ok
+    assert any("convergence" in p and "bulk ESS" in p for p in summary.problems), summary.problems
+    before = project["after_refit"]
+    runs = project["after_strict"]
+    rejected = runs[~runs["model_id"].isin(before["model_id"])]
+    assert len(rejected) == 2 and (rejected["status"] == "rejected").all()
+    assert rejected["gate_failures"].str.contains("bulk ESS").all()
+    assert all(Path(p, "posterior.nc").exists() for p in rejected["artifact_path"])  # kept to inspect
+    champions = runs[runs["status"] == "champion"]["model_id"]
+    assert sorted(champions) == sorted(before[before["status"] == "champion"]["model_id"])
+    cfg = load_config(project["config"])
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        served = bi.execute("SELECT DISTINCT model_id FROM champion_channel_summary").fetchall()
+        published_runs = bi.execute("SELECT count(*) FROM model_runs").fetchone()[0]
+    assert sorted(r[0] for r in served) == sorted(champions)
+    assert published_runs == len(runs)
+
+
+def test_too_little_history_names_the_setting(tmp_path: Path) -> None:
+    config_path = init_project(tmp_path, "synthetic")
+    small_model_config(config_path, min_train_weeks=80)
+    cfg = load_config(config_path)
+    write_world(generate_world(seed=2, n_weeks=60, start=cfg.calendar.start), cfg.landing_dir, tmp_path / "t")
+    summary = run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None)
+    assert not summary.ok
+    assert any("60 weeks" in p and "model.min_train_weeks = 80" in p for p in summary.problems), (
+        summary.problems
+    )
+
+
+def test_gate_rules() -> None:
+    good = {"max_r_hat": 1.004, "min_ess_bulk": 900, "min_ess_tail": 700, "divergences": 0}
+    good |= {"r2": 0.8, "mape": 0.05}
+    assert gate_failures(good, GateConfig()) == []
+    bad = {**good, "max_r_hat": 1.03, "divergences": 2, "r2": 0.2, "min_ess_tail": float("nan")}
+    messages = gate_failures(bad, GateConfig(max_mape=0.01))
+    assert len(messages) == 5
+    assert any("R-hat 1.0300 > 1.01" in m for m in messages) and any("2 divergences" in m for m in messages)
+    assert any("tail ESS" in m for m in messages) and any("MAPE" in m for m in messages)
+    assert gate_failures(bad, GateConfig(max_r_hat=1.05, max_divergences=2, min_r2=None, min_ess_tail=0)) == [
+        "min tail ESS nan < 0"
+    ]
