@@ -67,7 +67,15 @@ def test_graph_groups_lineage_and_checks(config_path: Path) -> None:
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert {("landing_files", rule) for rule in LANDING_RULES} <= checks
     assert {("fct_modeling_weekly", rule) for rule in MODELING_RULES} <= checks
-    assert {job.name for job in defs.jobs} >= {"ingest_landing", "build_features"}
+    assert {job.name for job in defs.jobs} >= {"ingest_landing", "build_features", "refit_model"}
+    # The model: one partition per market, fitted from the modeling table, registered, published.
+    assert groups["model_fit"] == groups["model_registry"] == "model"
+    assert graph.get(dg.AssetKey("model_fit")).partitions_def.name == "market"
+    assert dg.AssetKey("fct_modeling_weekly") in graph.get(dg.AssetKey("model_fit")).parent_keys
+    assert dg.AssetKey("model_fit") in graph.get(dg.AssetKey("model_registry")).parent_keys
+    assert dg.AssetKey("model_registry") in graph.get(dg.AssetKey("bi_model_snapshots")).parent_keys
+    assert {("model_fit", "convergence"), ("model_fit", "fit_quality")} <= checks
+    assert {("model_registry", "champion_serving"), ("model_registry", "roas_stable")} <= checks
 
 
 def test_missing_config_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
