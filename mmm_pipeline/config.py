@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from .model.spec import ModelSpec
+from .validation.folds import CVSpec
 
 CONFIG_ENV_VAR = "MMM_PIPELINE_CONFIG"
 DEFAULT_CONFIG_NAME = "mmm_pipeline.yaml"
@@ -148,6 +149,18 @@ class ModelConfig(StrictModel):
     channels and controls are unchanged; ``false`` recomputes them from each window."""
     max_roas_change: float = Field(0.3, gt=0)
     """A channel whose ROAS moves by more than this share against the champion raises a warning check."""
+    max_cv_crps_increase: float | None = Field(0.1, ge=0)
+    """A challenger whose cross-validated CRPS is more than this share above the champion's is not
+    promoted (0.1: 10% worse); ``null`` switches the rule off."""
+
+
+class CVConfig(CVSpec):
+    """Time-slice cross-validation of every refit (fold layout, baselines, stability: see CVSpec)."""
+
+    enabled: bool = True
+    max_parallel_folds: int = Field(2, ge=1)
+    """Fold steps run at once by the multiprocess executor (UI and schedules). The CLI runs folds one
+    after another in its process, where they share one compiled model graph."""
 
 
 class PathsConfig(StrictModel):
@@ -177,6 +190,7 @@ class ProjectConfig(StrictModel):
     controls: list[ControlConfig] = Field(default_factory=list)
     validation: ValidationConfig = ValidationConfig()
     model: ModelConfig = ModelConfig()
+    cv: CVConfig = CVConfig()
     paths: PathsConfig = PathsConfig()
 
     # Set by load_config: the folder that relative paths resolve against.

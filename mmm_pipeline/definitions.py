@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .config import ProjectConfig, load_config
+from .defs.assets.cv import build_cv_assets
 from .defs.assets.features import build_feature_assets
 from .defs.assets.ingestion import build_ingestion_assets
 from .defs.assets.model import build_model_assets
@@ -25,6 +26,7 @@ def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
             *build_ingestion_assets(cfg),
             *build_feature_assets(cfg, models),
             *build_model_assets(cfg),
+            *build_cv_assets(cfg),
             *build_publish_assets(cfg, models),
         ],
         jobs=build_jobs(cfg),

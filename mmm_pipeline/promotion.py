@@ -1,4 +1,4 @@
-"""When a fit may become the champion: the diagnostics gate, a pure function of its figures.
+"""When a fit may become the champion: the diagnostics gate and the cross-validation rule, pure functions.
 
 Kept apart from the registry and the Dagster checks so the same rules decide promotion, fail the asset
 checks, and can be tested on plain numbers.
@@ -6,9 +6,11 @@ checks, and can be tested on plain numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from .config import GateConfig
+from .registry import CVRecord
 
 
 def convergence_failures(diagnostics: Mapping[str, float], gate: GateConfig) -> list[str]:
@@ -40,3 +42,33 @@ def fit_quality_failures(diagnostics: Mapping[str, float], gate: GateConfig) -> 
 def gate_failures(diagnostics: Mapping[str, float], gate: GateConfig) -> list[str]:
     """Every gate rule the fit misses; an empty list means it may be promoted."""
     return convergence_failures(diagnostics, gate) + fit_quality_failures(diagnostics, gate)
+
+
+def cv_failures(
+    cv: CVRecord | None, champion: Mapping[str, object] | None, max_crps_increase: float | None
+) -> list[str]:
+    """Cross-validation rules a challenger misses: the MMM must have forecast at least one fold, and
+    its CV CRPS must not be more than ``max_crps_increase`` above the champion's (when both have one).
+
+    A skipped CV (switched off, too little data) blocks nothing: the gate alone decides.
+    """
+    if cv is None or cv.status == "skipped":
+        return []
+    if cv.status == "failed":
+        return ["cross-validation: the model failed on every fold"]
+    challenger = cv.overall.get("mmm", {}).get("crps")
+    incumbent = None if champion is None else champion.get("cv_crps")
+    if (
+        max_crps_increase is None
+        or challenger is None
+        or incumbent is None
+        or not math.isfinite(float(incumbent))  # type: ignore[arg-type]
+    ):
+        return []
+    limit = float(incumbent) * (1 + max_crps_increase)  # type: ignore[arg-type]
+    if challenger > limit:
+        return [
+            f"cross-validated CRPS {challenger:,.4g} is over {max_crps_increase:.0%} above the champion's "
+            f"{float(incumbent):,.4g}"  # type: ignore[arg-type]
+        ]
+    return []

@@ -53,6 +53,55 @@ CREATE TABLE IF NOT EXISTS models.model_runs (
     gate_passed BOOLEAN, gate_failures VARCHAR,
     artifact_path VARCHAR, dagster_run_id VARCHAR
 );
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_status VARCHAR;  -- ok | partial | failed | skipped
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_note VARCHAR;
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_n_folds INTEGER;      -- folds where the MMM ran
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_folds_failed INTEGER;
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_crps DOUBLE;          -- pooled over test weeks
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_crps_skill DOUBLE;    -- 1 - crps / seasonal-naive's
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_mape DOUBLE;
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_coverage_50 DOUBLE;
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_coverage_94 DOUBLE;
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_unstable_channels VARCHAR;
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS promotion_blocked_by VARCHAR;  -- why not promoted
+CREATE TABLE IF NOT EXISTS models.cv_folds (
+    model_id VARCHAR, market VARCHAR, fold INTEGER, status VARCHAR, error VARCHAR,
+    train_start DATE, train_end DATE, test_start DATE, test_end DATE, n_train INTEGER, n_test INTEGER,
+    kpi_scale DOUBLE, n_time INTEGER, fit_seconds DOUBLE, compile_seconds DOUBLE, sample_seconds DOUBLE,
+    reused_graph BOOLEAN, divergences INTEGER, max_r_hat DOUBLE, min_ess_bulk DOUBLE, seconds DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.cv_predictions (
+    model_id VARCHAR, market VARCHAR, fold INTEGER,
+    model VARCHAR,                    -- mmm | seasonal_naive | ridge
+    week DATE, horizon INTEGER, observed DOUBLE, mean DOUBLE, sd DOUBLE,
+    lower_94 DOUBLE, lower_50 DOUBLE, median DOUBLE, upper_50 DOUBLE, upper_94 DOUBLE, crps DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.cv_metrics (
+    model_id VARCHAR, market VARCHAR,
+    scope VARCHAR,                    -- fold | overall (pooled over the folds where the model ran)
+    fold INTEGER, model VARCHAR, status VARCHAR, error VARCHAR, method VARCHAR,
+    n_folds INTEGER, n_folds_failed INTEGER, folds VARCHAR, n_weeks INTEGER,
+    crps DOUBLE, mape DOUBLE, rmse DOUBLE,
+    bias DOUBLE, bias_pct DOUBLE,     -- mean(predicted - observed): positive = over-forecast
+    coverage_50 DOUBLE, coverage_94 DOUBLE,
+    crps_skill DOUBLE                 -- 1 - crps / seasonal-naive crps on the same weeks
+);
+CREATE TABLE IF NOT EXISTS models.cv_fold_parameters (
+    model_id VARCHAR, market VARCHAR, fold INTEGER, channel VARCHAR,
+    parameter VARCHAR,                -- roas | share | alpha | theta | lam | half_sat | slope | beta
+    mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.cv_stability (
+    model_id VARCHAR, market VARCHAR, channel VARCHAR, parameter VARCHAR, n_folds INTEGER,
+    mean DOUBLE, sd DOUBLE, cv DOUBLE, min DOUBLE, max DOUBLE, spread DOUBLE, hdi_overlap BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS models.cv_parameter_stability (
+    model_id VARCHAR, market VARCHAR, channel VARCHAR, n_folds INTEGER,
+    roas_mean DOUBLE, roas_sd DOUBLE, roas_cv DOUBLE, roas_min DOUBLE, roas_max DOUBLE,
+    roas_hdi_overlap BOOLEAN, share_mean DOUBLE, share_min DOUBLE, share_max DOUBLE, share_spread DOUBLE,
+    roas_unstable BOOLEAN,            -- coefficient of variation of fold-mean ROAS > roas_cv_threshold
+    roas_cv_threshold DOUBLE
+);
 CREATE TABLE IF NOT EXISTS models.parameter_summary (
     model_id VARCHAR, market VARCHAR, parameter VARCHAR,
     mean DOUBLE, sd DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE, r_hat DOUBLE, ess_bulk DOUBLE, ess_tail DOUBLE
@@ -98,8 +147,17 @@ INSIGHT_TABLES = (
     "adstock_weights",
     "fit_weekly",
 )
+#: Cross-validation tables a CV run writes (``<model_id>.cv/<name>.parquet``), keyed like the insights.
+CV_TABLES = (
+    "cv_folds",
+    "cv_predictions",
+    "cv_metrics",
+    "cv_fold_parameters",
+    "cv_stability",
+    "cv_parameter_stability",
+)
 #: Per-run tables, for BI: each also gets a ``champion_<name>`` view of the current champions' rows.
-RUN_TABLES = (*INSIGHT_TABLES, "roas_drift")
+RUN_TABLES = (*INSIGHT_TABLES, "roas_drift", *CV_TABLES)
 
 CHAMPION = "champion"
 RETIRED = "retired"
@@ -177,6 +235,41 @@ class FitRecord:
         }
 
 
+@dataclass
+class CVRecord:
+    """The outcome of a fit's cross-validation: tables on disk, headline figures for the registry.
+
+    ``status``: ``ok`` (every fold ran), ``partial`` (some folds failed), ``failed`` (the MMM ran on
+    no fold), ``skipped`` (switched off, or too little data: ``note`` says which).
+    """
+
+    model_id: str
+    status: str
+    note: str | None = None
+    folder: str | None = None
+    overall: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Overall metrics by model (``mmm``, ``seasonal_naive``, ``ridge``): crps, crps_skill, mape..."""
+    unstable_channels: list[str] = field(default_factory=list)
+    failed_folds: list[str] = field(default_factory=list)
+    """``fold <i>: <error>`` for every failed fold."""
+
+    def row(self) -> dict[str, object]:
+        """The ``cv_*`` columns of ``models.model_runs``."""
+        mmm = self.overall.get("mmm", {})
+        return {
+            "cv_status": self.status,
+            "cv_note": self.note,
+            "cv_n_folds": mmm.get("n_folds"),
+            "cv_folds_failed": len(self.failed_folds),
+            "cv_crps": mmm.get("crps"),
+            "cv_crps_skill": mmm.get("crps_skill"),
+            "cv_mape": mmm.get("mape"),
+            "cv_coverage_50": mmm.get("coverage_50"),
+            "cv_coverage_94": mmm.get("coverage_94"),
+            "cv_unstable_channels": ", ".join(self.unstable_channels) or None,
+        }
+
+
 def new_model_id(market: str, train_end: dt.date) -> str:
     """``<market>-<last training week>-<8 hex>``: readable, sortable per market, unique."""
     return f"{market}-{train_end:%Y%m%d}-{uuid.uuid4().hex[:8]}"
@@ -207,6 +300,24 @@ def write_artifacts(
         for name, frame in tables.items():
             frame.to_parquet(tmp / "tables" / f"{name}.parquet", index=False)
         (tmp / "run.json").write_text(json.dumps(asdict(record), indent=2, default=str))
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def write_cv_artifacts(folder: Path, record: CVRecord, tables: dict[str, pd.DataFrame]) -> Path:
+    """Write a CV run's tables and record into ``folder`` atomically (aside, then renamed)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    (tmp / "tables").mkdir(parents=True)
+    try:
+        for name, frame in tables.items():
+            frame.to_parquet(tmp / "tables" / f"{name}.parquet", index=False)
+        (tmp / "cv.json").write_text(json.dumps(asdict(record), indent=2, default=str))
+        if folder.exists():  # a re-run of the same model's CV replaces the old tables
+            shutil.rmtree(folder)
         os.replace(tmp, folder)
     finally:
         if tmp.exists():
@@ -269,16 +380,29 @@ def register(
     conn: duckdb.DuckDBPyConnection,
     record: FitRecord,
     tables: dict[str, pd.DataFrame],
-    promote: bool,
+    blocked_by: list[str],
+    cv: CVRecord | None = None,
 ) -> str:
-    """Record a fit, its tables and its ROAS drift against the champion, in one transaction.
+    """Record a fit, its tables, its CV and its ROAS drift against the champion, in one transaction.
 
-    ``promote``: make it the market's champion (the previous one is retired); otherwise it is stored
-    as ``rejected``. Re-registering the same ``model_id`` replaces its rows. Returns the status given.
+    With no ``blocked_by`` reasons the fit becomes the market's champion (the previous one is
+    retired); otherwise it is stored as ``rejected`` with the reasons. Re-registering the same
+    ``model_id`` replaces its rows. Returns the status given.
     """
     ensure_schema(conn)
+    promote = not blocked_by
     status = CHAMPION if promote else REJECTED
-    row = pd.DataFrame([record.row(status)])
+    row = pd.DataFrame(
+        [
+            {
+                **record.row(status),
+                **(cv.row() if cv else {}),
+                "promotion_blocked_by": "; ".join(blocked_by) or None,
+            }
+        ]
+    )
+    if cv is not None and cv.folder is not None:
+        tables = {**tables, **read_tables(cv.folder)}
     conn.execute("BEGIN TRANSACTION")
     try:
         for name in ("model_runs", *RUN_TABLES):
@@ -286,7 +410,9 @@ def register(
         conn.register("run_row", row)
         conn.execute("INSERT INTO models.model_runs BY NAME SELECT * FROM run_row")
         conn.unregister("run_row")
-        for name in INSIGHT_TABLES:
+        for name in (*INSIGHT_TABLES, *CV_TABLES):
+            if name not in tables:  # CV tables when the CV was skipped
+                continue
             frame = tables[name].assign(model_id=record.model_id, market=record.market)
             conn.register("insight_rows", frame)
             conn.execute(f"INSERT INTO models.{name} BY NAME SELECT * FROM insight_rows")

@@ -32,7 +32,7 @@ def run(cfg: ProjectConfig, weeks: str = "pending", until: str = "features") -> 
 
 
 def small_model_config(config_path: Path, **model: object) -> None:
-    """Make a project's model quick to fit in tests (2 chains x 400 draws) with a gate to match.
+    """Make a project's model quick to fit in tests (2 chains x 400 draws, 2 CV folds), gate to match.
 
     ``model`` entries override the ``model`` section's keys (e.g. ``gate={...}``).
     """
@@ -46,6 +46,7 @@ def small_model_config(config_path: Path, **model: object) -> None:
         "gate": {"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
         **model,
     }
+    raw["cv"] = {"n_folds": 2, "min_train_weeks": 52, "horizon": 8, "step": 8, "baseline_draws": 500}
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 

@@ -20,8 +20,8 @@ from conftest import query, small_model_config
 from mmm_pipeline.config import GateConfig, load_config
 from mmm_pipeline.model.build import ModelData
 from mmm_pipeline.model.predict import predict
-from mmm_pipeline.promotion import gate_failures
-from mmm_pipeline.registry import load_model
+from mmm_pipeline.promotion import cv_failures, gate_failures
+from mmm_pipeline.registry import CVRecord, load_model
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
 from mmm_pipeline.synthetic import generate_world, write_world
@@ -118,6 +118,36 @@ def test_insight_tables_are_keyed_and_complete(project: dict) -> None:
     assert any(p[0].startswith("beta_channel[") for p in params) and all(p[0] != "mu" for p in params)
 
 
+def test_cross_validation_is_recorded_per_fold_and_used_for_promotion(project: dict) -> None:
+    cfg = load_config(project["config"])
+    runs = project["after_first"]
+    assert (runs["cv_status"] == "ok").all() and (runs["cv_n_folds"] == 2).all()
+    assert (runs["cv_crps"] > 0).all() and runs["cv_crps_skill"].notna().all()
+    first = runs["model_id"].iloc[0]
+    folds = query(
+        cfg,
+        "SELECT fold, status, train_end, test_start, test_end FROM models.cv_folds "
+        f"WHERE model_id = '{first}' ORDER BY fold",
+    )
+    assert [(f, s) for f, s, *_ in folds] == [(0, "ok"), (1, "ok")]
+    assert all(train_end < test_start for _, _, train_end, test_start, _ in folds)  # no leakage by layout
+    assert folds[-1][4] == runs["train_end"].iloc[0].date()  # the last fold ends at the last fitted week
+    metrics = dict(
+        query(
+            cfg,
+            f"SELECT model, crps FROM models.cv_metrics WHERE model_id = '{first}' AND scope = 'overall'",
+        )
+    )
+    assert set(metrics) == {"mmm", "seasonal_naive", "ridge"} and all(v > 0 for v in metrics.values())
+    assert metrics["mmm"] == pytest.approx(runs["cv_crps"].iloc[0])
+    (n_predictions,) = query(cfg, f"SELECT count(*) FROM models.cv_predictions WHERE model_id = '{first}'")[0]
+    assert n_predictions == 3 * 2 * 8  # models x folds x horizon
+    stability = query(
+        cfg, f"SELECT channel, n_folds FROM models.cv_parameter_stability WHERE model_id = '{first}'"
+    )
+    assert sorted(c for c, _ in stability) == sorted(cfg.channel_names) and all(n == 2 for _, n in stability)
+
+
 def test_stored_posterior_predicts_without_refitting(project: dict) -> None:
     cfg = load_config(project["config"])
     row = project["after_first"].iloc[0]
@@ -204,4 +234,20 @@ def test_gate_rules() -> None:
     assert any("tail ESS" in m for m in messages) and any("MAPE" in m for m in messages)
     assert gate_failures(bad, GateConfig(max_r_hat=1.05, max_divergences=2, min_r2=None, min_ess_tail=0)) == [
         "min tail ESS nan < 0"
+    ]
+
+
+def test_cv_promotion_rule() -> None:
+    better = CVRecord("m2", "ok", overall={"mmm": {"crps": 100.0}})
+    worse = CVRecord("m2", "partial", overall={"mmm": {"crps": 120.0}})
+    champion = {"model_id": "m1", "cv_crps": 105.0}
+    assert cv_failures(better, champion, 0.1) == []
+    assert cv_failures(worse, champion, 0.1) == [
+        "cross-validated CRPS 120 is over 10% above the champion's 105"
+    ]
+    assert cv_failures(worse, champion, None) == [] and cv_failures(worse, None, 0.1) == []
+    assert cv_failures(worse, {"cv_crps": float("nan")}, 0.1) == []  # a champion without CV
+    assert cv_failures(CVRecord("m2", "skipped", "too short"), champion, 0.1) == []
+    assert cv_failures(CVRecord("m2", "failed"), champion, 0.1) == [
+        "cross-validation: the model failed on every fold"
     ]

@@ -39,9 +39,11 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
             MODEL_JOB,
             selection=MODEL_SELECTION,
             partitions_def=MARKETS,
+            # UI and schedule runs spread CV fold steps over processes; the CLI runs them in-process.
+            executor_def=dg.multiprocess_executor.configured({"max_concurrent": cfg.cv.max_parallel_folds}),
             description=(
-                "Refit one market's MMM on every modeled week, gate it on its diagnostics, register it, "
-                "promote it if it passed, and publish the registry for BI."
+                "Refit one market's MMM on every modeled week, cross-validate it fold by fold, gate it "
+                "on its diagnostics and CV, register it, promote it if it passed, publish for BI."
             ),
         ),
     ]

@@ -12,7 +12,7 @@ import dagster as dg
 
 from ...config import ProjectConfig
 from ...plots import fit_chart, roas_chart
-from ...promotion import convergence_failures, fit_quality_failures
+from ...promotion import convergence_failures, cv_failures, fit_quality_failures
 from ...refit import (
     RefitError,
     as_float_dict,
@@ -24,6 +24,7 @@ from ...refit import (
     utc_now,
 )
 from ...registry import (
+    CVRecord,
     FitRecord,
     champion,
     new_model_id,
@@ -163,14 +164,31 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         pool=WRITER_POOL,
         description=(
             "Registers the market's latest fit as a versioned model run (models.model_runs: window, "
-            "config hash, code version, sampler settings, diagnostics, timings) with its insight tables, "
-            "in one transaction. A fit that passed the gate becomes the champion (the previous one is "
-            "retired); one that failed is stored as rejected and the champion keeps serving. Records "
-            "each channel's ROAS change against the previous champion (models.roas_drift)."
+            "config hash, code version, sampler settings, diagnostics, timings, CV figures) with its "
+            "insight and cross-validation tables, in one transaction. A fit that passed the gate and "
+            "whose cross-validated CRPS is not materially worse than the champion's becomes the champion "
+            "(the previous one is retired); otherwise it is stored as rejected, with the reason, and the "
+            "champion keeps serving. Records each channel's ROAS change against the previous champion."
         ),
         check_specs=[
             dg.AssetCheckSpec(
                 "champion_serving", asset="model_registry", description="the market has a champion model"
+            ),
+            dg.AssetCheckSpec(
+                "cv_folds_ok",
+                asset="model_registry",
+                description="every cross-validation fold ran (a failed fold is reported, never dropped)",
+            ),
+            dg.AssetCheckSpec(
+                "cv_beats_baselines",
+                asset="model_registry",
+                description="the MMM's CV CRPS is below the seasonal-naive and ridge baselines' (a warning)",
+            ),
+            dg.AssetCheckSpec(
+                "cv_roas_stable",
+                asset="model_registry",
+                description=f"no channel's fold-mean ROAS varies more than {cfg.cv.roas_cv_threshold:.0%} "
+                "(coefficient of variation) across CV folds (a warning)",
             ),
             dg.AssetCheckSpec(
                 "roas_stable",
@@ -182,16 +200,24 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             ),
         ],
     )
-    def model_registry(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_fit: FitRecord):
-        record = model_fit
+    def model_registry(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        model_fit: FitRecord,
+        model_cv: CVRecord,
+    ):
+        record, cv = model_fit, model_cv
         tables = read_tables(record.artifact_path)
         with warehouse.get_connection() as conn:
-            status = register(conn, record, tables, promote=record.gate_passed)
+            incumbent = champion(conn, record.market)
+            blocked_by = record.gate_failures + cv_failures(cv, incumbent, cfg.model.max_cv_crps_increase)
+            status = register(conn, record, tables, blocked_by, cv)
             serving = champion(conn, record.market)
             drift = roas_drift(conn, record.model_id)
         context.log.info(
-            f"{record.model_id} registered as {status}; champion of {record.market}: "
-            f"{serving['model_id'] if serving else 'none'}"
+            f"{record.model_id} registered as {status}"
+            + (f" ({'; '.join(blocked_by)})" if blocked_by else "")
+            + f"; champion of {record.market}: {serving['model_id'] if serving else 'none'}"
         )
         moved = drift[drift["relative_change"].abs() > cfg.model.max_roas_change]
         yield dg.Output(
@@ -199,7 +225,10 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             metadata={
                 "model_id": record.model_id,
                 "status": status,
+                "blocked_by": "; ".join(blocked_by) or "nothing",
                 "champion": serving["model_id"] if serving else "none",
+                "cv_status": cv.status,
+                "cv_crps": cv.overall.get("mmm", {}).get("crps") or float("nan"),
                 "roas_drift": dg.MetadataValue.md(
                     drift[["channel", "champion_roas_mean", "roas_mean", "relative_change"]].to_markdown(
                         index=False, floatfmt=".3f"
@@ -213,6 +242,26 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "champion_serving",
             [] if serving else [f"no model of market {record.market} has passed the gate yet"],
             champion=serving["model_id"] if serving else "none",
+        )
+        yield _check("cv_folds_ok", cv.failed_folds, cv_status=cv.status, note=cv.note or "")
+        mmm_crps = cv.overall.get("mmm", {}).get("crps")
+        beaten = [
+            f"{name} CRPS {figures['crps']:,.4g} <= MMM {mmm_crps:,.4g}"
+            for name, figures in cv.overall.items()
+            if name != "mmm" and mmm_crps is not None and figures.get("crps") is not None
+            and figures["crps"] <= mmm_crps
+        ]  # fmt: skip
+        yield dg.AssetCheckResult(
+            check_name="cv_beats_baselines",
+            passed=not beaten,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"beaten_by": dg.MetadataValue.md("\n".join(f"- {b}" for b in beaten) or "none")},
+        )
+        yield dg.AssetCheckResult(
+            check_name="cv_roas_stable",
+            passed=not cv.unstable_channels,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"unstable_channels": ", ".join(cv.unstable_channels) or "none"},
         )
         yield dg.AssetCheckResult(
             check_name="roas_stable",

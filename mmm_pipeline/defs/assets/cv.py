@@ -1,0 +1,188 @@
+"""Time-slice cross-validation of each fit, one Dagster step per fold.
+
+``model_cv`` is a graph-backed asset: ``cv_plan`` lays out the rolling-origin folds of the fit's
+training window and emits one dynamic output per fold; ``cv_fold`` fits and scores one fold (the MMM
+and the baselines) and writes nothing to DuckDB, so fold steps can run side by side under any executor;
+``cv_combine`` pools the folds into the CV tables (written to files next to the fit's artifact) that
+``model_registry`` records and uses for promotion. Run in one process (the CLI), consecutive fold steps
+share one compiled model graph; the multiprocess executor (UI, schedules) spreads them over processes.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from ...config import ProjectConfig
+from ...model.build import ModelData
+from ...plots import cv_forecast_chart, roas_by_fold_chart
+from ...refit import training_data
+from ...registry import CVRecord, FitRecord, write_cv_artifacts
+from ...validation.cv import FoldResult, combine_folds, run_fold
+from ...validation.folds import CVSpec, make_folds
+from ...warehouse import WarehouseResource
+from .model import MARKETS
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """What one fold step needs: the fit's training weeks and which fold of them to hold out."""
+
+    model_id: str
+    fold: int
+    n_folds: int
+    data: ModelData
+
+
+def cv_tables(result) -> dict[str, pd.DataFrame]:  # noqa: ANN001 - a validation.cv.CVResult
+    """The CV result as the registry's ``cv_*`` tables (see ``MODELS_DDL``)."""
+    return {
+        "cv_folds": result.folds,
+        "cv_predictions": result.predictions,
+        "cv_metrics": result.metrics,
+        "cv_fold_parameters": result.parameters,
+        "cv_stability": result.stability,
+        "cv_parameter_stability": result.channel_stability,
+    }
+
+
+def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
+    cv = CVSpec(**cfg.cv.model_dump(exclude={"enabled", "max_parallel_folds"}))
+    spec = cfg.model.spec
+
+    @dg.op(
+        out={
+            "folds": dg.DynamicOut(FoldTask, is_required=False),
+            "note": dg.Out(str, description="why no fold was planned, or the fold layout"),
+        },
+        description="Lays out the rolling-origin folds of the fit's training weeks, one output per fold.",
+    )
+    def cv_plan(context: dg.OpExecutionContext, warehouse: WarehouseResource, model_fit: FitRecord):
+        record = model_fit
+        if not cfg.cv.enabled:
+            yield dg.Output("cross-validation is switched off (cv.enabled: false)", "note")
+            return
+        with warehouse.get_connection() as conn:
+            frame = conn.execute(
+                "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? AND week <= ? ORDER BY week",
+                [record.market, record.train_end],
+            ).df()
+        data = training_data(frame, record.market, cfg)
+        try:
+            folds = make_folds(data.n_weeks, cv)
+        except ValueError as exc:  # too little data for these settings: promotion falls back on the gate
+            context.log.warning(f"cross-validation skipped: {exc}")
+            yield dg.Output(f"skipped: {exc}", "note")
+            return
+        layout = ", ".join(
+            f"{f.index}: train {data.dates[f.train_start].date()}..{data.dates[f.cut - 1].date()} "
+            f"test {data.dates[f.cut].date()}..{data.dates[f.test_stop - 1].date()}"
+            for f in folds
+        )
+        context.log.info(f"{len(folds)} folds of {record.model_id}: {layout}")
+        yield dg.Output(f"{len(folds)} folds ({layout})", "note")
+        for fold in folds:
+            yield dg.DynamicOutput(
+                FoldTask(record.model_id, fold.index, len(folds), data),
+                output_name="folds",
+                mapping_key=f"fold_{fold.index}",
+            )
+
+    @dg.op(
+        description="Fits the MMM on a fold's training weeks, scores it and the baselines on its test weeks."
+    )
+    def cv_fold(context: dg.OpExecutionContext, task: FoldTask) -> FoldResult:
+        context.log.info(f"fold {task.fold + 1} of {task.n_folds} for {task.model_id}")
+        result = run_fold(task.data, task.fold, spec, cv, progress=context.log.info)
+        if result.status != "ok":
+            context.log.error(f"fold {task.fold} failed: {result.error}")
+        return result
+
+    @dg.op(description="Pools the folds into the CV tables, next to the fit's artifact.")
+    def cv_combine(
+        context: dg.OpExecutionContext, model_fit: FitRecord, note: str, results: list[FoldResult]
+    ) -> dg.Output[CVRecord]:
+        record = model_fit
+        if not results:
+            skipped = CVRecord(record.model_id, "skipped", note)
+            return dg.Output(skipped, metadata={"status": "skipped", "note": note})
+        combined = combine_folds(results, cv)
+        overall = combined.overall()
+        mmm_ok = "mmm" in overall.index and overall.loc["mmm", "status"] == "ok"
+        failed = [f"fold {r.fold.index}: {r.error}" for r in combined.fold_results if r.status != "ok"]
+        status = "failed" if not mmm_ok else ("partial" if failed else "ok")
+        unstable = combined.channel_stability.loc[combined.channel_stability["roas_unstable"], "channel"]
+        folder = Path(record.artifact_path).with_name(f"{record.model_id}.cv")
+        cv_record = CVRecord(
+            model_id=record.model_id,
+            status=status,
+            note=note,
+            folder=str(folder),
+            overall={
+                str(model): {k: _number(v) for k, v in row.items() if k not in ("scope", "fold", "model")}
+                for model, row in overall.iterrows()
+            },
+            unstable_channels=sorted(unstable),
+            failed_folds=failed,
+        )
+        write_cv_artifacts(folder, cv_record, cv_tables(combined))
+        columns = ["n_folds", "crps", "crps_skill", "mape", "rmse", "bias_pct", "coverage_50", "coverage_94"]
+        context.log.info(
+            f"cross-validation {status}: MMM CRPS {cv_record.overall.get('mmm', {}).get('crps')}, "
+            f"unstable channels: {', '.join(cv_record.unstable_channels) or 'none'}"
+        )
+        mmm_predictions = combined.predictions[combined.predictions["model"] == "mmm"]
+        return dg.Output(
+            cv_record,
+            metadata={
+                "status": status,
+                "folds": len(results),
+                "failed_folds": dg.MetadataValue.md("\n".join(f"- {f}" for f in failed) or "none"),
+                "overall": dg.MetadataValue.md(overall[columns].to_markdown(floatfmt=".4g")),
+                "roas_stability": dg.MetadataValue.md(
+                    combined.channel_stability[
+                        ["channel", "n_folds", "roas_mean", "roas_cv", "share_spread", "roas_unstable"]
+                    ].to_markdown(index=False, floatfmt=".3f")
+                ),
+                "forecasts": dg.MetadataValue.md(
+                    cv_forecast_chart(mmm_predictions, f"{record.market}: out-of-sample forecasts by fold")
+                    if not mmm_predictions.empty
+                    else "no fold forecast"
+                ),
+                "roas_by_fold": dg.MetadataValue.md(
+                    roas_by_fold_chart(combined.parameters, f"{record.market}: ROAS by fold")
+                    if not combined.parameters.empty
+                    else "no fold parameters"
+                ),
+            },
+        )
+
+    @dg.graph_asset(
+        group_name="model",
+        partitions_def=MARKETS,
+        ins={"model_fit": dg.AssetIn("model_fit")},
+        kinds={"pymc", "scikit-learn"},
+        description=(
+            f"Rolling-origin cross-validation of the market's latest fit: {cv.n_folds} folds of "
+            f"{cv.horizon} weeks, every {cv.step} weeks, at least {cv.min_train_weeks} training weeks. Each "
+            "fold refits the MMM on the weeks before its cut and forecasts the next weeks from their "
+            "actual spend (adstock carried over); seasonal-naive and ridge baselines are scored on the "
+            "same weeks. CRPS, MAPE, RMSE, bias, 50%/94% interval coverage per fold and overall, and "
+            "each channel's ROAS/share/adstock/saturation per fold with a stability flag."
+        ),
+    )
+    def model_cv(model_fit):  # noqa: ANN001, ANN202 - a Dagster graph composition
+        tasks, note = cv_plan(model_fit)
+        return cv_combine(model_fit, note, tasks.map(cv_fold).collect())
+
+    return [model_cv]
+
+
+def _number(value: object) -> float | str | None:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)

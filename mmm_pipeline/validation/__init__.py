@@ -1,0 +1,36 @@
+"""Out-of-sample validation of the MMM: rolling-origin time-slice CV, baselines, parameter stability.
+
+Pure Python (no Dagster): ``folds`` (:class:`CVSpec`, :func:`make_folds`), ``metrics`` (CRPS, MAPE, RMSE,
+bias, interval coverage from predictive draws), ``baselines`` (seasonal-naive and ridge with Gaussian
+predictive distributions), ``stability`` (per-fold channel parameters and their spread), ``cv``
+(:func:`run_fold`, :func:`run_cv`, :func:`combine_folds` and the tables they return).
+"""
+
+from mmm_pipeline.validation.baselines import GaussianForecast, ridge, seasonal_naive
+from mmm_pipeline.validation.cv import CVResult, FoldResult, combine_folds, cv_model_spec, run_cv, run_fold
+from mmm_pipeline.validation.folds import CVSpec, Fold, folds_frame, make_folds
+from mmm_pipeline.validation.metrics import coverage, forecast_metrics, summarize, weekly_scores
+from mmm_pipeline.validation.stability import channel_stability, fold_parameters, parameter_stability
+
+__all__ = [
+    "CVResult",
+    "CVSpec",
+    "Fold",
+    "FoldResult",
+    "GaussianForecast",
+    "channel_stability",
+    "combine_folds",
+    "coverage",
+    "cv_model_spec",
+    "folds_frame",
+    "fold_parameters",
+    "forecast_metrics",
+    "make_folds",
+    "parameter_stability",
+    "ridge",
+    "run_cv",
+    "run_fold",
+    "seasonal_naive",
+    "summarize",
+    "weekly_scores",
+]

@@ -1,0 +1,357 @@
+"""Rolling-origin cross-validation of the MMM against baselines: one fold, all folds, combined tables.
+
+Each fold fits the MMM on its training weeks only, with scaling computed from those weeks (no future KPI
+or spend maximum leaks in), then predicts the next ``horizon`` weeks from their actual spend and
+controls, carrying adstock over from the last training weeks. The baselines are scored on the same
+weeks. :func:`run_fold` runs one fold (one pipeline step per fold); :func:`run_cv` runs them all in
+order in one process, where the folds share one compiled graph (see :attr:`CVSpec.share_graph`);
+:func:`combine_folds` turns fold results, however they were run, into the CV tables.
+
+A model that fails on a fold (bad data, sampler error) is recorded as failed with its error message,
+and the other models and folds go on; overall metrics say how many folds they cover.
+
+Tables (``market``-agnostic; the caller adds market and model-run keys):
+
+* ``folds`` (cv_folds): ``fold, status, error, train_start, train_end, test_start, test_end, n_train,
+  n_test, kpi_scale, n_time, fit_seconds, compile_seconds, sample_seconds, reused_graph, divergences,
+  max_r_hat, min_ess_bulk, seconds``. ``status`` is ``ok`` or ``failed`` (the fold's data is unusable:
+  ``error`` is that message; or some model failed: ``error`` is ``"<model>: <message>"`` per model).
+  ``kpi_scale`` is the scaling's KPI maximum, from the training weeks; the MMM columns are null when
+  the MMM did not run.
+* ``predictions`` (cv_predictions): ``fold, model`` and :data:`metrics.WEEKLY_COLUMNS` per test week.
+* ``metrics`` (cv_metrics): ``scope`` (``fold`` / ``overall``), ``fold`` (null for overall), ``model,
+  status, error, method, n_folds, n_folds_failed, folds`` and :data:`metrics.METRIC_COLUMNS` plus
+  ``crps_skill`` (``1 - crps / crps of seasonal-naive`` on the same weeks). Overall rows pool the test
+  weeks of the folds where that model succeeded; ``n_folds`` and ``folds`` say which.
+* ``parameters`` (cv_fold_parameters): ``fold`` and :data:`stability.PARAMETER_COLUMNS`.
+* ``stability`` (per channel and parameter) and ``channel_stability`` (cv_parameter_stability, one
+  row per channel with the ROAS-swing flag), see :mod:`mmm_pipeline.validation.stability`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmm_pipeline.model import insights
+from mmm_pipeline.model.build import ModelData, ScalingSpec, padded_length
+from mmm_pipeline.model.fit import DEFAULT_CACHE, FitResult, ModelCache, fit
+from mmm_pipeline.model.predict import predict
+from mmm_pipeline.model.spec import ModelSpec
+from mmm_pipeline.validation import baselines
+from mmm_pipeline.validation.folds import CVSpec, Fold, folds_frame, make_folds
+from mmm_pipeline.validation.metrics import METRIC_COLUMNS, WEEKLY_COLUMNS, summarize, weekly_scores
+from mmm_pipeline.validation.stability import (
+    PARAMETER_COLUMNS,
+    channel_stability,
+    fold_parameters,
+    parameter_stability,
+)
+
+Progress = Callable[[str], None]
+
+FOLD_COLUMNS = [
+    "fold", "status", "error", "train_start", "train_end", "test_start", "test_end", "n_train", "n_test",
+    "kpi_scale", "n_time", "fit_seconds", "compile_seconds", "sample_seconds", "reused_graph",
+    "divergences", "max_r_hat", "min_ess_bulk", "seconds",
+]  # fmt: skip
+PREDICTION_COLUMNS = ["fold", "model", *WEEKLY_COLUMNS]
+METRICS_COLUMNS = [
+    "scope", "fold", "model", "status", "error", "method", "n_folds", "n_folds_failed", "folds",
+    *METRIC_COLUMNS, "crps_skill",
+]  # fmt: skip
+FOLD_PARAMETER_COLUMNS = ["fold", *PARAMETER_COLUMNS]
+
+
+@dataclass
+class FoldResult:
+    """One fold's rows of the CV tables (see the module doc); ``fit`` only with ``keep_fit=True``."""
+
+    fold: Fold
+    info: dict[str, Any]
+    predictions: pd.DataFrame
+    metrics: pd.DataFrame
+    parameters: pd.DataFrame
+    fit: FitResult | None = None
+
+    @property
+    def status(self) -> str:
+        return self.info["status"]
+
+    @property
+    def error(self) -> str | None:
+        return self.info["error"]
+
+
+@dataclass
+class CVResult:
+    """All folds' results and the combined tables."""
+
+    cv: CVSpec
+    fold_results: list[FoldResult]
+    folds: pd.DataFrame
+    predictions: pd.DataFrame
+    metrics: pd.DataFrame
+    parameters: pd.DataFrame
+    stability: pd.DataFrame
+    channel_stability: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def overall(self) -> pd.DataFrame:
+        """The overall metric rows, one per model, indexed by model."""
+        return self.metrics[self.metrics["scope"] == "overall"].set_index("model")
+
+
+def cv_model_spec(spec: ModelSpec, n_weeks: int, cv: CVSpec, fold: Fold | None = None) -> ModelSpec:
+    """The spec the folds are fitted with: ``spec`` with ``pad_weeks_to`` set to the padded length of the
+    longest training window (the last fold's, ``n_weeks - horizon`` weeks; or ``fold``'s if longer) when
+    :attr:`CVSpec.share_graph` is on, so every fold pads to the same length and one compiled graph serves
+    all of them (``fit`` has no padded-length argument; this is the lever)."""
+    if not cv.share_graph:
+        return spec
+    longest = max(n_weeks - cv.horizon, fold.n_train if fold is not None else 1, 1)
+    return spec.model_copy(update={"pad_weeks_to": padded_length(longest, spec)})
+
+
+def _check_fold_data(data: ModelData, fold: Fold) -> None:
+    """Raise naming the weeks if the fold's KPI or controls are missing or not finite."""
+    if data.kpi is None:
+        raise ValueError("cross-validation needs the KPI")
+    if fold.test_stop > data.n_weeks or fold.cut <= fold.train_start:
+        raise ValueError(f"fold {fold} does not fit the data's {data.n_weeks} weeks")
+    rows = slice(fold.train_start, fold.test_stop)
+    bad = ~np.isfinite(data.kpi[rows]) | ~np.isfinite(data.controls[rows]).all(axis=1)
+    if bad.any():
+        weeks = [d.date().isoformat() for d in data.dates[rows][bad]]
+        shown = ", ".join(weeks[:5]) + (f" and {len(weeks) - 5} more" if len(weeks) > 5 else "")
+        raise ValueError(
+            f"KPI or controls missing or not finite in {len(weeks)} week(s) of the fold: {shown}"
+        )
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_fold(
+    data: ModelData,
+    fold: int | Fold,
+    spec: ModelSpec | None = None,
+    cv: CVSpec | None = None,
+    *,
+    cache: ModelCache | None = DEFAULT_CACHE,
+    progress: Progress | None = None,
+    keep_fit: bool = False,
+) -> FoldResult:
+    """Fit and score every model of ``cv.models`` on one fold of ``data`` (all weeks, with KPI).
+
+    ``fold``: an index into :func:`make_folds` ``(data.n_weeks, cv)`` or a :class:`Fold`. A data
+    problem or an exception in a model is caught and reported in the result (``status`` ``failed``);
+    a fold index with settings that give no folds (data too short) raises. ``cache`` as in
+    :func:`mmm_pipeline.model.fit`.
+    """
+    spec = spec or ModelSpec()
+    cv = cv or CVSpec()
+    if isinstance(fold, int):
+        folds = make_folds(data.n_weeks, cv)
+        if not 0 <= fold < len(folds):
+            raise ValueError(f"fold {fold} out of range: there are {len(folds)} folds (0..{len(folds) - 1})")
+        fold = folds[fold]
+    report = progress or (lambda _message: None)
+    start = time.perf_counter()
+    info: dict[str, Any] = dict.fromkeys(FOLD_COLUMNS)
+    info.update(folds_frame([fold], data.dates).iloc[0].to_dict())
+    rows: list[pd.DataFrame] = []
+    status: dict[str, tuple[str | None, str | None]] = {}  # model -> (error, method)
+    fold_error = None
+    parameters = pd.DataFrame(columns=FOLD_PARAMETER_COLUMNS)
+    fit_result = None
+    train, test = data.window(fold.train_start, fold.cut), data.window(fold.cut, fold.test_stop)
+    try:
+        _check_fold_data(data, fold)
+        scaling = ScalingSpec.from_data(train)
+        info["kpi_scale"] = scaling.kpi_scale
+    except Exception as exc:  # a fold with bad data fails as a whole; the others go on
+        fold_error = _error(exc)
+        report(f"fold {fold.index}: failed: {fold_error}")
+        status = {model: (fold_error, None) for model in cv.models}
+    else:
+        for model in cv.models:
+            try:
+                if model == "mmm":
+                    draws, method, fit_result, parameters = _run_mmm(
+                        data, fold, train, test, scaling, cv_model_spec(spec, data.n_weeks, cv, fold), cache,
+                        lambda m: report(f"fold {fold.index}: {m}"), info,
+                    )  # fmt: skip
+                else:
+                    forecast = (
+                        baselines.seasonal_naive(train.kpi, fold.n_test, cv.season_length)
+                        if model == "seasonal_naive"
+                        else baselines.ridge(train, test, n_fourier=spec.n_fourier)
+                    )
+                    draws, method = forecast.draws(cv.baseline_draws, cv.seed + fold.index), forecast.method
+                scores = weekly_scores(draws, test.kpi, test.dates)
+                rows.append(scores.assign(fold=fold.index, model=model)[PREDICTION_COLUMNS])
+                status[model] = (None, method)
+            except Exception as exc:
+                report(f"fold {fold.index}: {model} failed: {_error(exc)}")
+                status[model] = (_error(exc), None)
+    errors = {m: e for m, (e, _) in status.items() if e is not None}
+    info["status"] = "failed" if errors else "ok"
+    info["error"] = fold_error or "; ".join(f"{m}: {e}" for m, e in errors.items()) or None
+    info["seconds"] = time.perf_counter() - start
+    predictions = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    metric_rows = []
+    for model, (error, method) in status.items():
+        weekly = predictions[predictions["model"] == model]
+        metrics = (
+            summarize(weekly).iloc[0].to_dict() if error is None else dict.fromkeys(METRIC_COLUMNS, np.nan)
+        )
+        metric_rows.append(
+            {
+                "scope": "fold",
+                "fold": fold.index,
+                "model": model,
+                "status": "ok" if error is None else "failed",
+                "error": error,
+                "method": method,
+                "n_folds": int(error is None),
+                "n_folds_failed": int(error is not None),
+                "folds": str(fold.index),
+                **metrics,
+            }
+        )
+    metrics = _with_skill(pd.DataFrame(metric_rows, columns=METRICS_COLUMNS[:-1]), predictions)
+    report(f"fold {fold.index}: {info['status']} in {info['seconds']:.1f} s")
+    return FoldResult(fold, info, predictions, metrics, parameters, fit_result if keep_fit else None)
+
+
+def _run_mmm(
+    data: ModelData,
+    fold: Fold,
+    train: ModelData,
+    test: ModelData,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    cache: ModelCache | None,
+    progress: Progress,
+    info: dict[str, Any],
+) -> tuple[np.ndarray, str, FitResult, pd.DataFrame]:
+    """Fit on the training weeks (their own scaling), predict the test weeks with adstock carry-in."""
+    train_carry_in = data.carry_in(fold.train_start, spec.l_max)
+    result = fit(train, spec, scaling, carry_in=train_carry_in, progress=progress, cache=cache)
+    summary = insights.parameter_summary(result.idata)
+    info.update(
+        n_time=result.n_time,
+        fit_seconds=result.timings["total"],
+        compile_seconds=result.timings["compile"],
+        sample_seconds=result.timings["sample"],
+        reused_graph=result.reused_graph,
+        divergences=int(result.idata.sample_stats["diverging"].sum()),
+        max_r_hat=float(summary["r_hat"].max()),
+        min_ess_bulk=float(summary["ess_bulk"].min()),
+    )
+    prediction = predict(
+        result.idata, scaling, spec, test, data.carry_in(fold.cut, spec.l_max), seed=spec.sampler.seed
+    )
+    parameters = fold_parameters(result.idata, scaling, spec, train, train_carry_in)
+    parameters.insert(0, "fold", fold.index)
+    return prediction.kpi, f"mmm({spec.sampler.name})", result, parameters
+
+
+def _with_skill(metrics: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """Add ``crps_skill``: ``1 - crps / crps of seasonal-naive`` over the weeks both were scored on."""
+    metrics = metrics.copy()
+    metrics["crps_skill"] = np.nan
+    naive = predictions[predictions["model"] == "seasonal_naive"].set_index(["fold", "week"])["crps"]
+    if naive.empty:
+        return metrics
+    for i, row in metrics.iterrows():
+        if row["status"] != "ok":
+            continue
+        folds = [int(f) for f in str(row["folds"]).split(",") if f != ""]
+        own = predictions[(predictions["model"] == row["model"]) & predictions["fold"].isin(folds)]
+        own = own.set_index(["fold", "week"])["crps"]
+        common = own.index.intersection(naive.index)
+        if len(common):
+            metrics.loc[i, "crps_skill"] = 1 - own[common].mean() / naive[common].mean()
+    return metrics
+
+
+def combine_folds(results: list[FoldResult], cv: CVSpec | None = None) -> CVResult:
+    """The CV tables from fold results (in any order; sorted by fold), with overall metrics per model."""
+    cv = cv or CVSpec()
+    results = sorted(results, key=lambda r: r.fold.index)
+    folds = pd.DataFrame([r.info for r in results], columns=FOLD_COLUMNS)
+    frames = [r.predictions for r in results if not r.predictions.empty]
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    # From records, not concat: failed folds' all-null columns would otherwise decide the dtypes.
+    per_fold = pd.DataFrame(
+        [row for r in results for row in r.metrics.to_dict("records")], columns=METRICS_COLUMNS
+    )
+    overall = []
+    for model in dict.fromkeys(per_fold["model"]):
+        rows = per_fold[per_fold["model"] == model]
+        ok = [int(f) for f in rows.loc[rows["status"] == "ok", "fold"]]
+        weekly = predictions[(predictions["model"] == model) & predictions["fold"].isin(ok)]
+        metrics = summarize(weekly).iloc[0].to_dict() if ok else dict.fromkeys(METRIC_COLUMNS, np.nan)
+        methods = rows["method"].dropna().unique()
+        overall.append(
+            {
+                "scope": "overall",
+                "fold": pd.NA,
+                "model": model,
+                "status": "ok" if ok else "failed",
+                "error": None if ok else "no fold succeeded",
+                "method": ", ".join(methods) or None,
+                "n_folds": len(ok),
+                "n_folds_failed": int((rows["status"] != "ok").sum()),
+                "folds": ",".join(map(str, ok)),
+                **metrics,
+            }
+        )
+    overall_frame = _with_skill(pd.DataFrame(overall, columns=METRICS_COLUMNS[:-1]), predictions)
+    records = per_fold.to_dict("records") + overall_frame.to_dict("records")
+    metrics = pd.DataFrame(records, columns=METRICS_COLUMNS)
+    metrics["fold"] = metrics["fold"].astype("Int64")
+    frames = [r.parameters for r in results if not r.parameters.empty]
+    parameters = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FOLD_PARAMETER_COLUMNS)
+    )
+    return CVResult(
+        cv=cv,
+        fold_results=results,
+        folds=folds,
+        predictions=predictions,
+        metrics=metrics,
+        parameters=parameters,
+        stability=parameter_stability(parameters),
+        channel_stability=channel_stability(parameters, cv.roas_cv_threshold),
+    )
+
+
+def run_cv(
+    data: ModelData,
+    spec: ModelSpec | None = None,
+    cv: CVSpec | None = None,
+    *,
+    cache: ModelCache | None = DEFAULT_CACHE,
+    progress: Progress | None = None,
+    keep_fits: bool = False,
+) -> CVResult:
+    """Every fold in order in this process (one compiled graph for all when ``share_graph``), combined."""
+    spec = spec or ModelSpec()
+    cv = cv or CVSpec()
+    start = time.perf_counter()
+    results = [
+        run_fold(data, fold, spec, cv, cache=cache, progress=progress, keep_fit=keep_fits)
+        for fold in make_folds(data.n_weeks, cv)
+    ]
+    combined = combine_folds(results, cv)
+    combined.timings["total"] = time.perf_counter() - start
+    return combined
