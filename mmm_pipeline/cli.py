@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import duckdb
@@ -44,7 +45,7 @@ def _print_outputs(cfg: ProjectConfig) -> None:
         with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
             for (name,) in bi.execute("SELECT name FROM published_tables ORDER BY name").fetchall():
                 rows = bi.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-                print(f"  {name:<28} {rows:>8} rows")
+                print(f"  {name:<34} {rows:>8} rows")
     _print_champions(cfg)
 
 
@@ -65,6 +66,18 @@ def _print_champions(cfg: ProjectConfig) -> None:
                 f"\nChampion of market {market}: {model_id} (trained to {train_end}; R-hat {r_hat:.3f}, "
                 f"{divergences} divergences, in-sample R² {r2:.2f}, MAPE {mape:.1%})"
             )
+            cv = bi.execute(
+                "SELECT model, n_folds, crps, mape, coverage_94, crps_skill FROM champion_cv_metrics "
+                "WHERE market = ? AND scope = 'overall' ORDER BY crps",
+                [market],
+            ).fetchall()
+            if cv:
+                print(f"  cross-validation, {cv[0][1]} folds (lower CRPS is better):")
+                for model, _, crps, cv_mape, coverage, skill in cv:
+                    print(
+                        f"    {model:<15} CRPS {crps:>12,.4g}  MAPE {cv_mape:6.1%}  94% coverage "
+                        f"{coverage:4.0%}  skill vs seasonal-naive {skill:+.2f}"
+                    )
             rows = bi.execute(
                 "SELECT channel, share_mean, roas_mean, roas_hdi_low, roas_hdi_high, mroas_mean "
                 "FROM champion_channel_summary WHERE market = ? ORDER BY roas_mean DESC",
@@ -228,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # nutpie samples through numba; PyTensor's C-linker BLAS notice does not apply to these runs.
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
