@@ -12,7 +12,8 @@ the same optimizer on the true response, with more starts) and ``current`` the a
 the last 52 weeks. 1 means the model's plan is as good as the truth's; 0 no better than standing still;
 below 0 worse than the current plan. All scores are in true KPI (sales), the media's contribution.
 
-Plans (rules as in ``mmm_pipeline/demo/plans``; the current allocation = the last 52 weeks' average):
+Plans (rules as in ``mmm_pipeline/demo/plans/synthetic``; the current allocation = the last 52 weeks'
+average):
 
 * ``free``: one steady-state week at the current budget, no rule but no week above 1.5 x the channel's
   historical maximum (the model is not asked to extrapolate far);
@@ -39,7 +40,7 @@ from mmm_pipeline.optimize import ResponseModel, load_plan, optimize_budget, vio
 from mmm_pipeline.optimize.plan import Plan, apply_scenario
 from mmm_pipeline.synthetic import generate_world
 
-PLANS = Path(__file__).resolve().parent.parent / "mmm_pipeline" / "demo" / "plans"
+PLANS = Path(__file__).resolve().parent.parent / "mmm_pipeline" / "demo" / "plans" / "synthetic"
 GROUPS = {
     "tv": "traditional", "radio": "traditional", "print": "traditional",
     "search": "digital", "display": "digital", "social": "digital",

@@ -47,6 +47,60 @@ def _print_outputs(cfg: ProjectConfig) -> None:
                 rows = bi.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
                 print(f"  {name:<34} {rows:>8} rows")
     _print_champions(cfg)
+    _print_recommendation(cfg)
+
+
+def _print_recommendation(cfg: ProjectConfig) -> None:
+    """Each market's latest budget recommendation (champion model only), from the published BI tables."""
+    if not cfg.bi_database_path.exists():
+        return
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        names = {r[0] for r in bi.execute("SELECT name FROM published_tables").fetchall()}
+        if "latest_plan_summary" not in names:
+            return
+        plans = bi.execute(
+            "SELECT market, optimization_id, model_id, plan, description, mode, weeks, budget, "
+            "total_current, total_recommended, uplift_mean, uplift_pct, uplift_hdi_low, uplift_hdi_high, "
+            "prob_uplift_positive, n_flags FROM latest_plan_summary ORDER BY market"
+        ).fetchall()
+        for (market, opt_id, model_id, plan, description, mode, weeks, budget, current, recommended, uplift,
+             uplift_pct, low, high, prob, n_flags) in plans:  # fmt: skip
+            horizon = "per week (steady state)" if mode == "steady_state" else f"over {weeks} weeks"
+            print(
+                f"\nBudget recommendation for market {market} ({opt_id}, champion {model_id}):\n"
+                f"  plan {plan!r}: {description}; budget {budget:,.0f} {horizon}"
+            )
+            rows = bi.execute(
+                "SELECT channel, current, recommended, change_pct, share_recommended, mroas_recommended, "
+                "range_flag FROM latest_recommendations WHERE market = ? ORDER BY recommended DESC",
+                [market],
+            ).fetchall()
+            print(f"  {'channel':<16} {'current':>12} {'recommended':>12} {'change':>7} {'share':>6} mROAS")
+            for channel, cur, rec, pct, share, mroas, flag in rows:
+                change = f"{pct:+.0f}%" if pct is not None else "new"
+                print(
+                    f"  {channel:<16} {cur:>12,.0f} {rec:>12,.0f} {change:>7} {share:>6.1%} {mroas:>5.2f}"
+                    + (f"  ({flag})" if flag else "")
+                )
+            print(
+                f"  total {current:,.0f} -> {recommended:,.0f}; expected {cfg.kpi.name} uplift "
+                f"{uplift:+,.0f} ({uplift_pct:+.1f}% of the media contribution), "
+                f"94% HDI [{low:+,.0f}, {high:+,.0f}], P(uplift > 0) = {prob:.0%}"
+                + (f"; {n_flags} range flag(s)" if n_flags else "")
+            )
+            scenarios = bi.execute(
+                "SELECT scenario, status, total_recommended, uplift_mean, prob_uplift_positive, conflicts "
+                "FROM latest_scenarios WHERE market = ? AND NOT is_base ORDER BY scenario",
+                [market],
+            ).fetchall()
+            for name, status, total, s_uplift, s_prob, conflicts in scenarios:
+                if status == "ok":
+                    print(
+                        f"  scenario {name:<22} spend {total:>12,.0f}  uplift {s_uplift:>+12,.0f}  "
+                        f"P(>0) {s_prob:.0%}"
+                    )
+                else:
+                    print(f"  scenario {name:<22} INFEASIBLE: {conflicts}")
 
 
 def _print_champions(cfg: ProjectConfig) -> None:

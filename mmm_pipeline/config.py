@@ -34,6 +34,9 @@ DEFAULT_CONFIG_NAME = "mmm_pipeline.yaml"
 #: Names that become column names in SQL must look like this; raw names map onto them via aliases.
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
+#: The built-in budget plan (``optimization.plan: null``): generic, no channel names.
+DEFAULT_PLAN = Path(__file__).resolve().parent / "demo" / "plans" / "default_plan.yaml"
+
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
@@ -163,6 +166,20 @@ class CVConfig(CVSpec):
     after another in its process, where they share one compiled model graph."""
 
 
+class OptimizationConfig(StrictModel):
+    """Budget recommendations from each market's champion model (``budget_recommendation`` asset)."""
+
+    enabled: bool = True
+    plan: str | None = None
+    """The base budget plan (YAML), relative to the config file's folder; default (null): the built-in
+    plan (current weekly budget, each channel within +-50% of its current spend, no week above 1.5 x
+    the channel's historical max)."""
+    scenarios: list[str] = Field(default_factory=list)
+    """Scenario files, each a change of the base plan, compared with it (relative to the config folder)."""
+    max_draws: int = Field(1000, ge=10)
+    """Posterior draws the optimizer uses (thinned evenly): fewer is faster, more is smoother."""
+
+
 class PathsConfig(StrictModel):
     """Paths, relative to the config file's folder unless absolute."""
 
@@ -191,6 +208,7 @@ class ProjectConfig(StrictModel):
     validation: ValidationConfig = ValidationConfig()
     model: ModelConfig = ModelConfig()
     cv: CVConfig = CVConfig()
+    optimization: OptimizationConfig = OptimizationConfig()
     paths: PathsConfig = PathsConfig()
 
     # Set by load_config: the folder that relative paths resolve against.
@@ -275,6 +293,32 @@ class ProjectConfig(StrictModel):
             return self._path(self.paths.sql_models, "")
         return Path(__file__).resolve().parent.parent / "dbt_like_sql"
 
+    @property
+    def optimization_plan_path(self) -> Path:
+        """The base budget plan: ``optimization.plan`` resolved, or the built-in default plan."""
+        if self.optimization.plan is None:
+            return DEFAULT_PLAN
+        p = Path(self.optimization.plan)
+        return p if p.is_absolute() else (self.root / p).resolve()
+
+    @property
+    def optimization_scenario_paths(self) -> list[Path]:
+        return [
+            p if p.is_absolute() else (self.root / p).resolve()
+            for p in map(Path, self.optimization.scenarios)
+        ]
+
+    def optimization_files(self) -> list[Path]:
+        """The plan and scenario files; a missing one is a :class:`ConfigError` naming its key and path."""
+        named = [("optimization.plan", self.optimization_plan_path)]
+        named += [(f"optimization.scenarios.{i}", p) for i, p in enumerate(self.optimization_scenario_paths)]
+        for key, path in named:
+            if not path.is_file():
+                raise ConfigError(
+                    f"key '{key}': plan file {path} does not exist (paths are relative to {self.root})"
+                )
+        return [path for _, path in named]
+
     def today(self) -> dt.date:
         return self.validation.as_of or dt.date.today()
 
@@ -328,4 +372,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ProjectConfig:
             f"key '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{resolved}: {problems}") from None
+    if cfg.optimization.enabled:
+        try:
+            cfg.optimization_files()
+        except ConfigError as exc:
+            raise ConfigError(f"{resolved}: {exc}") from None
     return cfg

@@ -13,6 +13,7 @@ from .defs.assets.cv import build_cv_assets
 from .defs.assets.features import build_feature_assets
 from .defs.assets.ingestion import build_ingestion_assets
 from .defs.assets.model import build_model_assets
+from .defs.assets.optimization import build_optimization_assets
 from .defs.assets.publish import build_publish_assets
 from .defs.jobs import build_jobs
 from .defs.resources import build_resources
@@ -27,6 +28,7 @@ def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
             *build_feature_assets(cfg, models),
             *build_model_assets(cfg),
             *build_cv_assets(cfg),
+            *build_optimization_assets(cfg),
             *build_publish_assets(cfg, models),
         ],
         jobs=build_jobs(cfg),

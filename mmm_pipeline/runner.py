@@ -23,8 +23,10 @@ from .defs.assets.model import MARKETS
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.resources import WRITER_POOL
 from .ingestion import pending_week_ranges
+from .optimize import load_scenarios
+from .recommendations import optimization_is_current
 from .refit import config_hash
-from .registry import latest_run
+from .registry import champion, latest_run
 from .warehouse import WarehouseResource, relation_exists
 
 #: How far a run goes: ``ingest`` only, ``features`` (ingest + feature tables), ``model`` (+ refits).
@@ -234,6 +236,14 @@ def _refit_models(
             conn.execute("SELECT market, max(week) FROM marts.fct_modeling_weekly GROUP BY 1").fetchall()
         )
         latest = {market: latest_run(conn, market) for market in weeks}
+        reoptimize = {}
+        if cfg.optimization.enabled and (keys is None or dg.AssetKey("budget_recommendation") in keys):
+            files = cfg.optimization_files()
+            plans = load_scenarios(files[0], files[1:])
+            reoptimize = {
+                m: champion(conn, m) is not None and not optimization_is_current(conn, m, plans)
+                for m in weeks
+            }
     current_hash = config_hash(cfg)
     known = set(instance.get_dynamic_partitions(MARKETS.name))
     if missing := sorted(set(weeks) - known):
@@ -248,6 +258,16 @@ def _refit_models(
             and run["config_hash"] == current_hash
         ):
             log(f"market {market}: model {run['model_id']} ({run['status']}) already covers {last_week}")
+            if reoptimize.get(market):
+                log(f"market {market}: the budget plans or the champion changed: re-optimizing")
+                result = defs.resolve_job_def(MODEL_JOB).execute_in_process(
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config=RUN_CONFIG,
+                    asset_selection=[dg.AssetKey("budget_recommendation"), dg.AssetKey("bi_model_snapshots")],
+                    partition_key=market,
+                )
+                _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
             continue
         log(f"market {market}: fitting the model on weeks up to {last_week}")
         result = defs.resolve_job_def(MODEL_JOB).execute_in_process(

@@ -76,6 +76,16 @@ def test_graph_groups_lineage_and_checks(config_path: Path) -> None:
     assert dg.AssetKey("model_registry") in graph.get(dg.AssetKey("bi_model_snapshots")).parent_keys
     assert {("model_fit", "convergence"), ("model_fit", "fit_quality")} <= checks
     assert {("model_registry", "champion_serving"), ("model_registry", "roas_stable")} <= checks
+    # Budget recommendation: per market from the champion, in the refit job, published with the models.
+    assert groups["budget_recommendation"] == "optimization"
+    assert graph.get(dg.AssetKey("budget_recommendation")).partitions_def.name == "market"
+    assert dg.AssetKey("model_registry") in graph.get(dg.AssetKey("budget_recommendation")).parent_keys
+    assert dg.AssetKey("budget_recommendation") in graph.get(dg.AssetKey("bi_model_snapshots")).parent_keys
+    assert {
+        ("budget_recommendation", c) for c in ("plan_feasible", "within_history", "uplift_positive")
+    } <= checks
+    model_job = defs.resolve_job_def("refit_model")
+    assert dg.AssetKey("budget_recommendation") in model_job.asset_layer.selected_asset_keys
 
 
 def test_missing_config_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,13 +1,15 @@
-"""The Bayesian MMM against a synthetic world with known truth, plus its scaling, prediction and insights.
+"""The Bayesian MMM against synthetic worlds with known truth, plus its scaling, prediction and insights.
 
-One small fit (2 chains x 300 draws, 130 weeks) is shared by the module; a second fit on a shorter
-window checks frozen scaling and compile-once reuse. Everything else evaluates the posterior in NumPy.
+One small fit (2 chains x 300 draws, 130 weeks) is shared by the module; the recovery test adds three
+more worlds and a second fit on a shorter window checks frozen scaling and compile-once reuse, all on the
+same compiled graph. Everything else evaluates the posterior in NumPy.
 """
 
 from __future__ import annotations
 
 import arviz as az
 import numpy as np
+import pandas as pd
 import pymc as pm
 import pytest
 
@@ -47,15 +49,52 @@ def result(data, cache, messages) -> FitResult:
     return fit(data, SPEC, progress=messages.append, cache=cache)
 
 
-def test_recovers_true_roas_and_shares(world, data, result):
-    est = insights.channel_summary(result.idata, result.scaling, SPEC, data)
-    truth = world.summary()
-    covered = (est["roas_hdi_low"] <= truth["roas"]) & (truth["roas"] <= est["roas_hdi_high"])
-    assert covered.sum() >= 4, f"true ROAS in the 94% HDI for {list(covered[covered].index)} only"
-    # Measured on this world: largest share error 0.04 (display); 0.06 leaves room for sampler noise.
-    share_error = (est["share_mean"] - truth["share"]).abs()
-    assert share_error.max() < 0.06, share_error
-    assert np.isclose(est["share_mean"].sum(), 1.0)
+def test_recovers_true_roas_and_shares(world, data, result, cache):
+    """Ground truth over four synthetic worlds: the module's and three more of the same length, which
+    share its compiled graph (about a second of sampling each).
+
+    The worlds' TV, social and print respond with Hill curves and each channel has its own adstock
+    length, while the model fits one logistic curve family with ``l_max`` 8, so a channel can be biased
+    a little beyond its interval; the checks are what must hold all the same. Measured with sampler seeds
+    1-5 (2 chains x 300 draws): coverage 21-22/24, TV ROAS within 10%, share errors mean 0.02 and max
+    0.096 (an always-on search channel), ROAS rank correlation 0.94 in every world, no divergence.
+    """
+    from scipy.stats import spearmanr
+
+    tables, divergences = [], 0
+    for seed in (0, 1, 2, 3):
+        if seed == 1:
+            truth_world, world_data, fitted = world, data, result
+        else:
+            truth_world = generate_world(seed=seed, n_weeks=N_WEEKS)
+            world_data = ModelData.from_world(truth_world)
+            fitted = fit(world_data, SPEC, cache=cache)
+            assert fitted.reused_graph
+        divergences += int(fitted.idata.sample_stats["diverging"].sum())
+        est = insights.channel_summary(fitted.idata, fitted.scaling, SPEC, world_data)
+        truth = truth_world.summary()
+        tables.append(
+            pd.DataFrame(
+                {
+                    "world": seed,
+                    "true_roas": truth["roas"],
+                    "roas": est["roas_mean"],
+                    "covered": (est["roas_hdi_low"] <= truth["roas"])
+                    & (truth["roas"] <= est["roas_hdi_high"]),
+                    "share_error": (est["share_mean"] - truth["share"]).abs(),
+                }
+            )
+        )
+        assert np.isclose(est["share_mean"].sum(), 1.0)
+    table = pd.concat(tables)
+    assert divergences == 0
+    assert table["covered"].mean() >= 0.75, table
+    tv = table.loc["tv"]
+    assert ((tv["roas"] / tv["true_roas"] - 1).abs() < 0.15).all(), tv  # the best-measured channel
+    assert table["share_error"].mean() < 0.035 and table["share_error"].max() < 0.12, table
+    for seed, rows in table.groupby("world"):
+        rank_correlation = spearmanr(rows["roas"], rows["true_roas"]).statistic
+        assert rank_correlation >= 0.7, (seed, rows)
 
 
 def test_in_sample_prediction_reproduces_model_mean(data, result):
@@ -142,6 +181,59 @@ def test_delayed_hill_student_t_graph_matches_numpy_prediction(data):
     pred = predict(idata, scaling, spec, data, carry_in)
     mu = prior.prior["mu"].to_numpy()[..., : data.n_weeks].reshape(-1, data.n_weeks)
     np.testing.assert_allclose(pred.expected, mu * scaling.kpi_scale, rtol=1e-6)
+
+
+def test_reparameterization_keeps_the_joint_density_and_the_priors(data):
+    """The sampler's coordinates (``intercept_centered``, ``log_contribution_sd``) change nothing else.
+
+    The joint log density, Jacobians included, equals the plain parameterization's (``intercept`` and
+    ``beta_channel`` sampled directly, the latter on its log scale) at the corresponding point, and
+    prior draws keep the configured priors (``beta_channel``: HalfNormal with its spend-share scale).
+    """
+    scaling = ScalingSpec.from_data(data)
+    window = data.window(0, N_WEEKS - 7)  # padded weeks too: centering and spread use observed weeks
+    inputs = model_inputs(window, scaling, SPEC, n_time=N_WEEKS)
+    model = build_model(inputs, scaling, SPEC)
+    plain = build_model(inputs, scaling, SPEC.model_copy(update={"reparameterize": False}))
+    assert {"log_contribution_sd", "intercept_centered"} <= {v.name for v in model.free_RVs}
+    assert {"beta_channel", "intercept"} <= {v.name for v in model.deterministics}
+    assert {"beta_channel", "intercept"} <= {v.name for v in plain.free_RVs}
+
+    mode = {"mode": "FAST_COMPILE"}
+    logp, plain_logp = model.compile_logp(**mode), plain.compile_logp(**mode)
+    derived = model.replace_rvs_by_values([model["beta_channel"], model["intercept"]])
+    derive = model.compile_fn(derived, inputs=model.value_vars, on_unused_input="ignore", **mode)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        point = {k: v + rng.normal(0.0, 0.5, np.shape(v)) for k, v in model.initial_point().items()}
+        beta, intercept = derive(point)
+        plain_point = {
+            k: v for k, v in point.items() if k not in ("log_contribution_sd", "intercept_centered")
+        }
+        plain_point |= {"beta_channel_log__": np.log(beta), "intercept": intercept}
+        np.testing.assert_allclose(logp(point), plain_logp(plain_point), rtol=1e-9)
+
+    prior = pm.sample_prior_predictive(
+        draws=1000, model=model, var_names=["beta_channel", "intercept"], random_seed=1
+    ).prior
+    sigma = SPEC.prior("beta_channel").params["sigma"] * inputs["beta_prior_scale"]
+    np.testing.assert_allclose(
+        prior["beta_channel"].std(("chain", "draw")), sigma * np.sqrt(1 - 2 / np.pi), rtol=0.12
+    )
+    intercept_prior = SPEC.prior("intercept").params
+    assert abs(float(prior["intercept"].mean()) - intercept_prior["mu"]) < 0.06
+    assert abs(float(prior["intercept"].std()) - intercept_prior["sigma"]) < 0.04
+
+
+def test_real_line_channel_prior_is_sampled_directly(data):
+    spec = SPEC.model_copy(
+        update={"priors": {"beta_channel": PriorSpec(dist="Normal", params={"mu": 0.1, "sigma": 0.1})}}
+    )
+    scaling = ScalingSpec.from_data(data)
+    model = build_model(model_inputs(data, scaling, spec), scaling, spec)
+    assert (
+        "beta_channel" in {v.name for v in model.free_RVs} and "log_contribution_sd" not in model.named_vars
+    )
 
 
 def test_scaling_rules(data):

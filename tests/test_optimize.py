@@ -37,7 +37,7 @@ from mmm_pipeline.optimize.response import SaturationBlock
 from mmm_pipeline.optimize.solver import Evaluator
 from mmm_pipeline.synthetic import generate_world
 
-PLANS = Path(__file__).resolve().parent.parent / "mmm_pipeline" / "demo" / "plans"
+PLANS = Path(__file__).resolve().parent.parent / "mmm_pipeline" / "demo" / "plans" / "synthetic"
 RISKS = [
     {"measure": "mean"},
     {"measure": "cvar", "alpha": 0.2},

@@ -16,7 +16,9 @@ INGEST_SELECTION = dg.AssetSelection.groups("ingestion")
 FEATURES_SELECTION = dg.AssetSelection.groups("staging", "intermediate", "marts") | dg.AssetSelection.assets(
     "bi_snapshots"
 )
-MODEL_SELECTION = dg.AssetSelection.groups("model") | dg.AssetSelection.assets("bi_model_snapshots")
+MODEL_SELECTION = dg.AssetSelection.groups("model", "optimization") | dg.AssetSelection.assets(
+    "bi_model_snapshots"
+)
 
 
 def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -43,7 +45,8 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
             executor_def=dg.multiprocess_executor.configured({"max_concurrent": cfg.cv.max_parallel_folds}),
             description=(
                 "Refit one market's MMM on every modeled week, cross-validate it fold by fold, gate it "
-                "on its diagnostics and CV, register it, promote it if it passed, publish for BI."
+                "on its diagnostics and CV, register it, promote it if it passed, recommend a budget "
+                "with the champion, publish for BI."
             ),
         ),
     ]

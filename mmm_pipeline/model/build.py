@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 #: Parameters per saturation kind, in the order the transforms take them.
 SATURATION_PARAMS = {"logistic": ("lam",), "hill": ("half_sat", "slope")}
+#: Prior families on positive numbers: a ``beta_channel`` prior of one of these is sampled on the log
+#: scale of the channel's contribution spread (see :func:`_channel_effect`).
+POSITIVE_PRIORS = frozenset({"HalfNormal", "HalfStudentT", "Gamma", "LogNormal", "Beta"})
 _DAYS_PER_YEAR = 365.25
 _EPOCH = pd.Timestamp("1970-01-01")
 
@@ -274,16 +277,87 @@ def model_inputs(
     }
 
 
+def _prior_params(prior: PriorSpec, scale: Any = None) -> dict[str, Any]:
+    """A prior's parameters as arrays; ``scale`` (a tensor or array) multiplies ``sigma`` per element.
+
+    A prior without ``sigma`` ignores ``scale``: :class:`ModelSpec` only allows one for the channel
+    effect when ``beta_by_spend_share`` is off, and the scale is then all ones.
+    """
+    params: dict[str, Any] = {k: np.asarray(v, dtype=float) for k, v in prior.params.items()}
+    if scale is not None and "sigma" in params:
+        params["sigma"] = params["sigma"] * scale
+    return params
+
+
 def _prior(name: str, prior: PriorSpec, dims: str | None = None, scale: Any = None) -> pt.TensorVariable:
     """A PyMC random variable from a :class:`PriorSpec`; ``scale`` multiplies its ``sigma`` per element.
 
     The channel effect prior's scale is a data container (from the spend shares), not a constant, so a
     refit with different scaling still reuses the compiled graph.
     """
-    params = {k: np.asarray(v, dtype=float) for k, v in prior.params.items()}
-    if scale is not None:
-        params["sigma"] = params["sigma"] * scale
-    return getattr(pm, prior.dist)(name, **params, dims=dims)
+    return getattr(pm, prior.dist)(name, **_prior_params(prior, scale), dims=dims)
+
+
+def _masked_mean(mask: pt.TensorVariable, values: pt.TensorVariable) -> pt.TensorVariable:
+    """Mean over the observed (unpadded) weeks, along the time axis (axis 0)."""
+    return pt.dot(mask, values) / mask.sum()
+
+
+def _shifted_prior(
+    name: str,
+    prior: PriorSpec,
+    shift: pt.TensorVariable,
+    *,
+    log: bool = False,
+    scale: Any = None,
+    dims: str | None = None,
+) -> pt.TensorVariable:
+    """A variable distributed as ``X + shift`` (``log(X) + shift`` with ``log``), ``X`` drawn from ``prior``.
+
+    ``shift`` may depend on other parameters: the variable is then what the sampler moves along, and
+    ``X`` is recovered from it exactly. PyMC derives the density of the log and the shift (Jacobian
+    included), so ``X`` keeps exactly its prior, the joint density is the one of sampling ``X`` directly
+    (a change of coordinates with unit Jacobian), and prior predictive sampling still works.
+    """
+    params = _prior_params(prior, scale)
+    names = sorted(params)
+
+    def dist(shift: pt.TensorVariable, *args: pt.TensorVariable) -> pt.TensorVariable:
+        *values, size = args
+        base = getattr(pm, prior.dist).dist(**dict(zip(names, values, strict=True)), size=size)
+        return (pt.log(base) if log else base) + shift
+
+    return pm.CustomDist(name, shift, *(params[k] for k in names), dist=dist, dims=dims)
+
+
+def _channel_effect(
+    prior: PriorSpec,
+    scale: pt.TensorVariable,
+    saturated: pt.TensorVariable,
+    mask: pt.TensorVariable,
+    reparameterize: bool,
+) -> pt.TensorVariable:
+    """``beta_channel`` with its prior, sampled as the log week-to-week spread of the channel's contribution.
+
+    What a channel's data pin down is how much its contribution moves from week to week,
+    ``beta_c * sd_t(saturation_ct)``, not ``beta_c`` alone: on the near-linear part of the curve only
+    ``beta * lam`` is known (a ridge along which ``beta`` grows as ``lam`` shrinks), and of a channel that
+    is always on and near saturation only a small variation is left (``beta`` grows exponentially with
+    ``lam``). In ``(log beta, log lam)`` these are curved ridges of varying width that a NUTS step size
+    fitted to the bulk cannot follow. So the sampler's coordinate is ``log_contribution_sd_c =
+    log(beta_c) + log(sd_t(saturation_ct))`` (the sd over the observed weeks, with the same adstock and
+    saturation parameters), and ``beta_c`` is a deterministic of it; ``beta_c`` keeps exactly its prior
+    (see :func:`_shifted_prior`). A prior on the whole real line (``Normal``...) has no log; it is then
+    sampled directly, as it is without ``reparameterize``.
+    """
+    if not reparameterize or prior.dist not in POSITIVE_PRIORS:
+        return getattr(pm, prior.dist)("beta_channel", **_prior_params(prior, scale), dims="channel")
+    deviation = saturated - _masked_mean(mask, saturated)
+    # The floor keeps a channel without spend in the window (zero spread) finite; its beta is then
+    # decided by the prior alone, as it would be sampled directly.
+    log_spread = 0.5 * pt.log(_masked_mean(mask, deviation**2) + 1e-12)
+    log_sd = _shifted_prior("log_contribution_sd", prior, log_spread, log=True, scale=scale, dims="channel")
+    return pm.Deterministic("beta_channel", pt.exp(log_sd - log_spread), dims="channel")
 
 
 def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: ModelSpec) -> pm.Model:
@@ -292,6 +366,18 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
     Media effects are non-negative: ``beta_c`` has a positive prior and saturation maps into ``[0, 1)``.
     The likelihood is a ``Potential`` summing the masked pointwise log-density, so padded weeks add
     nothing; ``mu`` (scaled expected KPI, padded length) is kept as a deterministic for in-sample fit.
+
+    With :attr:`ModelSpec.reparameterize` (the default) two parameters are sampled in other coordinates.
+    Model, priors and posterior stay exactly the same (the joint density is equal at corresponding
+    points, see ``tests/test_model.py``); ``intercept`` and ``beta_channel`` become deterministics:
+
+    * ``intercept_centered = intercept + mean_t(everything else)``, the expected scaled KPI of an average
+      observed week (centering, as brms and rstanarm do, but with the prior kept on ``intercept``).
+      Otherwise the intercept trades off with every effect that is nearly constant over the window (an
+      always-on channel close to saturation, the trend) along a narrow ridge whose direction changes
+      with the saturation parameters: the funnel where the plain parameterization diverged.
+    * ``log_contribution_sd``, the log week-to-week spread of each channel's contribution, in place of
+      ``beta_channel``: see :func:`_channel_effect`.
     """
     n_time = inputs["media"].shape[0]
     channels, controls = scaling.channels, scaling.controls
@@ -308,19 +394,27 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         y = pm.Data("y", inputs["y"], dims="time")
         mask = pm.Data("mask", inputs["mask"], dims="time")
 
-        mu = _prior("intercept", spec.prior("intercept")) * pt.ones(n_time)
+        if not spec.reparameterize:
+            intercept = _prior("intercept", spec.prior("intercept"))
+        # Everything but the intercept (scaled KPI units), and its mean over the observed weeks, summed
+        # term by term from the data's means (the same number as the mean of the sum).
+        terms, mean_terms = pt.zeros(n_time), pt.zeros(())
         if spec.trend:
             trend = pm.Data("trend", inputs["trend"], dims="time")
-            mu = mu + _prior("trend_slope", spec.prior("trend_slope")) * trend
+            slope = _prior("trend_slope", spec.prior("trend_slope"))
+            terms, mean_terms = terms + slope * trend, mean_terms + slope * _masked_mean(mask, trend)
+        linear = []
         if spec.n_fourier:
             fourier = pm.Data("fourier", inputs["fourier"], dims=("time", "fourier_mode"))
-            mu = mu + pt.dot(fourier, _prior("gamma_fourier", spec.prior("gamma_fourier"), "fourier_mode"))
+            linear.append((fourier, _prior("gamma_fourier", spec.prior("gamma_fourier"), "fourier_mode")))
         if controls:
             control_data = pm.Data("controls", inputs["controls"], dims=("time", "control"))
-            mu = mu + pt.dot(control_data, _prior("gamma_control", spec.prior("gamma_control"), "control"))
+            linear.append((control_data, _prior("gamma_control", spec.prior("gamma_control"), "control")))
+        for features, coef in linear:
+            terms = terms + pt.dot(features, coef)
+            mean_terms = mean_terms + pt.dot(_masked_mean(mask, features), coef)
 
         prior_scale = pm.Data("beta_prior_scale", inputs["beta_prior_scale"], dims="channel")
-        beta = _prior("beta_channel", spec.prior("beta_channel"), "channel", scale=prior_scale)
         alpha = _prior("alpha", spec.prior("alpha"), "channel")
         theta = _prior("theta", spec.prior("theta"), "channel") if spec.adstock == "delayed" else None
         adstocked = transforms.adstock(
@@ -328,7 +422,14 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         )
         params = {p: _prior(p, spec.prior(p), "channel") for p in SATURATION_PARAMS[spec.saturation]}
         saturated = transforms.saturation(spec.saturation, adstocked, xp=pt, **params)
-        mu = pm.Deterministic("mu", mu + (saturated * beta).sum(axis=1), dims="time")
+        beta = _channel_effect(spec.prior("beta_channel"), prior_scale, saturated, mask, spec.reparameterize)
+        terms = terms + (saturated * beta).sum(axis=1)
+        mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum()
+
+        if spec.reparameterize:
+            centered = _shifted_prior("intercept_centered", spec.prior("intercept"), mean_terms)
+            intercept = pm.Deterministic("intercept", centered - mean_terms)
+        mu = pm.Deterministic("mu", intercept + terms, dims="time")
 
         sigma = _prior("sigma", spec.prior("sigma"))
         if spec.likelihood == "normal":

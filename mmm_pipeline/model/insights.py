@@ -38,7 +38,7 @@ def parameter_summary(
     """Per parameter: mean, sd, HDI bounds, r_hat, ess_bulk, ess_tail (ArviZ), all parameters but ``mu``."""
     if var_names is None:
         var_names = [v for v in idata.posterior.data_vars if v != "mu"]
-    table = az.summary(idata, var_names=var_names, hdi_prob=hdi_prob)
+    table = az.summary(idata, var_names=var_names, hdi_prob=hdi_prob, round_to="none")
     return table[
         ["mean", "sd", *[c for c in table.columns if c.startswith("hdi_")], "r_hat", "ess_bulk", "ess_tail"]
     ]

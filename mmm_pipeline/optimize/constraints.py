@@ -254,31 +254,50 @@ def build_problem(
             Rule("horizon.week_shares", "each week's spend = its share of the budget", a, lo, target)
         )
 
+    # ``channels.*`` applies to every channel without its own entry; its rules are named per channel.
+    entries = []
     for name, rule in plan.channels.items():
+        if name == "*":
+            continue
         if name not in channels:
             raise PlanError(src, f"channels.{name}", f"unknown channel; known: {list(channels)}")
+        entries.append((name, rule, f"channels.{name}", ""))
+    if "*" in plan.channels:
+        entries += [
+            (c, plan.channels["*"], "channels.*", f"[{c}]") for c in channels if c not in plan.channels
+        ]
+    for name, rule, key, suffix in entries:
         c = channels.index(name)
         row = total_row([c])[None]
-        key = f"channels.{name}"
         if rule.fixed is not None and rule.fixed is not False:
             amount = current_total[c] if rule.fixed is True else float(rule.fixed)
             pattern = current_plan[:, c] if current_total[c] > 0 else np.full(weeks, 1.0 / weeks)
             pattern = pattern / pattern.sum() * amount
             fixed = {t * n_ch + c: float(pattern[t]) for t in range(weeks)}
             rules.append(
-                Rule(f"{key}.fixed", f"{name} fixed at {amount:,.0f}", var_lb=fixed, var_ub=dict(fixed))
+                Rule(
+                    f"{key}.fixed{suffix}", f"{name} fixed at {amount:,.0f}", var_lb=fixed, var_ub=dict(fixed)
+                )
             )
             continue
         if rule.min is not None:
             rules.append(
                 Rule(
-                    f"{key}.min", f"{name} >= {rule.min:,.0f}", row, np.array([rule.min]), np.array([np.inf])
+                    f"{key}.min{suffix}",
+                    f"{name} >= {rule.min:,.0f}",
+                    row,
+                    np.array([rule.min]),
+                    np.array([np.inf]),
                 )
             )
         if rule.max is not None:
             rules.append(
                 Rule(
-                    f"{key}.max", f"{name} <= {rule.max:,.0f}", row, np.array([-np.inf]), np.array([rule.max])
+                    f"{key}.max{suffix}",
+                    f"{name} <= {rule.max:,.0f}",
+                    row,
+                    np.array([-np.inf]),
+                    np.array([rule.max]),
                 )
             )
         for side, pct in (("min", rule.min_change_pct), ("max", rule.max_change_pct)):
@@ -289,7 +308,7 @@ def build_problem(
             op = ">=" if side == "min" else "<="
             rules.append(
                 Rule(
-                    f"{key}.{side}_change_pct",
+                    f"{key}.{side}_change_pct{suffix}",
                     f"{name} {op} {amount:,.0f} ({pct:+g}% of current {current_total[c]:,.0f})",
                     row,
                     np.array([lo]),
@@ -298,7 +317,9 @@ def build_problem(
             )
         if rule.min_on is not None:
             rules.append(
-                Rule(f"{key}.min_on", f"{name} is 0 or >= {rule.min_on:,.0f}", min_on=(c, rule.min_on))
+                Rule(
+                    f"{key}.min_on{suffix}", f"{name} is 0 or >= {rule.min_on:,.0f}", min_on=(c, rule.min_on)
+                )
             )
 
     for name, rule in plan.shares.items():

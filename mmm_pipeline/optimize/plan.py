@@ -3,7 +3,7 @@
 A plan file says how much there is to spend, over which horizon, what to maximize, and which rules the
 split must respect. Every rule has a stable name, the key path where it sits in the file
 (``shares.digital_floor.min``, ``channels.tv.max``...), so that an infeasible plan can name the rules that
-conflict in the words of the file. Example (``mmm_pipeline/demo/plans/`` holds complete ones)::
+conflict in the words of the file. Example (``mmm_pipeline/demo/plans/<example>/`` holds complete ones)::
 
     name: base
     horizon: {weeks: 1}                 # 1 (steady-state week) or e.g. 13 (a quarter, week by week)
@@ -18,6 +18,7 @@ conflict in the words of the file. Example (``mmm_pipeline/demo/plans/`` holds c
       search: {min: 10000, max: 60000}
       print: {fixed: true}              # keep the current spend (or a number: that amount)
       radio: {min_on: 15000}            # either off or at least 15000
+      "*": {min_change_pct: -50, max_change_pct: 50}   # every channel without its own entry
     shares:
       digital_floor: {group: digital, min: 0.40}
       single_channel_cap: {each: true, max: 0.40}
@@ -263,6 +264,8 @@ class Plan(_Strict):
     """The current allocation is the average weekly spend of this many recent weeks (if not passed in)."""
     groups: dict[str, list[str]] = Field(default_factory=dict)
     channels: dict[str, ChannelRule] = Field(default_factory=dict)
+    """Rules by channel name; ``"*"`` holds the rules of every channel without its own entry (named
+    ``channels.*.<rule>[<channel>]`` in messages)."""
     shares: dict[str, ShareRule] = Field(default_factory=dict)
     ratios: dict[str, RatioRule] = Field(default_factory=dict)
     history: HistoryRules = HistoryRules()

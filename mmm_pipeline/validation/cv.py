@@ -109,12 +109,12 @@ class CVResult:
 
 def cv_model_spec(spec: ModelSpec, n_weeks: int, cv: CVSpec, fold: Fold | None = None) -> ModelSpec:
     """The spec the folds are fitted with: ``spec`` with ``pad_weeks_to`` set to the padded length of the
-    longest training window (the last fold's, ``n_weeks - horizon`` weeks; or ``fold``'s if longer) when
-    :attr:`CVSpec.share_graph` is on, so every fold pads to the same length and one compiled graph serves
-    all of them (``fit`` has no padded-length argument; this is the lever)."""
+    whole window (``n_weeks``, or ``fold``'s training window if longer) when :attr:`CVSpec.share_graph` is
+    on, so every fold pads to the length the full fit was compiled for: one compiled graph serves the
+    weekly refit and all of its folds (``fit`` has no padded-length argument; this is the lever)."""
     if not cv.share_graph:
         return spec
-    longest = max(n_weeks - cv.horizon, fold.n_train if fold is not None else 1, 1)
+    longest = max(n_weeks, fold.n_train if fold is not None else 1, 1)
     return spec.model_copy(update={"pad_weeks_to": padded_length(longest, spec)})
 
 

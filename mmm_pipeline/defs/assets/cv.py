@@ -27,12 +27,16 @@ from .model import MARKETS
 
 @dataclass(frozen=True)
 class FoldTask:
-    """What one fold step needs: the fit's training weeks and which fold of them to hold out."""
+    """What one fold step needs: the fit's training weeks and which fold of them to hold out.
+
+    A task without data stands for "no cross-validation this time": Dagster skips the collecting step
+    when a dynamic output emits nothing, and the fit must still be registered.
+    """
 
     model_id: str
     fold: int
     n_folds: int
-    data: ModelData
+    data: ModelData | None
 
 
 def cv_tables(result) -> dict[str, pd.DataFrame]:  # noqa: ANN001 - a validation.cv.CVResult
@@ -53,15 +57,19 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
 
     @dg.op(
         out={
-            "folds": dg.DynamicOut(FoldTask, is_required=False),
+            "folds": dg.DynamicOut(FoldTask),
             "note": dg.Out(str, description="why no fold was planned, or the fold layout"),
         },
         description="Lays out the rolling-origin folds of the fit's training weeks, one output per fold.",
     )
     def cv_plan(context: dg.OpExecutionContext, warehouse: WarehouseResource, model_fit: FitRecord):
         record = model_fit
+        skip = dg.DynamicOutput(
+            FoldTask(record.model_id, -1, 0, None), output_name="folds", mapping_key="none"
+        )
         if not cfg.cv.enabled:
             yield dg.Output("cross-validation is switched off (cv.enabled: false)", "note")
+            yield skip
             return
         with warehouse.get_connection() as conn:
             frame = conn.execute(
@@ -74,6 +82,7 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         except ValueError as exc:  # too little data for these settings: promotion falls back on the gate
             context.log.warning(f"cross-validation skipped: {exc}")
             yield dg.Output(f"skipped: {exc}", "note")
+            yield skip
             return
         layout = ", ".join(
             f"{f.index}: train {data.dates[f.train_start].date()}..{data.dates[f.cut - 1].date()} "
@@ -92,7 +101,9 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.op(
         description="Fits the MMM on a fold's training weeks, scores it and the baselines on its test weeks."
     )
-    def cv_fold(context: dg.OpExecutionContext, task: FoldTask) -> FoldResult:
+    def cv_fold(context: dg.OpExecutionContext, task: FoldTask) -> FoldResult | None:
+        if task.data is None:
+            return None
         context.log.info(f"fold {task.fold + 1} of {task.n_folds} for {task.model_id}")
         result = run_fold(task.data, task.fold, spec, cv, progress=context.log.info)
         if result.status != "ok":
@@ -101,9 +112,10 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
 
     @dg.op(description="Pools the folds into the CV tables, next to the fit's artifact.")
     def cv_combine(
-        context: dg.OpExecutionContext, model_fit: FitRecord, note: str, results: list[FoldResult]
+        context: dg.OpExecutionContext, model_fit: FitRecord, note: str, results: list[FoldResult | None]
     ) -> dg.Output[CVRecord]:
         record = model_fit
+        results = [r for r in results if r is not None]
         if not results:
             skipped = CVRecord(record.model_id, "skipped", note)
             return dg.Output(skipped, metadata={"status": "skipped", "note": note})

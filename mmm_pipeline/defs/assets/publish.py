@@ -4,6 +4,8 @@ import dagster as dg
 
 from ...config import ProjectConfig
 from ...publish import export_snapshot, published_snapshots, write_catalog
+from ...recommendations import OPTIMIZATION_TABLES
+from ...recommendations import ensure_schema as ensure_optimization_schema
 from ...registry import RUN_TABLES, ensure_schema
 from ...sql_models import SqlModel
 from ...warehouse import WarehouseResource
@@ -12,6 +14,7 @@ from ..resources import WRITER_POOL
 
 def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> list[dg.AssetsDefinition]:
     marts = [m for m in models.values() if m.layer == "marts"]
+    optimization = cfg.optimization.enabled
 
     @dg.asset(
         group_name="publish",
@@ -44,12 +47,13 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
     @dg.asset(
         group_name="publish",
         kinds={"duckdb", "parquet"},
-        deps=["model_registry"],
+        deps=["model_registry", *(["budget_recommendation"] if optimization else [])],
         pool=WRITER_POOL,
         description=(
             "Publishes the model registry for BI the same way: model_runs, every run's insight tables "
             "(model_<table>) and the current champions' rows (champion_<table>) as Parquet snapshots "
-            "behind the BI catalog."
+            "behind the BI catalog; likewise the budget recommendations: every optimization "
+            "(optimization_<table>) and each market's latest one (latest_<table>)."
         ),
         metadata={"bi_database": str(cfg.bi_database_path), "publish_folder": str(cfg.publish_dir)},
     )
@@ -59,14 +63,19 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         relations = {"model_runs": "models.model_runs"}
         relations |= {f"model_{name}": f"models.{name}" for name in RUN_TABLES}
         relations |= {f"champion_{name}": f"models.champion_{name}" for name in RUN_TABLES}
+        if optimization:
+            relations |= {f"optimization_{name}": f"optimization.{name}" for name in OPTIMIZATION_TABLES}
+            relations |= {f"latest_{name}": f"optimization.latest_{name}" for name in OPTIMIZATION_TABLES}
         with warehouse.get_connection() as conn:
             ensure_schema(conn)
+            if optimization:
+                ensure_optimization_schema(conn)
             counts = {
                 name: export_snapshot(conn, relation, cfg.publish_dir / f"{name}.parquet")
                 for name, relation in relations.items()
             }
         write_catalog(cfg.bi_database_path, published_snapshots(cfg.publish_dir))
-        context.log.info(f"published {len(counts)} model table(s) to {cfg.bi_database_path}")
+        context.log.info(f"published {len(counts)} model and optimization table(s) to {cfg.bi_database_path}")
         return dg.MaterializeResult(metadata={"tables": dg.MetadataValue.md(_row_counts(counts))})
 
     return [bi_snapshots, bi_model_snapshots]

@@ -1,0 +1,231 @@
+"""Budget recommendation assets, one partition per market: the champion's optimized budget plan.
+
+``budget_recommendation`` only ever uses the market's champion (a model that passed the gate): it reads
+the champion and the market's spend history briefly, optimizes the project's base plan and scenarios
+(``optimization`` in the config) outside any DuckDB connection, then records everything in the
+``optimization`` schema in one transaction. A base plan whose rules conflict writes nothing and fails
+the ``plan_feasible`` check with the conflicting rules, so the last good recommendation keeps serving.
+"""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from ...config import ConfigError, ProjectConfig
+from ...model.build import ScalingSpec
+from ...optimize import PlanError, load_scenarios
+from ...plots import budget_chart
+from ...recommendations import (
+    OPTIMIZATION_TABLES,
+    Optimization,
+    latest_optimization,
+    recommend,
+    spend_history,
+    write_optimization,
+)
+from ...registry import champion, load_model
+from ...warehouse import WarehouseResource
+from ..resources import WRITER_POOL
+from .model import MARKETS
+
+#: P(uplift > 0) below this raises the ``uplift_positive`` warning.
+MIN_PROB_UPLIFT = 0.5
+
+
+def _recommendation_markdown(recommendation: pd.DataFrame) -> str:
+    columns = {"channel": "channel", "current": "current", "recommended": "recommended",
+               "change_pct": "change %", "share_recommended": "share", "roas_recommended": "ROAS",
+               "mroas_recommended": "marginal ROAS", "range_flag": "flag"}  # fmt: skip
+    table = recommendation[list(columns)].rename(columns=columns)
+    return table.to_markdown(index=False, floatfmt=",.2f")
+
+
+def _scenarios_markdown(table: pd.DataFrame) -> str:
+    columns = ["scenario", "status", "budget", "total_recommended", "uplift_mean", "uplift_hdi_low",
+               "uplift_hdi_high", "prob_uplift_positive", "conflicts"]  # fmt: skip
+    return table[columns].to_markdown(index=False, floatfmt=",.2f")
+
+
+def _uplift_text(summary: pd.Series, kpi: str) -> str:
+    return (
+        f"{summary['uplift_mean']:+,.0f} {kpi} ({summary['uplift_pct']:+.1f}% of the media contribution), "
+        f"94% HDI [{summary['uplift_hdi_low']:+,.0f}, {summary['uplift_hdi_high']:+,.0f}], "
+        f"P(uplift > 0) = {summary['prob_uplift_positive']:.0%}"
+    )
+
+
+def _conflicts(opt: Optimization) -> list[str]:
+    out = []
+    for name, error in opt.infeasible.items():
+        what = "base plan" if name == opt.base_plan.name else "scenario"
+        rules = "; ".join(f"{rule} ({text})" for rule, text in error.conflicts)
+        out.append(f"{what} {name!r} ({error.plan.source}) is infeasible; these rules conflict: {rules}")
+    return out
+
+
+def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
+    settings = cfg.optimization
+    if not settings.enabled:
+        return []
+    groups = {c.name: c.group for c in cfg.channels}
+    plan_path = cfg.optimization_plan_path
+    scenario_paths = cfg.optimization_scenario_paths
+
+    @dg.asset(
+        group_name="optimization",
+        kinds={"scipy", "duckdb"},
+        partitions_def=MARKETS,
+        deps=["model_registry"],
+        pool=WRITER_POOL,
+        description=(
+            "Recommends the market's media budget split with its champion model only (never a rejected "
+            "fit): the base budget plan (optimization.plan; business rules on budget, channels, shares, "
+            "ratios, historical range) and each scenario (optimization.scenarios) are optimized over the "
+            "posterior draws against the recent spend history, then recorded in the optimization schema "
+            "in one transaction (recommendations, plan_summary, marginal_roi, weekly_allocations, "
+            "scenarios, scenario_allocations; latest_* views per market). An infeasible base plan writes "
+            "nothing: the last good recommendation keeps serving."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "plan_feasible",
+                asset="budget_recommendation",
+                description="the base plan and every scenario can meet all their rules (on failure the "
+                "metadata names the conflicting rules; an infeasible base plan writes nothing)",
+            ),
+            dg.AssetCheckSpec(
+                "within_history",
+                asset="budget_recommendation",
+                description="no channel's recommended weekly spend lies outside its historical range, "
+                "where the model would extrapolate (a warning)",
+            ),
+            dg.AssetCheckSpec(
+                "uplift_positive",
+                asset="budget_recommendation",
+                description=f"the recommendation beats the current allocation in at least "
+                f"{MIN_PROB_UPLIFT:.0%} of posterior draws (a warning)",
+            ),
+        ],
+        metadata={
+            "plan": str(plan_path),
+            "scenarios": ", ".join(str(p) for p in scenario_paths) or "none",
+        },
+    )
+    def budget_recommendation(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        market = context.partition_key
+        try:
+            files = cfg.optimization_files()
+            plans = load_scenarios(files[0], files[1:])
+        except (ConfigError, PlanError) as exc:
+            raise dg.Failure(f"optimization: {exc}") from None
+        with warehouse.get_connection() as conn:
+            serving = champion(conn, market)
+            if serving is not None:
+                channels = ScalingSpec.model_validate_json(str(serving["scaling"])).channels
+                train_end = pd.Timestamp(serving["train_end"]).date()
+                try:
+                    history = spend_history(conn, market, channels, train_end)
+                except ValueError as exc:
+                    raise dg.Failure(f"market {market}: {exc}") from None
+            previous = latest_optimization(conn, market)
+        if serving is None:
+            raise dg.Failure(
+                f"market {market}: no champion model: no fit of this market has passed the gate yet, so "
+                "there is no model to optimize the budget with"
+                + (f" (the last recommendation, {previous['optimization_id']}, stays)" if previous else "")
+            )
+        model_id = str(serving["model_id"])
+        context.log.info(
+            f"market {market}: optimizing plan {plans[0].name!r} and {len(plans) - 1} scenario(s) with "
+            f"champion {model_id} ({len(history)} weeks of spend history up to {train_end})"
+        )
+        started = time.perf_counter()
+        model = load_model(str(serving["artifact_path"]))
+        try:
+            opt = recommend(
+                model, market, plans, history, groups=groups, max_draws=settings.max_draws,
+                dagster_run_id=context.run_id,
+            )  # fmt: skip
+        except (PlanError, ValueError) as exc:  # a plan that does not fit the model, duplicate names
+            raise dg.Failure(f"market {market}: {exc}") from None
+        seconds = time.perf_counter() - started
+        conflicts = _conflicts(opt)
+        base = opt.base
+        table = opt.comparison.table
+        context.log.info(
+            f"market {market}: {len(plans)} plan(s) optimized over {opt.n_draws} draws in {seconds:.1f}s; "
+            + ", ".join(f"{r.scenario}: {r.status}" for r in table.itertuples())
+        )
+        metadata: dict[str, object] = {
+            "champion": model_id,
+            "plan": opt.base_plan.name,
+            "plan_source": opt.base_plan.source,
+            "draws": opt.n_draws,
+            "seconds": seconds,
+            "scenarios": dg.MetadataValue.md(_scenarios_markdown(table)),
+        }
+        if base is None:
+            kept = previous["optimization_id"] if previous else "none yet"
+            context.log.warning(
+                f"market {market}: the base plan is infeasible: nothing written; the last recommendation "
+                f"({kept}) stays. " + " | ".join(conflicts)
+            )
+            metadata |= {"status": "infeasible: nothing written", "serving": kept}
+        else:
+            with warehouse.get_connection() as conn:
+                write_optimization(conn, opt)
+            summary = base.summary.iloc[0]
+            uplift = _uplift_text(summary, cfg.kpi.name)
+            context.log.info(
+                f"market {market}: recorded {opt.optimization_id} "
+                f"({', '.join(f'{n} {len(opt.tables[n])}' for n in OPTIMIZATION_TABLES)} rows); "
+                f"budget {summary['budget']:,.0f}, uplift {uplift}"
+            )
+            metadata |= {
+                "status": "recorded",
+                "optimization_id": opt.optimization_id,
+                "serving": opt.optimization_id,
+                "budget": float(summary["budget"]),
+                "total_recommended": float(summary["total_recommended"]),
+                "uplift": uplift,
+                "uplift_mean": float(summary["uplift_mean"]),
+                "uplift_hdi_low": float(summary["uplift_hdi_low"]),
+                "uplift_hdi_high": float(summary["uplift_hdi_high"]),
+                "prob_uplift_positive": float(summary["prob_uplift_positive"]),
+                "recommendation": dg.MetadataValue.md(_recommendation_markdown(base.recommendation)),
+                "chart": dg.MetadataValue.md(
+                    budget_chart(base.recommendation, f"{market}: current vs recommended spend")
+                ),
+            }
+        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.AssetCheckResult(
+            check_name="plan_feasible",
+            passed=bool(not conflicts),
+            metadata={
+                "conflicting_rules": dg.MetadataValue.md("\n".join(f"- {c}" for c in conflicts) or "none"),
+                "written": base is not None,
+            },
+        )
+        not_evaluated = {"note": "not evaluated: the base plan is infeasible"}
+        yield dg.AssetCheckResult(
+            check_name="within_history",
+            passed=bool(base is None or not base.flags),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=not_evaluated
+            if base is None
+            else {"flags": dg.MetadataValue.md("\n".join(f"- {f}" for f in base.flags) or "none")},
+        )
+        yield dg.AssetCheckResult(
+            check_name="uplift_positive",
+            passed=bool(base is None or base.summary.iloc[0]["prob_uplift_positive"] >= MIN_PROB_UPLIFT),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=not_evaluated
+            if base is None
+            else {
+                "prob_uplift_positive": float(base.summary.iloc[0]["prob_uplift_positive"]),
+                "uplift": _uplift_text(base.summary.iloc[0], cfg.kpi.name),
+            },
+        )
+
+    return [budget_recommendation]

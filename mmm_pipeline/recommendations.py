@@ -1,0 +1,358 @@
+"""Budget recommendations in the warehouse: the champion's optimized plans, as the ``optimization`` schema.
+
+:func:`recommend` runs the base plan and its scenarios (:mod:`mmm_pipeline.optimize`) against a market's
+champion model and its recent spend, and lays the results out as the tables of :data:`OPTIMIZATION_DDL`;
+:func:`write_optimization` records them in one transaction, under a new ``optimization_id``. Every run
+is kept; the ``optimization.latest_<table>`` views show each market's most recent optimization, so a
+run whose base plan is infeasible (nothing written) leaves the last good recommendation serving.
+
+No Dagster here: the ``budget_recommendation`` asset reads the champion and the history briefly,
+computes outside any DuckDB connection, then writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+
+from .optimize import (
+    BudgetResult,
+    InfeasiblePlanError,
+    Plan,
+    ResponseModel,
+    ScenarioComparison,
+    compare_scenarios,
+)
+from .registry import StoredModel
+from .warehouse import quote_ident, relation_exists
+
+#: The optimization tables. Every row carries ``optimization_id`` (one optimization of a market: a base
+#: plan and its scenarios against one champion), ``market``, ``model_id`` (the champion used) and
+#: ``created_at`` (UTC). Amounts are in the spend currency over the plan's horizon (one week for a
+#: steady-state plan), contributions in KPI units over the same horizon; HDIs are 94%.
+OPTIMIZATION_DDL = """
+CREATE SCHEMA IF NOT EXISTS optimization;
+CREATE TABLE IF NOT EXISTS optimization.plan_summary (   -- one row per optimization: the base plan
+    optimization_id VARCHAR PRIMARY KEY, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    dagster_run_id VARCHAR,
+    plan VARCHAR,                     -- the base plan's name
+    description VARCHAR,
+    plan_source VARCHAR,              -- the plan file
+    plan_hash VARCHAR,                -- sha256 of the base plan and scenarios (their content)
+    scenarios VARCHAR,                -- the scenarios compared with it, comma-separated
+    infeasible_scenarios VARCHAR,     -- scenarios whose rules conflict (see optimization.scenarios)
+    mode VARCHAR,                     -- steady_state (a weekly run rate) | plan (weeks planned one by one)
+    weeks INTEGER,                    -- the plan's horizon
+    objective VARCHAR,                -- kpi | roi | profit | blend
+    risk VARCHAR,                     -- how the posterior draws were summarised (mean, cvar alpha=...)
+    budget DOUBLE, budget_mode VARCHAR,               -- exact | at_most
+    total_current DOUBLE,             -- the current allocation over the horizon (recent weeks' average)
+    total_recommended DOUBLE,
+    objective_current DOUBLE, objective_recommended DOUBLE,
+    contribution_current_mean DOUBLE,
+    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
+    roas_current DOUBLE, roas_recommended DOUBLE,
+    uplift_mean DOUBLE, uplift_hdi_low DOUBLE, uplift_hdi_high DOUBLE,   -- recommended - current, per draw
+    uplift_pct DOUBLE,                -- uplift_mean as % of the current media contribution
+    prob_uplift_positive DOUBLE,      -- share of posterior draws where the recommendation beats current
+    same_mix_uplift_mean DOUBLE, same_mix_uplift_hdi_low DOUBLE, same_mix_uplift_hdi_high DOUBLE,
+    prob_same_mix_uplift_positive DOUBLE,  -- vs the current mix scaled to the recommended total
+    n_flags INTEGER, flags VARCHAR,   -- recommended spend outside the historical range ('; '-separated)
+    n_draws INTEGER,                  -- posterior draws used
+    history_start DATE, history_end DATE,  -- the spend history (up to the champion's last training week)
+    seconds DOUBLE                    -- optimization time of the base plan
+);
+CREATE TABLE IF NOT EXISTS optimization.recommendations (   -- the base plan, one row per channel
+    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    channel VARCHAR, channel_group VARCHAR,
+    current DOUBLE, recommended DOUBLE, change DOUBLE, change_pct DOUBLE,
+    share_current DOUBLE, share_recommended DOUBLE,
+    contribution_current_mean DOUBLE,
+    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
+    roas_current DOUBLE, roas_recommended DOUBLE,      -- posterior means
+    mroas_current DOUBLE, mroas_recommended DOUBLE,    -- extra KPI per extra unit of spend, there
+    hist_weekly_min DOUBLE, hist_weekly_max DOUBLE, recommended_weekly_max DOUBLE,
+    range_flag VARCHAR                -- '' | above_history | below_history | switched_off | never_spent
+);
+CREATE TABLE IF NOT EXISTS optimization.marginal_roi (   -- base plan: each channel at multiples of its
+    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,  -- recommendation
+    created_at TIMESTAMP NOT NULL,
+    channel VARCHAR, level DOUBLE,    -- spend = level x recommended
+    spend DOUBLE, contribution_mean DOUBLE, roas_mean DOUBLE,
+    mroas_mean DOUBLE, mroas_hdi_low DOUBLE, mroas_hdi_high DOUBLE,
+    is_recommended BOOLEAN, is_current BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS optimization.weekly_allocations (   -- base plan, week by week
+    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    week_index INTEGER,               -- 0 = the first week after the history
+    week DATE,                        -- that week's start
+    channel VARCHAR, current DOUBLE, recommended DOUBLE
+);
+CREATE TABLE IF NOT EXISTS optimization.scenarios (   -- the base plan and every scenario, side by side
+    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    scenario VARCHAR, is_base BOOLEAN, description VARCHAR, source VARCHAR,
+    status VARCHAR,                   -- ok | infeasible (no allocation meets every rule)
+    conflicts VARCHAR,                -- infeasible: the conflicting rules, as named in the plan file
+    objective VARCHAR, budget DOUBLE, total_current DOUBLE, total_recommended DOUBLE,
+    objective_recommended DOUBLE,
+    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
+    roas_recommended DOUBLE,
+    uplift_mean DOUBLE, uplift_hdi_low DOUBLE, uplift_hdi_high DOUBLE, prob_uplift_positive DOUBLE,
+    same_mix_uplift_mean DOUBLE, n_flags INTEGER, seconds DOUBLE
+);
+CREATE TABLE IF NOT EXISTS optimization.scenario_allocations (   -- feasible scenarios, per channel
+    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    scenario VARCHAR, channel VARCHAR, current DOUBLE, recommended DOUBLE, change_pct DOUBLE,
+    share_recommended DOUBLE, contribution_mean DOUBLE, mroas_recommended DOUBLE, range_flag VARCHAR
+);
+"""
+
+#: The tables above; each also gets a ``latest_<name>`` view (each market's latest optimization), for BI.
+OPTIMIZATION_TABLES = (
+    "plan_summary",
+    "recommendations",
+    "marginal_roi",
+    "weekly_allocations",
+    "scenarios",
+    "scenario_allocations",
+)
+
+_KEYS = ["optimization_id", "market", "model_id", "created_at"]
+_SUMMARY_FROM_RESULT = [
+    "mode", "weeks", "objective", "risk", "budget", "budget_mode", "total_current", "total_recommended",
+    "objective_current", "objective_recommended", "contribution_current_mean", "contribution_mean",
+    "contribution_hdi_low", "contribution_hdi_high", "roas_current", "roas_recommended", "uplift_mean",
+    "uplift_hdi_low", "uplift_hdi_high", "uplift_pct", "prob_uplift_positive", "same_mix_uplift_mean",
+    "same_mix_uplift_hdi_low", "same_mix_uplift_hdi_high", "prob_same_mix_uplift_positive", "n_flags",
+    "seconds",
+]  # fmt: skip
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the ``optimization`` tables and their ``latest_<table>`` views (idempotent)."""
+    conn.execute(OPTIMIZATION_DDL)
+    conn.execute(
+        "CREATE OR REPLACE VIEW optimization.latest_plan_summary AS SELECT * FROM optimization.plan_summary "
+        "QUALIFY row_number() OVER (PARTITION BY market ORDER BY created_at DESC, optimization_id DESC) = 1"
+    )
+    for name in OPTIMIZATION_TABLES[1:]:
+        conn.execute(
+            f"CREATE OR REPLACE VIEW optimization.latest_{name} AS SELECT * FROM optimization.{name} "
+            "WHERE optimization_id IN (SELECT optimization_id FROM optimization.latest_plan_summary)"
+        )
+
+
+def new_optimization_id(market: str, created_at: dt.datetime) -> str:
+    """``opt-<market>-<UTC time>-<8 hex>``: readable, sortable per market, unique."""
+    return f"opt-{market}-{created_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def plan_hash(plans: Sequence[Plan]) -> str:
+    """sha256 of the plans' content (not their file names): what a re-optimization would change."""
+    payload = [p.model_dump(mode="json") for p in plans]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def spend_history(
+    conn: duckdb.DuckDBPyConnection, market: str, channels: Sequence[str], until: dt.date
+) -> pd.DataFrame:
+    """The market's weekly spend per channel (``week``, ``spend_<channel>``) up to ``until``, oldest first.
+
+    Raises ``ValueError`` naming the channels the modeling table no longer has.
+    """
+    columns = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'marts' AND table_name = 'fct_modeling_weekly'"
+        ).fetchall()
+    }
+    missing = [c for c in channels if f"spend_{c}" not in columns]
+    if missing:
+        raise ValueError(
+            f"the champion's channels {missing} have no spend column in marts.fct_modeling_weekly: "
+            "refit the model after changing the channels"
+        )
+    selected = ", ".join(quote_ident(f"spend_{c}") for c in channels)
+    return conn.execute(
+        f"SELECT week, {selected} FROM marts.fct_modeling_weekly "
+        "WHERE market = ? AND week <= ? ORDER BY week",
+        [market, until],
+    ).df()
+
+
+@dataclass
+class Optimization:
+    """One optimization of a market: the base plan and its scenarios against the champion.
+
+    ``tables`` (the :data:`OPTIMIZATION_TABLES`, keys included) is empty when the base plan is
+    infeasible: nothing is to be written. ``infeasible`` maps each infeasible plan's name to its error
+    (with the conflicting rules).
+    """
+
+    optimization_id: str
+    market: str
+    model_id: str
+    created_at: dt.datetime
+    plans: list[Plan]
+    comparison: ScenarioComparison
+    n_draws: int
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def base_plan(self) -> Plan:
+        return self.plans[0]
+
+    @property
+    def base(self) -> BudgetResult | None:
+        result = self.comparison.results[self.base_plan.name]
+        return result if isinstance(result, BudgetResult) else None
+
+    @property
+    def infeasible(self) -> dict[str, InfeasiblePlanError]:
+        return {k: v for k, v in self.comparison.results.items() if isinstance(v, InfeasiblePlanError)}
+
+
+def recommend(
+    model: StoredModel,
+    market: str,
+    plans: Sequence[Plan],
+    history: pd.DataFrame,
+    *,
+    groups: Mapping[str, str] | None = None,
+    max_draws: int | None = 1000,
+    dagster_run_id: str | None = None,
+    created_at: dt.datetime | None = None,
+) -> Optimization:
+    """Optimize the base plan (``plans[0]``) and the scenarios after it with the ``model``.
+
+    ``history``: the market's weekly spend up to the model's last training week (:func:`spend_history`);
+    its last ``current_weeks`` weeks are the current allocation. Raises
+    :class:`mmm_pipeline.optimize.PlanError` for a plan that does not fit the model (unknown channel,
+    group...); infeasible plans are reported in the result, never guessed.
+    """
+    created_at = created_at or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    response = ResponseModel.from_idata(model.idata, model.scaling, model.spec, max_draws)
+    comparison = compare_scenarios(list(plans), response, history=history, groups=groups)
+    out = Optimization(
+        new_optimization_id(market, created_at), market, model.model_id, created_at, list(plans),
+        comparison, response.n_draws,
+    )  # fmt: skip
+    if out.base is not None:
+        out.tables = _tables(out, history, dagster_run_id)
+    return out
+
+
+def _tables(opt: Optimization, history: pd.DataFrame, dagster_run_id: str | None) -> dict[str, pd.DataFrame]:
+    base, plans = opt.base, opt.plans
+    assert base is not None
+    keys = {"optimization_id": opt.optimization_id, "market": opt.market, "model_id": opt.model_id,
+            "created_at": opt.created_at}  # fmt: skip
+    weeks = pd.to_datetime(history["week"]) if len(history) else pd.Series(dtype="datetime64[ns]")
+    history_end = weeks.max().date() if len(weeks) else None
+    summary = base.summary.iloc[0]
+    plan_summary = pd.DataFrame(
+        [
+            {
+                **keys,
+                "dagster_run_id": dagster_run_id,
+                "plan": opt.base_plan.name,
+                "description": opt.base_plan.description,
+                "plan_source": opt.base_plan.source,
+                "plan_hash": plan_hash(plans),
+                "scenarios": ", ".join(p.name for p in plans[1:]),
+                "infeasible_scenarios": ", ".join(opt.infeasible),
+                **{k: summary[k] for k in _SUMMARY_FROM_RESULT},
+                "flags": "; ".join(base.flags),
+                "n_draws": opt.n_draws,
+                "history_start": weeks.min().date() if len(weeks) else None,
+                "history_end": history_end,
+            }
+        ]
+    )
+    recommendations = base.recommendation.rename(columns={"group": "channel_group"})
+    weekly = base.weekly.copy()
+    if history_end is not None:
+        weekly.insert(1, "week", [history_end + dt.timedelta(weeks=int(i) + 1) for i in weekly["week_index"]])
+    by_name = {p.name: p for p in plans}
+    scenarios = opt.comparison.table.assign(
+        is_base=lambda t: t["scenario"] == opt.base_plan.name,
+        description=lambda t: [by_name[s].description for s in t["scenario"]],
+        source=lambda t: [by_name[s].source for s in t["scenario"]],
+    )
+    tables = {
+        "plan_summary": plan_summary,
+        "recommendations": recommendations,
+        "marginal_roi": base.marginal,
+        "weekly_allocations": weekly,
+        "scenarios": scenarios,
+        "scenario_allocations": opt.comparison.allocations,
+    }
+    return {name: _with_keys(frame, keys) for name, frame in tables.items()}
+
+
+def _with_keys(frame: pd.DataFrame, keys: dict[str, object]) -> pd.DataFrame:
+    rest = [c for c in frame.columns if c not in keys]
+    out = frame[rest].copy()
+    for i, (k, v) in enumerate(keys.items()):
+        out.insert(i, k, v)
+    return out
+
+
+def write_optimization(conn: duckdb.DuckDBPyConnection, opt: Optimization) -> None:
+    """Record an optimization's tables in one transaction (nothing for an infeasible base plan)."""
+    if not opt.tables:
+        raise ValueError(f"optimization {opt.optimization_id} has no feasible base plan: nothing to write")
+    ensure_schema(conn)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for name in OPTIMIZATION_TABLES:
+            conn.execute(f"DELETE FROM optimization.{name} WHERE optimization_id = ?", [opt.optimization_id])
+            conn.register("optimization_rows", opt.tables[name])
+            conn.execute(f"INSERT INTO optimization.{name} BY NAME SELECT * FROM optimization_rows")
+            conn.unregister("optimization_rows")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def latest_optimization(conn: duckdb.DuckDBPyConnection, market: str) -> dict[str, object] | None:
+    """The market's latest recorded optimization (its ``plan_summary`` row), or None (read-only safe)."""
+    if not relation_exists(conn, "optimization", "plan_summary"):
+        return None
+    frame = conn.execute(
+        "SELECT * FROM optimization.plan_summary WHERE market = ? "
+        "ORDER BY created_at DESC, optimization_id DESC LIMIT 1",
+        [market],
+    ).df()
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def optimization_is_current(conn: duckdb.DuckDBPyConnection, market: str, plans: Sequence[Plan]) -> bool:
+    """Whether the market's latest optimization used its current champion and these plans (same content).
+
+    A runner can re-optimize (cheap) when this is false although the model needs no refit: the plan
+    files changed, or a new champion was promoted without an optimization after it.
+    """
+    latest = latest_optimization(conn, market)
+    if latest is None:
+        return False
+    serving = conn.execute(
+        "SELECT model_id FROM models.model_runs WHERE market = ? AND status = 'champion'", [market]
+    ).fetchone()
+    return (
+        serving is not None and serving[0] == latest["model_id"] and latest["plan_hash"] == plan_hash(plans)
+    )
