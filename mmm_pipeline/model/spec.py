@@ -68,9 +68,10 @@ class SamplerSpec(_Strict):
     draws: int = Field(1000, ge=10)
     tune: int = Field(1000, ge=10)
     target_accept: float = Field(0.95, gt=0.5, lt=1.0)
-    """0.95: measured on 10 synthetic worlds (nutpie, 4 x 1000), 0.9 left divergences in 2 of 5 (8 and 5),
-    0.95 in 1 of 10 (1 divergence) for about 10% more gradient evaluations; 0.97 did no better (1 of 10)
-    for 40% more. See ``benchmarks/README.md``."""
+    """0.95 (was 0.9): on 10 synthetic worlds (``bench_recovery.py``, nutpie 4 x 1000) 0.9 left
+    divergences in 3 worlds (20, 2, 1), 0.95 in 2 (3, 1), for about 11% more gradient evaluations per
+    draw (16.4 vs 14.7); in an earlier round 0.97 did no better for about 37% more. See
+    ``benchmarks/README.md``."""
     seed: int = 0
     cores: int | None = None
     """Chains run in parallel; default min(chains, CPUs)."""
