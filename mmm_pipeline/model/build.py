@@ -20,6 +20,10 @@ Every array the data determines enters through a ``pm.Data`` container, and the 
 multiple of :attr:`ModelSpec.pad_weeks_to` weeks with a mask on the likelihood. Padding sits after the
 last week and adstock only looks back, so padded weeks change nothing; they let next week's refit or
 another CV fold swap the data into an already compiled graph (see ``fit.py``).
+
+NUTS samples ``intercept`` and ``beta_c`` in other coordinates (``intercept_centered``,
+``log_contribution_sd``); the equation, the priors and the posterior are the same (see
+:func:`build_model`).
 """
 
 from __future__ import annotations
