@@ -287,42 +287,41 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 # --- artifacts -------------------------------------------------------------------------------------
 
 
-def write_artifacts(
-    folder: Path, record: FitRecord, idata: az.InferenceData, tables: dict[str, pd.DataFrame]
+def _write_folder(
+    folder: Path, record_name: str, record: object, tables: dict[str, pd.DataFrame], extra=None
 ) -> Path:
-    """Write the posterior, record and tables into ``folder`` atomically (aside, then renamed)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        idata.to_netcdf(str(tmp / "posterior.nc"))
-        (tmp / "tables").mkdir()
-        for name, frame in tables.items():
-            frame.to_parquet(tmp / "tables" / f"{name}.parquet", index=False)
-        (tmp / "run.json").write_text(json.dumps(asdict(record), indent=2, default=str))
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return folder
-
-
-def write_cv_artifacts(folder: Path, record: CVRecord, tables: dict[str, pd.DataFrame]) -> Path:
-    """Write a CV run's tables and record into ``folder`` atomically (aside, then renamed)."""
+    """Write ``tables/*.parquet``, the record as JSON and ``extra(tmp)``'s files into ``folder``
+    atomically: everything goes to a hidden sibling first, which then replaces ``folder`` by rename."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "tables").mkdir(parents=True)
     try:
+        if extra is not None:
+            extra(tmp)
         for name, frame in tables.items():
             frame.to_parquet(tmp / "tables" / f"{name}.parquet", index=False)
-        (tmp / "cv.json").write_text(json.dumps(asdict(record), indent=2, default=str))
-        if folder.exists():  # a re-run of the same model's CV replaces the old tables
+        (tmp / record_name).write_text(json.dumps(asdict(record), indent=2, default=str))
+        if folder.exists():  # a re-run for the same model replaces the old files
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return folder
+
+
+def write_artifacts(
+    folder: Path, record: FitRecord, idata: az.InferenceData, tables: dict[str, pd.DataFrame]
+) -> Path:
+    """Write the posterior, record and tables into ``folder`` atomically (aside, then renamed)."""
+    return _write_folder(
+        folder, "run.json", record, tables, extra=lambda tmp: idata.to_netcdf(str(tmp / "posterior.nc"))
+    )
+
+
+def write_cv_artifacts(folder: Path, record: CVRecord, tables: dict[str, pd.DataFrame]) -> Path:
+    """Write a CV run's tables and record into ``folder`` atomically (aside, then renamed)."""
+    return _write_folder(folder, "cv.json", record, tables)
 
 
 def read_record(folder: Path) -> FitRecord:

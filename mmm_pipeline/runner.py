@@ -245,6 +245,17 @@ def _refit_models(
                 for m in weeks
             }
     current_hash = config_hash(cfg)
+
+    def run_market(selection: list[dg.AssetKey] | None, market: str) -> None:
+        result = defs.resolve_job_def(MODEL_JOB).execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config=RUN_CONFIG,
+            asset_selection=selection,
+            partition_key=market,
+        )
+        _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
+
     known = set(instance.get_dynamic_partitions(MARKETS.name))
     if missing := sorted(set(weeks) - known):
         instance.add_dynamic_partitions(MARKETS.name, missing)
@@ -260,21 +271,7 @@ def _refit_models(
             log(f"market {market}: model {run['model_id']} ({run['status']}) already covers {last_week}")
             if reoptimize.get(market):
                 log(f"market {market}: the budget plans or the champion changed: re-optimizing")
-                result = defs.resolve_job_def(MODEL_JOB).execute_in_process(
-                    instance=instance,
-                    raise_on_error=False,
-                    run_config=RUN_CONFIG,
-                    asset_selection=[dg.AssetKey("budget_recommendation"), dg.AssetKey("bi_model_snapshots")],
-                    partition_key=market,
-                )
-                _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
+                run_market([dg.AssetKey("budget_recommendation"), dg.AssetKey("bi_model_snapshots")], market)
             continue
         log(f"market {market}: fitting the model on weeks up to {last_week}")
-        result = defs.resolve_job_def(MODEL_JOB).execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            run_config=RUN_CONFIG,
-            asset_selection=keys,
-            partition_key=market,
-        )
-        _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
+        run_market(keys, market)
