@@ -124,6 +124,7 @@ def insight_tables(result: FitResult) -> dict[str, pd.DataFrame]:
         "parameter_summary": summary,
         "decomposition": decomposition,
         "channel_summary": insights.channel_summary(idata, scaling, spec, data, carry).reset_index(),
+        "channel_period_summary": insights.channel_period_summary(idata, scaling, spec, data, carry),
         "response_curves": insights.response_curves(idata, scaling, spec),
         "adstock_weights": insights.adstock_weights(idata, spec),
         "fit_weekly": fit_weekly,

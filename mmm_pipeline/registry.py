@@ -117,6 +117,17 @@ CREATE TABLE IF NOT EXISTS models.channel_summary (
     roas_mean DOUBLE, roas_hdi_low DOUBLE, roas_hdi_high DOUBLE,
     mroas_mean DOUBLE, mroas_hdi_low DOUBLE, mroas_hdi_high DOUBLE
 );
+CREATE TABLE IF NOT EXISTS models.channel_period_summary (   -- from the posterior draws of each period's sum
+    model_id VARCHAR, market VARCHAR,
+    period_type VARCHAR,              -- quarter | year (calendar periods of the week start dates)
+    period VARCHAR,                   -- 2018-Q2 | 2018
+    period_start DATE, period_end DATE, first_week DATE, last_week DATE, n_weeks INTEGER,
+    complete BOOLEAN,                 -- the training window holds every week starting in the period
+    channel VARCHAR, spend DOUBLE,
+    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
+    share_mean DOUBLE, share_hdi_low DOUBLE, share_hdi_high DOUBLE,
+    roas_mean DOUBLE, roas_hdi_low DOUBLE, roas_hdi_high DOUBLE
+);
 CREATE TABLE IF NOT EXISTS models.response_curves (
     model_id VARCHAR, market VARCHAR, channel VARCHAR, weekly_spend DOUBLE,
     mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
@@ -143,6 +154,7 @@ INSIGHT_TABLES = (
     "parameter_summary",
     "decomposition",
     "channel_summary",
+    "channel_period_summary",
     "response_curves",
     "adstock_weights",
     "fit_weekly",

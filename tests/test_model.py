@@ -168,6 +168,34 @@ def test_diagnostics_and_insights(data, result, messages):
     assert any("draws" in m for m in messages)  # nutpie's own progress, rendered as text
 
 
+def test_channel_period_summary_sums_draws_not_intervals(data, result):
+    """Quarterly/yearly ROAS comes from the draws of each period's sum: means add up to the window's,
+    and a quarter's contribution interval is narrower than the sum of its weekly intervals."""
+    periods = insights.channel_period_summary(result.idata, result.scaling, SPEC, data)
+    whole = insights.channel_summary(result.idata, result.scaling, SPEC, data)
+    decomp = insights.decomposition(result.idata, result.scaling, SPEC, data)
+    assert set(periods["period_type"]) == {"quarter", "year"}
+    for _, rows in periods.groupby("period_type"):
+        totals = rows.groupby("channel")[["spend", "contribution_mean"]].sum()
+        np.testing.assert_allclose(totals["spend"], whole.loc[totals.index, "spend"])
+        np.testing.assert_allclose(totals["contribution_mean"], whole.loc[totals.index, "contribution_mean"])
+        assert rows.drop_duplicates("period")["n_weeks"].sum() == data.n_weeks
+    quarters = periods[periods["period_type"] == "quarter"]
+    assert quarters["period"].str.fullmatch(r"\d{4}-Q[1-4]").all()
+    complete = quarters[quarters["complete"]]
+    assert complete["n_weeks"].between(13, 14).all()
+    assert quarters.loc[~quarters["complete"], "n_weeks"].lt(14).all()
+    np.testing.assert_allclose(complete["roas_mean"] * complete["spend"], complete["contribution_mean"],
+                               rtol=1e-9)  # fmt: skip
+    row = complete.iloc[0]
+    first, last = pd.Timestamp(row["first_week"]), pd.Timestamp(row["last_week"])
+    weeks = pd.to_datetime(decomp["week"]).between(first, last)
+    weekly = decomp[weeks & (decomp["component"] == row["channel"])]
+    summed_width = (weekly["hdi_high"] - weekly["hdi_low"]).sum()
+    assert 0 < row["contribution_hdi_high"] - row["contribution_hdi_low"] < summed_width
+    assert row["roas_hdi_low"] <= row["roas_mean"] <= row["roas_hdi_high"]
+
+
 def test_delayed_hill_student_t_graph_matches_numpy_prediction(data):
     """The PyTensor graph and the NumPy prediction agree for the other adstock/saturation/likelihood."""
     spec = ModelSpec(adstock="delayed", saturation="hill", likelihood="student_t", l_max=6, n_fourier=1)

@@ -98,6 +98,66 @@ def channel_summary(
     return table.set_index("channel")
 
 
+#: Calendar periods :func:`channel_period_summary` reports, with their pandas period codes.
+PERIODS = {"quarter": "Q", "year": "Y"}
+
+
+def channel_period_summary(
+    idata: az.InferenceData,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    data: ModelData,
+    carry_in: np.ndarray | None = None,
+    hdi_prob: float = HDI_PROB,
+) -> pd.DataFrame:
+    """Per calendar quarter and year of ``data`` and per channel: spend, contribution, share of media
+    contribution and ROAS, each with mean and HDI computed from the posterior draws of the period's sum.
+
+    Why from draws: the HDI of a sum is not the sum of weekly HDIs (that would be far too wide), and a
+    period's ROAS interval needs the joint draws of its weeks. A week belongs to the period holding its
+    start date; its contribution includes carry-over from earlier spend (as in :func:`channel_summary`,
+    ROAS = contribution in the period's weeks / spend in those weeks). ``complete`` says whether the
+    window holds every week starting in the period (a partial first or last period is still reported).
+    """
+    contributions = predict(idata, scaling, spec, data, carry_in).contributions  # (S, T, C)
+    dates = pd.DatetimeIndex(data.dates)
+    step = pd.Timedelta(weeks=1)
+    frames = []
+    for period_type, code in PERIODS.items():
+        labels = dates.to_period(code)
+        for period in labels.unique():
+            mask = np.asarray(labels == period)
+            weeks = dates[mask]
+            start, end = period.start_time.normalize(), period.end_time.normalize()
+            spend = data.spend[mask].sum(axis=0)
+            contribution = contributions[:, mask, :].sum(axis=1)  # (S, C)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                metrics = {
+                    "contribution": contribution,
+                    "share": contribution / contribution.sum(axis=1, keepdims=True),
+                    "roas": contribution / spend,
+                }
+            table = pd.DataFrame(
+                {
+                    "period_type": period_type,
+                    "period": str(period).replace("Q", "-Q"),
+                    "period_start": start.date(),
+                    "period_end": end.date(),
+                    "first_week": weeks[0].date(),
+                    "last_week": weeks[-1].date(),
+                    "n_weeks": int(mask.sum()),
+                    "complete": bool(weeks[0] - step < start and weeks[-1] + step > end),
+                    "channel": list(data.channels),
+                    "spend": spend,
+                }
+            )
+            for metric, values in metrics.items():
+                for stat, column in _summarise(values, hdi_prob).items():
+                    table[f"{metric}_{stat}"] = column
+            frames.append(table)
+    return pd.concat(frames, ignore_index=True)
+
+
 def _marginal_roas(
     draws: PosteriorDraws,
     scaling: ScalingSpec,
