@@ -191,6 +191,8 @@ class PathsConfig(StrictModel):
     quarantine: str | None = None
     artifacts: str | None = None
     dagster_home: str | None = None
+    reports: str | None = None
+    """Executive reports, ``<reports>/<market>/<date>/report.html|report.md``; default ``data/reports``."""
     sql_models: str | None = None
     """Folder of the SQL models; default is the ``dbt_like_sql`` folder shipped with the package."""
 
@@ -286,6 +288,10 @@ class ProjectConfig(StrictModel):
     @property
     def dagster_home(self) -> Path:
         return self._path(self.paths.dagster_home, "dagster_home")
+
+    @property
+    def reports_dir(self) -> Path:
+        return self._path(self.paths.reports, "reports")
 
     @property
     def sql_models_dir(self) -> Path:

@@ -15,6 +15,7 @@ from .defs.assets.ingestion import build_ingestion_assets
 from .defs.assets.model import build_model_assets
 from .defs.assets.optimization import build_optimization_assets
 from .defs.assets.publish import build_publish_assets
+from .defs.assets.report import build_report_assets
 from .defs.jobs import build_jobs
 from .defs.resources import build_resources
 from .sql_models import discover_models
@@ -30,6 +31,7 @@ def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
             *build_cv_assets(cfg),
             *build_optimization_assets(cfg),
             *build_publish_assets(cfg, models),
+            *build_report_assets(cfg),
         ],
         jobs=build_jobs(cfg),
         resources=build_resources(cfg),

@@ -287,8 +287,18 @@ def new_model_id(market: str, train_end: dt.date) -> str:
     return f"{market}-{train_end:%Y%m%d}-{uuid.uuid4().hex[:8]}"
 
 
+#: Views of ``models.model_runs`` with one row per market, for BI: the serving model and the newest fit.
+RUN_VIEWS = {
+    "champion_model_runs": f"SELECT * FROM models.model_runs WHERE status = '{CHAMPION}'",
+    "latest_model_runs": "SELECT * FROM models.model_runs "
+    "QUALIFY row_number() OVER (PARTITION BY market ORDER BY created_at DESC, model_id DESC) = 1",
+}
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(MODELS_DDL)
+    for name, sql in RUN_VIEWS.items():
+        conn.execute(f"CREATE OR REPLACE VIEW models.{name} AS {sql}")
     for name in RUN_TABLES:
         conn.execute(
             f"CREATE OR REPLACE VIEW models.champion_{name} AS SELECT t.* FROM models.{name} t "

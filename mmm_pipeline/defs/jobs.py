@@ -16,7 +16,7 @@ INGEST_SELECTION = dg.AssetSelection.groups("ingestion")
 FEATURES_SELECTION = dg.AssetSelection.groups("staging", "intermediate", "marts") | dg.AssetSelection.assets(
     "bi_snapshots"
 )
-MODEL_SELECTION = dg.AssetSelection.groups("model", "optimization") | dg.AssetSelection.assets(
+MODEL_SELECTION = dg.AssetSelection.groups("model", "optimization", "report") | dg.AssetSelection.assets(
     "bi_model_snapshots"
 )
 
@@ -46,7 +46,7 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
             description=(
                 "Refit one market's MMM on every modeled week, cross-validate it fold by fold, gate it "
                 "on its diagnostics and CV, register it, promote it if it passed, recommend a budget "
-                "with the champion, publish for BI."
+                "with the champion, publish for BI, write the executive report."
             ),
         ),
     ]

@@ -6,7 +6,7 @@ from ...config import ProjectConfig
 from ...publish import export_snapshot, published_snapshots, write_catalog
 from ...recommendations import OPTIMIZATION_TABLES
 from ...recommendations import ensure_schema as ensure_optimization_schema
-from ...registry import RUN_TABLES, ensure_schema
+from ...registry import RUN_TABLES, RUN_VIEWS, ensure_schema
 from ...sql_models import SqlModel
 from ...warehouse import WarehouseResource
 from ..resources import WRITER_POOL
@@ -50,8 +50,9 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         deps=["model_registry", *(["budget_recommendation"] if optimization else [])],
         pool=WRITER_POOL,
         description=(
-            "Publishes the model registry for BI the same way: model_runs, every run's insight tables "
-            "(model_<table>) and the current champions' rows (champion_<table>) as Parquet snapshots "
+            "Publishes the model registry for BI the same way: model_runs (with champion_model_runs and "
+            "latest_model_runs, one row per market), every run's insight tables (model_<table>) and the "
+            "current champions' rows (champion_<table>) as Parquet snapshots "
             "behind the BI catalog; likewise the budget recommendations: every optimization "
             "(optimization_<table>) and each market's latest one (latest_<table>)."
         ),
@@ -61,6 +62,7 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         relations = {"model_runs": "models.model_runs"}
+        relations |= {name: f"models.{name}" for name in RUN_VIEWS}
         relations |= {f"model_{name}": f"models.{name}" for name in RUN_TABLES}
         relations |= {f"champion_{name}": f"models.champion_{name}" for name in RUN_TABLES}
         if optimization:

@@ -1,0 +1,25 @@
+"""The executive report: one market's findings and recommendation for a busy reader, as HTML and Markdown.
+
+``data`` reads the numbers from the published BI catalog (read-only), ``content`` decides what to say,
+``charts`` draws, ``render`` fills the Jinja2 templates in ``templates/`` and writes a dated report
+folder atomically. No Dagster here: the ``executive_report`` asset is a thin wrapper.
+"""
+
+from .content import SECTIONS, Thresholds
+from .data import CheckStatus, ReportData, ReportDataError, load_report_data
+from .render import Report, build_report, html_problems, latest_report, read_manifest, write_report
+
+__all__ = [
+    "SECTIONS",
+    "CheckStatus",
+    "Report",
+    "ReportData",
+    "ReportDataError",
+    "Thresholds",
+    "build_report",
+    "html_problems",
+    "latest_report",
+    "load_report_data",
+    "read_manifest",
+    "write_report",
+]

@@ -1,0 +1,330 @@
+"""What the report says: headline, actions, channel tables, trust checks, warnings and next steps.
+
+Pure functions from :class:`~mmm_pipeline.report.data.ReportData` to plain dicts and lists the Jinja
+templates lay out (HTML and Markdown from the same context, so the two versions say the same thing).
+Figures are passed through unrounded; the templates' filters format them, and the tests format the BI
+catalog's values with the same filters to check that the report shows exactly the catalog's numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .data import ReportData
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a figure earns a plain-language warning (the model gate's values and rules of thumb)."""
+
+    max_r_hat: float = 1.01
+    min_ess: float = 400.0
+    max_divergences: int = 0
+    #: ROAS interval wider than this multiple of its estimate: too uncertain to act on alone.
+    wide_interval: float = 1.0
+    #: P(uplift > 0) below this: the plan may not beat the current allocation.
+    min_prob_uplift: float = 0.8
+    #: Channel changes beyond this (%) are phased in steps.
+    phase_change_pct: float = 30.0
+    #: 94% interval coverage in CV below this: the model's intervals are too narrow out of sample.
+    min_coverage_94: float = 0.8
+    #: |relative ROAS change| against the previous champion above this is worth a note.
+    max_roas_change: float = 0.3
+    #: Share of the effect that defines "how long it lasts".
+    effect_share: float = 0.9
+
+
+#: Report sections, in reading order: (anchor, title). Templates and the completeness check use them.
+SECTIONS = (
+    ("headline", "Headline"),
+    ("actions", "Recommended actions"),
+    ("channels", "Channel performance"),
+    ("decomposition", "Where sales came from"),
+    ("trust", "Can we trust it"),
+    ("tracking", "Tracked performance"),
+    ("scenarios", "Scenarios"),
+    ("next-steps", "Risks and next steps"),
+)
+
+
+def headline(data: ReportData) -> dict | None:
+    """The recommended plan's uplift (absolute, %, 94% HDI, P>0), ROI before/after and budget."""
+    plan = data.plan
+    if plan is None:
+        return None
+    return {
+        "plan": plan["plan"],
+        "description": plan["description"],
+        "optimization_id": plan["optimization_id"],
+        "model_id": plan["model_id"],
+        "stale": plan["model_id"] != data.model_id,
+        "horizon": "per week (steady state)"
+        if plan["mode"] == "steady_state"
+        else f"over {plan['weeks']} weeks",
+        "uplift": plan["uplift_mean"],
+        "uplift_pct": plan["uplift_pct"],
+        "uplift_low": plan["uplift_hdi_low"],
+        "uplift_high": plan["uplift_hdi_high"],
+        "prob": plan["prob_uplift_positive"],
+        "roas_current": plan["roas_current"],
+        "roas_recommended": plan["roas_recommended"],
+        "budget": plan["budget"],
+        "budget_mode": plan["budget_mode"],
+        "total_current": plan["total_current"],
+        "total_recommended": plan["total_recommended"],
+        "contribution_current": plan["contribution_current_mean"],
+        "contribution": plan["contribution_mean"],
+        "created_at": plan["created_at"],
+    }
+
+
+def actions(data: ReportData, n: int = 3) -> dict[str, list[dict]]:
+    """The largest increases and decreases (current -> recommended), each with its marginal-ROAS reason."""
+    rec = data.recommendations
+    if rec.empty:
+        return {"increases": [], "decreases": []}
+    mean_mroas = float(np.average(rec["mroas_current"], weights=rec["current"].clip(lower=1e-9)))
+
+    def row(r: pd.Series) -> dict:
+        higher = r["mroas_current"] > mean_mroas
+        why = (
+            f"the next unit of spend returns {r['mroas_current']:.2f} here, "
+            f"{'above' if higher else 'below'} the spend-weighted average of {mean_mroas:.2f}; "
+            f"at the recommended level it returns {r['mroas_recommended']:.2f}"
+        )
+        return {**r.to_dict(), "why": why}
+
+    ordered = rec.sort_values("change", ascending=False)
+    return {
+        "increases": [row(r) for _, r in ordered.head(n).iterrows() if r["change"] > 0],
+        "decreases": [row(r) for _, r in ordered.iloc[::-1].head(n).iterrows() if r["change"] < 0],
+        "mean_mroas": mean_mroas,
+    }
+
+
+def adstock_lengths(data: ReportData, share: float) -> pd.DataFrame:
+    """Per channel: mean lag of the effect and weeks until ``share`` of it has acted (posterior means)."""
+    rows = []
+    for channel, frame in data.adstock.groupby("channel", sort=False):
+        weights = frame.sort_values("lag")
+        cumulative = weights["mean"].cumsum() / weights["mean"].sum()
+        rows.append(
+            {
+                "channel": channel,
+                "immediate": float(weights["mean"].iloc[0]),
+                "mean_lag": float((weights["lag"] * weights["mean"]).sum() / weights["mean"].sum()),
+                "weeks_to_share": int(
+                    weights["lag"].iloc[int(np.argmax(cumulative.to_numpy() >= share - 1e-9))]
+                )
+                + 1,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def last_quarter(data: ReportData) -> pd.DataFrame:
+    """ROAS by channel in the last complete quarter of the champion's window (from the draws)."""
+    periods = data.periods
+    if periods.empty:
+        return periods
+    quarters = periods[(periods["period_type"] == "quarter") & periods["complete"]]
+    if quarters.empty:
+        return quarters
+    last = quarters["period_start"].max()
+    return quarters[quarters["period_start"] == last].sort_values("roas_mean", ascending=False)
+
+
+def waterfall_totals(data: ReportData) -> pd.DataFrame:
+    """Each component's total over the window (sum of weekly means: a sum of means is the mean of sums)."""
+    totals = data.decomposition.groupby("component", sort=False)["mean"].sum()
+    base = ["intercept", "trend", "seasonality", "controls"]
+    labels = {"intercept": "baseline"}
+    order = [c for c in base if c in totals.index] + list(
+        data.channels.sort_values("contribution_mean", ascending=False)["channel"]
+    )
+    return pd.DataFrame(
+        {"component": order, "label": [labels.get(c, c) for c in order], "total": [totals[c] for c in order]}
+    )
+
+
+def cv_overall(data: ReportData) -> pd.DataFrame:
+    metrics = data.cv_metrics
+    if metrics.empty:
+        return metrics
+    return metrics[metrics["scope"] == "overall"].sort_values("crps")
+
+
+def data_quality(data: ReportData) -> dict:
+    checks = data.checks
+    return {
+        "n_checks": len(checks),
+        "passed": sum(c.status == "SUCCEEDED" for c in checks),
+        "failed": [c for c in checks if c.status == "FAILED"],
+        "not_run": [c for c in checks if c.status not in ("SUCCEEDED", "FAILED")],
+        "deliveries": data.deliveries.to_dict("records"),
+        "quarantined": int(data.deliveries.loc[data.deliveries["outcome"] == "quarantined", "files"].sum())
+        if not data.deliveries.empty
+        else 0,
+    }
+
+
+def tracking_summary(data: ReportData) -> dict | None:
+    """Weeks tracked since go-live, interval hit rates, the latest rolling MAPE and mean CRPS."""
+    tracked = data.tracking
+    if tracked.empty:
+        return None
+
+    def mean(column: str) -> float | None:
+        return float(tracked[column].astype(float).mean()) if column in tracked else None
+
+    latest = tracked.sort_values("week").iloc[-1]
+    return {
+        "weeks": len(tracked),
+        "first_week": tracked["week"].min(),
+        "last_week": tracked["week"].max(),
+        "in_interval_50": mean("in_interval_50"),
+        "in_interval_94": mean("in_interval_94"),
+        "rolling_mape": latest.get("rolling_mape"),
+        "crps": mean("crps"),
+        "mean_error": mean("error"),
+    }
+
+
+def warnings(data: ReportData, t: Thresholds) -> list[str]:
+    """Plain-language warnings wherever a figure the reader relies on is weak."""
+    out: list[str] = []
+    run = data.run
+    if run["max_r_hat"] > t.max_r_hat or run["divergences"] > t.max_divergences:
+        out.append(
+            f"The sampler's convergence is borderline (max R-hat {run['max_r_hat']:.3f}, "
+            f"{int(run['divergences'])} divergences): treat small differences between channels with care."
+        )
+    if min(run["min_ess_bulk"], run["min_ess_tail"]) < t.min_ess:
+        out.append(
+            f"Few effective posterior draws (min ESS {min(run['min_ess_bulk'], run['min_ess_tail']):.0f}): "
+            "intervals are themselves uncertain."
+        )
+    for r in data.channels.itertuples():
+        width = r.roas_hdi_high - r.roas_hdi_low
+        if r.roas_mean > 0 and width > t.wide_interval * r.roas_mean:
+            out.append(
+                f"{r.channel}: the ROAS is very uncertain (94% interval {r.roas_hdi_low:.2f} to "
+                f"{r.roas_hdi_high:.2f} around {r.roas_mean:.2f}); the data do not pin down its return."
+            )
+    for r in data.recommendations.itertuples():
+        if r.range_flag:
+            out.append(
+                f"{r.channel}: the recommended weekly spend ({r.recommended_weekly_max:,.0f}) lies outside "
+                f"its historical range ({r.hist_weekly_min:,.0f} to {r.hist_weekly_max:,.0f}, "
+                f"{r.range_flag.replace('_', ' ')}): the model extrapolates there."
+            )
+    if data.plan is not None:
+        if data.plan["prob_uplift_positive"] < t.min_prob_uplift:
+            out.append(
+                f"The plan beats the current allocation in only {data.plan['prob_uplift_positive']:.0%} of "
+                "posterior draws: the expected gain is not assured."
+            )
+        if data.plan["model_id"] != data.model_id:
+            out.append(
+                f"The latest recommendation ({data.plan['optimization_id']}) was made with model "
+                f"{data.plan['model_id']}, not the current champion {data.model_id}."
+            )
+    overall = cv_overall(data)
+    if not overall.empty:
+        mmm = overall[overall["model"] == "mmm"]
+        if not mmm.empty:
+            m = mmm.iloc[0]
+            for b in overall[(overall["model"] != "mmm") & (overall["crps"] <= m["crps"])].itertuples():
+                out.append(
+                    f"Out of sample, the {b.model.replace('_', '-')} baseline forecast as well as or better than "
+                    f"the model (CRPS {b.crps:,.4g} vs {m['crps']:,.4g}): the model's forecasts add little."
+                )
+            if pd.notna(m["coverage_94"]) and m["coverage_94"] < t.min_coverage_94:
+                out.append(
+                    f"Only {m['coverage_94']:.0%} of held-out weeks fell inside the model's 94% interval: "
+                    "its intervals are too narrow out of sample."
+                )
+    elif run.get("cv_status") in ("skipped", "failed"):
+        out.append(
+            f"The model was not cross-validated ({run['cv_status']}: {run.get('cv_note') or 'no folds'})."
+        )
+    for r in data.cv_stability.itertuples():
+        if r.roas_unstable:
+            out.append(
+                f"{r.channel}: ROAS moves a lot between CV folds (coefficient of variation {r.roas_cv:.0%}, "
+                f"{r.roas_min:.2f} to {r.roas_max:.2f}): its estimate depends on which weeks are seen."
+            )
+    for r in data.roas_drift.itertuples():
+        if pd.notna(r.relative_change) and abs(r.relative_change) > t.max_roas_change:
+            out.append(
+                f"{r.channel}: ROAS moved {r.relative_change:+.0%} against the previous champion "
+                f"({r.champion_roas_mean:.2f} to {r.roas_mean:.2f})."
+            )
+    dq = data_quality(data)
+    if dq["failed"]:
+        out.append(
+            "Data-quality checks failed: "
+            + ", ".join(f"{c.check} on {c.asset}" for c in dq["failed"])
+            + " (the previous good tables were kept)."
+        )
+    if dq["quarantined"]:
+        out.append(f"{dq['quarantined']} landing file(s) were quarantined and are not in the model's data.")
+    return out
+
+
+def next_steps(data: ReportData, t: Thresholds, n_experiments: int = 2) -> dict[str, list[str]]:
+    """Phasing of large changes, and experiments where the ROAS is least certain."""
+    phasing = []
+    for r in data.recommendations.itertuples():
+        if pd.notna(r.change_pct) and abs(r.change_pct) > t.phase_change_pct:
+            phasing.append(
+                f"{r.channel}: move from {r.current:,.0f} to {r.recommended:,.0f} ({r.change_pct:+.0f}%) in "
+                "steps (e.g. half now, half after four weeks of tracked performance within its interval)."
+            )
+    flagged = [r.channel for r in data.recommendations.itertuples() if r.range_flag]
+    if flagged:
+        phasing.append(
+            "Spend outside the historical range ("
+            + ", ".join(flagged)
+            + ") is where the model extrapolates: "
+            "go there last and watch the tracked forecast error."
+        )
+    channels = data.channels.assign(
+        relative_width=lambda f: (f["roas_hdi_high"] - f["roas_hdi_low"]) / f["roas_mean"].abs()
+    ).sort_values("relative_width", ascending=False)
+    experiments = [
+        f"{r.channel}: ROAS {r.roas_mean:.2f} with 94% interval {r.roas_hdi_low:.2f} to {r.roas_hdi_high:.2f} "
+        f"(spend share {r.spend / channels['spend'].sum():.0%}): a geo holdout or go-dark test would narrow it "
+        "most; feed the result back as a prior."
+        for r in channels.head(n_experiments).itertuples()
+    ]
+    return {"phasing": phasing, "experiments": experiments}
+
+
+def context(data: ReportData, t: Thresholds) -> dict:
+    """Everything the templates need, in reading order."""
+    return {
+        "data": data,
+        "run": data.run,
+        "kpi": data.kpi,
+        "market": data.market,
+        "sections": SECTIONS,
+        "headline": headline(data),
+        "actions": actions(data),
+        "channels": data.channels.to_dict("records"),
+        "last_quarter": last_quarter(data).to_dict("records"),
+        "adstock": adstock_lengths(data, t.effect_share).to_dict("records"),
+        "effect_share": t.effect_share,
+        "waterfall": waterfall_totals(data).to_dict("records"),
+        "cv": cv_overall(data).to_dict("records"),
+        "stability": data.cv_stability.to_dict("records"),
+        "dq": data_quality(data),
+        "tracking": tracking_summary(data),
+        "scenarios": data.scenarios.to_dict("records"),
+        "warnings": warnings(data, t),
+        "next_steps": next_steps(data, t),
+        "thresholds": t,
+    }

@@ -1,0 +1,130 @@
+"""The report's numbers, read from the published BI catalog (``bi.duckdb``) read-only.
+
+Why the BI catalog and not the warehouse: the report and every BI dashboard then read the very same
+snapshots, so they can never disagree, and rendering never competes with a pipeline writer for the
+warehouse. Relations another part of the pipeline has not published yet (an older catalog, tracked
+performance before continuous operation runs) come back as empty frames and their sections are skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from ..warehouse import quote_ident
+
+
+class ReportDataError(ValueError):
+    """The catalog cannot support a report for this market (no catalog, no champion); says which."""
+
+
+@dataclass(frozen=True)
+class CheckStatus:
+    """The latest evaluation of one data-quality asset check (from the Dagster instance)."""
+
+    asset: str
+    check: str
+    status: str  # SUCCEEDED | FAILED | PLANNED (not evaluated yet)
+
+
+@dataclass
+class ReportData:
+    """Everything one market's report shows, as read from the BI catalog (one frame per relation)."""
+
+    market: str
+    kpi: str
+    catalog: Path
+    published_at: dt.datetime | None
+    run: pd.Series
+    """The champion's ``champion_model_runs`` row."""
+    channels: pd.DataFrame
+    periods: pd.DataFrame
+    decomposition: pd.DataFrame
+    response_curves: pd.DataFrame
+    adstock: pd.DataFrame
+    fit_weekly: pd.DataFrame
+    cv_metrics: pd.DataFrame
+    cv_stability: pd.DataFrame
+    cv_fold_parameters: pd.DataFrame
+    roas_drift: pd.DataFrame
+    plan: pd.Series | None
+    """The market's ``latest_plan_summary`` row; None when no recommendation has been published."""
+    recommendations: pd.DataFrame
+    scenarios: pd.DataFrame
+    deliveries: pd.DataFrame
+    tracking: pd.DataFrame
+    checks: list[CheckStatus] = field(default_factory=list)
+
+    @property
+    def model_id(self) -> str:
+        return str(self.run["model_id"])
+
+
+#: Catalog relation read for each frame of :class:`ReportData`, filtered to the market and ordered.
+_MARKET_FRAMES = {
+    "channels": ("champion_channel_summary", "roas_mean DESC"),
+    "periods": ("champion_channel_period_summary", "period_start, channel"),
+    "decomposition": ("champion_decomposition", "week, component"),
+    "response_curves": ("champion_response_curves", "channel, weekly_spend"),
+    "adstock": ("champion_adstock_weights", "channel, lag"),
+    "fit_weekly": ("champion_fit_weekly", "week"),
+    "cv_metrics": ("champion_cv_metrics", "scope, fold, model"),
+    "cv_stability": ("champion_cv_parameter_stability", "channel"),
+    "cv_fold_parameters": ("champion_cv_fold_parameters", "fold, channel, parameter"),
+    "roas_drift": ("champion_roas_drift", "channel"),
+    "recommendations": ("latest_recommendations", "change DESC"),
+    "scenarios": ("latest_scenarios", "is_base DESC, scenario"),
+    "tracking": ("performance_tracking", "week"),
+}
+
+
+def load_report_data(
+    bi_database: Path, market: str, kpi: str, checks: list[CheckStatus] | None = None
+) -> ReportData:
+    """Read one market's report data from the BI catalog (opened read-only, closed before returning)."""
+    if not bi_database.exists():
+        raise ReportDataError(f"no BI catalog at {bi_database}: publish the models first")
+    with duckdb.connect(str(bi_database), read_only=True) as bi:
+        published = dict(bi.execute("SELECT name, published_at FROM published_tables").fetchall())
+
+        def read(relation: str, order: str) -> pd.DataFrame:
+            if relation not in published:
+                return pd.DataFrame()
+            return bi.execute(
+                f"SELECT * FROM {quote_ident(relation)} WHERE market = ? ORDER BY {order}", [market]
+            ).df()
+
+        runs = read("champion_model_runs", "model_id")
+        if runs.empty:
+            raise ReportDataError(
+                f"market {market}: no champion model in {bi_database} (no fit of this market has passed "
+                "the gate yet, or the models were not published)"
+            )
+        frames = {name: read(relation, order) for name, (relation, order) in _MARKET_FRAMES.items()}
+        plans = read("latest_plan_summary", "market")
+        deliveries = _deliveries(bi, published)
+    return ReportData(
+        market=market,
+        kpi=kpi,
+        catalog=bi_database,
+        published_at=max(published.values()) if published else None,
+        run=runs.iloc[0],
+        plan=None if plans.empty else plans.iloc[0],
+        deliveries=deliveries,
+        checks=list(checks or []),
+        **frames,
+    )
+
+
+def _deliveries(bi: duckdb.DuckDBPyConnection, published: dict) -> pd.DataFrame:
+    """Landing deliveries by kind and outcome (accepted / quarantined) with their row counts."""
+    if "fct_landing_deliveries" not in published:
+        return pd.DataFrame(columns=["kind", "outcome", "files", "rows"])
+    return bi.execute(
+        "SELECT kind, outcome, count(*) AS files, coalesce(sum(n_rows), 0) AS rows "
+        "FROM fct_landing_deliveries GROUP BY ALL ORDER BY kind, outcome"
+    ).df()
