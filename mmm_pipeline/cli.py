@@ -14,6 +14,7 @@ import yaml
 
 from .config import CONFIG_ENV_VAR, ConfigError, ProjectConfig, load_config
 from .importers.wide import WideImportError, config_entries, import_wide, load_wide_mapping, read_table
+from .report import latest_report
 from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline
 from .scaffold import EXAMPLES, demo_file, init_project
 
@@ -101,6 +102,17 @@ def _print_recommendation(cfg: ProjectConfig) -> None:
                     )
                 else:
                     print(f"  scenario {name:<22} INFEASIBLE: {conflicts}")
+
+
+def _print_reports(cfg: ProjectConfig) -> None:
+    """Each market's newest executive report (HTML, opens offline in any browser)."""
+    markets = (
+        sorted(p.name for p in cfg.reports_dir.glob("*") if p.is_dir()) if cfg.reports_dir.exists() else []
+    )
+    for market in markets:
+        folder = latest_report(cfg.reports_dir, market)
+        if folder is not None:
+            print(f"Executive report (market {market}): {folder / 'report.html'}")
 
 
 def _print_champions(cfg: ProjectConfig) -> None:
@@ -191,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = _print_summary(summary)
     _print_outputs(cfg)
     print(f"\nfinished in {time.perf_counter() - started:.1f}s")
+    _print_reports(cfg)
     return status
 
 
@@ -213,6 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_outputs(cfg)
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
     print(f"UI: mmm-pipeline --config {config_path} ui")
+    _print_reports(cfg)
     return status
 
 

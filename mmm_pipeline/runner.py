@@ -27,6 +27,7 @@ from .optimize import load_scenarios
 from .recommendations import optimization_is_current
 from .refit import config_hash
 from .registry import champion, latest_run
+from .report import report_is_current
 from .warehouse import WarehouseResource, relation_exists
 
 #: How far a run goes: ``ingest`` only, ``features`` (ingest + feature tables), ``model`` (+ refits).
@@ -40,6 +41,9 @@ concurrency:
     default_limit: 1  # the {WRITER_POOL} pool: DuckDB has one writer
 """
 
+
+#: The executive report: written after each refit, and when a market's newest report is out of date.
+REPORT_KEY = dg.AssetKey("executive_report")
 
 #: Console logging for headless runs: our progress messages, not Dagster's step-by-step debug events.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -245,6 +249,7 @@ def _refit_models(
                 for m in weeks
             }
     current_hash = config_hash(cfg)
+    report = [REPORT_KEY] if keys is None or REPORT_KEY in keys else []
 
     def run_market(selection: list[dg.AssetKey] | None, market: str) -> None:
         result = defs.resolve_job_def(MODEL_JOB).execute_in_process(
@@ -271,7 +276,12 @@ def _refit_models(
             log(f"market {market}: model {run['model_id']} ({run['status']}) already covers {last_week}")
             if reoptimize.get(market):
                 log(f"market {market}: the budget plans or the champion changed: re-optimizing")
-                run_market([dg.AssetKey("budget_recommendation"), dg.AssetKey("bi_model_snapshots")], market)
+                run_market(
+                    [dg.AssetKey("budget_recommendation"), dg.AssetKey("bi_model_snapshots"), *report], market
+                )
+            elif report and not report_is_current(cfg.reports_dir, cfg.bi_database_path, market):
+                log(f"market {market}: no report of the current champion and recommendation yet: writing it")
+                run_market(report, market)
             continue
         log(f"market {market}: fitting the model on weeks up to {last_week}")
         run_market(keys, market)

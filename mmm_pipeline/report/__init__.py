@@ -7,7 +7,15 @@ folder atomically. No Dagster here: the ``executive_report`` asset is a thin wra
 
 from .content import SECTIONS, Thresholds
 from .data import CheckStatus, ReportData, ReportDataError, load_report_data
-from .render import Report, build_report, html_problems, latest_report, read_manifest, write_report
+from .render import (
+    Report,
+    build_report,
+    html_problems,
+    latest_report,
+    read_manifest,
+    report_is_current,
+    write_report,
+)
 
 __all__ = [
     "SECTIONS",
@@ -21,5 +29,6 @@ __all__ = [
     "latest_report",
     "load_report_data",
     "read_manifest",
+    "report_is_current",
     "write_report",
 ]

@@ -86,22 +86,19 @@ def actions(data: ReportData, n: int = 3) -> dict[str, list[dict]]:
     rec = data.recommendations
     if rec.empty:
         return {"increases": [], "decreases": []}
-    mean_mroas = float(np.average(rec["mroas_current"], weights=rec["current"].clip(lower=1e-9)))
+    rank = rec["mroas_current"].rank(ascending=False, method="min").astype(int)
 
-    def row(r: pd.Series) -> dict:
-        higher = r["mroas_current"] > mean_mroas
+    def row(i: int, r: pd.Series) -> dict:
         why = (
-            f"the next unit of spend returns {r['mroas_current']:.2f} here, "
-            f"{'above' if higher else 'below'} the spend-weighted average of {mean_mroas:.2f}; "
-            f"at the recommended level it returns {r['mroas_recommended']:.2f}"
+            f"the next unit of spend returns {r['mroas_current']:.2f} {data.kpi} here now "
+            f"(rank {rank[i]} of {len(rec)} channels), {r['mroas_recommended']:.2f} at the recommended level"
         )
         return {**r.to_dict(), "why": why}
 
     ordered = rec.sort_values("change", ascending=False)
     return {
-        "increases": [row(r) for _, r in ordered.head(n).iterrows() if r["change"] > 0],
-        "decreases": [row(r) for _, r in ordered.iloc[::-1].head(n).iterrows() if r["change"] < 0],
-        "mean_mroas": mean_mroas,
+        "increases": [row(i, r) for i, r in ordered.head(n).iterrows() if r["change"] > 0],
+        "decreases": [row(i, r) for i, r in ordered.iloc[::-1].head(n).iterrows() if r["change"] < 0],
     }
 
 
@@ -207,13 +204,16 @@ def warnings(data: ReportData, t: Thresholds) -> list[str]:
             f"Few effective posterior draws (min ESS {min(run['min_ess_bulk'], run['min_ess_tail']):.0f}): "
             "intervals are themselves uncertain."
         )
-    for r in data.channels.itertuples():
-        width = r.roas_hdi_high - r.roas_hdi_low
-        if r.roas_mean > 0 and width > t.wide_interval * r.roas_mean:
-            out.append(
-                f"{r.channel}: the ROAS is very uncertain (94% interval {r.roas_hdi_low:.2f} to "
-                f"{r.roas_hdi_high:.2f} around {r.roas_mean:.2f}); the data do not pin down its return."
-            )
+    wide = [
+        f"{r.channel} ({r.roas_hdi_low:.2f} to {r.roas_hdi_high:.2f} around {r.roas_mean:.2f})"
+        for r in data.channels.itertuples()
+        if r.roas_mean > 0 and r.roas_hdi_high - r.roas_hdi_low > t.wide_interval * r.roas_mean
+    ]
+    if wide:
+        out.append(
+            f"The ROAS of {len(wide)} of {len(data.channels)} channels is very uncertain (94% interval wider "
+            "than the estimate itself): " + "; ".join(wide) + ". Rank channels with care."
+        )
     for r in data.recommendations.itertuples():
         if r.range_flag:
             out.append(
@@ -239,8 +239,9 @@ def warnings(data: ReportData, t: Thresholds) -> list[str]:
             m = mmm.iloc[0]
             for b in overall[(overall["model"] != "mmm") & (overall["crps"] <= m["crps"])].itertuples():
                 out.append(
-                    f"Out of sample, the {b.model.replace('_', '-')} baseline forecast as well as or better than "
-                    f"the model (CRPS {b.crps:,.4g} vs {m['crps']:,.4g}): the model's forecasts add little."
+                    f"Out of sample, the {b.model.replace('_', '-')} baseline forecast as well as or "
+                    f"better than the model (CRPS {b.crps:,.4g} vs {m['crps']:,.4g}): the model's forecasts "
+                    "add little."
                 )
             if pd.notna(m["coverage_94"]) and m["coverage_94"] < t.min_coverage_94:
                 out.append(
@@ -278,12 +279,18 @@ def warnings(data: ReportData, t: Thresholds) -> list[str]:
 def next_steps(data: ReportData, t: Thresholds, n_experiments: int = 2) -> dict[str, list[str]]:
     """Phasing of large changes, and experiments where the ROAS is least certain."""
     phasing = []
-    for r in data.recommendations.itertuples():
-        if pd.notna(r.change_pct) and abs(r.change_pct) > t.phase_change_pct:
-            phasing.append(
-                f"{r.channel}: move from {r.current:,.0f} to {r.recommended:,.0f} ({r.change_pct:+.0f}%) in "
-                "steps (e.g. half now, half after four weeks of tracked performance within its interval)."
-            )
+    big = [
+        f"{r.channel} ({r.current:,.0f} → {r.recommended:,.0f}, {r.change_pct:+.0f}%)"
+        for r in data.recommendations.itertuples()
+        if pd.notna(r.change_pct) and abs(r.change_pct) > t.phase_change_pct
+    ]
+    if big:
+        phasing.append(
+            f"Changes above {t.phase_change_pct:.0f}% — "
+            + ", ".join(big)
+            + " — are best made in steps: e.g. "
+            "half now, the rest after four weeks in which the tracked forecast stays within its interval."
+        )
     flagged = [r.channel for r in data.recommendations.itertuples() if r.range_flag]
     if flagged:
         phasing.append(
@@ -296,9 +303,9 @@ def next_steps(data: ReportData, t: Thresholds, n_experiments: int = 2) -> dict[
         relative_width=lambda f: (f["roas_hdi_high"] - f["roas_hdi_low"]) / f["roas_mean"].abs()
     ).sort_values("relative_width", ascending=False)
     experiments = [
-        f"{r.channel}: ROAS {r.roas_mean:.2f} with 94% interval {r.roas_hdi_low:.2f} to {r.roas_hdi_high:.2f} "
-        f"(spend share {r.spend / channels['spend'].sum():.0%}): a geo holdout or go-dark test would narrow it "
-        "most; feed the result back as a prior."
+        f"{r.channel}: ROAS {r.roas_mean:.2f} with 94% interval {r.roas_hdi_low:.2f} to "
+        f"{r.roas_hdi_high:.2f} (spend share {r.spend / channels['spend'].sum():.0%}): a geo holdout or "
+        "go-dark test would narrow it most; feed the result back as a prior."
         for r in channels.head(n_experiments).itertuples()
     ]
     return {"phasing": phasing, "experiments": experiments}

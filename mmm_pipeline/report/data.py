@@ -128,3 +128,23 @@ def _deliveries(bi: duckdb.DuckDBPyConnection, published: dict) -> pd.DataFrame:
         "SELECT kind, outcome, count(*) AS files, coalesce(sum(n_rows), 0) AS rows "
         "FROM fct_landing_deliveries GROUP BY ALL ORDER BY kind, outcome"
     ).df()
+
+
+def serving_ids(bi_database: Path, market: str) -> tuple[str | None, str | None]:
+    """The market's published champion model id and latest optimization id (None where absent)."""
+    if not bi_database.exists():
+        return None, None
+    with duckdb.connect(str(bi_database), read_only=True) as bi:
+        published = {r[0] for r in bi.execute("SELECT name FROM published_tables").fetchall()}
+        ids = []
+        for relation, column in (
+            ("champion_model_runs", "model_id"),
+            ("latest_plan_summary", "optimization_id"),
+        ):
+            row = (
+                bi.execute(f"SELECT {column} FROM {relation} WHERE market = ?", [market]).fetchone()
+                if relation in published
+                else None
+            )
+            ids.append(None if row is None else str(row[0]))
+    return ids[0], ids[1]

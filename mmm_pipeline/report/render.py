@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import charts
 from .content import SECTIONS, Thresholds, context, waterfall_totals
-from .data import ReportData
+from .data import ReportData, serving_ids
 
 MANIFEST = "report.json"
 
@@ -72,13 +72,18 @@ def fmt_ratio(value: object) -> str:
     return fmt_num(value, 2)
 
 
+def fmt_day(value: object) -> str:
+    """A date or timestamp as YYYY-MM-DD (week starts, training windows)."""
+    return "–" if _missing(value) else str(pd.Timestamp(value).date())
+
+
 def fmt(value: object, kind: str) -> str:
     """Format by kind: ``ratio`` (ROAS), ``pct`` (a share, one decimal) or ``num`` (KPI, currency)."""
     return {"ratio": fmt_ratio, "pct": lambda v: fmt_pct(v, 1), "num": fmt_num}[kind](value)
 
 
 FILTERS = {"num": fmt_num, "signed": fmt_signed, "pct": fmt_pct, "signed_pct": fmt_signed_pct,
-           "ratio": fmt_ratio, "fmt": fmt}  # fmt: skip
+           "ratio": fmt_ratio, "fmt": fmt, "day": fmt_day}  # fmt: skip
 
 
 def environment() -> jinja2.Environment:
@@ -184,6 +189,19 @@ def latest_report(reports_dir: Path, market: str) -> Path | None:
 
 def read_manifest(folder: Path) -> dict[str, object]:
     return json.loads((folder / MANIFEST).read_text())
+
+
+def report_is_current(reports_dir: Path, bi_database: Path, market: str) -> bool:
+    """Whether the market's newest report shows its published champion and latest recommendation.
+
+    A runner writes the report again when this is false although nothing was refitted (a report that
+    was never written, a new recommendation, a deleted report folder).
+    """
+    folder = latest_report(reports_dir, market)
+    if folder is None:
+        return False
+    manifest = read_manifest(folder)
+    return (manifest.get("model_id"), manifest.get("optimization_id")) == serving_ids(bi_database, market)
 
 
 #: An attribute or CSS reference that would make the browser fetch something over the network.
