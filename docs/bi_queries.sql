@@ -34,7 +34,7 @@ SELECT market, scenario, status, total_recommended, uplift_mean, uplift_hdi_low,
 FROM latest_scenarios
 ORDER BY market, is_base DESC, scenario;
 
--- 6. Where sales came from, by quarter (sums of weekly posterior means; the mean of a sum is the sum of means).
+-- 6. Where sales came from, by quarter (sums of weekly posterior means: the mean of a sum is the sum of means).
 SELECT market, date_trunc('quarter', week) AS quarter, component, sum(mean) AS contribution
 FROM champion_decomposition
 GROUP BY ALL

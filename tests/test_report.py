@@ -1,0 +1,247 @@
+"""The executive report and the BI marts on a real project: a one-market synthetic project is fitted,
+cross-validated, optimized, published and reported once (small draws); the tests read the report files,
+the Dagster instance and the BI catalog.
+
+The numbers the report shows are checked against the BI catalog formatted with the report's own
+filters, so a report that drifted from BI (another source, another rounding) fails here. Chromium is not
+needed: the HTML is checked for being self-contained (``scripts/report_screenshot.sh`` looks at it).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import small_model_config
+
+from mmm_pipeline.config import load_config
+from mmm_pipeline.report import (
+    SECTIONS,
+    build_report,
+    html_problems,
+    latest_report,
+    load_report_data,
+    read_manifest,
+)
+from mmm_pipeline.report.render import fmt_num, fmt_pct, fmt_ratio, fmt_signed, fmt_signed_pct
+from mmm_pipeline.runner import project_instance, run_pipeline
+from mmm_pipeline.scaffold import init_project
+from mmm_pipeline.synthetic import generate_world, write_world
+
+MARKET = "north"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+#: Relations documented as coming from continuous operation: published by another part of the pipeline.
+CONTINUOUS_OPERATION = {"performance_tracking", "drift_events", "optimization_history"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    directory = tmp_path_factory.mktemp("report_project")
+    config_path = init_project(directory, "synthetic")
+    small_model_config(config_path)
+    cfg = load_config(config_path)
+    world = generate_world(seed=3, n_weeks=104, start=cfg.calendar.start, markets=(MARKET,))
+    write_world(world, cfg.landing_dir, directory / "truth")
+    out: dict[str, object] = {"cfg": cfg, "directory": directory}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(directory / "dagster_home"))
+        instance = project_instance(cfg)
+        out["first"] = run_pipeline(cfg, instance=instance, log=lambda _m: None)
+        out["folder"] = latest_report(cfg.reports_dir, MARKET)
+        out["event"] = instance.get_latest_materialization_event(dg.AssetKey("executive_report"))
+        check = dg.AssetCheckKey(dg.AssetKey("executive_report"), "report_complete")
+        out["check"] = instance.event_log_storage.get_latest_asset_check_execution_by_key([check]).get(check)
+        # Nothing new: no refit, and the report is current, so it is not written again.
+        messages: list[str] = []
+        out["second"] = run_pipeline(cfg, instance=instance, log=messages.append)
+        out["second_log"] = list(messages)
+        # A report folder that went missing is written again by the next run (no refit).
+        shutil.rmtree(cfg.reports_dir)
+        messages.clear()
+        out["third"] = run_pipeline(cfg, instance=instance, log=messages.append)
+        out["third_log"] = list(messages)
+    return out
+
+
+def _bi(cfg, sql: str, params: list | None = None) -> pd.DataFrame:
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        return bi.execute(sql, params or []).df()
+
+
+def test_the_run_writes_a_dated_report_folder(project: dict) -> None:
+    assert project["first"].ok, project["first"].problems
+    cfg, folder = project["cfg"], project["folder"]
+    assert folder is not None and folder.parent == cfg.reports_dir / MARKET
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.name)
+    assert {p.name for p in folder.iterdir()} == {"report.html", "report.md", "report.json", "figures"}
+    assert {p.name for p in (folder / "figures").iterdir()} >= {
+        "budget.png", "roas.png", "response_curves.png", "adstock.png", "decomposition.png", "waterfall.png",
+        "roas_by_fold.png",
+    }  # fmt: skip
+    assert not list(folder.parent.glob(".*"))  # written aside, renamed: no temporary folder left
+    manifest = read_manifest(folder)
+    champion = _bi(cfg, "SELECT model_id FROM champion_model_runs WHERE market = ?", [MARKET])
+    plan = _bi(cfg, "SELECT optimization_id FROM latest_plan_summary WHERE market = ?", [MARKET])
+    assert manifest["model_id"] == champion["model_id"].item()
+    assert manifest["optimization_id"] == plan["optimization_id"].item()
+    assert manifest["sections"] == [a for a, _ in SECTIONS if a != "tracking"]
+    # The Markdown links the figures written beside it.
+    markdown = (folder / "report.md").read_text()
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (folder / link).is_file(), link
+
+
+def test_html_is_self_contained_with_every_section(project: dict) -> None:
+    html = (project["folder"] / "report.html").read_text()
+    sections = [a for a, _ in SECTIONS if a != "tracking"]
+    assert html_problems(html, sections) == []
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+    assert "@media print" in html
+    images = re.findall(r"<img src=\"([^\"]+)\"", html)
+    assert len(images) >= 7 and all(src.startswith("data:image/png;base64,") for src in images)
+    positions = [html.index(f'id="{a}"') for a in sections]
+    assert positions == sorted(positions)  # in the order a busy reader needs them
+    assert html_problems(html.replace('id="trust"', ""), sections) == ["section 'trust' missing"]
+    assert html_problems('<img src="https://cdn.example/x.png">', [])
+
+
+def test_report_numbers_are_the_bi_catalogs(project: dict) -> None:
+    cfg, folder = project["cfg"], project["folder"]
+    html = (folder / "report.html").read_text()
+    markdown = (folder / "report.md").read_text()
+    plan = _bi(cfg, "SELECT * FROM latest_plan_summary WHERE market = ?", [MARKET]).iloc[0]
+    headline = [fmt_signed(plan[c]) for c in ("uplift_mean", "uplift_hdi_low", "uplift_hdi_high")]
+    headline += [fmt_signed_pct(plan["uplift_pct"]), fmt_pct(plan["prob_uplift_positive"])]
+    headline += [fmt_ratio(plan["roas_current"]), fmt_ratio(plan["roas_recommended"])]
+    headline += [fmt_num(plan["total_recommended"])]
+    channels = _bi(cfg, "SELECT * FROM champion_channel_summary WHERE market = ?", [MARKET])
+    per_channel = [
+        fmt_ratio(v)
+        for c in ("roas_mean", "roas_hdi_low", "roas_hdi_high", "mroas_mean")
+        for v in channels[c]
+    ] + [fmt_num(v) for v in channels["contribution_mean"]]
+    quarter = _bi(
+        cfg,
+        "SELECT * FROM champion_channel_period_summary WHERE market = ? AND period_type = 'quarter' "
+        "AND complete QUALIFY rank() OVER (ORDER BY period_start DESC) = 1",
+        [MARKET],
+    )
+    assert len(quarter) == len(channels)
+    per_quarter = [fmt_ratio(v) for c in ("roas_mean", "roas_hdi_low", "roas_hdi_high") for v in quarter[c]]
+    recommendations = _bi(cfg, "SELECT * FROM latest_recommendations WHERE market = ?", [MARKET])
+    per_recommendation = [fmt_num(v) for c in ("current", "recommended") for v in recommendations[c]]
+    cv = _bi(cfg, "SELECT * FROM champion_cv_metrics WHERE market = ? AND scope = 'overall'", [MARKET])
+    per_cv = [fmt_num(v) for v in cv["crps"]]
+    scenarios = _bi(cfg, "SELECT * FROM latest_scenarios WHERE market = ?", [MARKET])
+    per_scenario = [fmt_signed(v) for v in scenarios["uplift_mean"]]
+    run = _bi(cfg, "SELECT * FROM champion_model_runs WHERE market = ?", [MARKET]).iloc[0]
+    diagnostics = [fmt_num(run["max_r_hat"], 3), fmt_num(run["r2"], 3), fmt_pct(run["mape"], 1)]
+    expected = headline + per_channel + per_quarter + per_recommendation + per_cv + per_scenario + diagnostics
+    for text in (html, markdown):
+        missing = [value for value in expected if value not in text]
+        assert not missing, missing
+    assert f"Last complete quarter: {quarter['period'].iloc[0]}" in html
+
+
+def test_tracked_performance_section_only_with_rows(project: dict) -> None:
+    cfg = project["cfg"]
+    data = load_report_data(cfg.bi_database_path, MARKET, cfg.kpi.name)
+    assert data.tracking.empty and "Tracked performance" not in build_report(data).html
+    weeks = pd.date_range("2024-01-01", periods=6, freq="W-MON")
+    actual = np.array([100.0, 110, 95, 120, 105, 98])
+    data.tracking = pd.DataFrame(
+        {
+            "market": MARKET, "model_id": data.model_id, "week": weeks, "actual": actual,
+            "predicted_mean": actual * 1.02, "lower_50": actual * 0.95, "upper_50": actual * 1.05,
+            "lower_94": actual * 0.9, "upper_94": actual * 1.1, "in_interval_50": [1, 1, 0, 1, 1, 1],
+            "in_interval_94": [1, 1, 1, 1, 1, 0], "error": actual * 0.02, "rolling_mape": 0.0425, "crps": 1.5,
+        }
+    )  # fmt: skip
+    report = build_report(data)
+    assert "tracking" in report.sections and 'id="tracking"' in report.html
+    assert "6 weeks tracked" in report.html and "83% inside the 94% interval" in report.html
+    assert "latest rolling MAPE 4.2%" in report.markdown
+    assert html_problems(report.html, report.sections) == []
+
+
+def test_dagster_shows_the_markdown_and_the_check(project: dict) -> None:
+    event = project["event"]
+    assert event is not None and event.dagster_event.partition == MARKET
+    metadata = event.asset_materialization.metadata
+    assert metadata["report_html"].value == str(project["folder"] / "report.html")
+    markdown = metadata["report"].value
+    assert markdown.startswith("# ") and "## 5. Can we trust it" in markdown and "![" not in markdown
+    assert metadata["chart_roas"].value.startswith("![")
+    assert project["check"] is not None and project["check"].status.value == "SUCCEEDED"
+
+
+def test_runner_writes_the_report_only_when_out_of_date(project: dict) -> None:
+    assert project["second"].ok and project["third"].ok, project["third"].problems
+    assert any("already covers" in m for m in project["second_log"])
+    assert not any("writing it" in m for m in project["second_log"])
+    assert [r for r in project["second"].runs if r[0] == "refit_model"] == []
+    assert any("no report of the current champion" in m for m in project["third_log"])
+    assert latest_report(project["cfg"].reports_dir, MARKET) is not None
+
+
+def _documented() -> dict[str, list[str] | None]:
+    """Relation -> documented columns (None: defined by continuous operation), from docs/bi_marts.md."""
+    out: dict[str, list[str] | None] = {}
+    names: list[str] = []
+    for line in (DOCS / "bi_marts.md").read_text().splitlines():
+        if line.startswith("### "):
+            names = re.findall(r"`([a-z_]+)`", line)
+            assert names, line
+        elif line.startswith("Columns:") and names:
+            columns = re.findall(r"`([^`]+)`", line) or None
+            out |= dict.fromkeys(names, columns)
+            names = []
+    return out
+
+
+def _matches(documented: list[str], actual: list[str]) -> bool:
+    """Documented columns (``spend_<channel>`` stands for one column per channel) against the actual ones."""
+    patterns = [re.compile(re.sub(r"<[a-z]+>", "[a-z0-9_]+", re.escape(c))) for c in documented]
+    return all(any(p.fullmatch(c) for p in patterns) for c in actual) and all(
+        any(p.fullmatch(c) for c in actual) for p in patterns
+    )
+
+
+def test_every_bi_relation_is_documented_and_vice_versa(project: dict) -> None:
+    cfg = project["cfg"]
+    documented = _documented()
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        published = [r[0] for r in bi.execute("SELECT name FROM published_tables").fetchall()]
+        columns = {
+            name: [r[0] for r in bi.execute(f'DESCRIBE "{name}"').fetchall()]
+            for name in [*published, "published_tables"]
+        }
+    catalog = set(columns)
+    assert catalog - set(documented) == set(), "undocumented BI relations"
+    assert set(documented) - catalog - CONTINUOUS_OPERATION == set(), "documented but not published"
+    for name in catalog:
+        assert _matches(documented[name], columns[name]), (name, documented[name], columns[name])
+
+
+def test_example_queries_run_and_answer_the_tv_question(project: dict) -> None:
+    cfg = project["cfg"]
+    sql = re.sub(r"--[^\n]*", "", (DOCS / "bi_queries.sql").read_text())
+    statements = [s.strip() for s in sql.split(";") if s.strip()]
+    assert len(statements) >= 10
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        for statement in statements:
+            if any(name in statement for name in CONTINUOUS_OPERATION):
+                continue  # not published yet: see docs/bi_marts.md
+            bi.execute(statement).df()
+        tv = bi.execute(statements[0]).df()
+    assert list(tv["market"]) == [MARKET]
+    row = tv.iloc[0]
+    assert row["roas_hdi_low"] <= row["roas_mean"] <= row["roas_hdi_high"]
+    assert row["roas_mean"] == pytest.approx(row["contribution_mean"] / row["spend"], rel=1e-9)
