@@ -78,6 +78,11 @@ def test_graph_groups_lineage_and_checks(config_path: Path) -> None:
     assert {("model_registry", "champion_serving"), ("model_registry", "roas_stable")} <= checks
     # Budget recommendation: per market from the champion, in the refit job, published with the models.
     assert groups["budget_recommendation"] == "optimization"
+    # The executive report: per market, after the models and recommendations are published for BI.
+    assert groups["executive_report"] == "report"
+    assert graph.get(dg.AssetKey("executive_report")).partitions_def.name == "market"
+    assert graph.get(dg.AssetKey("executive_report")).parent_keys == {dg.AssetKey("bi_model_snapshots")}
+    assert ("executive_report", "report_complete") in checks
     assert graph.get(dg.AssetKey("budget_recommendation")).partitions_def.name == "market"
     assert dg.AssetKey("model_registry") in graph.get(dg.AssetKey("budget_recommendation")).parent_keys
     assert dg.AssetKey("budget_recommendation") in graph.get(dg.AssetKey("bi_model_snapshots")).parent_keys
