@@ -41,6 +41,10 @@ def test_init_synthetic_two_markets_and_run(tmp_path: Path) -> None:
     for market in ("north", "south"):
         assert f"Champion of market {market}: {market}-" in result.stdout
     assert result.stdout.count("refit_model") == 2
+    # The run ends with each market's executive report (written after its refit).
+    reports = [line for line in result.stdout.splitlines() if line.startswith("Executive report")]
+    assert len(reports) == 2 and result.stdout.rstrip().endswith(reports[-1])
+    assert all(Path(line.split(": ", 1)[1]).is_file() for line in reports)
     again = _cli("--config", config, "run", cwd=tmp_path)
     assert again.returncode == 0 and "refit_model" not in again.stdout  # no new data: no refit
     truth_media = pd.read_csv(tmp_path / "proj" / "data" / "landing" / "media" / "media.csv")
