@@ -245,3 +245,15 @@ def test_example_queries_run_and_answer_the_tv_question(project: dict) -> None:
     row = tv.iloc[0]
     assert row["roas_hdi_low"] <= row["roas_mean"] <= row["roas_hdi_high"]
     assert row["roas_mean"] == pytest.approx(row["contribution_mean"] / row["spend"], rel=1e-9)
+
+
+def test_a_rejected_newest_refit_is_named_and_the_champion_reported(project: dict) -> None:
+    cfg = project["cfg"]
+    data = load_report_data(cfg.bi_database_path, MARKET, cfg.kpi.name)
+    assert data.latest_run is not None and data.latest_run["model_id"] == data.model_id
+    assert "newest refit" not in build_report(data).html
+    data.latest_run = data.run.copy()
+    data.latest_run[["model_id", "status", "promotion_blocked_by"]] = ["north-x", "rejected", "max R-hat 1.3"]
+    report = build_report(data)
+    assert "The newest refit (north-x" in report.html and "was rejected: max R-hat 1.3" in report.html
+    assert report.manifest["model_id"] == data.model_id

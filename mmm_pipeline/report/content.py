@@ -194,6 +194,13 @@ def warnings(data: ReportData, t: Thresholds) -> list[str]:
     """Plain-language warnings wherever a figure the reader relies on is weak."""
     out: list[str] = []
     run = data.run
+    newest = data.latest_run
+    if newest is not None and newest["model_id"] != data.model_id:
+        reason = newest["promotion_blocked_by"] or newest["gate_failures"] or "not promoted"
+        out.append(
+            f"The newest refit ({newest['model_id']}, trained to {pd.Timestamp(newest['train_end']).date()}) "
+            f"was {newest['status']}: {reason}. This report shows the last champion."
+        )
     if run["max_r_hat"] > t.max_r_hat or run["divergences"] > t.max_divergences:
         out.append(
             f"The sampler's convergence is borderline (max R-hat {run['max_r_hat']:.3f}, "

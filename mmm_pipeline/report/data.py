@@ -41,6 +41,8 @@ class ReportData:
     published_at: dt.datetime | None
     run: pd.Series
     """The champion's ``champion_model_runs`` row."""
+    latest_run: pd.Series | None
+    """The market's newest fit (``latest_model_runs``): a rejected refit is not the champion."""
     channels: pd.DataFrame
     periods: pd.DataFrame
     decomposition: pd.DataFrame
@@ -105,6 +107,7 @@ def load_report_data(
                 "the gate yet, or the models were not published)"
             )
         frames = {name: read(relation, order) for name, (relation, order) in _MARKET_FRAMES.items()}
+        latest = read("latest_model_runs", "model_id")
         plans = read("latest_plan_summary", "market")
         deliveries = _deliveries(bi, published)
     return ReportData(
@@ -113,6 +116,7 @@ def load_report_data(
         catalog=bi_database,
         published_at=max(published.values()) if published else None,
         run=runs.iloc[0],
+        latest_run=None if latest.empty else latest.iloc[0],
         plan=None if plans.empty else plans.iloc[0],
         deliveries=deliveries,
         checks=list(checks or []),
