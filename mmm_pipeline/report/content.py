@@ -60,7 +60,6 @@ def headline(data: ReportData) -> dict | None:
         "description": plan["description"],
         "optimization_id": plan["optimization_id"],
         "model_id": plan["model_id"],
-        "stale": plan["model_id"] != data.model_id,
         "horizon": "per week (steady state)"
         if plan["mode"] == "steady_state"
         else f"over {plan['weeks']} weeks",
@@ -77,7 +76,6 @@ def headline(data: ReportData) -> dict | None:
         "total_recommended": plan["total_recommended"],
         "contribution_current": plan["contribution_current_mean"],
         "contribution": plan["contribution_mean"],
-        "created_at": plan["created_at"],
     }
 
 
@@ -106,17 +104,14 @@ def adstock_lengths(data: ReportData, share: float) -> pd.DataFrame:
     """Per channel: mean lag of the effect and weeks until ``share`` of it has acted (posterior means)."""
     rows = []
     for channel, frame in data.adstock.groupby("channel", sort=False):
-        weights = frame.sort_values("lag")
-        cumulative = weights["mean"].cumsum() / weights["mean"].sum()
+        lags, weights = frame.sort_values("lag")[["lag", "mean"]].to_numpy().T
+        cumulative = weights.cumsum() / weights.sum()
         rows.append(
             {
                 "channel": channel,
-                "immediate": float(weights["mean"].iloc[0]),
-                "mean_lag": float((weights["lag"] * weights["mean"]).sum() / weights["mean"].sum()),
-                "weeks_to_share": int(
-                    weights["lag"].iloc[int(np.argmax(cumulative.to_numpy() >= share - 1e-9))]
-                )
-                + 1,
+                "immediate": float(weights[0]),
+                "mean_lag": float((lags * weights).sum() / weights.sum()),
+                "weeks_to_share": int(lags[np.argmax(cumulative >= share - 1e-9)]) + 1,
             }
         )
     return pd.DataFrame(rows)
