@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Look at an executive report in a real browser: full-page PNG screenshots (desktop and narrow widths)
-# and a print-to-PDF, with headless Chromium (Debian: apt-get install -y chromium). Not used by CI.
+# Look at an executive report in a real browser: full-page screenshots at a desktop and a narrow width,
+# and the print layout (print-to-PDF, A4), with headless Chromium (Debian: apt-get install -y chromium).
+# Not used by CI; the tests check the HTML itself.
 #
 #   bash scripts/report_screenshot.sh [REPORT_HTML] [OUT_DIR]
 #
-# REPORT_HTML defaults to the newest demo_project/data/reports/*/*/report.html; OUT_DIR to the report's
-# folder (screenshot-1280.png, screenshot-800.png, report.pdf). The page height is measured first (Chromium
-# --dump-dom cannot measure it), so the screenshot height comes from the PDF page count is not used:
-# we pass a height generous enough for the whole page and crop nothing.
+# REPORT_HTML defaults to the newest demo_project/data/reports/*/*/report.html; OUT_DIR to a `screenshots`
+# folder beside it. Chromium cannot size a screenshot to the page, so it renders a tall window and the
+# empty bottom is trimmed (the script fails if the page reaches the window's bottom: content cut off).
+# Writes screenshot-1280.png, screenshot-800.png, report.pdf and, with pdftoppm (poppler-utils),
+# print-page-N.png per printed page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 html="${1:-$(ls -1 demo_project/data/reports/*/*/report.html 2>/dev/null | sort | tail -1)}"
 [ -n "$html" ] && [ -f "$html" ] || { echo "no report.html found (run the demo first, or pass a path)" >&2; exit 2; }
 html="$(realpath "$html")"
-out="$(realpath -m "${2:-$(dirname "$html")}")"
+out="$(realpath -m "${2:-$(dirname "$html")/screenshots}")"
 mkdir -p "$out"
 browser="$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)"
 [ -n "$browser" ] || { echo "no Chromium found: apt-get install -y chromium" >&2; exit 2; }
@@ -21,11 +23,29 @@ profile="$(mktemp -d)"
 trap 'rm -rf "$profile"' EXIT
 flags=(--headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update
        --disable-sync --no-first-run --hide-scrollbars --user-data-dir="$profile")
-height="${REPORT_SCREENSHOT_HEIGHT:-9000}"
+height="${REPORT_SCREENSHOT_HEIGHT:-16000}"
 for width in 1280 800; do
-  "$browser" "${flags[@]}" --window-size="$width,$height" --screenshot="$out/screenshot-$width.png" \
-    "file://$html" 2>/dev/null
-  echo "screenshot: $out/screenshot-$width.png (${width}x${height})"
+  png="$out/screenshot-$width.png"
+  "$browser" "${flags[@]}" --window-size="$width,$height" --screenshot="$png" "file://$html" 2>/dev/null
+  .venv/bin/python - "$png" <<'PY'
+import sys
+import numpy as np
+from PIL import Image
+
+path = sys.argv[1]
+image = Image.open(path).convert("RGB")
+pixels = np.asarray(image).astype(int)
+differs = np.abs(pixels - pixels[-1]).sum(axis=(1, 2)) > 0
+last = int(np.nonzero(differs)[0].max()) if differs.any() else 0
+if last >= image.height - 2:
+    sys.exit(f"{path}: the page reaches the bottom of the window; raise REPORT_SCREENSHOT_HEIGHT")
+image.crop((0, 0, image.width, last + 24)).save(path)
+print(f"screenshot: {path} ({image.width}x{last + 24})")
+PY
 done
 "$browser" "${flags[@]}" --no-pdf-header-footer --print-to-pdf="$out/report.pdf" "file://$html" 2>/dev/null
 echo "print: $out/report.pdf"
+if command -v pdftoppm >/dev/null; then
+  pdftoppm -r 60 -png "$out/report.pdf" "$out/print-page"
+  echo "print pages: $(ls "$out"/print-page-*.png | wc -l) PNG(s) in $out"
+fi
