@@ -257,3 +257,17 @@ def test_a_rejected_newest_refit_is_named_and_the_champion_reported(project: dic
     report = build_report(data)
     assert "The newest refit (north-x" in report.html and "was rejected: max R-hat 1.3" in report.html
     assert report.manifest["model_id"] == data.model_id
+
+
+def test_without_a_recommendation_the_model_sections_still_render(project: dict) -> None:
+    """Optimization switched off (or no feasible plan yet): no headline figures, actions or scenarios."""
+    cfg = project["cfg"]
+    data = load_report_data(cfg.bi_database_path, MARKET, cfg.kpi.name)
+    data.plan = None
+    data.recommendations = data.recommendations.iloc[0:0]
+    data.scenarios = data.scenarios.iloc[0:0]
+    report = build_report(data)
+    assert report.sections == ["headline", "channels", "decomposition", "trust", "next-steps"]
+    assert html_problems(report.html, report.sections) == []
+    assert "No budget recommendation has been published" in report.html
+    assert report.manifest["optimization_id"] is None and "budget" not in {c.name for c in report.charts}
