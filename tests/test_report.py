@@ -23,6 +23,7 @@ from conftest import small_model_config
 from mmm_pipeline.config import load_config
 from mmm_pipeline.report import (
     SECTIONS,
+    CheckStatus,
     build_report,
     html_problems,
     latest_report,
@@ -271,3 +272,20 @@ def test_without_a_recommendation_the_model_sections_still_render(project: dict)
     assert html_problems(report.html, report.sections) == []
     assert "No budget recommendation has been published" in report.html
     assert report.manifest["optimization_id"] is None and "budget" not in {c.name for c in report.charts}
+
+
+def test_weak_figures_get_plain_language_warnings(project: dict) -> None:
+    """Spend outside the historical range, a failed data-quality check and a quarantined file are named."""
+    cfg = project["cfg"]
+    data = load_report_data(cfg.bi_database_path, MARKET, cfg.kpi.name)
+    channel = data.recommendations["channel"].iloc[0]
+    data.recommendations.loc[data.recommendations.index[0], "range_flag"] = "above_history"
+    data.checks = [CheckStatus("landing_files", "known_channels", "FAILED"), *data.checks]
+    data.deliveries = pd.concat(
+        [data.deliveries, pd.DataFrame([{"kind": "media", "outcome": "quarantined", "files": 2, "rows": 0}])]
+    )
+    report = build_report(data)
+    assert f"{channel}: the recommended weekly spend" in report.html and "above history" in report.html
+    assert "Data-quality checks failed: known_channels on landing_files" in report.markdown
+    assert "2 landing file(s) were quarantined" in report.markdown
+    assert f"Spend outside the historical range ({channel})" in report.markdown
