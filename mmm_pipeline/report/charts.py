@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # headless: Dagster workers, CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 DPI = 110
 CURRENT, RECOMMENDED = "0.55", "#1f77b4"
@@ -43,6 +44,17 @@ def _render(figure: plt.Figure, name: str, title: str) -> Chart:
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(figure)
     return Chart(name, title, buffer.getvalue())
+
+
+def _short(value: float, _position: object = None) -> str:
+    """Axis numbers a reader can take in at a glance: 1.2k, 3.4M, 2B instead of 1e6 offsets."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+SHORT = FuncFormatter(_short)
 
 
 def _style(ax: plt.Axes) -> None:
@@ -81,6 +93,7 @@ def budget_chart(recommendations: pd.DataFrame) -> Chart:
                         va="center", fontsize=8)  # fmt: skip
     ax.set_yticks(y, table["channel"])
     ax.set_xlabel("spend over the plan's horizon")
+    ax.xaxis.set_major_formatter(SHORT)
     ax.legend(loc="lower right", fontsize=8)
     _style(ax)
     return _render(figure, "budget", "Current and recommended spend by channel")
@@ -105,17 +118,18 @@ def response_chart(curves: pd.DataFrame, marks: pd.DataFrame | None) -> Chart:
             for value, color, label in ((mark["current_weekly"], CURRENT, "current"),
                                         (mark["recommended_weekly"], "#d62728", "recommended")):  # fmt: skip
                 ax.axvline(value, color=color, linestyle="--", linewidth=1.2, label=label)
-        ax.set_title(channel, fontsize=10)
-        ax.tick_params(labelsize=8)
-        ax.ticklabel_format(axis="both", style="sci", scilimits=(-3, 4))
+        ax.set_title(channel, fontsize=11)
+        ax.tick_params(labelsize=9)
+        ax.xaxis.set_major_formatter(SHORT)
+        ax.yaxis.set_major_formatter(SHORT)
         ax.spines[["top", "right"]].set_visible(False)
     for ax in list(axes.flat)[len(channels) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
         figure.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
-    figure.supxlabel("weekly spend", fontsize=9)
-    figure.supylabel("weekly contribution (KPI)", fontsize=9)
+    figure.supxlabel("weekly spend", fontsize=10)
+    figure.supylabel("weekly contribution (KPI)", fontsize=10)
     figure.tight_layout(rect=(0, 0, 1, 0.95))
     return _render(figure, "response_curves", "Response curves with current and recommended weekly spend")
 
@@ -158,6 +172,7 @@ def decomposition_chart(decomposition: pd.DataFrame, fit_weekly: pd.DataFrame) -
     ax.plot(pd.to_datetime(fit_weekly["week"]), fit_weekly["actual"], "k-", linewidth=0.8, label="actual")
     ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     ax.set_ylabel("KPI per week")
+    ax.yaxis.set_major_formatter(SHORT)
     ax.spines[["top", "right"]].set_visible(False)
     return _render(figure, "decomposition", "Where the KPI came from, week by week")
 
@@ -176,7 +191,7 @@ def waterfall_chart(totals: pd.DataFrame) -> Chart:
     ax.bar(len(totals), running, color=RECOMMENDED)
     ax.set_xticks(range(len(totals) + 1), [*totals["label"], "total"], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("KPI over the window")
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
+    ax.yaxis.set_major_formatter(SHORT)
     ax.spines[["top", "right"]].set_visible(False)
     return _render(figure, "waterfall", "Total contribution by component (waterfall)")
 
