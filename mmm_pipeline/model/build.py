@@ -163,9 +163,9 @@ class ScalingSpec(BaseModel):
     spend_scale: list[float]
     spend_share: list[float]
     spend_typical: list[float] | None = None
-    """Median of each channel's non-zero weekly spends (raw units): the unit of the saturation priors
-    when :attr:`ModelSpec.saturation_prior_unit` is ``typical_spend``. ``None`` in scalings recorded
-    before it existed; the data being fitted then supply it."""
+    """Each channel's typical weekly spend (raw units, :func:`typical_spend`): the unit of the saturation
+    priors when :attr:`ModelSpec.saturation_prior_unit` is ``typical_spend``. ``None`` in scalings
+    recorded before it existed; the data being fitted then supply it."""
     control_loc: list[float]
     control_scale: list[float]
     trend_origin: dt.date
@@ -230,17 +230,16 @@ class ScalingSpec(BaseModel):
 
 
 def typical_spend(spend: np.ndarray) -> np.ndarray:
-    """``(C,)`` median of each channel's non-zero weekly spends of ``spend`` ``(T, C)`` (1 if it never spent).
+    """``(C,)`` each channel's spend-weighted mean weekly spend, ``sum_t x_t**2 / sum_t x_t`` (1 if none).
 
-    The median of the weeks a channel is on, not its maximum: one record week (a push, a holiday flight)
-    moves the maximum a lot and the median hardly, and dark weeks of a flighted channel say nothing about
-    how its active weeks saturate.
+    The weekly spend level at which the channel's average currency unit was spent: where its budget
+    sits on the saturation curve. Dark weeks carry no weight, so flighting does not drag it down, and
+    unlike the maximum a single record week hardly moves it; unlike the median of the active weeks it
+    follows the money into the big weeks of a channel bought in a few large bursts.
     """
+    totals = spend.sum(axis=0)
     out = np.ones(spend.shape[1])
-    for c, column in enumerate(spend.T):
-        active = column[column > 0]
-        if active.size:
-            out[c] = float(np.median(active))
+    np.divide((spend**2).sum(axis=0), totals, out=out, where=totals > 0)
     return out
 
 

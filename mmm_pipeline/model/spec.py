@@ -51,9 +51,9 @@ DEFAULT_PRIORS: dict[str, PriorSpec] = {
     "beta_channel": PriorSpec(dist="HalfNormal", params={"sigma": HALFNORMAL_UNIT_SD}),
     "alpha": PriorSpec(dist="Beta", params={"alpha": 1.0, "beta": 3.0}),
     "theta": PriorSpec(dist="Gamma", params={"mu": 1.5, "sigma": 1.0}),
-    # Saturation, in units of the channel's typical active week (ModelSpec.saturation_prior_unit): the
-    # priors that used to hold in units of the biggest week, for a channel whose biggest week is twice
-    # its typical one. Half saturation near a typical week, a priori (lam x = 1.1 at half saturation).
+    # Saturation, in units of the channel's typical week (ModelSpec.saturation_prior_unit): the priors
+    # that used to hold in units of the biggest week, for a channel whose biggest week is twice its
+    # typical one. A priori about half saturated at a typical week (logistic: lam x = 1.1 at half).
     "lam": PriorSpec(dist="Gamma", params={"alpha": 3.0, "beta": 2.0}),
     "half_sat": PriorSpec(dist="Gamma", params={"mu": 1.0, "sigma": 0.6}),
     "slope": PriorSpec(dist="Gamma", params={"mu": 1.5, "sigma": 0.5}),
@@ -105,10 +105,12 @@ class ModelSpec(_Strict):
     a channel that got a tenth of the budget is a priori expected to do less than one that got half."""
     saturation_prior_unit: Literal["typical_spend", "max_spend"] = "typical_spend"
     """The spend unit the saturation priors (``half_sat``, ``lam``) are stated in: the channel's typical
-    active week (median non-zero weekly spend, the default) or its biggest week. With ``max_spend`` a
-    channel bought in occasional pushes (biggest week 4-5x its typical week) is a priori nearly linear
-    over all its usual weeks and a steady channel (biggest week 1.5x typical) nearly saturated: the
-    prior's view of the curvature then depends on how spiky the buying was, not on the channel."""
+    week (the spend-weighted mean weekly spend, :func:`mmm_pipeline.model.build.typical_spend`; the
+    default) or its biggest week. With ``max_spend`` a channel bought with occasional pushes (biggest week
+    4-5x its usual ones) is a priori nearly linear over its usual weeks and a steady channel nearly
+    saturated: the prior's view of the curvature depends on how spiky the buying was, not on the channel.
+    On synthetic worlds that hid the low-spend return of such a channel and the optimizer switched it
+    off (``benchmarks/README.md``, decision quality)."""
     reparameterize: bool = True
     """Sample the intercept centered and each channel's effect as the log spread of its contribution
     (see :func:`mmm_pipeline.model.build.build_model`): the same model, priors and posterior in
