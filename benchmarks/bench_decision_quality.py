@@ -21,12 +21,14 @@ average):
 * ``rules``: ``base_plan.yaml`` (shares, ratios, on/off minimums, change limits, history cap);
 * ``quarter``: ``quarter_plan.yaml`` (13 weeks week by week, carry-in from the history, CVaR 20%).
 
-Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 5] [--draws 500] [--chains 2]``
+Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 5] [--draws 500] [--chains 2]
+[--spec JSON]`` (``--spec`` overrides model spec fields, to compare variants of the default model)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -119,12 +121,19 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--tune", type=int, default=500)
-    args = parser.parse_args()
-    spec = ModelSpec(
-        l_max=8,
-        n_fourier=2,
-        sampler=SamplerSpec(chains=args.chains, draws=args.draws, tune=args.tune, seed=0),
+    parser.add_argument(
+        "--spec", default="{}", help='ModelSpec fields as JSON, e.g. \'{"saturation": "logistic"}\''
     )
+    args = parser.parse_args()
+    spec = ModelSpec.model_validate(
+        {
+            "l_max": 8,
+            "n_fourier": 2,
+            "sampler": SamplerSpec(chains=args.chains, draws=args.draws, tune=args.tune, seed=0),
+            **json.loads(args.spec),
+        }
+    )
+    print(f"spec: {spec.model_dump_json(exclude={'sampler'})}")
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", None)
     cache = ModelCache()

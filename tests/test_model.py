@@ -14,7 +14,14 @@ import pymc as pm
 import pytest
 
 from mmm_pipeline.model import insights
-from mmm_pipeline.model.build import ModelData, ScalingSpec, build_model, model_inputs, padded_length
+from mmm_pipeline.model.build import (
+    ModelData,
+    ScalingSpec,
+    build_model,
+    model_inputs,
+    padded_length,
+    typical_spend,
+)
 from mmm_pipeline.model.fit import FitResult, ModelCache, fit
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.spec import ModelSpec, PriorSpec, SamplerSpec
@@ -277,6 +284,30 @@ def test_scaling_rules(data):
     flag_scaling = ScalingSpec.from_data(flags)
     assert flag_scaling.control_loc == [0.0, 0.0] and flag_scaling.control_scale == [1.0, 1.0]
     assert ScalingSpec.model_validate_json(scaling.model_dump_json()) == scaling
+
+
+def test_saturation_priors_in_typical_week_units(data):
+    """Saturation priors hold per typical week (spend-weighted mean); ``max_spend`` is the model before."""
+    spend = np.array([[0.0, 10.0, 0.0], [0.0, 10.0, 0.0], [100.0, 10.0, 0.0], [0.0, 40.0, 0.0]])
+    np.testing.assert_allclose(typical_spend(spend), [100.0, 1900.0 / 70.0, 1.0])  # dark weeks weigh 0
+    scaling = ScalingSpec.from_data(data)
+    np.testing.assert_allclose(scaling.spend_typical, typical_spend(data.spend))
+    recorded_before = scaling.model_copy(update={"spend_typical": None})  # a champion's older scaling
+    spec = ModelSpec(saturation="hill", l_max=4, n_fourier=1)
+    inputs = model_inputs(data, recorded_before, spec)
+    unit = typical_spend(data.spend) / np.asarray(scaling.spend_scale)
+    np.testing.assert_allclose(inputs["saturation_unit"], unit)
+    with build_model(inputs, scaling, spec):
+        prior = pm.sample_prior_predictive(
+            draws=10, random_seed=1, var_names=["half_sat", "half_sat_typical"],
+            compile_kwargs={"mode": "FAST_COMPILE"},
+        )  # fmt: skip
+    np.testing.assert_allclose(prior.prior["half_sat"], prior.prior["half_sat_typical"] * unit, rtol=1e-6)
+    legacy = ModelSpec(saturation="hill", saturation_prior_unit="max_spend", l_max=4, n_fourier=1)
+    assert legacy.prior("half_sat") == PriorSpec(dist="Gamma", params={"mu": 0.5, "sigma": 0.3})
+    legacy_inputs = model_inputs(data, scaling, legacy)
+    assert "saturation_unit" not in legacy_inputs
+    assert "half_sat" in {v.name for v in build_model(legacy_inputs, scaling, legacy).free_RVs}
 
 
 def test_spec_validation_and_priors():

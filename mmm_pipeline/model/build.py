@@ -162,6 +162,10 @@ class ScalingSpec(BaseModel):
     kpi_scale: float
     spend_scale: list[float]
     spend_share: list[float]
+    spend_typical: list[float] | None = None
+    """Each channel's typical weekly spend (raw units, :func:`typical_spend`): the unit of the saturation
+    priors when :attr:`ModelSpec.saturation_prior_unit` is ``typical_spend``. ``None`` in scalings
+    recorded before it existed; the data being fitted then supply it."""
     control_loc: list[float]
     control_scale: list[float]
     trend_origin: dt.date
@@ -195,6 +199,7 @@ class ScalingSpec(BaseModel):
             spend_share=[float(s) for s in totals / totals.sum()]
             if totals.sum() > 0
             else [0.0] * len(totals),
+            spend_typical=typical_spend(data.spend).tolist(),
             control_loc=loc,
             control_scale=scale,
             trend_origin=data.dates[0].date(),
@@ -222,6 +227,20 @@ class ScalingSpec(BaseModel):
         """Weeks since the frozen origin over the frozen window length: 0 at the first training week."""
         days = (dates - pd.Timestamp(self.trend_origin)).days.to_numpy(dtype=float)
         return days / 7.0 / self.trend_weeks
+
+
+def typical_spend(spend: np.ndarray) -> np.ndarray:
+    """``(C,)`` each channel's spend-weighted mean weekly spend, ``sum_t x_t**2 / sum_t x_t`` (1 if none).
+
+    The weekly spend level at which the channel's average currency unit was spent: where its budget
+    sits on the saturation curve. Dark weeks carry no weight, so flighting does not drag it down, and
+    unlike the maximum a single record week hardly moves it; unlike the median of the active weeks it
+    follows the money into the big weeks of a channel bought in a few large bursts.
+    """
+    totals = spend.sum(axis=0)
+    out = np.ones(spend.shape[1])
+    np.divide((spend**2).sum(axis=0), totals, out=out, where=totals > 0)
+    return out
 
 
 def fourier_features(dates: pd.DatetimeIndex, n_modes: int) -> np.ndarray:
@@ -269,7 +288,12 @@ def model_inputs(
     n_channels = len(data.channels)
     # Floor at a tenth of an equal share: a channel with (almost) no spend still gets a proper prior.
     share = np.maximum(n_channels * np.asarray(scaling.spend_share), 0.1)
-    return {
+    inputs = {}
+    if spec.saturation_prior_unit == "typical_spend":
+        typical = scaling.spend_typical
+        typical = typical_spend(data.spend) if typical is None else np.asarray(typical)
+        inputs["saturation_unit"] = scaling.scale_spend(typical)
+    return inputs | {
         "beta_prior_scale": share if spec.beta_by_spend_share else np.ones(n_channels),
         "media": pad(scaling.scale_spend(data.spend)),
         "media_init": scaling.scale_spend(carry_in).reshape(spec.l_max - 1, len(data.channels)),
@@ -300,6 +324,26 @@ def _prior(name: str, prior: PriorSpec, dims: str | None = None, scale: Any = No
     refit with different scaling still reuses the compiled graph.
     """
     return getattr(pm, prior.dist)(name, **_prior_params(prior, scale), dims=dims)
+
+
+#: How each saturation parameter changes with the unit of spend: ``x / K`` and ``lam * x`` stay the same
+#: when the unit is multiplied by ``u``, so ``K`` (``half_sat``) is multiplied by it and ``lam`` divided.
+_SPEND_POWER = {"half_sat": 1.0, "lam": -1.0, "slope": 0.0}
+
+
+def _saturation_param(name: str, spec: ModelSpec, unit: pt.TensorVariable | None) -> pt.TensorVariable:
+    """A saturation parameter on the max-scaled spend, with its prior stated in ``unit`` ``(C,)``.
+
+    ``unit`` is the channel's typical week's spend in max-scaled units (see
+    :attr:`ModelSpec.saturation_prior_unit`); the sampler moves ``<name>_typical``, the parameter in
+    that unit, and ``name`` (what predictions and the optimizer read) is derived from it. With ``unit``
+    ``None`` the prior is on the max-scaled spend and ``name`` is sampled directly.
+    """
+    power = _SPEND_POWER[name]
+    if unit is None or power == 0.0:
+        return _prior(name, spec.prior(name), "channel")
+    relative = _prior(f"{name}_typical", spec.prior(name), "channel")
+    return pm.Deterministic(name, relative * unit**power, dims="channel")
 
 
 def _masked_mean(mask: pt.TensorVariable, values: pt.TensorVariable) -> pt.TensorVariable:
@@ -424,7 +468,10 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         adstocked = transforms.adstock(
             spec.adstock, media, spec.l_max, alpha=alpha, theta=theta, x_init=media_init, xp=pt
         )
-        params = {p: _prior(p, spec.prior(p), "channel") for p in SATURATION_PARAMS[spec.saturation]}
+        unit = None
+        if spec.saturation_prior_unit == "typical_spend":
+            unit = pm.Data("saturation_unit", inputs["saturation_unit"], dims="channel")
+        params = {p: _saturation_param(p, spec, unit) for p in SATURATION_PARAMS[spec.saturation]}
         saturated = transforms.saturation(spec.saturation, adstocked, xp=pt, **params)
         beta = _channel_effect(spec.prior("beta_channel"), prior_scale, saturated, mask, spec.reparameterize)
         terms = terms + (saturated * beta).sum(axis=1)

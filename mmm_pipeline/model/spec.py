@@ -51,12 +51,22 @@ DEFAULT_PRIORS: dict[str, PriorSpec] = {
     "beta_channel": PriorSpec(dist="HalfNormal", params={"sigma": HALFNORMAL_UNIT_SD}),
     "alpha": PriorSpec(dist="Beta", params={"alpha": 1.0, "beta": 3.0}),
     "theta": PriorSpec(dist="Gamma", params={"mu": 1.5, "sigma": 1.0}),
-    "lam": PriorSpec(dist="Gamma", params={"alpha": 3.0, "beta": 1.0}),
-    "half_sat": PriorSpec(dist="Gamma", params={"mu": 0.5, "sigma": 0.3}),
+    # Saturation, in units of the channel's typical week (ModelSpec.saturation_prior_unit): the priors
+    # that used to hold in units of the biggest week, for a channel whose biggest week is twice its
+    # typical one. A priori about half saturated at a typical week (logistic: lam x = 1.1 at half).
+    "lam": PriorSpec(dist="Gamma", params={"alpha": 3.0, "beta": 2.0}),
+    "half_sat": PriorSpec(dist="Gamma", params={"mu": 1.0, "sigma": 0.6}),
     "slope": PriorSpec(dist="Gamma", params={"mu": 1.5, "sigma": 0.5}),
     "gamma_control": PriorSpec(dist="Normal", params={"mu": 0.0, "sigma": 0.25}),
     "sigma": PriorSpec(dist="HalfNormal", params={"sigma": 0.25}),
     "nu": PriorSpec(dist="Gamma", params={"alpha": 2.0, "beta": 0.1}),
+}
+
+
+#: The saturation priors in units of the channel's biggest week (``saturation_prior_unit: max_spend``).
+MAX_SPEND_SATURATION_PRIORS: dict[str, PriorSpec] = {
+    "lam": PriorSpec(dist="Gamma", params={"alpha": 3.0, "beta": 1.0}),
+    "half_sat": PriorSpec(dist="Gamma", params={"mu": 0.5, "sigma": 0.3}),
 }
 
 
@@ -93,6 +103,14 @@ class ModelSpec(_Strict):
     beta_by_spend_share: bool = True
     """Scale each channel's effect prior by ``n_channels * spend_share`` (PyMC-Marketing case study):
     a channel that got a tenth of the budget is a priori expected to do less than one that got half."""
+    saturation_prior_unit: Literal["typical_spend", "max_spend"] = "typical_spend"
+    """The spend unit the saturation priors (``half_sat``, ``lam``) are stated in: the channel's typical
+    week (the spend-weighted mean weekly spend, :func:`mmm_pipeline.model.build.typical_spend`; the
+    default) or its biggest week. With ``max_spend`` a channel bought with occasional pushes (biggest week
+    4-5x its usual ones) is a priori nearly linear over its usual weeks and a steady channel nearly
+    saturated: the prior's view of the curvature depends on how spiky the buying was, not on the channel.
+    On synthetic worlds that hid the low-spend return of such a channel and the optimizer switched it
+    off (``benchmarks/README.md``, decision quality)."""
     reparameterize: bool = True
     """Sample the intercept centered and each channel's effect as the log spread of its contribution
     (see :func:`mmm_pipeline.model.build.build_model`): the same model, priors and posterior in
@@ -117,8 +135,13 @@ class ModelSpec(_Strict):
         return self
 
     def prior(self, name: str) -> PriorSpec:
-        """The prior in force for parameter ``name``: the override if given, else the default."""
-        return self.priors.get(name, DEFAULT_PRIORS[name])
+        """The prior in force for parameter ``name``: the override if given, else the default (of the
+        saturation prior unit in force)."""
+        if name in self.priors:
+            return self.priors[name]
+        if self.saturation_prior_unit == "max_spend" and name in MAX_SPEND_SATURATION_PRIORS:
+            return MAX_SPEND_SATURATION_PRIORS[name]
+        return DEFAULT_PRIORS[name]
 
     def structure_key(self) -> str:
         """Everything that shapes the compiled graph except data: the compile-once cache key's part.
