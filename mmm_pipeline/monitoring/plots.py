@@ -44,8 +44,8 @@ def kpi_trend_chart(history: pd.DataFrame, title: str) -> str:
     when = pd.to_datetime(s["created_at"])
     figure, ax = plt.subplots(figsize=(8, 3))
     base = s["baseline_kpi"].fillna(0) * s["weeks"]
-    ax.fill_between(when, base + s["expected_contribution_hdi_low"], base + s["expected_contribution_hdi_high"],
-                    alpha=0.3, label="94% HDI")  # fmt: skip
+    low, high = s["expected_contribution_hdi_low"], s["expected_contribution_hdi_high"]
+    ax.fill_between(when, base + low, base + high, alpha=0.3, label="94% HDI")
     ax.plot(when, s["expected_kpi"], "o-", label="expected KPI at the recommendation")
     for x, y, trigger in zip(when, s["expected_kpi"], s["trigger"], strict=True):
         ax.annotate(str(trigger), (x, y), xytext=(0, 5), textcoords="offset points", fontsize=6)

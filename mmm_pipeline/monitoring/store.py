@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS monitoring.optimization_history (
     conditions VARCHAR,               -- JSON [{name, evidence, plan_changes}]
     plan VARCHAR, plan_hash VARCHAR, mode VARCHAR, weeks INTEGER,
     budget DOUBLE, total_current DOUBLE, total_recommended DOUBLE,
-    baseline_kpi DOUBLE,              -- the champion's non-media KPI per week (mean of its last current_weeks weeks)
+    baseline_kpi DOUBLE,              -- champion's non-media weekly KPI (mean of its last current_weeks)
     expected_kpi DOUBLE,              -- baseline_kpi x weeks + expected media contribution: predicted KPI
     expected_contribution DOUBLE, expected_contribution_hdi_low DOUBLE, expected_contribution_hdi_high DOUBLE,
     uplift_mean DOUBLE, prob_uplift_positive DOUBLE, roas_recommended_total DOUBLE,
