@@ -217,16 +217,18 @@ def run_simulation(
                     feature_runs += 1
         champion = _champion(cfg, market)
         tracked = _tracked(cfg, market, champion, week.date())
-        tick = drift_sensor.evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=cursors["drift"], definitions=defs)
-        )
-        cursors["drift"] = tick.cursor or cursors["drift"]
+        # Market partitions are dynamic: the daemon validates run requests against the instance.
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
+            tick = drift_sensor.evaluate_tick(
+                dg.build_sensor_context(instance=instance, cursor=cursors["drift"], definitions=defs)
+            )
+            cursors["drift"] = tick.cursor or cursors["drift"]
+            # Evaluated again at once: the same event must not start a second run.
+            again = drift_sensor.evaluate_tick(
+                dg.build_sensor_context(instance=instance, cursor=cursors["drift"], definitions=defs)
+            )
         requests = list(tick.run_requests or [])
         drift_requests += requests
-        # Evaluated again at once: the same event must not start a second run.
-        again = drift_sensor.evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=cursors["drift"], definitions=defs)
-        )
         repeat = len(again.run_requests or [])
         record = WeekRecord(
             week.date(), i, i >= break_index, champion, len(tick_requests), feature_runs, len(requests),
