@@ -160,3 +160,62 @@ def test_conditions_tighten_the_plan() -> None:
         evaluate_conditions(bad, table)
     with pytest.raises(ValidationError):
         ConditionConfig(name="x", when={"control": "a"}, plan_changes={})  # no threshold
+
+
+def _fake_model(world, n_train: int, draws: int = 300):
+    """A stored model with a hand-made posterior (no sampling): true-ish parameters plus jitter."""
+    import arviz as az
+
+    from mmm_pipeline.model.build import ModelData, ScalingSpec
+    from mmm_pipeline.model.spec import ModelSpec
+    from mmm_pipeline.registry import StoredModel
+
+    data = ModelData.from_world(world)
+    spec = ModelSpec(l_max=4, n_fourier=1)
+    scaling = ScalingSpec.from_data(data.window(0, n_train))
+    rng = np.random.default_rng(0)
+    c, k = len(data.channels), len(data.control_names)
+
+    def var(*shape: int, loc: float = 0.0, scale: float = 0.01) -> np.ndarray:
+        return loc + scale * rng.standard_normal((1, draws, *shape))
+
+    posterior = {
+        "intercept": var(loc=0.6), "trend_slope": var(loc=0.02), "gamma_fourier": var(2),
+        "gamma_control": var(k), "beta_channel": np.abs(var(c, loc=0.05)),
+        "alpha": np.clip(var(c, loc=0.3), 0, 1), "lam": np.abs(var(c, loc=2.0)),
+        "sigma": np.abs(var(loc=0.02, scale=0.001)),
+    }  # fmt: skip
+    idata = az.from_dict(posterior=posterior)
+    return StoredModel("m1", idata, spec, scaling), data
+
+
+def test_tracking_forecasts_the_weeks_after_the_fit_with_carry_in() -> None:
+    from mmm_pipeline.model.predict import PosteriorDraws, predict
+    from mmm_pipeline.monitoring.tracking import TRACKING_COLUMNS, thin, track
+    from mmm_pipeline.synthetic import generate_world
+
+    world = generate_world(seed=0, n_weeks=70)
+    model, data = _fake_model(world, n_train=60)
+    frame = pd.DataFrame({"market": "all", "week": data.dates, "kpi": data.kpi})
+    for i, ch in enumerate(data.channels):
+        frame[f"spend_{ch}"] = data.spend[:, i]
+    for i, name in enumerate(data.control_names):
+        frame[f"control_{name}"] = data.controls[:, i]
+    train_end = data.dates[59].date()
+    out = track(model, frame, "all", train_end, rolling_weeks=3, max_draws=100)
+    assert list(out.columns) == TRACKING_COLUMNS and len(out) == 10
+    assert out["weeks_since_fit"].tolist() == list(range(1, 11)) and (out["week"] > train_end).all()
+    assert (out["n_draws"] == 100).all()
+    # The same forecast as predict() on those weeks with the actual spend of the weeks before carried in.
+    draws = thin(PosteriorDraws.from_idata(model.idata, model.spec), 100)
+    expected = predict(
+        draws, model.scaling, model.spec, data.window(60), carry_in=data.carry_in(60, 4), seed=0
+    )
+    np.testing.assert_allclose(out["pred_mean"], expected.kpi.mean(axis=0))
+    np.testing.assert_allclose(out["error"], out["actual"] - out["pred_mean"])
+    assert ((out["pred_94_low"] <= out["pred_50_low"]) & (out["pred_50_high"] <= out["pred_94_high"])).all()
+    inside = (out["pred_94_low"] <= out["actual"]) & (out["actual"] <= out["pred_94_high"])
+    assert (out["in_94"] == inside).all()
+    np.testing.assert_allclose(out["rolling_mape"].iloc[2], out["abs_pct_error"].iloc[:3].mean())
+    assert (out["crps"] > 0).all()
+    assert track(model, frame, "all", data.dates[-1].date()).empty  # nothing after the last week yet
