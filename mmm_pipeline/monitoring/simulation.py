@@ -41,14 +41,14 @@ class SimulationSettings:
     """Weeks delivered after the break (the break is the first of them)."""
     channel: str = "search"
     multiplier: float = 0.5
-    draws: int = 200
-    tune: int = 300
+    draws: int = 400
+    tune: int = 400
     chains: int = 2
     cv: bool = True
     refit: bool = True
     """Execute the runs the drift sensor requests (False: only check the requests)."""
-    weeks_after_refit: int = 2
-    """Weeks still delivered after the drift refit (to check no new event starts); then stop."""
+    weeks_after_refit: int | None = None
+    """Stop this many weeks after the first drift refit (``None``: deliver every week)."""
     drift_rules: list[dict] | None = None
     markets: tuple[str, ...] = ("all",)
 
@@ -193,7 +193,7 @@ def run_simulation(
     weeks: list[WeekRecord] = []
     drift_requests: list[dg.RunRequest] = []
     champions = [first_champion]
-    refit_at: int | None = None
+    refit_at: int | None = None  # week index of the first drift refit
     for i in range(s.history_weeks, len(dates)):
         week = dates[i]
         write_weeks(world, cfg.landing_dir, [week], f"week_{week.date()}")
@@ -245,14 +245,18 @@ def run_simulation(
             for request in requests:
                 execute(MODEL_JOB, request, f"drift {request.tags.get('mmm/drift_rule')}")
             champions.append(_champion(cfg, market))
-            refit_at = i
-        if refit_at is not None and i - refit_at >= s.weeks_after_refit:
+            refit_at = i if refit_at is None else refit_at
+            if champions[-1] != champions[-2]:
+                log(f"drift refit promoted {champions[-1]}")
+        if refit_at is not None and s.weeks_after_refit is not None and i - refit_at >= s.weeks_after_refit:
             break
         if not s.refit and requests:
             break
 
     roas = _roas(cfg, list(dict.fromkeys(champions)), s.channel)
-    truth = true_roas(world, s, market, weeks_in_last_fit=break_index if refit_at is None else refit_at + 1)
+    final = roas[roas["model_id"] == champions[-1]]["train_end"].iloc[0]
+    in_final_fit = int((world.dates <= pd.Timestamp(final)).sum())
+    truth = true_roas(world, s, market, weeks_in_last_fit=in_final_fit)
     return SimulationResult(world, cfg, dates[break_index].date(), weeks, runs, drift_requests,
                             champions, roas, truth, time.perf_counter() - started)  # fmt: skip
 
