@@ -14,6 +14,8 @@ MODEL_JOB = "refit_model"
 #: The schedule's job: scan the landing folder and rebuild the newest complete week (then, by the
 #: follow-up sensor, a refit per market).
 WEEKLY_JOB = "weekly_update"
+#: Performance tracking and drift events alone (``mmm-pipeline track``).
+TRACKING_JOB = "track_performance"
 
 #: Performance tracking and drift events: refreshed after new weeks and after refits.
 MONITORING_SELECTION = dg.AssetSelection.groups("monitoring")
@@ -60,6 +62,11 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
                 "on its diagnostics and CV, register it, promote it if it passed, recommend a budget "
                 "with the champion, publish for BI."
             ),
+        ),
+        dg.define_asset_job(
+            TRACKING_JOB,
+            selection=MONITORING_SELECTION,
+            description="Recompute the champions' performance tracking and evaluate the drift rules.",
         ),
         dg.define_asset_job(
             WEEKLY_JOB,
