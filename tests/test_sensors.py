@@ -197,12 +197,20 @@ def _report(result) -> str:
     return "\n".join(lines)
 
 
+#: Always holds (the recent mean is above the 0th percentile): the plan must keep search >= 30%.
+CONDITION = {
+    "name": "competitor_pressure",
+    "when": {"control": "competitor_spend", "above_quantile": 0.0, "over_last_weeks": 4},
+    "plan_changes": {"shares": {"search_floor": {"channels": ["search"], "min": 0.3}}},
+}
+
+
 def test_break_is_detected_after_it_happens_not_before(tmp_path: Path, monkeypatch) -> None:
     """Light variant: shorter history, no CV, fewer draws; the requested refit is not executed."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     settings = SimulationSettings(
         history_weeks=60, stable_weeks=3, post_weeks=4, multiplier=0.0, draws=300, tune=300, cv=False,
-        refit=False,
+        refit=False, conditions=[CONDITION],
     )  # fmt: skip
     result = run_simulation(tmp_path / "project", settings)
     assert all(w.drift_requests == 0 for w in result.weeks if not w.post_break), _report(result)
@@ -218,6 +226,18 @@ def test_break_is_detected_after_it_happens_not_before(tmp_path: Path, monkeypat
         ).fetchone()
     assert [e[0] for e in events] == [request.run_key] and events[0][1] == "open"
     assert tracked[0] == len(result.weeks)
+    # The initial optimization ran under the condition, and the history says so.
+    with duckdb.connect(str(result.cfg.warehouse_path), read_only=True) as conn:
+        history = conn.execute(
+            "SELECT trigger, conditions_active, conditions, channel, share_recommended, expected_kpi "
+            "FROM monitoring.optimization_history"
+        ).df()
+    assert (history["trigger"] == "manual").all() and (
+        history["conditions_active"] == "competitor_pressure"
+    ).all()
+    assert json.loads(history["conditions"].iloc[0])[0]["plan_changes"] == CONDITION["plan_changes"]
+    assert history.set_index("channel").loc["search", "share_recommended"] >= 0.3 - 1e-6
+    assert history["expected_kpi"].notna().all()
 
 
 @pytest.mark.slow

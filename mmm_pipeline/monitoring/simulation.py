@@ -50,6 +50,8 @@ class SimulationSettings:
     weeks_after_refit: int | None = None
     """Stop this many weeks after the first drift refit (``None``: deliver every week)."""
     drift_rules: list[dict] | None = None
+    conditions: list[dict] | None = None
+    """Config ``conditions`` (market conditions that tighten the budget plans)."""
     markets: tuple[str, ...] = ("all",)
 
 
@@ -113,6 +115,8 @@ def setup_project(directory: Path, s: SimulationSettings) -> tuple[ProjectConfig
     raw["monitoring"] = {"max_draws": 400}
     if s.drift_rules is not None:
         raw["monitoring"]["drift_rules"] = s.drift_rules
+    if s.conditions is not None:
+        raw["conditions"] = s.conditions
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_config(config_path)
     total = s.history_weeks + s.stable_weeks + s.post_weeks
