@@ -179,7 +179,7 @@ def build_sensors(
                         "mmm/drift_rule": event["rule"],
                         "mmm/drift_rules_fired": event["rules_fired"] or event["rule"],
                         "mmm/drift_model_id": event["model_id"],
-                        "mmm/drift_detected_week": str(event["detected_week"]),
+                        "mmm/drift_detected_week": pd.Timestamp(event["detected_week"]).date().isoformat(),
                         "mmm/drift_summary": (event["summary"] or "")[:250],
                         "mmm/drift_evidence": evidence_summary(event["evidence"] or "{}"),
                     },
