@@ -70,7 +70,7 @@ def _rule(rule: DriftRule, rows: pd.DataFrame, week: dt.date) -> Firing | None:
             return None
         return Firing(rule.name, rule.kind, week, {
             "misses": int(outside.sum()), "k": rule.k, "n": rule.n, "interval": rule.interval,
-            "weeks_outside": [str(w) for w in last.loc[outside, "week"]],
+            "weeks_outside": [str(pd.Timestamp(w).date()) for w in last.loc[outside, "week"]],
         })  # fmt: skip
     if rule.kind == "rolling_mape":
         assert isinstance(rule, RollingMapeRule)
