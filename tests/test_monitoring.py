@@ -211,7 +211,10 @@ def test_tracking_forecasts_the_weeks_after_the_fit_with_carry_in() -> None:
     expected = predict(
         draws, model.scaling, model.spec, data.window(60), carry_in=data.carry_in(60, 4), seed=0
     )
-    np.testing.assert_allclose(out["pred_mean"], expected.kpi.mean(axis=0))
+    np.testing.assert_allclose(out["pred_mean"], expected.expected.mean(axis=0))
+    # A week's row does not change when later weeks are tracked.
+    shorter = track(model, frame.iloc[:65], "all", train_end, rolling_weeks=3, max_draws=100)
+    pd.testing.assert_frame_equal(shorter, out.iloc[:5])
     np.testing.assert_allclose(out["error"], out["actual"] - out["pred_mean"])
     assert ((out["pred_94_low"] <= out["pred_50_low"]) & (out["pred_50_high"] <= out["pred_94_high"])).all()
     inside = (out["pred_94_low"] <= out["actual"]) & (out["actual"] <= out["pred_94_high"])

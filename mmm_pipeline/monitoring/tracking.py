@@ -49,6 +49,14 @@ def thin(draws: PosteriorDraws, max_draws: int | None) -> PosteriorDraws:
     return replace(draws, **fields)
 
 
+def _noise(draws: PosteriorDraws, seed: int, key: int) -> np.ndarray:
+    """One week's observation noise per draw (scaled units), as the likelihood has it."""
+    rng = np.random.default_rng([seed, key])
+    if draws.nu is None:
+        return rng.standard_normal(draws.n_draws) * draws.sigma
+    return rng.standard_t(draws.nu) * draws.sigma
+
+
 def spend_flags(spend: np.ndarray, history: np.ndarray, channels: tuple[str, ...]) -> list[dict]:
     """Per week, the channels whose spend lies outside their ``[min, max]`` weekly spend in ``history``:
     ``{channel: {"spend", "hist_min", "hist_max"}}`` (empty dict: every channel within its range)."""
@@ -76,7 +84,9 @@ def track(
     """The tracking rows of ``model`` (the market's champion, fitted up to ``train_end``) for every week of
     ``frame`` (the market's ``marts.fct_modeling_weekly`` rows) after ``train_end`` that has a KPI.
 
-    ``error`` is ``actual - pred_mean`` (positive: the model under-forecast); ``abs_pct_error`` is
+    ``pred_mean`` is the posterior mean of the expected KPI; ``pred_sd``, the intervals and CRPS come from
+    the predictive draws (with observation noise). ``error`` is ``actual - pred_mean`` (positive: the
+    model under-forecast); ``abs_pct_error`` is
     ``|error| / |actual|``; ``rolling_mape`` the mean ``abs_pct_error`` of this and the previous
     ``rolling_weeks - 1`` tracked weeks; ``z_score`` is ``error / pred_sd``. Empty (with the columns)
     when no week has been tracked yet.
@@ -92,7 +102,15 @@ def track(
     future = data.window(first)
     draws = thin(PosteriorDraws.from_idata(model.idata, spec), max_draws)
     prediction = predict(draws, scaling, spec, future, carry_in=data.carry_in(first, spec.l_max), seed=seed)
-    scores = weekly_scores(prediction.kpi, future.kpi, future.dates)
+    # Observation noise drawn per week from a stream keyed by the week, so a week's row does not change
+    # when later weeks are added (the whole table is recomputed every time).
+    noise = (
+        np.column_stack([_noise(draws, seed, int(week.toordinal())) for week in future.dates.date])
+        * scaling.kpi_scale
+    )
+    kpi_draws = prediction.expected + noise
+    scores = weekly_scores(kpi_draws, future.kpi, future.dates)
+    scores["mean"] = prediction.expected.mean(axis=0)  # the forecast: posterior mean of the expected KPI
     actual = scores["observed"].to_numpy(float)
     error = actual - scores["mean"].to_numpy(float)
     with np.errstate(divide="ignore", invalid="ignore"):
