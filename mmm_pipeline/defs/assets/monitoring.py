@@ -79,6 +79,7 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     ).df()
                     for m in champions["market"]
                 }
+            events = conn.execute("SELECT model_id, detected_week FROM monitoring.drift_events").df()
         results = {}
         for row in champions.itertuples():
             if row.market not in frames:
@@ -107,7 +108,11 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "mean_crps": float(rows["crps"].mean()),
             })  # fmt: skip
             metadata[f"chart_{market}"] = dg.MetadataValue.md(
-                tracking_chart(rows, f"{market}: champion {model_id} forecast vs actual")
+                tracking_chart(
+                    rows,
+                    f"{market}: champion {model_id} forecast vs actual",
+                    events[events["model_id"] == model_id],
+                )  # fmt: skip
             )
         table = pd.DataFrame(summary)
         metadata["summary"] = dg.MetadataValue.md(
