@@ -112,7 +112,7 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     rows,
                     f"{market}: champion {model_id} forecast vs actual",
                     events[events["model_id"] == model_id],
-                )  # fmt: skip
+                )
             )
         table = pd.DataFrame(summary)
         metadata["summary"] = dg.MetadataValue.md(
