@@ -58,8 +58,18 @@ FROM model_channel_summary s JOIN model_runs r USING (model_id)
 WHERE s.channel = 'tv'
 ORDER BY r.market, r.train_end;
 
--- 10. Tracked performance (once continuous operation publishes it): forecast against actual, latest weeks.
-SELECT market, week, actual, predicted_mean, lower_94, upper_94, in_interval_94, rolling_mape
+-- 10. Tracked performance: forecast against actual, latest weeks (every champion's tracked weeks).
+SELECT market, model_id, week, actual, pred_mean, pred_94_low, pred_94_high, in_94, rolling_mape
 FROM performance_tracking
 ORDER BY market, week DESC
 LIMIT 12;
+
+-- 11. Drift events and the refit runs they started.
+SELECT market, event_id, rule, detected_week, status, resolution, dagster_run_id, run_status, summary
+FROM drift_events
+ORDER BY detected_at DESC;
+
+-- 12. Allocation and predicted KPI over time (one row per optimization and channel).
+SELECT market, created_at, trigger, conditions_active, channel, recommended_spend, expected_kpi
+FROM optimization_history
+ORDER BY market, created_at, channel;

@@ -207,6 +207,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    """Recompute tracking and drift events now; print each champion's recent weeks and open events."""
+    from .definitions import build_definitions
+    from .defs.jobs import TRACKING_JOB
+    from .runner import RUN_CONFIG
+
+    cfg = _config(args)
+    result = (
+        build_definitions(cfg)
+        .resolve_job_def(TRACKING_JOB)
+        .execute_in_process(instance=project_instance(cfg), raise_on_error=False, run_config=RUN_CONFIG)
+    )
+    if not result.success:
+        print("error: the tracking run failed (see the Dagster run log)", file=sys.stderr)
+        return 1
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        rows = bi.execute(
+            "SELECT t.market, t.model_id, t.week, t.actual, t.pred_mean, t.pred_94_low, t.pred_94_high, "
+            "t.in_94, t.rolling_mape FROM performance_tracking t JOIN model_runs r USING (model_id) "
+            "WHERE r.status = 'champion' "
+            "QUALIFY row_number() OVER (PARTITION BY t.market ORDER BY t.week DESC) <= ? "
+            "ORDER BY t.market, t.week",
+            [args.weeks],
+        ).fetchall()
+        events = bi.execute(
+            "SELECT event_id, rule, detected_week, dagster_run_id, summary FROM drift_events "
+            "WHERE status = 'open'"
+        ).fetchall()
+    for market, model_id, week, actual, mean, low, high, inside, mape in rows:
+        print(
+            f"{market:<8} {model_id:<28} {week:%Y-%m-%d} actual {actual:>14,.0f} forecast {mean:>14,.0f} "
+            f"[{low:,.0f}, {high:,.0f}] {'in' if inside else 'OUT'} rolling MAPE {mape:.1%}"
+        )
+    if not rows:
+        print("no tracked week yet (a champion forecasts the weeks that arrive after its fit)")
+    for event_id, rule, week, run_id, summary in events:
+        run = run_id or "not started"
+        print(f"OPEN drift event {event_id} ({rule}, week {week:%Y-%m-%d}): {summary}; run {run}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     directory = Path(args.dir).resolve()
@@ -297,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--refit", action="store_true", help="refit every market even if its latest fit saw all the data"
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "track", help="recompute performance tracking and drift events; print the latest weeks"
+    )
+    p.add_argument("--weeks", type=int, default=8, help="weeks shown per market (default 8)")
+    p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("demo", help="set up and run the case-study demo end to end")
     p.add_argument("--dir", default="demo_project")

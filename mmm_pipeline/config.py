@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from .model.spec import ModelSpec
+from .monitoring.settings import ConditionConfig, MonitoringConfig, ScheduleConfig, SensorsConfig
 from .validation.folds import CVSpec
 
 CONFIG_ENV_VAR = "MMM_PIPELINE_CONFIG"
@@ -212,6 +213,11 @@ class ProjectConfig(StrictModel):
     cv: CVConfig = CVConfig()
     optimization: OptimizationConfig = OptimizationConfig()
     paths: PathsConfig = PathsConfig()
+    # Continuous operation (README "Continuous operation"; models in monitoring/settings.py).
+    schedule: ScheduleConfig = ScheduleConfig()
+    sensors: SensorsConfig = SensorsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    conditions: list[ConditionConfig] = Field(default_factory=list)
 
     # Set by load_config: the folder that relative paths resolve against.
     root: Path = Field(default=Path("."), exclude=True)

@@ -13,16 +13,20 @@ from .defs.assets.cv import build_cv_assets
 from .defs.assets.features import build_feature_assets
 from .defs.assets.ingestion import build_ingestion_assets
 from .defs.assets.model import build_model_assets
+from .defs.assets.monitoring import build_monitoring_assets
 from .defs.assets.optimization import build_optimization_assets
 from .defs.assets.publish import build_publish_assets
 from .defs.assets.report import build_report_assets
 from .defs.jobs import build_jobs
 from .defs.resources import build_resources
+from .defs.schedules import build_schedules
+from .defs.sensors import build_sensors
 from .sql_models import discover_models
 
 
 def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
     models = discover_models(cfg.sql_models_dir, cfg)
+    jobs = build_jobs(cfg)
     return dg.Definitions(
         assets=[
             *build_ingestion_assets(cfg),
@@ -31,9 +35,12 @@ def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
             *build_cv_assets(cfg),
             *build_optimization_assets(cfg),
             *build_publish_assets(cfg, models),
+            *build_monitoring_assets(cfg),
             *build_report_assets(cfg),
         ],
-        jobs=build_jobs(cfg),
+        jobs=jobs,
+        schedules=build_schedules(cfg, jobs),
+        sensors=build_sensors(cfg, jobs),
         resources=build_resources(cfg),
     )
 

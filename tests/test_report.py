@@ -37,8 +37,6 @@ from mmm_pipeline.synthetic import generate_world, write_world
 
 MARKET = "north"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-#: Relations documented as coming from continuous operation: published by another part of the pipeline.
-CONTINUOUS_OPERATION = {"performance_tracking", "drift_events", "optimization_history"}
 
 
 @pytest.fixture(scope="module")
@@ -154,21 +152,42 @@ def test_report_numbers_are_the_bi_catalogs(project: dict) -> None:
 def test_tracked_performance_section_only_with_rows(project: dict) -> None:
     cfg = project["cfg"]
     data = load_report_data(cfg.bi_database_path, MARKET, cfg.kpi.name)
-    assert data.tracking.empty and "Tracked performance" not in build_report(data).html
+    assert data.tracking.empty and not data.history.empty  # the champion has no week after its fit yet
+    data.history = data.history.iloc[0:0]
+    assert "Tracked performance" not in build_report(data).html
     weeks = pd.date_range("2024-01-01", periods=6, freq="W-MON")
     actual = np.array([100.0, 110, 95, 120, 105, 98])
     data.tracking = pd.DataFrame(
         {
             "market": MARKET, "model_id": data.model_id, "week": weeks, "actual": actual,
-            "predicted_mean": actual * 1.02, "lower_50": actual * 0.95, "upper_50": actual * 1.05,
-            "lower_94": actual * 0.9, "upper_94": actual * 1.1, "in_interval_50": [1, 1, 0, 1, 1, 1],
-            "in_interval_94": [1, 1, 1, 1, 1, 0], "error": actual * 0.02, "rolling_mape": 0.0425, "crps": 1.5,
+            "pred_mean": actual * 1.02, "pred_50_low": actual * 0.95, "pred_50_high": actual * 1.05,
+            "pred_94_low": actual * 0.9, "pred_94_high": actual * 1.1,
+            "in_50": [True, True, False, True, True, True], "in_94": [True, True, True, True, True, False],
+            "error": actual * 0.02, "rolling_mape": 0.0425, "crps": 1.5,
         }
     )  # fmt: skip
     report = build_report(data)
     assert "tracking" in report.sections and 'id="tracking"' in report.html
     assert "6 weeks tracked" in report.html and "83% inside the 94% interval" in report.html
     assert "latest rolling MAPE 4.2%" in report.markdown
+    assert html_problems(report.html, report.sections) == []
+    assert "Recommended allocation over time" not in report.html  # one optimization: no trend yet
+
+
+def test_optimization_history_charts_from_two_optimizations(project: dict) -> None:
+    cfg = project["cfg"]
+    data = load_report_data(cfg.bi_database_path, MARKET, cfg.kpi.name)
+    first = data.history[data.history["optimization_id"] == data.history["optimization_id"].iloc[0]]
+    later = first.assign(
+        optimization_id="opt-later", created_at=first["created_at"] + pd.Timedelta(days=7), trigger="drift",
+        recommended_spend=first["recommended_spend"] * 1.1, expected_kpi=first["expected_kpi"] * 1.01,
+    )  # fmt: skip
+    data.history = pd.concat([first, later], ignore_index=True)
+    report = build_report(data)
+    assert "tracking" in report.sections
+    for title in ("Predicted KPI at each recommendation", "Recommended allocation over time"):
+        assert title in report.html and title in report.markdown
+    assert "2 recommendations" in report.html and "drift: 1" in report.html
     assert html_problems(report.html, report.sections) == []
 
 
@@ -226,7 +245,7 @@ def test_every_bi_relation_is_documented_and_vice_versa(project: dict) -> None:
         }
     catalog = set(columns)
     assert catalog - set(documented) == set(), "undocumented BI relations"
-    assert set(documented) - catalog - CONTINUOUS_OPERATION == set(), "documented but not published"
+    assert set(documented) - catalog == set(), "documented but not published"
     for name in catalog:
         assert _matches(documented[name], columns[name]), (name, documented[name], columns[name])
 
@@ -238,8 +257,6 @@ def test_example_queries_run_and_answer_the_tv_question(project: dict) -> None:
     assert len(statements) >= 10
     with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
         for statement in statements:
-            if any(name in statement for name in CONTINUOUS_OPERATION):
-                continue  # not published yet: see docs/bi_marts.md
             bi.execute(statement).df()
         tv = bi.execute(statements[0]).df()
     assert list(tv["market"]) == [MARKET]

@@ -11,14 +11,28 @@ from .assets.model import MARKETS
 INGEST_JOB = "ingest_landing"
 FEATURES_JOB = "build_features"
 MODEL_JOB = "refit_model"
+#: The schedule's job: scan the landing folder and rebuild the newest complete week (then, by the
+#: follow-up sensor, a refit per market).
+WEEKLY_JOB = "weekly_update"
+#: Performance tracking and drift events alone (``mmm-pipeline track``).
+TRACKING_JOB = "track_performance"
+
+#: Performance tracking and drift events: refreshed after new weeks and after refits.
+MONITORING_SELECTION = dg.AssetSelection.groups("monitoring")
 
 INGEST_SELECTION = dg.AssetSelection.groups("ingestion")
-FEATURES_SELECTION = dg.AssetSelection.groups("staging", "intermediate", "marts") | dg.AssetSelection.assets(
-    "bi_snapshots"
+FEATURES_SELECTION = (
+    dg.AssetSelection.groups("staging", "intermediate", "marts")
+    | dg.AssetSelection.assets("bi_snapshots")
+    | MONITORING_SELECTION
 )
-MODEL_SELECTION = dg.AssetSelection.groups("model", "optimization", "report") | dg.AssetSelection.assets(
-    "bi_model_snapshots"
+MODEL_SELECTION = (
+    dg.AssetSelection.groups("model", "optimization", "report")
+    | dg.AssetSelection.assets("bi_model_snapshots")
+    | MONITORING_SELECTION
 )
+#: What the weekly schedule runs in its first run (extend by adding groups, e.g. "report").
+WEEKLY_SELECTION = INGEST_SELECTION | FEATURES_SELECTION
 
 
 def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -47,6 +61,21 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
                 "Refit one market's MMM on every modeled week, cross-validate it fold by fold, gate it "
                 "on its diagnostics and CV, register it, promote it if it passed, recommend a budget "
                 "with the champion, publish for BI, write the executive report."
+            ),
+        ),
+        dg.define_asset_job(
+            TRACKING_JOB,
+            selection=MONITORING_SELECTION,
+            description="Recompute the champions' performance tracking and evaluate the drift rules.",
+        ),
+        dg.define_asset_job(
+            WEEKLY_JOB,
+            selection=WEEKLY_SELECTION,
+            partitions_def=weekly_partitions(cfg.calendar),
+            description=(
+                "The weekly schedule's run: scan the landing folder, rebuild the week's features, update "
+                "performance tracking and drift events. On success the follow-up sensor starts a refit "
+                "(CV, optimization, publishing) per market (schedule.refit)."
             ),
         ),
     ]

@@ -39,6 +39,11 @@ class Chart:
         return "data:image/png;base64," + base64.b64encode(self.png).decode()
 
 
+def from_figure(figure: plt.Figure, name: str, title: str) -> Chart:
+    """A figure drawn elsewhere (e.g. :mod:`mmm_pipeline.monitoring.plots`) as a report chart."""
+    return _render(figure, name, title)
+
+
 def _render(figure: plt.Figure, name: str, title: str) -> Chart:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -219,16 +224,3 @@ def roas_by_fold_chart(fold_parameters: pd.DataFrame, full: pd.DataFrame) -> Cha
     ax.legend(fontsize=7, ncol=len(series), loc="lower right")
     _style(ax)
     return _render(figure, "roas_by_fold", "ROAS across cross-validation folds")
-
-
-def tracking_chart(tracking: pd.DataFrame) -> Chart:
-    """Forecast against actual KPI week by week since the model went live (tracked performance)."""
-    figure, ax = plt.subplots(figsize=(9, 3))
-    weeks = pd.to_datetime(tracking["week"])
-    if {"lower_94", "upper_94"} <= set(tracking.columns):
-        ax.fill_between(weeks, tracking["lower_94"], tracking["upper_94"], alpha=0.25, label="94% interval")
-    ax.plot(weeks, tracking["predicted_mean"], label="forecast")
-    ax.plot(weeks, tracking["actual"], "k.", label="actual")
-    ax.legend(fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    return _render(figure, "tracking", "Tracked performance: forecast against actual")

@@ -44,7 +44,7 @@ SECTIONS = (
     ("channels", "Channel performance"),
     ("decomposition", "Where sales came from"),
     ("trust", "Can we trust it"),
-    ("tracking", "Tracked performance"),
+    ("tracking", "Tracked performance and optimization history"),
     ("scenarios", "Scenarios"),
     ("next-steps", "Risks and next steps"),
 )
@@ -177,11 +177,26 @@ def tracking_summary(data: ReportData) -> dict | None:
         "weeks": len(tracked),
         "first_week": tracked["week"].min(),
         "last_week": tracked["week"].max(),
-        "in_interval_50": mean("in_interval_50"),
-        "in_interval_94": mean("in_interval_94"),
+        "in_interval_50": mean("in_50"),
+        "in_interval_94": mean("in_94"),
         "rolling_mape": latest.get("rolling_mape"),
         "crps": mean("crps"),
         "mean_error": mean("error"),
+    }
+
+
+def history_summary(data: ReportData) -> dict | None:
+    """How many recommendations were made, since when, and why (triggers); None below two, where there
+    is no trend to show yet."""
+    runs = data.history.drop_duplicates("optimization_id") if not data.history.empty else data.history
+    if len(runs) < 2:
+        return None
+    return {
+        "optimizations": len(runs),
+        "first": runs["created_at"].min(),
+        "last": runs["created_at"].max(),
+        "triggers": runs["trigger"].fillna("manual").value_counts().to_dict(),
+        "drift_events": len(data.drift_events),
     }
 
 
@@ -332,6 +347,7 @@ def context(data: ReportData, t: Thresholds) -> dict:
         "stability": data.cv_stability.to_dict("records"),
         "dq": data_quality(data),
         "tracking": tracking_summary(data),
+        "history": history_summary(data),
         "scenarios": data.scenarios.to_dict("records"),
         "warnings": warnings(data, t),
         "next_steps": next_steps(data, t),

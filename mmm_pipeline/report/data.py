@@ -59,6 +59,9 @@ class ReportData:
     scenarios: pd.DataFrame
     deliveries: pd.DataFrame
     tracking: pd.DataFrame
+    history: pd.DataFrame
+    """The market's ``optimization_history`` rows (optimization x channel), oldest first."""
+    drift_events: pd.DataFrame
     checks: list[CheckStatus] = field(default_factory=list)
 
     @property
@@ -81,6 +84,8 @@ _MARKET_FRAMES = {
     "recommendations": ("latest_recommendations", "change DESC"),
     "scenarios": ("latest_scenarios", "is_base DESC, scenario"),
     "tracking": ("performance_tracking", "week"),
+    "history": ("optimization_history", "created_at, channel"),
+    "drift_events": ("drift_events", "detected_week"),
 }
 
 

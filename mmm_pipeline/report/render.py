@@ -22,8 +22,9 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from ..monitoring import plots as monitoring_plots
 from . import charts
-from .content import SECTIONS, Thresholds, context, waterfall_totals
+from .content import SECTIONS, Thresholds, context, history_summary, waterfall_totals
 from .data import ReportData, serving_ids
 
 MANIFEST = "report.json"
@@ -118,7 +119,18 @@ def _charts(data: ReportData) -> list[charts.Chart]:
     if not data.cv_fold_parameters.empty:
         out.append(charts.roas_by_fold_chart(data.cv_fold_parameters, data.channels))
     if not data.tracking.empty:
-        out.append(charts.tracking_chart(data.tracking))
+        events = data.drift_events if len(data.drift_events) else None
+        out.append(charts.from_figure(
+            monitoring_plots.tracking_chart(data.tracking, "", events),
+            "tracking", "Tracked performance: forecast against actual (dashed lines: drift events)",
+        ))  # fmt: skip
+    if history_summary(data) is not None:
+        for draw, name, title in (
+            (monitoring_plots.kpi_trend_chart, "history_kpi", "Predicted KPI at each recommendation"),
+            (monitoring_plots.allocation_chart, "history_allocation", "Recommended allocation over time"),
+            (monitoring_plots.roas_trend_chart, "history_roas", "ROAS at the recommended spend over time"),
+        ):
+            out.append(charts.from_figure(draw(data.history, ""), name, title))
     return out
 
 
@@ -129,7 +141,8 @@ def build_report(
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     ctx = context(data, thresholds or Thresholds())
     rendered = _charts(data)
-    sections = [a for a, _ in SECTIONS if a != "tracking" or not data.tracking.empty]
+    tracked = not data.tracking.empty or history_summary(data) is not None
+    sections = [a for a, _ in SECTIONS if a != "tracking" or tracked]
     if data.plan is None:
         sections = [a for a in sections if a not in ("actions", "scenarios")]
     ctx |= {"generated_at": now, "sections_shown": sections, "section_titles": dict(SECTIONS)}

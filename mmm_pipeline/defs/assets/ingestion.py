@@ -12,6 +12,9 @@ from ...warehouse import WarehouseResource
 from ..resources import WRITER_POOL
 from .model import MARKETS
 
+#: Metadata key of the queued week ranges, JSON ``[[first, last], ...]`` (read by the follow-up sensor).
+PENDING_RANGES_KEY = "pending_week_ranges"
+
 
 def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
@@ -70,6 +73,9 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "active_files": files,
                 "markets": ", ".join(markets),
                 "pending_weeks": dg.MetadataValue.md("\n".join(f"- {a} .. {b}" for a, b in ranges) or "none"),
+                PENDING_RANGES_KEY: dg.MetadataValue.json(
+                    [[a.isoformat(), b.isoformat()] for a, b in ranges]
+                ),
             },
             check_results=checks,
         )

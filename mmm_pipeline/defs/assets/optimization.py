@@ -14,8 +14,11 @@ import pandas as pd
 
 from ...config import ConfigError, ProjectConfig
 from ...model.build import ScalingSpec
+from ...monitoring import store as monitoring_store
+from ...monitoring.conditions import apply_conditions, evaluate_conditions
+from ...monitoring.plots import allocation_chart, kpi_trend_chart, roas_trend_chart
 from ...optimize import PlanError, load_scenarios
-from ...plots import budget_chart
+from ...plots import budget_chart, markdown_image
 from ...recommendations import (
     OPTIMIZATION_TABLES,
     Optimization,
@@ -129,6 +132,21 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 except ValueError as exc:
                     raise dg.Failure(f"market {market}: {exc}") from None
             previous = latest_optimization(conn, market)
+            market_rows = (
+                conn.execute("SELECT * FROM marts.fct_modeling_weekly WHERE market = ?", [market]).df()
+                if cfg.conditions
+                else None
+            )
+        # Market conditions (config ``conditions``) tighten the plans, like a scenario's changes.
+        try:
+            active = evaluate_conditions(cfg.conditions, market_rows) if market_rows is not None else []
+            plans = apply_conditions(plans, active)
+        except (ValueError, PlanError) as exc:
+            raise dg.Failure(f"market {market}: conditions: {exc}") from None
+        if active:
+            context.log.info(
+                f"market {market}: condition(s) {', '.join(c.name for c in active)} hold: plans tightened"
+            )
         if serving is None:
             raise dg.Failure(
                 f"market {market}: no champion model: no fit of this market has passed the gate yet, so "
@@ -175,6 +193,18 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         else:
             with warehouse.get_connection() as conn:
                 write_optimization(conn, opt)
+                # Optimization history: what was recommended, why this run happened, under which conditions.
+                baseline = monitoring_store.baseline_kpi(conn, model_id, opt.base_plan.current_weeks)
+                monitoring_store.append_history(
+                    conn,
+                    monitoring_store.history_rows(
+                        opt.tables, context.run.tags, [c.as_dict() for c in active], baseline
+                    ),
+                )
+                history = conn.execute(
+                    "SELECT * FROM monitoring.optimization_history WHERE market = ? ORDER BY created_at",
+                    [market],
+                ).df()
             summary = base.summary.iloc[0]
             uplift = _uplift_text(summary, cfg.kpi.name)
             context.log.info(
@@ -196,6 +226,17 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "recommendation": dg.MetadataValue.md(_recommendation_markdown(base.recommendation)),
                 "chart": dg.MetadataValue.md(
                     budget_chart(base.recommendation, f"{market}: current vs recommended spend")
+                ),
+                "trigger": context.run.tags.get("mmm/trigger", "manual"),
+                "conditions": ", ".join(c.name for c in active) or "none",
+                "history_kpi": dg.MetadataValue.md(
+                    _history_chart(kpi_trend_chart, history, f"{market}: predicted KPI over time")
+                ),
+                "history_allocation": dg.MetadataValue.md(
+                    _history_chart(allocation_chart, history, f"{market}: recommended allocation over time")
+                ),
+                "history_roas": dg.MetadataValue.md(
+                    _history_chart(roas_trend_chart, history, f"{market}: ROAS at recommendation")
                 ),
             }
         yield dg.MaterializeResult(metadata=metadata)
@@ -229,3 +270,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
 
     return [budget_recommendation]
+
+
+def _history_chart(draw, history: pd.DataFrame, title: str) -> str:  # noqa: ANN001 - a monitoring.plots drawer
+    return markdown_image(draw(history, title), title)

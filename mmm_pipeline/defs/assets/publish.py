@@ -3,6 +3,8 @@
 import dagster as dg
 
 from ...config import ProjectConfig
+from ...monitoring.store import MONITORING_TABLES
+from ...monitoring.store import ensure_schema as ensure_monitoring_schema
 from ...publish import export_snapshot, published_snapshots, write_catalog
 from ...recommendations import OPTIMIZATION_TABLES
 from ...recommendations import ensure_schema as ensure_optimization_schema
@@ -68,8 +70,10 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         if optimization:
             relations |= {f"optimization_{name}": f"optimization.{name}" for name in OPTIMIZATION_TABLES}
             relations |= {f"latest_{name}": f"optimization.latest_{name}" for name in OPTIMIZATION_TABLES}
+        relations |= MONITORING_TABLES  # performance_tracking, drift_events, optimization_history
         with warehouse.get_connection() as conn:
             ensure_schema(conn)
+            ensure_monitoring_schema(conn)
             if optimization:
                 ensure_optimization_schema(conn)
             counts = {

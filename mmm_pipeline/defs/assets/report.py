@@ -63,7 +63,8 @@ def build_report_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         group_name="report",
         kinds={"html", "markdown"},
         partitions_def=MARKETS,
-        deps=["bi_model_snapshots"],
+        # after the monitoring tables are published too, so the report shows this run's tracking
+        deps=["bi_model_snapshots", *(["drift_events"] if cfg.monitoring.enabled else [])],
         description=(
             "The market's executive report, from the published BI catalog (read-only, so report and BI "
             "never disagree): headline uplift of the recommended plan with its 94% interval and "

@@ -1,0 +1,228 @@
+"""Monitoring assets: the champions' performance tracking and the drift events evaluated on it.
+
+``performance_tracking`` reads each market's champion and modeling table briefly, forecasts the weeks
+since the champion was fitted outside any DuckDB connection (:mod:`mmm_pipeline.monitoring.tracking`),
+then replaces the champion's rows of ``monitoring.performance_tracking``. ``drift_events`` evaluates the
+drift rules (``monitoring.drift_rules``) on those rows, opens an event when a rule fires and no event is
+open for the market's champion, resolves events on recovery or a new champion, links each event to the
+run the drift sensor started for it, and publishes the monitoring tables for BI (and for the sensor).
+
+Both are unpartitioned (they cover every market) and run in the feature runs (a new week arrived), in
+the weekly update and in the refit runs (a new champion resets tracking and resolves its events).
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from ...config import ProjectConfig
+from ...monitoring import drift, store
+from ...monitoring.plots import tracking_chart
+from ...monitoring.tracking import track
+from ...plots import markdown_image
+from ...publish import export_snapshot, published_snapshots, write_catalog
+from ...registry import ensure_schema as ensure_models_schema
+from ...registry import load_model
+from ...warehouse import WarehouseResource, relation_exists
+from ..resources import WRITER_POOL
+
+#: Run tags written by the schedule and sensors (and read back by the assets).
+TRIGGER_TAG = "mmm/trigger"
+EVENT_TAG = "mmm/drift_event_id"
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def publish_monitoring(conn, cfg: ProjectConfig) -> dict[str, int]:  # noqa: ANN001 - a DuckDB connection
+    """Export the monitoring tables as Parquet snapshots and rebuild the BI catalog."""
+    store.ensure_schema(conn)
+    counts = {
+        name: export_snapshot(conn, relation, cfg.publish_dir / f"{name}.parquet")
+        for name, relation in store.MONITORING_TABLES.items()
+    }
+    write_catalog(cfg.bi_database_path, published_snapshots(cfg.publish_dir))
+    return counts
+
+
+def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
+    settings = cfg.monitoring
+    if not settings.enabled:
+        return []
+
+    @dg.asset(
+        group_name="monitoring",
+        kinds={"python", "duckdb"},
+        deps=["fct_modeling_weekly", "model_registry"],
+        pool=WRITER_POOL,
+        description=(
+            "Each market's champion forecasts every week since it was fitted from the spend and controls "
+            "that actually happened (adstock carried in), scored against the actual KPI: predictive mean "
+            "and sd, 50%/94% intervals and in-interval flags, error, absolute % error, rolling MAPE, CRPS, "
+            "and channels whose spend left the training range (monitoring.performance_tracking)."
+        ),
+        metadata={"table": "monitoring.performance_tracking", "rolling_weeks": settings.rolling_weeks},
+    )
+    def performance_tracking(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            ensure_models_schema(conn)
+            store.ensure_schema(conn)
+            champions = conn.execute(
+                "SELECT market, model_id, train_end, artifact_path FROM models.model_runs "
+                "WHERE status = 'champion' ORDER BY market"
+            ).df()
+            frames = {}
+            if relation_exists(conn, "marts", "fct_modeling_weekly"):
+                frames = {
+                    m: conn.execute(
+                        "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? ORDER BY week", [m]
+                    ).df()
+                    for m in champions["market"]
+                }
+            events = conn.execute("SELECT model_id, detected_week FROM monitoring.drift_events").df()
+        results = {}
+        for row in champions.itertuples():
+            if row.market not in frames:
+                continue
+            model = load_model(row.artifact_path)
+            results[row.market] = (
+                row.model_id,
+                track(model, frames[row.market], row.market, pd.Timestamp(row.train_end).date(),
+                      settings.rolling_weeks, settings.max_draws),
+            )  # fmt: skip
+        with warehouse.get_connection() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            for market, (model_id, rows) in results.items():
+                store.replace_tracking(conn, market, model_id, rows, context.run_id)
+            conn.execute("COMMIT")
+        metadata: dict[str, object] = {"markets": len(results)}
+        summary = []
+        for market, (model_id, rows) in results.items():
+            if rows.empty:
+                summary.append({"market": market, "model_id": model_id, "weeks_tracked": 0})
+                continue
+            last = rows.iloc[-1]
+            summary.append({
+                "market": market, "model_id": model_id, "weeks_tracked": len(rows), "last_week": last["week"],
+                "rolling_mape": float(last["rolling_mape"]), "coverage_94": float(rows["in_94"].mean()),
+                "mean_crps": float(rows["crps"].mean()),
+            })  # fmt: skip
+            metadata[f"chart_{market}"] = dg.MetadataValue.md(
+                markdown_image(
+                    tracking_chart(
+                        rows,
+                        title := f"{market}: champion {model_id} forecast vs actual",
+                        events[events["model_id"] == model_id],
+                    ),
+                    title,
+                )
+            )
+        table = pd.DataFrame(summary)
+        metadata["summary"] = dg.MetadataValue.md(
+            table.to_markdown(index=False) if len(table) else "no champion"
+        )
+        context.log.info(
+            "tracking: "
+            + (", ".join(f"{s['market']} {s['weeks_tracked']} week(s)" for s in summary) or "no champion yet")
+        )
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset(
+        group_name="monitoring",
+        kinds={"python", "duckdb"},
+        deps=["performance_tracking"],
+        pool=WRITER_POOL,
+        description=(
+            "Evaluates the drift rules (monitoring.drift_rules: interval misses, rolling MAPE, CUSUM of the "
+            "residuals, spend outside the training range) on each champion's tracking rows. Opens one "
+            "event when a rule fires and none is open for the market's champion; resolves it after "
+            "monitoring.recovery_weeks quiet weeks or when a new champion serves; records the refit run the "
+            "drift sensor started for it (monitoring.drift_events). Publishes the monitoring tables for BI."
+        ),
+        metadata={
+            "table": "monitoring.drift_events",
+            "rules": ", ".join(r.name for r in settings.drift_rules),
+        },
+    )
+    def drift_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        tags = context.run.tags
+        opened, resolved = [], []
+        with warehouse.get_connection() as conn:
+            ensure_models_schema(conn)
+            store.ensure_schema(conn)
+            champions = dict(
+                conn.execute(
+                    "SELECT market, model_id FROM models.model_runs WHERE status = 'champion'"
+                ).fetchall()
+            )
+            markets = sorted(set(champions) | {e["market"] for e in store.open_events(conn)})
+            inputs = {
+                m: (store.tracking_rows(conn, m, champions[m]) if m in champions else pd.DataFrame(),
+                    store.open_events(conn, m))
+                for m in markets
+            }  # fmt: skip
+        decisions = {
+            m: drift.decide(settings.drift_rules, rows, m, champions.get(m), events, settings.recovery_weeks)
+            for m, (rows, events) in inputs.items()
+        }
+        with warehouse.get_connection() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            # This run was started for an event: record it before anything else.
+            if EVENT_TAG in tags:
+                store.set_event_run(conn, tags[EVENT_TAG], context.run_id, "STARTED")
+            for market, decision in decisions.items():
+                rows = inputs[market][0]
+                last_week = pd.Timestamp(rows["week"].iloc[-1]).date() if len(rows) else None
+                for event_id, resolution in decision.resolve:
+                    new_model = champions.get(market) if resolution == "new_champion" else None
+                    store.resolve_event(conn, event_id, resolution, last_week, new_model)
+                    resolved.append(f"{event_id} ({resolution})")
+                if decision.open is not None:
+                    store.insert_event(conn, decision.open)
+                    opened.append(decision.open)
+            # Link events to the runs the sensor started (found by tag), with their latest status.
+            for event_id in store.events_without_run(conn):
+                runs = context.instance.get_runs(filters=dg.RunsFilter(tags={EVENT_TAG: event_id}), limit=1)
+                if runs:
+                    run = runs[0]
+                    status = run.status.value if run.run_id != context.run_id else "STARTED"
+                    store.set_event_run(conn, event_id, run.run_id, status)
+            conn.execute("COMMIT")
+            events = conn.execute("SELECT * FROM monitoring.drift_events ORDER BY detected_at DESC").df()
+            counts = publish_monitoring(conn, cfg)
+        for event in opened:
+            context.log.warning(
+                f"drift in market {event['market']} (champion {event['model_id']}), "
+                f"week {event['detected_week']}: {event['summary']} -> event {event['event_id']} "
+                "(the drift sensor starts a refit)"
+            )
+        for text in resolved:
+            context.log.info(f"drift event resolved: {text}")
+        shown = events[["event_id", "market", "model_id", "rule", "detected_week", "status", "resolution",
+                        "dagster_run_id", "summary"]] if len(events) else events  # fmt: skip
+        return dg.MaterializeResult(
+            metadata={
+                "open_events": int((events["status"] == drift.OPEN).sum()) if len(events) else 0,
+                "opened_now": dg.MetadataValue.md(
+                    "\n".join(f"- {e['event_id']}: {e['summary']}" for e in opened) or "none"
+                ),  # fmt: skip
+                "resolved_now": dg.MetadataValue.md("\n".join(f"- {r}" for r in resolved) or "none"),
+                "firing_now": dg.MetadataValue.json(
+                    {m: [f.rule for f in d.firings] for m, d in decisions.items()}
+                ),
+                "events": dg.MetadataValue.md(
+                    shown.head(20).to_markdown(index=False) if len(shown) else "none"
+                ),
+                "published": dg.MetadataValue.json(counts),
+                **({"dagster/row_count": len(events)} if len(events) else {}),
+            }
+        )
+
+    return [performance_tracking, drift_events]
+
+
+def evidence_summary(evidence: str, limit: int = 250) -> str:
+    """A drift event's evidence JSON shortened for a run tag."""
+    text = json.dumps(json.loads(evidence), separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,79 @@
+"""Charts of continuous operation, as matplotlib figures: the assets turn them into inline markdown
+images for the Dagster UI (``markdown_image``) and the executive report into embedded PNGs, so both show
+the same drawing.
+
+``tracking_chart``: forecast vs actual since the champion was fitted, with drift events marked.
+``kpi_trend_chart``, ``allocation_chart``, ``roas_trend_chart``: the optimization history over time.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..plots import plt
+
+
+def tracking_chart(rows: pd.DataFrame, title: str, events: pd.DataFrame | None = None) -> plt.Figure:
+    """Actual KPI against the champion's forecast (mean, 50% and 94% intervals), misses marked, with
+    rolling MAPE below; vertical lines at drift events' detected weeks."""
+    rows = rows.sort_values("week")
+    weeks = pd.to_datetime(rows["week"])
+    figure, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True, height_ratios=[3, 1])
+    ax.fill_between(weeks, rows["pred_94_low"], rows["pred_94_high"], alpha=0.2, label="94%")
+    ax.fill_between(weeks, rows["pred_50_low"], rows["pred_50_high"], alpha=0.35, label="50%")
+    ax.plot(weeks, rows["pred_mean"], label="forecast")
+    inside = rows["in_94"].astype(bool).to_numpy()
+    ax.plot(weeks[inside], rows["actual"][inside], "k.", label="actual")
+    ax.plot(weeks[~inside], rows["actual"][~inside], "rx", label="outside 94%")
+    ax2.plot(weeks, rows["rolling_mape"] * 100, color="C3")
+    ax2.set_ylabel("rolling MAPE %")
+    for frame in [] if events is None else [events]:
+        for week in pd.to_datetime(frame["detected_week"]):
+            ax.axvline(week, color="r", linestyle="--", linewidth=1)
+            ax2.axvline(week, color="r", linestyle="--", linewidth=1)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=7, ncol=5)
+    return figure
+
+
+def _summaries(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop_duplicates("optimization_id").sort_values("created_at")
+
+
+def kpi_trend_chart(history: pd.DataFrame, title: str) -> plt.Figure:
+    """Predicted KPI (baseline + media contribution, with the contribution's 94% HDI) per optimization."""
+    s = _summaries(history)
+    when = pd.to_datetime(s["created_at"])
+    figure, ax = plt.subplots(figsize=(8, 3))
+    base = s["baseline_kpi"].fillna(0) * s["weeks"]
+    low, high = s["expected_contribution_hdi_low"], s["expected_contribution_hdi_high"]
+    ax.fill_between(when, base + low, base + high, alpha=0.3, label="94% HDI")
+    ax.plot(when, s["expected_kpi"], "o-", label="expected KPI at the recommendation")
+    for x, y, trigger in zip(when, s["expected_kpi"], s["trigger"], strict=True):
+        ax.annotate(str(trigger), (x, y), xytext=(0, 5), textcoords="offset points", fontsize=6)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=7)
+    return figure
+
+
+def allocation_chart(history: pd.DataFrame, title: str) -> plt.Figure:
+    """Recommended spend per channel at each optimization (stacked)."""
+    wide = history.pivot_table(index="created_at", columns="channel", values="recommended_spend").sort_index()
+    figure, ax = plt.subplots(figsize=(8, 3))
+    ax.stackplot(pd.to_datetime(wide.index), wide.fillna(0).T.to_numpy(), labels=list(wide.columns))
+    ax.set_ylabel("recommended spend")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=7, ncol=4)
+    return figure
+
+
+def roas_trend_chart(history: pd.DataFrame, title: str) -> plt.Figure:
+    """Each channel's ROAS at its recommended spend, optimization after optimization."""
+    wide = history.pivot_table(index="created_at", columns="channel", values="roas_recommended").sort_index()
+    figure, ax = plt.subplots(figsize=(8, 3))
+    for channel in wide.columns:
+        ax.plot(pd.to_datetime(wide.index), wide[channel], "o-", markersize=3, label=channel)
+    ax.set_ylabel("ROAS at recommendation")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=7, ncol=4)
+    return figure

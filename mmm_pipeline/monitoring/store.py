@@ -1,0 +1,266 @@
+"""The ``monitoring`` schema: performance tracking, drift events, optimization history (DuckDB).
+
+Every write happens in one transaction through a connection the caller got from the warehouse
+resource (writer lock, ``duckdb_writer`` pool); nothing here computes a model. BI reads the published
+snapshots ``performance_tracking``, ``drift_events`` and ``optimization_history``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+
+import duckdb
+import pandas as pd
+
+from ..warehouse import relation_exists
+
+MONITORING_DDL = """
+CREATE SCHEMA IF NOT EXISTS monitoring;
+CREATE TABLE IF NOT EXISTS monitoring.performance_tracking (
+    market VARCHAR NOT NULL,
+    model_id VARCHAR NOT NULL,        -- the champion whose forecast this is
+    train_end DATE,                   -- its last training week: every tracked week is after it
+    week DATE NOT NULL,               -- the forecast week (its actual KPI has arrived)
+    weeks_since_fit INTEGER,          -- 1 = the first week after train_end
+    actual DOUBLE,                    -- actual KPI
+    pred_mean DOUBLE,                 -- posterior predictive mean, from the spend and controls that happened
+    pred_sd DOUBLE,
+    pred_median DOUBLE,
+    pred_50_low DOUBLE, pred_50_high DOUBLE,   -- 50% central predictive interval
+    pred_94_low DOUBLE, pred_94_high DOUBLE,   -- 94% central predictive interval
+    in_50 BOOLEAN, in_94 BOOLEAN,     -- actual inside the interval
+    error DOUBLE,                     -- actual - pred_mean (positive: the model under-forecast)
+    abs_pct_error DOUBLE,             -- |error| / |actual|
+    z_score DOUBLE,                   -- error / pred_sd (what the CUSUM rule accumulates)
+    rolling_mape DOUBLE,              -- mean abs_pct_error over the last monitoring.rolling_weeks weeks
+    crps DOUBLE,                      -- continuous ranked probability score, KPI units (lower is better)
+    n_spend_flags INTEGER,            -- channels whose spend lies outside their training-window range
+    spend_flags VARCHAR,              -- JSON {channel: {spend, hist_min, hist_max}} of those channels
+    n_draws INTEGER,                  -- posterior draws used
+    tracked_at TIMESTAMP,             -- when this row was (re)computed (UTC)
+    dagster_run_id VARCHAR,
+    PRIMARY KEY (market, model_id, week)
+);
+CREATE TABLE IF NOT EXISTS monitoring.drift_events (
+    event_id VARCHAR PRIMARY KEY,     -- drift-<market>-<detected week>-<hash>; the sensor's run key
+    market VARCHAR NOT NULL,
+    model_id VARCHAR NOT NULL,        -- the champion that drifted
+    rule VARCHAR NOT NULL,            -- the (first) rule that fired
+    rules_fired VARCHAR,              -- every rule firing at detection, comma-separated
+    detected_week DATE,               -- the tracked week in which the event was opened
+    first_fired_week DATE,            -- first week of the run of firing weeks that led to it
+    evidence VARCHAR,                 -- JSON {rule: {kind, figures...}}
+    summary VARCHAR,                  -- the evidence in words
+    status VARCHAR NOT NULL,          -- open | resolved
+    resolution VARCHAR,               -- recovered (quiet for monitoring.recovery_weeks) | new_champion
+    detected_at TIMESTAMP,            -- UTC
+    resolved_at TIMESTAMP,
+    resolved_week DATE,
+    dagster_run_id VARCHAR,           -- the refit + reoptimization run the drift sensor started for it
+    run_status VARCHAR,               -- that run's status when last seen
+    new_model_id VARCHAR              -- the champion that replaced model_id (resolution new_champion)
+);
+CREATE TABLE IF NOT EXISTS monitoring.optimization_history (
+    -- one row per reoptimization x channel; the optimization's summary figures repeat on each row
+    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    dagster_run_id VARCHAR,
+    trigger VARCHAR,                  -- schedule | drift | new_data | manual (run tag mmm/trigger)
+    drift_event_id VARCHAR,           -- the drift event behind it (trigger drift)
+    drift_rule VARCHAR,
+    tags VARCHAR,                     -- JSON of the run's mmm/* tags
+    conditions_active VARCHAR,        -- names of the market conditions that held, comma-separated
+    conditions VARCHAR,               -- JSON [{name, evidence, plan_changes}]
+    plan VARCHAR, plan_hash VARCHAR, mode VARCHAR, weeks INTEGER,
+    budget DOUBLE, total_current DOUBLE, total_recommended DOUBLE,
+    baseline_kpi DOUBLE,              -- champion's non-media weekly KPI (mean of its last current_weeks)
+    expected_kpi DOUBLE,              -- baseline_kpi x weeks + expected media contribution: predicted KPI
+    expected_contribution DOUBLE, expected_contribution_hdi_low DOUBLE, expected_contribution_hdi_high DOUBLE,
+    uplift_mean DOUBLE, prob_uplift_positive DOUBLE, roas_recommended_total DOUBLE,
+    channel VARCHAR, channel_group VARCHAR,
+    current_spend DOUBLE, recommended_spend DOUBLE, change_pct DOUBLE, share_recommended DOUBLE,
+    contribution_mean DOUBLE, roas_recommended DOUBLE, mroas_recommended DOUBLE
+);
+"""
+
+#: Published for BI under these names (Parquet snapshot + view in bi.duckdb).
+MONITORING_TABLES = {
+    "performance_tracking": "monitoring.performance_tracking",
+    "drift_events": "monitoring.drift_events",
+    "optimization_history": "monitoring.optimization_history",
+}
+
+#: Components of ``models.decomposition`` that are not media.
+BASELINE_COMPONENTS = ("intercept", "trend", "seasonality", "controls")
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(MONITORING_DDL)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def replace_tracking(
+    conn: duckdb.DuckDBPyConnection, market: str, model_id: str, rows: pd.DataFrame, run_id: str | None
+) -> None:
+    """Replace the tracking rows of ``model_id`` (every week is recomputed each time: cheap, idempotent)."""
+    frame = rows.assign(tracked_at=_now(), dagster_run_id=run_id)
+    conn.execute(
+        "DELETE FROM monitoring.performance_tracking WHERE market = ? AND model_id = ?", [market, model_id]
+    )
+    if not frame.empty:
+        conn.register("tracking_rows", frame)
+        conn.execute("INSERT INTO monitoring.performance_tracking BY NAME SELECT * FROM tracking_rows")
+        conn.unregister("tracking_rows")
+
+
+def tracking_rows(conn: duckdb.DuckDBPyConnection, market: str, model_id: str) -> pd.DataFrame:
+    return conn.execute(
+        "SELECT * FROM monitoring.performance_tracking WHERE market = ? AND model_id = ? ORDER BY week",
+        [market, model_id],
+    ).df()
+
+
+def open_events(conn: duckdb.DuckDBPyConnection, market: str | None = None) -> list[dict]:
+    frame = conn.execute(
+        "SELECT * FROM monitoring.drift_events WHERE status = 'open'"
+        + (" AND market = ?" if market else "")
+        + " ORDER BY detected_at",
+        [market] if market else [],
+    ).df()
+    return frame.to_dict("records")
+
+
+def insert_event(conn: duckdb.DuckDBPyConnection, row: Mapping[str, object]) -> None:
+    frame = pd.DataFrame([{**row, "detected_at": _now()}])
+    conn.register("event_row", frame)
+    conn.execute("INSERT OR IGNORE INTO monitoring.drift_events BY NAME SELECT * FROM event_row")
+    conn.unregister("event_row")
+
+
+def resolve_event(
+    conn: duckdb.DuckDBPyConnection,
+    event_id: str,
+    resolution: str,
+    week: dt.date | None,
+    new_model_id: str | None = None,
+) -> None:
+    conn.execute(
+        "UPDATE monitoring.drift_events SET status = 'resolved', resolution = ?, resolved_at = ?, "
+        "resolved_week = ?, new_model_id = ? WHERE event_id = ? AND status = 'open'",
+        [resolution, _now(), week, new_model_id, event_id],
+    )
+
+
+def set_event_run(conn: duckdb.DuckDBPyConnection, event_id: str, run_id: str, status: str | None) -> None:
+    conn.execute(
+        "UPDATE monitoring.drift_events SET dagster_run_id = ?, run_status = ? WHERE event_id = ?",
+        [run_id, status, event_id],
+    )
+
+
+def events_without_run(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = conn.execute(
+        "SELECT event_id FROM monitoring.drift_events WHERE dagster_run_id IS NULL OR run_status IS NULL "
+        "OR run_status NOT IN ('SUCCESS', 'FAILURE', 'CANCELED')"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def baseline_kpi(conn: duckdb.DuckDBPyConnection, model_id: str, weeks: int) -> float | None:
+    """The model's non-media weekly KPI (intercept, trend, seasonality, controls), mean of its last weeks."""
+    if not relation_exists(conn, "models", "decomposition"):
+        return None
+    placeholders = ", ".join("?" for _ in BASELINE_COMPONENTS)
+    row = conn.execute(
+        f"""
+        WITH weekly AS (
+            SELECT week, sum(mean) AS base FROM models.decomposition
+            WHERE model_id = ? AND component IN ({placeholders}) GROUP BY week
+        )
+        SELECT avg(base) FROM (SELECT base FROM weekly ORDER BY week DESC LIMIT ?)
+        """,
+        [model_id, *BASELINE_COMPONENTS, weeks],
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def history_rows(
+    tables: Mapping[str, pd.DataFrame],
+    tags: Mapping[str, str],
+    conditions: Sequence[dict],
+    baseline: float | None,
+) -> pd.DataFrame:
+    """``monitoring.optimization_history`` rows of one optimization (its ``plan_summary`` and
+    ``recommendations`` tables, see :mod:`mmm_pipeline.recommendations`)."""
+    summary = tables["plan_summary"].iloc[0]
+    recs = tables["recommendations"]
+    weeks = int(summary["weeks"])
+    contribution = float(summary["contribution_mean"])
+    mmm_tags = {k: v for k, v in tags.items() if k.startswith("mmm/")}
+    head = {
+        "optimization_id": summary["optimization_id"],
+        "market": summary["market"],
+        "model_id": summary["model_id"],
+        "created_at": summary["created_at"],
+        "dagster_run_id": summary.get("dagster_run_id"),
+        "trigger": tags.get("mmm/trigger", "manual"),
+        "drift_event_id": tags.get("mmm/drift_event_id"),
+        "drift_rule": tags.get("mmm/drift_rule"),
+        "tags": json.dumps(mmm_tags, sort_keys=True),
+        "conditions_active": ", ".join(c["name"] for c in conditions) or None,
+        "conditions": json.dumps(list(conditions), default=str),
+        "plan": summary["plan"],
+        "plan_hash": summary["plan_hash"],
+        "mode": summary["mode"],
+        "weeks": weeks,
+        "budget": summary["budget"],
+        "total_current": summary["total_current"],
+        "total_recommended": summary["total_recommended"],
+        "baseline_kpi": baseline,
+        "expected_kpi": None if baseline is None else baseline * weeks + contribution,
+        "expected_contribution": contribution,
+        "expected_contribution_hdi_low": summary["contribution_hdi_low"],
+        "expected_contribution_hdi_high": summary["contribution_hdi_high"],
+        "uplift_mean": summary["uplift_mean"],
+        "prob_uplift_positive": summary["prob_uplift_positive"],
+        "roas_recommended_total": summary["roas_recommended"],
+    }
+    channel = pd.DataFrame(
+        {
+            "channel": recs["channel"],
+            "channel_group": recs.get("channel_group"),
+            "current_spend": recs["current"],
+            "recommended_spend": recs["recommended"],
+            "change_pct": recs["change_pct"],
+            "share_recommended": recs["share_recommended"],
+            "contribution_mean": recs["contribution_mean"],
+            "roas_recommended": recs["roas_recommended"],
+            "mroas_recommended": recs["mroas_recommended"],
+        }
+    )
+    for i, (k, v) in enumerate(head.items()):
+        channel.insert(i, k, v)
+    return channel
+
+
+def append_history(conn: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+    """Append one optimization's history rows (replacing them if the same optimization is re-recorded)."""
+    ensure_schema(conn)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            "DELETE FROM monitoring.optimization_history WHERE optimization_id = ?",
+            [str(rows["optimization_id"].iloc[0])],
+        )
+        conn.register("history_rows", rows)
+        conn.execute("INSERT INTO monitoring.optimization_history BY NAME SELECT * FROM history_rows")
+        conn.unregister("history_rows")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
