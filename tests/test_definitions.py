@@ -81,7 +81,10 @@ def test_graph_groups_lineage_and_checks(config_path: Path) -> None:
     # The executive report: per market, after the models and recommendations are published for BI.
     assert groups["executive_report"] == "report"
     assert graph.get(dg.AssetKey("executive_report")).partitions_def.name == "market"
-    assert graph.get(dg.AssetKey("executive_report")).parent_keys == {dg.AssetKey("bi_model_snapshots")}
+    assert graph.get(dg.AssetKey("executive_report")).parent_keys == {
+        dg.AssetKey("bi_model_snapshots"),
+        dg.AssetKey("drift_events"),  # the report shows this run's tracked performance
+    }
     assert ("executive_report", "report_complete") in checks
     assert graph.get(dg.AssetKey("budget_recommendation")).partitions_def.name == "market"
     assert dg.AssetKey("model_registry") in graph.get(dg.AssetKey("budget_recommendation")).parent_keys
