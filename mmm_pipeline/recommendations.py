@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
+from .monitoring.conditions import ActiveCondition, apply_conditions, evaluate_conditions
+from .monitoring.settings import ConditionConfig
 from .optimize import (
     BudgetResult,
     InfeasiblePlanError,
@@ -339,6 +341,20 @@ def latest_optimization(conn: duckdb.DuckDBPyConnection, market: str) -> dict[st
         [market],
     ).df()
     return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def plans_in_force(
+    conn: duckdb.DuckDBPyConnection, market: str, plans: Sequence[Plan], conditions: Sequence[ConditionConfig]
+) -> tuple[list[Plan], list[ActiveCondition]]:
+    """The plans as they apply to the market now: with the changes of every configured market condition
+    that holds on its modeling rows merged in. One function for the optimization asset and for the
+    runner's "is the recommendation current" test, so a condition that keeps holding does not look like a
+    changed plan on every run."""
+    if not conditions:
+        return list(plans), []
+    rows = conn.execute("SELECT * FROM marts.fct_modeling_weekly WHERE market = ?", [market]).df()
+    active = evaluate_conditions(conditions, rows)
+    return apply_conditions(plans, active), active
 
 
 def optimization_is_current(conn: duckdb.DuckDBPyConnection, market: str, plans: Sequence[Plan]) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pandas as pd
 from dagster import DagsterInstance
 
@@ -23,8 +24,8 @@ from .defs.assets.model import MARKETS
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.resources import WRITER_POOL
 from .ingestion import pending_week_ranges
-from .optimize import load_scenarios
-from .recommendations import optimization_is_current
+from .optimize import Plan, PlanError, load_scenarios
+from .recommendations import optimization_is_current, plans_in_force
 from .refit import config_hash
 from .registry import champion, latest_run
 from .report import report_is_current
@@ -245,7 +246,7 @@ def _refit_models(
             files = cfg.optimization_files()
             plans = load_scenarios(files[0], files[1:])
             reoptimize = {
-                m: champion(conn, m) is not None and not optimization_is_current(conn, m, plans)
+                m: champion(conn, m) is not None and not _recommendation_current(conn, cfg, m, plans)
                 for m in weeks
             }
     current_hash = config_hash(cfg)
@@ -285,3 +286,15 @@ def _refit_models(
             continue
         log(f"market {market}: fitting the model on weeks up to {last_week}")
         run_market(keys, market)
+
+
+def _recommendation_current(
+    conn: duckdb.DuckDBPyConnection, cfg: ProjectConfig, market: str, plans: list[Plan]
+) -> bool:
+    """Whether the market's latest recommendation used its champion and the plans in force now (market
+    conditions applied). A condition that cannot be evaluated counts as out of date, so the optimization
+    asset runs and fails with its message."""
+    try:
+        return optimization_is_current(conn, market, plans_in_force(conn, market, plans, cfg.conditions)[0])
+    except (ValueError, PlanError):
+        return False

@@ -28,6 +28,8 @@ from mmm_pipeline.defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB, WEEKLY_J
 from mmm_pipeline.defs.schedules import WEEKLY_SCHEDULE
 from mmm_pipeline.defs.sensors import DRIFT_SENSOR, FOLLOW_UP_SENSOR, NEW_DATA_SENSOR
 from mmm_pipeline.monitoring.simulation import SimulationSettings, run_simulation, write_weeks
+from mmm_pipeline.optimize import load_scenarios
+from mmm_pipeline.recommendations import optimization_is_current, plans_in_force
 from mmm_pipeline.runner import RUN_CONFIG, project_instance
 from mmm_pipeline.scaffold import init_project
 from mmm_pipeline.synthetic import generate_world
@@ -238,6 +240,15 @@ def test_break_is_detected_after_it_happens_not_before(tmp_path: Path, monkeypat
     assert json.loads(history["conditions"].iloc[0])[0]["plan_changes"] == CONDITION["plan_changes"]
     assert history.set_index("channel").loc["search", "share_recommended"] >= 0.3 - 1e-6
     assert history["expected_kpi"].notna().all()
+    # While the condition holds, the recommendation is current for the plans in force (no re-optimizing
+    # on every run), and out of date against the plans without the condition.
+    files = result.cfg.optimization_files()
+    plans = load_scenarios(files[0], files[1:])
+    with duckdb.connect(str(result.cfg.warehouse_path), read_only=True) as conn:
+        in_force, active = plans_in_force(conn, "all", plans, result.cfg.conditions)
+        assert [c.name for c in active] == ["competitor_pressure"]
+        assert optimization_is_current(conn, "all", in_force)
+        assert not optimization_is_current(conn, "all", plans)
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ import pandas as pd
 from ...config import ConfigError, ProjectConfig
 from ...model.build import ScalingSpec
 from ...monitoring import store as monitoring_store
-from ...monitoring.conditions import apply_conditions, evaluate_conditions
 from ...monitoring.plots import allocation_chart, kpi_trend_chart, roas_trend_chart
 from ...optimize import PlanError, load_scenarios
 from ...plots import budget_chart, markdown_image
@@ -23,6 +22,7 @@ from ...recommendations import (
     OPTIMIZATION_TABLES,
     Optimization,
     latest_optimization,
+    plans_in_force,
     recommend,
     spend_history,
     write_optimization,
@@ -132,17 +132,11 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 except ValueError as exc:
                     raise dg.Failure(f"market {market}: {exc}") from None
             previous = latest_optimization(conn, market)
-            market_rows = (
-                conn.execute("SELECT * FROM marts.fct_modeling_weekly WHERE market = ?", [market]).df()
-                if cfg.conditions
-                else None
-            )
-        # Market conditions (config ``conditions``) tighten the plans, like a scenario's changes.
-        try:
-            active = evaluate_conditions(cfg.conditions, market_rows) if market_rows is not None else []
-            plans = apply_conditions(plans, active)
-        except (ValueError, PlanError) as exc:
-            raise dg.Failure(f"market {market}: conditions: {exc}") from None
+            # Market conditions (config ``conditions``) tighten the plans, like a scenario's changes.
+            try:
+                plans, active = plans_in_force(conn, market, plans, cfg.conditions)
+            except (ValueError, PlanError) as exc:
+                raise dg.Failure(f"market {market}: conditions: {exc}") from None
         if active:
             context.log.info(
                 f"market {market}: condition(s) {', '.join(c.name for c in active)} hold: plans tightened"
