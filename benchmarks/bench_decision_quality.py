@@ -22,20 +22,24 @@ average):
 * ``quarter``: ``quarter_plan.yaml`` (13 weeks week by week, carry-in from the history, CVaR 20%).
 
 Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 5] [--draws 500] [--chains 2]
-[--spec JSON]`` (``--spec`` overrides model spec fields, to compare variants of the default model)
+[--spec JSON] [--fit-cache DIR]`` (``--spec`` overrides model spec fields, to compare variants of the default
+model; ``--fit-cache`` keeps each seed's posterior on disk, keyed by spec, seed and sampler settings, so
+that optimizer variants are re-scored without refitting)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import arviz as az
 import numpy as np
 import pandas as pd
 
-from mmm_pipeline.model.build import ModelData
+from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.fit import ModelCache, fit
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel, load_plan, optimize_budget, violations
@@ -72,13 +76,32 @@ def true_value(world, truth: ResponseModel, result, plan: np.ndarray) -> float:
     return float(truth.plan_contribution(plan, problem.carry_in, problem.after).sum())
 
 
-def run_seed(seed: int, weeks: int, spec: ModelSpec, cache: ModelCache) -> tuple[pd.DataFrame, dict]:
-    world = generate_world(seed=seed, n_weeks=weeks)
-    data = ModelData.from_world(world)
+def fitted(
+    seed: int, weeks: int, spec: ModelSpec, cache: ModelCache, fit_cache: Path | None
+) -> tuple[az.InferenceData, ScalingSpec, float]:
+    """The fitted posterior and scaling of a seed's world (from ``fit_cache`` when there), fit seconds."""
+    key = hashlib.sha256(f"{spec.model_dump_json()}|{seed}|{weeks}".encode()).hexdigest()[:16]
+    if fit_cache is not None:
+        nc, js = fit_cache / f"{key}.nc", fit_cache / f"{key}.json"
+        if nc.exists() and js.exists():
+            return az.from_netcdf(nc), ScalingSpec.model_validate_json(js.read_text()), 0.0
+    data = ModelData.from_world(generate_world(seed=seed, n_weeks=weeks))
     start = time.perf_counter()
     result = fit(data, spec, cache=cache)
     fit_s = time.perf_counter() - start
-    model = ResponseModel.from_idata(result.idata, result.scaling, spec)
+    if fit_cache is not None:
+        fit_cache.mkdir(parents=True, exist_ok=True)
+        result.idata.to_netcdf(nc)
+        js.write_text(result.scaling.model_dump_json())
+    return result.idata, result.scaling, fit_s
+
+
+def run_seed(
+    seed: int, weeks: int, spec: ModelSpec, cache: ModelCache, fit_cache: Path | None = None
+) -> tuple[pd.DataFrame, dict]:
+    world = generate_world(seed=seed, n_weeks=weeks)
+    idata, scaling, fit_s = fitted(seed, weeks, spec, cache, fit_cache)
+    model = ResponseModel.from_idata(idata, scaling, spec)
     truth = ResponseModel.from_world(world)
     history = world.spend_matrix()
     rows = []
@@ -110,7 +133,7 @@ def run_seed(seed: int, weeks: int, spec: ModelSpec, cache: ModelCache) -> tuple
     return pd.DataFrame(rows), {
         "seed": seed,
         "fit_s": fit_s,
-        "divergences": int(result.idata.sample_stats["diverging"].sum()),
+        "divergences": int(idata.sample_stats["diverging"].sum()),
     }
 
 
@@ -124,6 +147,7 @@ def main() -> None:
     parser.add_argument(
         "--spec", default="{}", help='ModelSpec fields as JSON, e.g. \'{"saturation": "logistic"}\''
     )
+    parser.add_argument("--fit-cache", type=Path, default=None, help="directory keeping fitted posteriors")
     args = parser.parse_args()
     spec = ModelSpec.model_validate(
         {
@@ -140,7 +164,7 @@ def main() -> None:
     tables, fits = [], []
     start = time.perf_counter()
     for seed in range(args.seeds):
-        table, info = run_seed(seed, args.weeks, spec, cache)
+        table, info = run_seed(seed, args.weeks, spec, cache, args.fit_cache)
         tables.append(table)
         fits.append(info)
         print(f"seed {seed} (fit {info['fit_s']:.0f} s, {info['divergences']} divergences):")
