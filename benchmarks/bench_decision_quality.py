@@ -22,8 +22,9 @@ average):
 * ``quarter``: ``quarter_plan.yaml`` (13 weeks week by week, carry-in from the history, CVaR 20%).
 
 Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 5] [--draws 500] [--chains 2]
-[--spec JSON] [--fit-cache DIR]`` (``--spec`` overrides model spec fields, to compare variants of the default
-model; ``--fit-cache`` keeps each seed's posterior on disk, keyed by spec, seed and sampler settings, so
+[--spec JSON] [--plan-changes JSON] [--fit-cache DIR]`` (``--spec`` overrides model spec fields, to compare
+variants of the default model; ``--plan-changes`` changes both plan files, to compare optimizer settings;
+``--fit-cache`` keeps each seed's posterior on disk, keyed by spec, seed and sampler settings, so
 that optimizer variants are re-scored without refitting)
 """
 
@@ -53,9 +54,12 @@ GROUPS = {
 }  # fmt: skip
 
 
-def plans() -> list[Plan]:
+def plans(changes: dict | None = None) -> list[Plan]:
+    """The four plans; ``changes`` (a scenario's ``changes``) applied to both plan files first."""
     base = load_plan(PLANS / "base_plan.yaml")
     quarter = load_plan(PLANS / "quarter_plan.yaml")
+    if changes:
+        base, quarter = (apply_scenario(p, changes, p.name) for p in (base, quarter))
     free = {
         "channels": None, "shares": None, "ratios": None, "current_weeks": 52,
         "objective": {"kind": "kpi", "risk": {"measure": "mean"}},
@@ -97,7 +101,12 @@ def fitted(
 
 
 def run_seed(
-    seed: int, weeks: int, spec: ModelSpec, cache: ModelCache, fit_cache: Path | None = None
+    seed: int,
+    weeks: int,
+    spec: ModelSpec,
+    cache: ModelCache,
+    fit_cache: Path | None = None,
+    plan_changes: dict | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     world = generate_world(seed=seed, n_weeks=weeks)
     idata, scaling, fit_s = fitted(seed, weeks, spec, cache, fit_cache)
@@ -105,9 +114,15 @@ def run_seed(
     truth = ResponseModel.from_world(world)
     history = world.spend_matrix()
     rows = []
-    for plan in plans():
+    for plan in plans(plan_changes):
         rec = optimize_budget(plan, model, history=history, groups=GROUPS)
-        true_plan = plan.model_copy(update={"objective": plan.objective.model_copy(update={"kind": "kpi"})})
+        # The optimum on the true response: the same rules, the true curve everywhere (no extrapolation).
+        true_plan = plan.model_copy(
+            update={
+                "objective": plan.objective.model_copy(update={"kind": "kpi"}),
+                "history": plan.history.model_copy(update={"extrapolation": "posterior"}),
+            }
+        )
         best = optimize_budget(true_plan, truth, history=history, groups=GROUPS, n_starts=8)
         current = rec.problem.current
         v_cur, v_rec, v_opt = (
@@ -148,6 +163,11 @@ def main() -> None:
         "--spec", default="{}", help='ModelSpec fields as JSON, e.g. \'{"saturation": "logistic"}\''
     )
     parser.add_argument("--fit-cache", type=Path, default=None, help="directory keeping fitted posteriors")
+    parser.add_argument(
+        "--plan-changes",
+        default="{}",
+        help='changes to both plan files (as a scenario), e.g. \'{"history": {"cap_multiple": 1.25}}\'',
+    )
     args = parser.parse_args()
     spec = ModelSpec.model_validate(
         {
@@ -157,14 +177,14 @@ def main() -> None:
             **json.loads(args.spec),
         }
     )
-    print(f"spec: {spec.model_dump_json(exclude={'sampler'})}")
+    print(f"spec: {spec.model_dump_json(exclude={'sampler'})}; plan changes: {args.plan_changes}")
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", None)
     cache = ModelCache()
     tables, fits = [], []
     start = time.perf_counter()
     for seed in range(args.seeds):
-        table, info = run_seed(seed, args.weeks, spec, cache, args.fit_cache)
+        table, info = run_seed(seed, args.weeks, spec, cache, args.fit_cache, json.loads(args.plan_changes))
         tables.append(table)
         fits.append(info)
         print(f"seed {seed} (fit {info['fit_s']:.0f} s, {info['divergences']} divergences):")

@@ -25,6 +25,8 @@ conflict in the words of the file. Example (``mmm_pipeline/demo/plans/<example>/
     ratios:
       search_vs_display: {lhs: search, rhs: display, min: 0.5}   # search >= 0.5 x display
     history: {cap_multiple: 1.5}        # no week above 1.5 x the channel's biggest historical week
+                                        # (extrapolation: log, the default, reads the response above the
+                                        # biggest week conservatively; posterior: as fitted)
 
 Amounts are in the spend currency and refer to the whole horizon (a 13-week plan's ``budget.total`` is
 the quarter's budget, ``channels.tv.max`` the quarter's TV spend). Percentages are relative to the
@@ -241,7 +243,8 @@ class Objective(_Strict):
 
 
 class HistoryRules(_Strict):
-    """The channels' historical weekly spend range: a cap relative to it, and when to flag."""
+    """The channels' historical weekly spend range: a cap relative to it, when to flag, and how the
+    response is read beyond it."""
 
     cap_multiple: float | None = Field(None, gt=0)
     """No week's spend above ``cap_multiple`` x the channel's biggest historical week."""
@@ -250,6 +253,12 @@ class HistoryRules(_Strict):
     below the smallest non-zero historical week / ``flag_multiple``)."""
     weeks: int | None = Field(None, ge=1)
     """Recent weeks of history defining the range; default all given."""
+    extrapolation: Literal["log", "posterior"] = "log"
+    """How the optimizer reads a channel's response above its biggest historical week ``M`` (needs the
+    history). ``log`` (default): per posterior draw, the lower of the posterior curve and a logarithmic
+    continuation from ``M`` (same value and marginal return at ``M``, then a marginal return falling at
+    least in inverse proportion to spend), because past ``M`` the curvature is the prior's, not the
+    data's. ``posterior``: the fitted curve as it is."""
 
 
 class Plan(_Strict):
