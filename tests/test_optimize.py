@@ -103,7 +103,12 @@ def history_for(channels: list[str], weeks: int = 20, seed: int = 0) -> np.ndarr
 # --- maths -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("risk", RISKS, ids=lambda r: r["measure"])
+GAIN_RISKS = [{"measure": "cvar", "alpha": 0.2, "on": "gain"}, {"measure": "mean_minus_sd", "on": "gain"}]
+
+
+@pytest.mark.parametrize(
+    "risk", RISKS + GAIN_RISKS, ids=lambda r: r["measure"] + ("_gain" if r.get("on") == "gain" else "")
+)
 @pytest.mark.parametrize("kind", ["kpi", "roi", "profit", "blend"])
 @pytest.mark.parametrize("weeks", [1, 5])
 def test_gradient_matches_finite_differences(resp3, risk, kind, weeks):
@@ -722,3 +727,24 @@ def test_optimizer_reads_spend_past_history_conservatively(resp3):
     assert score(resp3, post.recommended) >= score(resp3, log.recommended)
     assert np.isclose(log.summary["contribution_mean"].iloc[0], score(limited, log.recommended))
     assert np.isclose(post.summary["contribution_mean"].iloc[0], score(resp3, post.recommended))
+
+
+def test_risk_on_the_gain_over_the_current_plan():
+    """``risk.on: gain`` summarises each draw's gain over the current allocation (paired): the mean plan is
+    unchanged, the current plan scores 0, and uncertainty counts only as far as the plan moves spend."""
+    draws, scaling, spec = make_draws(["safe", "risky"], n_draws=400, seed=7, noise=[0.05, 0.9])
+    beta = draws.beta * [1.0, 0.08 / 0.05 / np.exp(0.9**2 / 2)]
+    draws = PosteriorDraws(draws.intercept, None, None, None, beta,
+                           draws.alpha, None, draws.saturation, draws.sigma, None)  # fmt: skip
+    resp = ResponseModel.from_posterior(draws, scaling, spec)
+    current = np.array([30_000.0, 70_000.0])
+    out = {}
+    for risk in ({"measure": "mean"}, {"measure": "cvar", "alpha": 0.1}):
+        for on in ("value", "gain"):
+            plan = plan_from_dict({"budget": {"total": 100_000.0}, "objective": {"risk": {**risk, "on": on}}})
+            out[risk["measure"], on] = optimize_budget(plan, resp, current=current)
+    assert np.allclose(out["mean", "gain"].recommended, out["mean", "value"].recommended, rtol=1e-4)
+    assert abs(out["cvar", "gain"].objective_current) < 1e-9 * out["cvar", "value"].objective_current
+    assert out["cvar", "gain"].objective_value > 0
+    moved = {on: abs(out["cvar", on].recommended[0, 1] - current[1]) for on in ("value", "gain")}
+    assert moved["gain"] < moved["value"], moved

@@ -10,7 +10,8 @@ conflict in the words of the file. Example (``mmm_pipeline/demo/plans/<example>/
     budget: {change_pct: 0}             # or {total: 250000}; mode: exact (default) | at_most
     objective:
       kind: kpi                         # kpi | roi | profit | blend
-      risk: {measure: mean}             # mean | quantile (q) | mean_minus_sd (lam) | cvar (alpha)
+      risk: {measure: mean}             # mean | quantile (q) | mean_minus_sd (lam) | cvar (alpha);
+                                        # on: value (default) | gain (over the current plan, same draw)
     groups:                             # optional; otherwise the project config's channel groups
       digital: [search, display, social]
     channels:
@@ -205,9 +206,18 @@ class Risk(_Strict):
     ``mean``: risk-neutral. ``quantile``: the ``q`` quantile (Harrell-Davis, smooth in the draws).
     ``mean_minus_sd``: mean - ``lam`` x standard deviation. ``cvar``: mean of the worst ``alpha`` share of
     draws. The risk-aware ones make channels whose effect is uncertain less attractive.
+
+    By default (``on: value``) the risk is that of the plan's whole value, most of which no plan changes
+    (the current spend's own effect): it then favours the best-measured channel whatever its return.
+    ``on: gain`` measures it on the gain over the current allocation on the same draw, the risk of the
+    decision itself; it keeps plans closer to the current one (see benchmarks/README.md, "Decision
+    quality", for what each did on synthetic worlds).
     """
 
     measure: Literal["mean", "quantile", "mean_minus_sd", "cvar"] = "mean"
+    on: Literal["value", "gain"] = "value"
+    """``value``: the risk of the plan's value per draw; ``gain``: of its gain over the current allocation
+    on the same draw (paired), so a channel's uncertainty counts only as far as the plan changes it."""
     q: float = Field(0.1, gt=0, lt=1)
     lam: float = Field(1.0, ge=0)
     alpha: float = Field(0.1, gt=0, le=1)
