@@ -21,6 +21,10 @@ average):
 * ``rules``: ``base_plan.yaml`` (shares, ratios, on/off minimums, change limits, history cap);
 * ``quarter``: ``quarter_plan.yaml`` (13 weeks week by week, carry-in from the history, CVaR 20%).
 
+The fitted model's plans use the optimizer's defaults, including its conservative reading of the response
+past each channel's biggest historical week (``history.extrapolation: log``); the true optimum is found
+on the true curve everywhere.
+
 Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 5] [--draws 500] [--chains 2]
 [--spec JSON] [--plan-changes JSON] [--fit-cache DIR]`` (``--spec`` overrides model spec fields, to compare
 variants of the default model; ``--plan-changes`` changes both plan files, to compare optimizer settings;
