@@ -21,21 +21,30 @@ average):
 * ``rules``: ``base_plan.yaml`` (shares, ratios, on/off minimums, change limits, history cap);
 * ``quarter``: ``quarter_plan.yaml`` (13 weeks week by week, carry-in from the history, CVaR 20%).
 
+The fitted model's plans use the optimizer's defaults, including its conservative reading of the response
+past each channel's biggest historical week (``history.extrapolation: log``); the true optimum is found
+on the true curve everywhere.
+
 Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 5] [--draws 500] [--chains 2]
-[--spec JSON]`` (``--spec`` overrides model spec fields, to compare variants of the default model)
+[--spec JSON] [--plan-changes JSON] [--fit-cache DIR]`` (``--spec`` overrides model spec fields, to compare
+variants of the default model; ``--plan-changes`` changes both plan files, to compare optimizer settings;
+``--fit-cache`` keeps each seed's posterior on disk, keyed by spec, seed and sampler settings, so
+that optimizer variants are re-scored without refitting)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import arviz as az
 import numpy as np
 import pandas as pd
 
-from mmm_pipeline.model.build import ModelData
+from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.fit import ModelCache, fit
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel, load_plan, optimize_budget, violations
@@ -49,9 +58,12 @@ GROUPS = {
 }  # fmt: skip
 
 
-def plans() -> list[Plan]:
+def plans(changes: dict | None = None) -> list[Plan]:
+    """The four plans; ``changes`` (a scenario's ``changes``) applied to both plan files first."""
     base = load_plan(PLANS / "base_plan.yaml")
     quarter = load_plan(PLANS / "quarter_plan.yaml")
+    if changes:
+        base, quarter = (apply_scenario(p, changes, p.name) for p in (base, quarter))
     free = {
         "channels": None, "shares": None, "ratios": None, "current_weeks": 52,
         "objective": {"kind": "kpi", "risk": {"measure": "mean"}},
@@ -72,19 +84,49 @@ def true_value(world, truth: ResponseModel, result, plan: np.ndarray) -> float:
     return float(truth.plan_contribution(plan, problem.carry_in, problem.after).sum())
 
 
-def run_seed(seed: int, weeks: int, spec: ModelSpec, cache: ModelCache) -> tuple[pd.DataFrame, dict]:
-    world = generate_world(seed=seed, n_weeks=weeks)
-    data = ModelData.from_world(world)
+def fitted(
+    seed: int, weeks: int, spec: ModelSpec, cache: ModelCache, fit_cache: Path | None
+) -> tuple[az.InferenceData, ScalingSpec, float]:
+    """The fitted posterior and scaling of a seed's world (from ``fit_cache`` when there), fit seconds."""
+    key = hashlib.sha256(f"{spec.model_dump_json()}|{seed}|{weeks}".encode()).hexdigest()[:16]
+    if fit_cache is not None:
+        nc, js = fit_cache / f"{key}.nc", fit_cache / f"{key}.json"
+        if nc.exists() and js.exists():
+            return az.from_netcdf(nc), ScalingSpec.model_validate_json(js.read_text()), 0.0
+    data = ModelData.from_world(generate_world(seed=seed, n_weeks=weeks))
     start = time.perf_counter()
     result = fit(data, spec, cache=cache)
     fit_s = time.perf_counter() - start
-    model = ResponseModel.from_idata(result.idata, result.scaling, spec)
+    if fit_cache is not None:
+        fit_cache.mkdir(parents=True, exist_ok=True)
+        result.idata.to_netcdf(nc)
+        js.write_text(result.scaling.model_dump_json())
+    return result.idata, result.scaling, fit_s
+
+
+def run_seed(
+    seed: int,
+    weeks: int,
+    spec: ModelSpec,
+    cache: ModelCache,
+    fit_cache: Path | None = None,
+    plan_changes: dict | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    world = generate_world(seed=seed, n_weeks=weeks)
+    idata, scaling, fit_s = fitted(seed, weeks, spec, cache, fit_cache)
+    model = ResponseModel.from_idata(idata, scaling, spec)
     truth = ResponseModel.from_world(world)
     history = world.spend_matrix()
     rows = []
-    for plan in plans():
+    for plan in plans(plan_changes):
         rec = optimize_budget(plan, model, history=history, groups=GROUPS)
-        true_plan = plan.model_copy(update={"objective": plan.objective.model_copy(update={"kind": "kpi"})})
+        # The optimum on the true response: the same rules, the true curve everywhere (no extrapolation).
+        true_plan = plan.model_copy(
+            update={
+                "objective": plan.objective.model_copy(update={"kind": "kpi"}),
+                "history": plan.history.model_copy(update={"extrapolation": "posterior"}),
+            }
+        )
         best = optimize_budget(true_plan, truth, history=history, groups=GROUPS, n_starts=8)
         current = rec.problem.current
         v_cur, v_rec, v_opt = (
@@ -110,7 +152,7 @@ def run_seed(seed: int, weeks: int, spec: ModelSpec, cache: ModelCache) -> tuple
     return pd.DataFrame(rows), {
         "seed": seed,
         "fit_s": fit_s,
-        "divergences": int(result.idata.sample_stats["diverging"].sum()),
+        "divergences": int(idata.sample_stats["diverging"].sum()),
     }
 
 
@@ -124,6 +166,12 @@ def main() -> None:
     parser.add_argument(
         "--spec", default="{}", help='ModelSpec fields as JSON, e.g. \'{"saturation": "logistic"}\''
     )
+    parser.add_argument("--fit-cache", type=Path, default=None, help="directory keeping fitted posteriors")
+    parser.add_argument(
+        "--plan-changes",
+        default="{}",
+        help='changes to both plan files (as a scenario), e.g. \'{"history": {"cap_multiple": 1.25}}\'',
+    )
     args = parser.parse_args()
     spec = ModelSpec.model_validate(
         {
@@ -133,14 +181,14 @@ def main() -> None:
             **json.loads(args.spec),
         }
     )
-    print(f"spec: {spec.model_dump_json(exclude={'sampler'})}")
+    print(f"spec: {spec.model_dump_json(exclude={'sampler'})}; plan changes: {args.plan_changes}")
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", None)
     cache = ModelCache()
     tables, fits = [], []
     start = time.perf_counter()
     for seed in range(args.seeds):
-        table, info = run_seed(seed, args.weeks, spec, cache)
+        table, info = run_seed(seed, args.weeks, spec, cache, args.fit_cache, json.loads(args.plan_changes))
         tables.append(table)
         fits.append(info)
         print(f"seed {seed} (fit {info['fit_s']:.0f} s, {info['divergences']} divergences):")

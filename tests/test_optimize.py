@@ -103,7 +103,12 @@ def history_for(channels: list[str], weeks: int = 20, seed: int = 0) -> np.ndarr
 # --- maths -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("risk", RISKS, ids=lambda r: r["measure"])
+GAIN_RISKS = [{"measure": "cvar", "alpha": 0.2, "on": "gain"}, {"measure": "mean_minus_sd", "on": "gain"}]
+
+
+@pytest.mark.parametrize(
+    "risk", RISKS + GAIN_RISKS, ids=lambda r: r["measure"] + ("_gain" if r.get("on") == "gain" else "")
+)
 @pytest.mark.parametrize("kind", ["kpi", "roi", "profit", "blend"])
 @pytest.mark.parametrize("weeks", [1, 5])
 def test_gradient_matches_finite_differences(resp3, risk, kind, weeks):
@@ -291,7 +296,8 @@ def test_steady_state_matches_brute_force_grid(resp3, risk):
     levels = np.arange(steps + 1) * 150_000.0 / steps
     spend = units * 150_000.0 / steps
     ok = _feasible_mask(plan_dict, channels, spend, current)
-    curves = _steady_curves(resp3, levels)  # (G, S, C)
+    # the optimizer reads the response past the history's max conservatively (extrapolation: log)
+    curves = _steady_curves(resp3.with_observed_max(history_for(channels).max(axis=0)), levels)  # (G, S, C)
     feasible = units[ok]
     per_draw = sum(curves[feasible[:, c], :, c] for c in range(3))  # (P, S)
     grid_best = _risk(per_draw.T, risk).max()
@@ -323,7 +329,8 @@ def test_four_channels_with_on_off_matches_brute_force(resp4):
     levels = np.arange(steps + 1) * budget / steps
     spend = units * budget / steps
     ok = _feasible_mask(plan_dict, channels, spend, current)
-    mean_curves = _steady_curves(resp4, levels).mean(axis=1)  # (G, C)
+    limited = resp4.with_observed_max(history_for(channels).max(axis=0))  # extrapolation: log
+    mean_curves = _steady_curves(limited, levels).mean(axis=1)  # (G, C)
     feasible = units[ok]
     grid_best = sum(mean_curves[feasible[:, c], c] for c in range(4)).max()
     assert result.objective_value >= grid_best - 1e-3 * abs(grid_best)
@@ -357,9 +364,10 @@ def test_multi_week_plan_matches_brute_force(resp3):
     # per channel, the contribution of every (week 0, week 1) pair, per draw: (G, G, S)
     after = history[-3:].mean(axis=0)
     table = np.zeros((steps + 1, steps + 1, resp2.n_draws, 2))
+    limited = resp2.with_observed_max(history.max(axis=0))  # extrapolation: log
     for i, j in itertools.product(range(steps + 1), repeat=2):
         plan = np.array([[levels[i], levels[i]], [levels[j], levels[j]]])
-        table[i, j] = resp2.plan_contribution(plan, history, after)
+        table[i, j] = limited.plan_contribution(plan, history, after)
     best = -np.inf
     for a, b, c in itertools.product(range(steps + 1), repeat=3):
         d = steps - a - b - c
@@ -656,3 +664,87 @@ def test_current_spend_inputs(resp3):
     np.testing.assert_allclose(mapping.current[0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="lacks"):
         build_problem(plan, resp3.channels, current={"tv": 1.0})
+
+
+# --- beyond the observed range ---------------------------------------------------------------------------
+
+
+def test_log_extrapolation_past_the_observed_max(resp3):
+    """Within the observed range the posterior; past it the lower of the posterior and the logarithmic
+    continuation, continuous in value and marginal return at the max, with exact gradients."""
+    observed = np.array([80_000.0, 30_000.0, 40_000.0])
+    limited = resp3.with_observed_max(observed)
+    inside = observed * 0.9
+    assert np.allclose(limited.steady_state(inside), resp3.steady_state(inside))
+    for eps in (1e-6, -1e-6):  # continuity of value and slope at the max
+        v0, d0 = resp3.steady_state_grad(observed * (1 + eps))
+        v1, d1 = limited.steady_state_grad(observed * (1 + eps))
+        assert np.allclose(v0, v1, rtol=1e-5) and np.allclose(d0, d1, rtol=1e-4)
+    edge_v, edge_d = resp3.steady_state_grad(observed)
+    for k in (1.3, 2.0, 4.0):
+        post, lim = resp3.steady_state(observed * k), limited.steady_state(observed * k)
+        log_cont = edge_v + edge_d * observed * np.log(k)
+        assert (lim <= post + 1e-9).all()
+        assert np.allclose(lim, np.minimum(post, log_cont))
+    # gradients of a multi-week plan reaching past the max, against finite differences
+    x = np.array([[90_000.0, 45_000.0, 20_000.0], [120_000.0, 20_000.0, 70_000.0]])
+    carry = history_for(list(resp3.channels))
+    state = limited.plan_forward(x, carry, x[0])[1]
+    omega = np.full(limited.n_draws, 1.0 / limited.n_draws)
+    grad = limited.plan_vjp(state, omega)
+    numeric = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += 1e-2
+        down[idx] -= 1e-2
+        f = lambda p: limited.plan_contribution(p, carry, x[0]).sum(axis=1).mean()  # noqa: E731
+        numeric[idx] = (f(up) - f(down)) / 2e-2
+    assert np.allclose(grad, numeric, rtol=1e-4, atol=1e-9)
+    assert np.allclose(limited.subset([0, 1]).observed_max, observed)
+
+
+def test_optimizer_reads_spend_past_history_conservatively(resp3):
+    """The default (``extrapolation: log``) optimizes the response read conservatively past each channel's
+    biggest week, within the history cap; ``posterior`` keeps the fitted curve."""
+    history = history_for(list(resp3.channels))
+    hmax = history.max(axis=0)
+    plan = {"budget": {"total": 300_000.0}, "history": {"cap_multiple": 3.0}}
+    log = optimize_budget(plan_from_dict(plan), resp3, history=history)
+    post = optimize_budget(
+        plan_from_dict({**plan, "history": {"cap_multiple": 3.0, "extrapolation": "posterior"}}),
+        resp3,
+        history=history,
+    )
+    for result in (log, post):
+        assert (result.recommended[0] <= 3.0 * hmax * (1 + 1e-9)).all()
+        assert violations(result.problem, result.recommended) == []
+        assert (result.recommended[0] > hmax).any()  # the budget needs spend past the history
+    assert not np.allclose(log.recommended, post.recommended, rtol=1e-3)
+    limited = resp3.with_observed_max(hmax)
+    score = lambda r, x: r.steady_state(x[0]).sum(axis=1).mean()  # noqa: E731
+    # each is the better allocation on the response it reads, and reports that response's contribution
+    assert score(limited, log.recommended) >= score(limited, post.recommended)
+    assert score(resp3, post.recommended) >= score(resp3, log.recommended)
+    assert np.isclose(log.summary["contribution_mean"].iloc[0], score(limited, log.recommended))
+    assert np.isclose(post.summary["contribution_mean"].iloc[0], score(resp3, post.recommended))
+
+
+def test_risk_on_the_gain_over_the_current_plan():
+    """``risk.on: gain`` summarises each draw's gain over the current allocation (paired): the mean plan is
+    unchanged, the current plan scores 0, and uncertainty counts only as far as the plan moves spend."""
+    draws, scaling, spec = make_draws(["safe", "risky"], n_draws=400, seed=7, noise=[0.05, 0.9])
+    beta = draws.beta * [1.0, 0.08 / 0.05 / np.exp(0.9**2 / 2)]
+    draws = PosteriorDraws(draws.intercept, None, None, None, beta,
+                           draws.alpha, None, draws.saturation, draws.sigma, None)  # fmt: skip
+    resp = ResponseModel.from_posterior(draws, scaling, spec)
+    current = np.array([30_000.0, 70_000.0])
+    out = {}
+    for risk in ({"measure": "mean"}, {"measure": "cvar", "alpha": 0.1}):
+        for on in ("value", "gain"):
+            plan = plan_from_dict({"budget": {"total": 100_000.0}, "objective": {"risk": {**risk, "on": on}}})
+            out[risk["measure"], on] = optimize_budget(plan, resp, current=current)
+    assert np.allclose(out["mean", "gain"].recommended, out["mean", "value"].recommended, rtol=1e-4)
+    assert abs(out["cvar", "gain"].objective_current) < 1e-9 * out["cvar", "value"].objective_current
+    assert out["cvar", "gain"].objective_value > 0
+    moved = {on: abs(out["cvar", on].recommended[0, 1] - current[1]) for on in ("value", "gain")}
+    assert moved["gain"] < moved["value"], moved

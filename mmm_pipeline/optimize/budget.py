@@ -163,6 +163,9 @@ def optimize_budget(
     """
     problem = build_problem(plan, response.channels, current=current, history=history, groups=groups)
     require_feasible(problem)
+    if plan.history.extrapolation == "log" and problem.hist_max is not None:
+        # Past each channel's biggest historical week the curve is the prior's: read it conservatively.
+        response = response.with_observed_max(problem.hist_max)
     current_plan = problem.current
     spend_current = float(current_plan.sum())
     probe = Evaluator(problem, response, ObjectiveFunction(plan.objective, {}))

@@ -78,6 +78,9 @@ class ObjectiveFunction:
 
     objective: Objective
     refs: dict[str, float]
+    current: np.ndarray | None = None
+    """``(S,)`` per-draw value of the current allocation, subtracted before the risk summary when
+    ``risk.on`` is ``gain``."""
 
     @classmethod
     def build(
@@ -91,7 +94,16 @@ class ObjectiveFunction:
                 v, _, _ = plain._values(part, current_contribution, max(current_spend, 1e-12))
                 r, _ = risk_summary(v, objective.risk)
                 refs[part] = abs(r) if abs(r) > 1e-12 else 1.0
-        return cls(objective, refs)
+        current = None
+        if objective.risk.on == "gain":
+            current = cls(objective, refs).values(current_contribution, current_spend)[0]
+        return cls(objective, refs, current)
+
+    @property
+    def value_scale(self) -> float:
+        """The size of the values (the mean absolute current value for a gain objective, else 0), to
+        scale the solver's objective when the gain itself is near 0."""
+        return 0.0 if self.current is None else float(np.abs(self.current).mean())
 
     def _values(self, kind: str, g: np.ndarray, spend: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-draw value, its derivative in the contribution and in the total spend."""
@@ -119,5 +131,7 @@ class ObjectiveFunction:
     def __call__(self, g: np.ndarray, spend: float) -> tuple[float, np.ndarray, float]:
         """Objective value, ``d/dg`` per draw ``(S,)`` and ``d/dspend``."""
         v, dv_dg, dv_ds = self.values(g, spend)
+        if self.current is not None:
+            v = v - self.current
         value, omega = risk_summary(v, self.objective.risk)
         return value, omega * dv_dg, float(omega @ dv_ds)

@@ -10,7 +10,8 @@ conflict in the words of the file. Example (``mmm_pipeline/demo/plans/<example>/
     budget: {change_pct: 0}             # or {total: 250000}; mode: exact (default) | at_most
     objective:
       kind: kpi                         # kpi | roi | profit | blend
-      risk: {measure: mean}             # mean | quantile (q) | mean_minus_sd (lam) | cvar (alpha)
+      risk: {measure: mean}             # mean | quantile (q) | mean_minus_sd (lam) | cvar (alpha);
+                                        # on: value (default) | gain (over the current plan, same draw)
     groups:                             # optional; otherwise the project config's channel groups
       digital: [search, display, social]
     channels:
@@ -25,6 +26,8 @@ conflict in the words of the file. Example (``mmm_pipeline/demo/plans/<example>/
     ratios:
       search_vs_display: {lhs: search, rhs: display, min: 0.5}   # search >= 0.5 x display
     history: {cap_multiple: 1.5}        # no week above 1.5 x the channel's biggest historical week
+                                        # (extrapolation: log, the default, reads the response above the
+                                        # biggest week conservatively; posterior: as fitted)
 
 Amounts are in the spend currency and refer to the whole horizon (a 13-week plan's ``budget.total`` is
 the quarter's budget, ``channels.tv.max`` the quarter's TV spend). Percentages are relative to the
@@ -203,9 +206,18 @@ class Risk(_Strict):
     ``mean``: risk-neutral. ``quantile``: the ``q`` quantile (Harrell-Davis, smooth in the draws).
     ``mean_minus_sd``: mean - ``lam`` x standard deviation. ``cvar``: mean of the worst ``alpha`` share of
     draws. The risk-aware ones make channels whose effect is uncertain less attractive.
+
+    By default (``on: value``) the risk is that of the plan's whole value, most of which no plan changes
+    (the current spend's own effect): it then favours the best-measured channel whatever its return.
+    ``on: gain`` measures it on the gain over the current allocation on the same draw, the risk of the
+    decision itself; it keeps plans closer to the current one (see benchmarks/README.md, "Decision
+    quality", for what each did on synthetic worlds).
     """
 
     measure: Literal["mean", "quantile", "mean_minus_sd", "cvar"] = "mean"
+    on: Literal["value", "gain"] = "value"
+    """``value``: the risk of the plan's value per draw; ``gain``: of its gain over the current allocation
+    on the same draw (paired), so a channel's uncertainty counts only as far as the plan changes it."""
     q: float = Field(0.1, gt=0, lt=1)
     lam: float = Field(1.0, ge=0)
     alpha: float = Field(0.1, gt=0, le=1)
@@ -241,7 +253,8 @@ class Objective(_Strict):
 
 
 class HistoryRules(_Strict):
-    """The channels' historical weekly spend range: a cap relative to it, and when to flag."""
+    """The channels' historical weekly spend range: a cap relative to it, when to flag, and how the
+    response is read beyond it."""
 
     cap_multiple: float | None = Field(None, gt=0)
     """No week's spend above ``cap_multiple`` x the channel's biggest historical week."""
@@ -250,6 +263,12 @@ class HistoryRules(_Strict):
     below the smallest non-zero historical week / ``flag_multiple``)."""
     weeks: int | None = Field(None, ge=1)
     """Recent weeks of history defining the range; default all given."""
+    extrapolation: Literal["log", "posterior"] = "log"
+    """How the optimizer reads a channel's response above its biggest historical week ``M`` (needs the
+    history). ``log`` (default): per posterior draw, the lower of the posterior curve and a logarithmic
+    continuation from ``M`` (same value and marginal return at ``M``, then a marginal return falling at
+    least in inverse proportion to spend), because past ``M`` the curvature is the prior's, not the
+    data's. ``posterior``: the fitted curve as it is."""
 
 
 class Plan(_Strict):

@@ -21,6 +21,14 @@ Two ways of scoring a plan (see :class:`mmm_pipeline.optimize.plan.Horizon`):
   minus contribution with nothing spent in the plan weeks, both with the same carry-in and the same
   spend after; what no plan can change (the carry-in's effect, the later spend's own effect) cancels.
 
+Beyond the observed range (:meth:`ResponseModel.with_observed_max`): the data say nothing about a
+channel's curvature past its biggest historical week ``M``, so there the posterior curve is the prior's
+(and a weakly curved fit stays almost straight). With an observed max set, each draw's saturation of an
+adstocked weekly spend ``a > M`` is the lower of the posterior's and a logarithmic continuation from ``M``,
+``sat(M) + sat'(M) M ln(a / M)``: value and marginal return agree with the posterior at ``M``, and beyond
+it the marginal return falls at least in inverse proportion to spend (halved at ``2 M``). No tuning
+constant; within the observed range nothing changes.
+
 Media effects in this model are additive and do not vary with the season, so seasonality (and trend,
 controls) shifts the KPI by the same amount under every plan and does not enter the objective.
 """
@@ -90,6 +98,9 @@ class ResponseModel:
     saturation: list[SaturationBlock]
     spend_scale: np.ndarray
     kpi_scale: float
+    observed_max: np.ndarray | None = None
+    """``(C,)`` raw weekly spend beyond which the response is extrapolated conservatively (see the module
+    docstring); ``None``: the posterior everywhere. A channel with 0 (never spent) keeps its posterior."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +114,18 @@ class ResponseModel:
             raise ValueError("every channel needs exactly one saturation block")
         if len(self.saturation) == 1 and not np.array_equal(self.saturation[0].channels, np.arange(c)):
             raise ValueError("a single saturation block must list the channels in order")
+        if self.observed_max is not None:
+            self.observed_max = np.asarray(self.observed_max, dtype=float)
+            if self.observed_max.shape != (c,) or (self.observed_max < 0).any():
+                raise ValueError("observed_max must be (C,) non-negative weekly spend")
+
+    def with_observed_max(self, observed_max: np.ndarray | None) -> ResponseModel:
+        """The same model, extrapolating conservatively past each channel's ``observed_max`` weekly spend
+        (see the module docstring); ``None`` removes it."""
+        return ResponseModel(
+            self.channels, self.weights, self.beta, self.saturation, self.spend_scale, self.kpi_scale,
+            observed_max,
+        )  # fmt: skip
 
     # --- constructors ---------------------------------------------------------------------------------
 
@@ -187,8 +210,9 @@ class ResponseModel:
             for b in self.saturation
         ]
         return ResponseModel(
-            self.channels, self.weights[:, idx], self.beta[idx], blocks, self.spend_scale, self.kpi_scale
-        )
+            self.channels, self.weights[:, idx], self.beta[idx], blocks, self.spend_scale, self.kpi_scale,
+            self.observed_max,
+        )  # fmt: skip
 
     # --- maths ----------------------------------------------------------------------------------------
 
@@ -208,6 +232,30 @@ class ResponseModel:
         return self._cache["layout"]
 
     def _saturate(self, adstocked: np.ndarray, slope: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Saturation ``(C, T, S)`` of scaled adstocked spend and (optionally) its derivative, with the
+        conservative continuation past :attr:`observed_max`."""
+        value, deriv = self._saturate_posterior(adstocked, slope)
+        if self.observed_max is None:
+            return value, deriv
+        if "edge" not in self._cache:
+            edge = (self.observed_max / self.spend_scale)[:, None, None]  # (C, 1, 1)
+            at = np.ascontiguousarray(np.broadcast_to(edge, (self.n_channels, 1, self.n_draws)))
+            v_edge, d_edge = self._saturate_posterior(at, slope=True)
+            self._cache["edge"] = (edge, v_edge, d_edge * edge)  # sat(M), M sat'(M)
+        edge, v_edge, md_edge = self._cache["edge"]
+        beyond = (adstocked > edge) & (edge > 0)
+        if not beyond.any():
+            return value, deriv
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_value = v_edge + md_edge * np.log(adstocked / np.where(edge > 0, edge, 1.0))
+        lower = beyond & (log_value < value)
+        value = np.where(lower, log_value, value)
+        if deriv is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                deriv = np.where(lower, md_edge / adstocked, deriv)
+        return value, deriv
+
+    def _saturate_posterior(self, adstocked: np.ndarray, slope: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Saturation ``(C, T, S)`` of scaled adstocked spend and (optionally) its derivative."""
         _, _, blocks = self._layout()
         if len(blocks) == 1:  # one kind for all channels (a fitted model): no gathering

@@ -311,7 +311,8 @@ def _solve_relaxation(
         return evaluator.value((z * system.scale).reshape(weeks, -1))
 
     if not fscale:
-        fscale.append(max(abs(value_of(starts[0])), 1e-12))
+        # a gain objective is about 0 at the current allocation: scale by the current value's size then
+        fscale.append(max(abs(value_of(starts[0])), evaluator.objective.value_scale, 1e-12))
     if weeks > 1 and reduced.size:
         flat = _Reduced.flat(system, weeks, _week_pattern(problem))
         flat_best: tuple[np.ndarray, float] | None = None
