@@ -45,17 +45,26 @@ def gate_failures(diagnostics: Mapping[str, float], gate: GateConfig) -> list[st
 
 
 def cv_failures(
-    cv: CVRecord | None, champion: Mapping[str, object] | None, max_crps_increase: float | None
+    cv: CVRecord | None,
+    champion: Mapping[str, object] | None,
+    max_crps_increase: float | None,
+    drift_triggered: bool = False,
 ) -> list[str]:
     """Cross-validation rules a challenger misses: the MMM must have forecast at least one fold, and
     its CV CRPS must not be more than ``max_crps_increase`` above the champion's (when both have one).
 
-    A skipped CV (switched off, too little data) blocks nothing: the gate alone decides.
+    A skipped CV (switched off, too little data) blocks nothing: the gate alone decides. A refit started
+    by a drift event is not held to the champion's CV CRPS: that figure was measured on folds before the
+    drift, while the challenger's last folds forecast the drifted weeks (harder by construction), and the
+    event's evidence already shows the champion failing on them; comparing the two would keep the failing
+    champion serving and the event open.
     """
     if cv is None or cv.status == "skipped":
         return []
     if cv.status == "failed":
         return ["cross-validation: the model failed on every fold"]
+    if drift_triggered:
+        return []
     challenger = cv.overall.get("mmm", {}).get("crps")
     incumbent = None if champion is None else champion.get("cv_crps")
     if (

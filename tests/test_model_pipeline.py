@@ -247,6 +247,7 @@ def test_cv_promotion_rule() -> None:
     ]
     assert cv_failures(worse, champion, None) == [] and cv_failures(worse, None, 0.1) == []
     assert cv_failures(worse, {"cv_crps": float("nan")}, 0.1) == []  # a champion without CV
+    assert cv_failures(worse, champion, 0.1, drift_triggered=True) == []  # its CV predates the drift
     assert cv_failures(CVRecord("m2", "skipped", "too short"), champion, 0.1) == []
     assert cv_failures(CVRecord("m2", "failed"), champion, 0.1) == [
         "cross-validation: the model failed on every fold"

@@ -105,8 +105,6 @@ def setup_project(directory: Path, s: SimulationSettings) -> tuple[ProjectConfig
         "spec": {"l_max": 4, "n_fourier": 1,
                  "sampler": {"chains": s.chains, "draws": s.draws, "tune": s.tune, "seed": 1}},
         "gate": {"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
-        # CV scores of a model fitted across a break are not comparable with a pre-break champion's.
-        "max_cv_crps_increase": None,
         "max_roas_change": 10.0,
     }  # fmt: skip
     raw["cv"] = {"enabled": s.cv, "n_folds": 2, "min_train_weeks": 52, "horizon": 8, "step": 8,

@@ -35,6 +35,7 @@ from ...registry import (
 )
 from ...warehouse import WarehouseResource
 from ..resources import WRITER_POOL
+from .monitoring import TRIGGER_TAG
 
 #: One partition per market; the ingestion asset adds markets as their data lands.
 MARKETS = dg.DynamicPartitionsDefinition(name="market")
@@ -208,9 +209,14 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     ):
         record, cv = model_fit, model_cv
         tables = read_tables(record.artifact_path)
+        drift_triggered = context.run.tags.get(TRIGGER_TAG) == "drift"
+        if drift_triggered:
+            context.log.info("refit started by a drift event: the champion's CV CRPS is not compared")
         with warehouse.get_connection() as conn:
             incumbent = champion(conn, record.market)
-            blocked_by = record.gate_failures + cv_failures(cv, incumbent, cfg.model.max_cv_crps_increase)
+            blocked_by = record.gate_failures + cv_failures(
+                cv, incumbent, cfg.model.max_cv_crps_increase, drift_triggered=drift_triggered
+            )
             status = register(conn, record, tables, blocked_by, cv)
             serving = champion(conn, record.market)
             drift = roas_drift(conn, record.model_id)
