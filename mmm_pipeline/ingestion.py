@@ -29,6 +29,7 @@ import pandas as pd
 from .calendar import last_complete_week
 from .config import ProjectConfig
 from .landing import LandingFileError, discover, sha256_of, validate_landing_file
+from .warehouse import transaction
 
 LANDED_COLUMNS = {
     "media": ["delivery_id", "row_number", "date", "week", "market", "channel", "spend", "impressions"],
@@ -144,8 +145,7 @@ def _accept(
     result: ScanResult,
 ) -> None:
     """Load one valid delivery in a single transaction: its rows, its manifest entry, its weeks."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         previous = conn.execute(
             "SELECT delivery_id FROM raw.landing_files WHERE path = ? AND status = 'active'", [rel]
         ).fetchall()
@@ -172,10 +172,6 @@ def _accept(
         conn.register("week_frame", weeks)
         conn.execute("INSERT OR IGNORE INTO raw.pending_weeks SELECT kind, week FROM week_frame")
         conn.unregister("week_frame")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     if previous:
         result.superseded.append(rel)
     result.accepted.append(rel)

@@ -33,7 +33,7 @@ from .optimize import (
     compare_scenarios,
 )
 from .registry import StoredModel
-from .warehouse import quote_ident, relation_exists
+from .warehouse import quote_ident, relation_exists, transaction
 
 #: The optimization tables. Every row carries ``optimization_id`` (one optimization of a market: a base
 #: plan and its scenarios against one champion), ``market``, ``model_id`` (the champion used) and
@@ -318,17 +318,12 @@ def write_optimization(conn: duckdb.DuckDBPyConnection, opt: Optimization) -> No
     if not opt.tables:
         raise ValueError(f"optimization {opt.optimization_id} has no feasible base plan: nothing to write")
     ensure_schema(conn)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         for name in OPTIMIZATION_TABLES:
             conn.execute(f"DELETE FROM optimization.{name} WHERE optimization_id = ?", [opt.optimization_id])
             conn.register("optimization_rows", opt.tables[name])
             conn.execute(f"INSERT INTO optimization.{name} BY NAME SELECT * FROM optimization_rows")
             conn.unregister("optimization_rows")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def latest_optimization(conn: duckdb.DuckDBPyConnection, market: str) -> dict[str, object] | None:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .model.build import ScalingSpec
 from .model.spec import ModelSpec
+from .warehouse import transaction
 
 #: The registry's tables; every insight table is keyed by ``model_id`` and ``market``.
 MODELS_DDL = """
@@ -424,8 +425,7 @@ def register(
     )
     if cv is not None and cv.folder is not None:
         tables = {**tables, **read_tables(cv.folder)}
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         for name in ("model_runs", *RUN_TABLES):
             conn.execute(f"DELETE FROM models.{name} WHERE model_id = ?", [record.model_id])
         conn.register("run_row", row)
@@ -453,10 +453,6 @@ def register(
             "UPDATE models.model_runs SET registered_at = now()::TIMESTAMP WHERE model_id = ?",
             [record.model_id],
         )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return status
 
 

@@ -26,7 +26,7 @@ import jinja2
 import pandas as pd
 
 from .config import ProjectConfig
-from .warehouse import quote_ident, relation_exists
+from .warehouse import quote_ident, relation_exists, transaction
 
 LAYERS = ("staging", "intermediate", "marts")
 
@@ -223,25 +223,21 @@ def commit_model(conn: duckdb.DuckDBPyConnection, model: SqlModel, window: Windo
     """Publish the build table into the model's table in one transaction (readers never see half)."""
     schema, name = model.layer, model.name
     target = f"{schema}.{quote_ident(name)}"
-    conn.execute("BEGIN TRANSACTION")
     try:
-        if model.incremental:
-            assert window is not None
-            if not relation_exists(conn, schema, name):
-                conn.execute(f"CREATE TABLE {target} AS SELECT * FROM {BUILD_TABLE} WITH NO DATA")
-            bounds = [window.start, window.end]
-            conn.execute(f"DELETE FROM {target} WHERE week >= ? AND week < ?", bounds)
-            conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {BUILD_TABLE}")
-            if model.pending_kind:
-                conn.execute(
-                    "DELETE FROM raw.pending_weeks WHERE kind = ? AND week >= ? AND week < ?",
-                    [model.pending_kind, *bounds],
-                )
-        else:
-            conn.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {BUILD_TABLE}")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
+        with transaction(conn):
+            if model.incremental:
+                assert window is not None
+                if not relation_exists(conn, schema, name):
+                    conn.execute(f"CREATE TABLE {target} AS SELECT * FROM {BUILD_TABLE} WITH NO DATA")
+                bounds = [window.start, window.end]
+                conn.execute(f"DELETE FROM {target} WHERE week >= ? AND week < ?", bounds)
+                conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {BUILD_TABLE}")
+                if model.pending_kind:
+                    conn.execute(
+                        "DELETE FROM raw.pending_weeks WHERE kind = ? AND week >= ? AND week < ?",
+                        [model.pending_kind, *bounds],
+                    )
+            else:
+                conn.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {BUILD_TABLE}")
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {BUILD_TABLE}")

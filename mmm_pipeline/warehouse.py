@@ -91,6 +91,19 @@ class WarehouseResource(DuckDBResource):
             lock.release()
 
 
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Run the block as one transaction: committed if it finishes, rolled back if it raises, so a
+    failed write leaves the previous tables exactly as they were."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def relation_exists(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
     row = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import pandas as pd
+import pytest
 from conftest import modeling_table, query, run
 
 from mmm_pipeline.defs.jobs import FEATURES_JOB
+from mmm_pipeline.warehouse import transaction
 
 
 def test_bad_correction_is_quarantined_and_tables_stay(case_study) -> None:
@@ -63,3 +66,19 @@ def test_kpi_gap_fails_the_modeling_check_and_keeps_the_previous_table(case_stud
     assert any("kpi_every_week" in p and "2016-01-03" in p for p in summary.problems)
     assert [r[2] for r in summary.runs if r[0] == FEATURES_JOB] == [False]
     pd.testing.assert_frame_equal(modeling_table(cfg), before)
+
+
+def test_a_failed_transaction_leaves_the_table_as_it_was(tmp_path) -> None:
+    """Every multi-statement write goes through ``warehouse.transaction``: all of it or none of it."""
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        with transaction(conn):
+            conn.execute("INSERT INTO t VALUES (1), (2)")
+        with pytest.raises(RuntimeError), transaction(conn):
+            conn.execute("DELETE FROM t")
+            raise RuntimeError("fails half-way")
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+        with pytest.raises(duckdb.Error), transaction(conn):
+            conn.execute("INSERT INTO t VALUES (3)")
+            conn.execute("INSERT INTO missing_table VALUES (4)")
+        assert sorted(conn.execute("SELECT x FROM t").fetchall()) == [(1,), (2,)]

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import duckdb
 import pandas as pd
 
-from ..warehouse import relation_exists
+from ..warehouse import relation_exists, transaction
 
 MONITORING_DDL = """
 CREATE SCHEMA IF NOT EXISTS monitoring;
@@ -251,8 +251,7 @@ def history_rows(
 def append_history(conn: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
     """Append one optimization's history rows (replacing them if the same optimization is re-recorded)."""
     ensure_schema(conn)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             "DELETE FROM monitoring.optimization_history WHERE optimization_id = ?",
             [str(rows["optimization_id"].iloc[0])],
@@ -260,7 +259,3 @@ def append_history(conn: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
         conn.register("history_rows", rows)
         conn.execute("INSERT INTO monitoring.optimization_history BY NAME SELECT * FROM history_rows")
         conn.unregister("history_rows")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise

@@ -8,7 +8,7 @@ from ...calendar import holiday_table
 from ...config import ProjectConfig
 from ...ingestion import landed_markets, pending_week_ranges, scan_landing
 from ...schemas import LANDING_RULES
-from ...warehouse import WarehouseResource
+from ...warehouse import WarehouseResource, transaction
 from ..resources import WRITER_POOL
 from .model import MARKETS
 
@@ -97,10 +97,9 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         frame["country"] = cfg.calendar.holidays_country or ""
         with warehouse.get_connection() as conn:
             conn.register("holiday_frame", frame)
-            conn.execute("BEGIN TRANSACTION")
-            conn.execute("DELETE FROM raw.holidays")
-            conn.execute("INSERT INTO raw.holidays SELECT date, name, country FROM holiday_frame")
-            conn.execute("COMMIT")
+            with transaction(conn):
+                conn.execute("DELETE FROM raw.holidays")
+                conn.execute("INSERT INTO raw.holidays SELECT date, name, country FROM holiday_frame")
         return dg.MaterializeResult(
             metadata={"dagster/row_count": len(frame), "country": cfg.calendar.holidays_country or "none"}
         )

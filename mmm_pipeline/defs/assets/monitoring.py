@@ -24,7 +24,7 @@ from ...plots import markdown_image
 from ...publish import export_snapshot, published_snapshots, write_catalog
 from ...registry import ensure_schema as ensure_models_schema
 from ...registry import load_model
-from ...warehouse import WarehouseResource, relation_exists
+from ...warehouse import WarehouseResource, relation_exists, transaction
 from ..resources import WRITER_POOL
 
 #: Run tags written by the schedule and sensors (and read back by the assets).
@@ -91,11 +91,9 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 track(model, frames[row.market], row.market, pd.Timestamp(row.train_end).date(),
                       settings.rolling_weeks, settings.max_draws),
             )  # fmt: skip
-        with warehouse.get_connection() as conn:
-            conn.execute("BEGIN TRANSACTION")
+        with warehouse.get_connection() as conn, transaction(conn):
             for market, (model_id, rows) in results.items():
                 store.replace_tracking(conn, market, model_id, rows, context.run_id)
-            conn.execute("COMMIT")
         metadata: dict[str, object] = {"markets": len(results)}
         summary = []
         for market, (model_id, rows) in results.items():
@@ -167,28 +165,29 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             for m, (rows, events) in inputs.items()
         }
         with warehouse.get_connection() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            # This run was started for an event: record it before anything else.
-            if EVENT_TAG in tags:
-                store.set_event_run(conn, tags[EVENT_TAG], context.run_id, "STARTED")
-            for market, decision in decisions.items():
-                rows = inputs[market][0]
-                last_week = pd.Timestamp(rows["week"].iloc[-1]).date() if len(rows) else None
-                for event_id, resolution in decision.resolve:
-                    new_model = champions.get(market) if resolution == "new_champion" else None
-                    store.resolve_event(conn, event_id, resolution, last_week, new_model)
-                    resolved.append(f"{event_id} ({resolution})")
-                if decision.open is not None:
-                    store.insert_event(conn, decision.open)
-                    opened.append(decision.open)
-            # Link events to the runs the sensor started (found by tag), with their latest status.
-            for event_id in store.events_without_run(conn):
-                runs = context.instance.get_runs(filters=dg.RunsFilter(tags={EVENT_TAG: event_id}), limit=1)
-                if runs:
-                    run = runs[0]
-                    status = run.status.value if run.run_id != context.run_id else "STARTED"
-                    store.set_event_run(conn, event_id, run.run_id, status)
-            conn.execute("COMMIT")
+            with transaction(conn):
+                # This run was started for an event: record it before anything else.
+                if EVENT_TAG in tags:
+                    store.set_event_run(conn, tags[EVENT_TAG], context.run_id, "STARTED")
+                for market, decision in decisions.items():
+                    rows = inputs[market][0]
+                    last_week = pd.Timestamp(rows["week"].iloc[-1]).date() if len(rows) else None
+                    for event_id, resolution in decision.resolve:
+                        new_model = champions.get(market) if resolution == "new_champion" else None
+                        store.resolve_event(conn, event_id, resolution, last_week, new_model)
+                        resolved.append(f"{event_id} ({resolution})")
+                    if decision.open is not None:
+                        store.insert_event(conn, decision.open)
+                        opened.append(decision.open)
+                # Link events to the runs the sensor started (found by tag), with their latest status.
+                for event_id in store.events_without_run(conn):
+                    runs = context.instance.get_runs(
+                        filters=dg.RunsFilter(tags={EVENT_TAG: event_id}), limit=1
+                    )
+                    if runs:
+                        run = runs[0]
+                        status = run.status.value if run.run_id != context.run_id else "STARTED"
+                        store.set_event_run(conn, event_id, run.run_id, status)
             events = conn.execute("SELECT * FROM monitoring.drift_events ORDER BY detected_at DESC").df()
             counts = publish_monitoring(conn, cfg)
         for event in opened:
