@@ -17,6 +17,7 @@ Run: ``nohup .venv/bin/python benchmarks/bench_recovery.py --seeds 5 > /tmp/benc
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -75,15 +76,19 @@ def main() -> None:
         action="store_true",
         help="the plain parameterization (reparameterize=False), for comparison",
     )
+    parser.add_argument("--spec", default="{}", help="other ModelSpec fields as JSON")
     args = parser.parse_args()
-    spec = ModelSpec(
-        l_max=8,
-        n_fourier=2,
-        reparameterize=not args.plain,
-        sampler=SamplerSpec(
-            name=args.sampler, chains=args.chains, draws=args.draws, tune=args.tune,
-            target_accept=args.target_accept,
-        ),
+    spec = ModelSpec.model_validate(
+        {
+            "l_max": 8,
+            "n_fourier": 2,
+            "reparameterize": not args.plain,
+            "sampler": SamplerSpec(
+                name=args.sampler, chains=args.chains, draws=args.draws, tune=args.tune,
+                target_accept=args.target_accept,
+            ),
+            **json.loads(args.spec),
+        }
     )  # fmt: skip
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", None)
