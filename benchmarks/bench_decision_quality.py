@@ -25,7 +25,7 @@ The fitted model's plans use the optimizer's defaults, including its conservativ
 past each channel's biggest historical week (``history.extrapolation: log``); the true optimum is found
 on the true curve everywhere.
 
-Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 5] [--draws 500] [--chains 2]
+Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 20] [--draws 1000] [--chains 4]
 [--spec JSON] [--plan-changes JSON] [--fit-cache DIR]`` (``--spec`` overrides model spec fields, to compare
 variants of the default model; ``--plan-changes`` changes both plan files, to compare optimizer settings;
 ``--fit-cache`` keeps each seed's posterior on disk, keyed by spec, seed and sampler settings, so
@@ -158,11 +158,11 @@ def run_seed(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--weeks", type=int, default=156)
-    parser.add_argument("--chains", type=int, default=2)
-    parser.add_argument("--draws", type=int, default=500)
-    parser.add_argument("--tune", type=int, default=500)
+    parser.add_argument("--chains", type=int, default=SamplerSpec().chains)
+    parser.add_argument("--draws", type=int, default=SamplerSpec().draws)
+    parser.add_argument("--tune", type=int, default=SamplerSpec().tune)
     parser.add_argument(
         "--spec", default="{}", help='ModelSpec fields as JSON, e.g. \'{"saturation": "logistic"}\''
     )

@@ -171,7 +171,7 @@ def _fake_model(world, n_train: int, draws: int = 300):
     from mmm_pipeline.registry import StoredModel
 
     data = ModelData.from_world(world)
-    spec = ModelSpec(l_max=4, n_fourier=1)
+    spec = ModelSpec(l_max=4, n_fourier=1, saturation="logistic")
     scaling = ScalingSpec.from_data(data.window(0, n_train))
     rng = np.random.default_rng(0)
     c, k = len(data.channels), len(data.control_names)

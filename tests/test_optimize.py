@@ -67,7 +67,7 @@ def make_draws(
         trend_origin=dt.date(2022, 1, 3), trend_weeks=100.0,
         fitted_on=(dt.date(2022, 1, 3), dt.date(2023, 12, 25)),
     )  # fmt: skip
-    return draws, scaling, ModelSpec(l_max=l_max, n_fourier=0)
+    return draws, scaling, ModelSpec(l_max=l_max, n_fourier=0, saturation="logistic")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mmm_pipeline.model.build import ModelData, ScalingSpec
+from mmm_pipeline.model.build import SATURATION_PARAMS, ModelData, ScalingSpec
 from mmm_pipeline.model.fit import ModelCache
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.synthetic import generate_world
@@ -189,7 +189,8 @@ def test_cv_tables_and_compiled_graph_shared(data, result):
     per_channel = result.channel_stability.set_index("channel")
     assert list(per_channel.index) == list(data.channels)
     assert (per_channel["n_folds"] == 3).all() and per_channel["roas_cv"].notna().all()
-    assert set(result.parameters["parameter"]) == {"roas", "share", "alpha", "lam", "beta"}
+    saturation = set(SATURATION_PARAMS[SPEC.saturation])
+    assert set(result.parameters["parameter"]) == {"roas", "share", "alpha", "beta", *saturation}
     shares = result.parameters[result.parameters["parameter"] == "share"].groupby("fold")["mean"].sum()
     np.testing.assert_allclose(shares, 1.0)
 
@@ -212,7 +213,7 @@ def test_future_weeks_never_reach_the_fit(data, result, cache):
     assert dirty.status == "ok" and dirty.fit.reused_graph
     assert dirty.fit.data.n_weeks == fold.cut and dirty.fit.data.dates[-1] < data.dates[fold.cut]
     assert dirty.fit.scaling == clean.fit.scaling == ScalingSpec.from_data(data.window(0, fold.cut))
-    for name in ("beta_channel", "alpha", "lam", "intercept", "sigma"):
+    for name in ("beta_channel", "alpha", *SATURATION_PARAMS[SPEC.saturation], "intercept", "sigma"):
         np.testing.assert_array_equal(
             dirty.fit.idata.posterior[name].to_numpy(), clean.fit.idata.posterior[name].to_numpy()
         )
