@@ -26,10 +26,12 @@ past each channel's biggest historical week (``history.extrapolation: log``); th
 on the true curve everywhere.
 
 Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 20] [--draws 1000] [--chains 4]
-[--spec JSON] [--plan-changes JSON] [--fit-cache DIR]`` (``--spec`` overrides model spec fields, to compare
-variants of the default model; ``--plan-changes`` changes both plan files, to compare optimizer settings;
-``--fit-cache`` keeps each seed's posterior on disk, keyed by spec, seed and sampler settings, so
-that optimizer variants are re-scored without refitting)
+[--spec JSON] [--plan-changes JSON] [--lift-tests N] [--fit-cache DIR]`` (``--spec`` overrides model spec
+fields, to compare variants of the default model; ``--plan-changes`` changes both plan files, to compare
+optimizer settings; ``--lift-tests`` calibrates each fit with N experiments per channel drawn from the
+world's truth (:func:`mmm_pipeline.synthetic.design_lift_tests`); ``--fit-cache`` keeps each seed's
+posterior on disk, keyed by spec, seed, sampler settings and lift tests, so that optimizer variants are
+re-scored without refitting)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from mmm_pipeline.model.build import ModelData, ScalingSpec
+from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import ModelCache, fit
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel, load_plan, optimize_budget, violations
@@ -85,17 +88,19 @@ def true_value(world, truth: ResponseModel, result, plan: np.ndarray) -> float:
 
 
 def fitted(
-    seed: int, weeks: int, spec: ModelSpec, cache: ModelCache, fit_cache: Path | None
+    seed: int, weeks: int, spec: ModelSpec, cache: ModelCache, fit_cache: Path | None, lift_tests: int = 0
 ) -> tuple[az.InferenceData, ScalingSpec, float]:
     """The fitted posterior and scaling of a seed's world (from ``fit_cache`` when there), fit seconds."""
-    key = hashlib.sha256(f"{spec.model_dump_json()}|{seed}|{weeks}".encode()).hexdigest()[:16]
+    tag = f"|lift{lift_tests}" if lift_tests else ""
+    key = hashlib.sha256(f"{spec.model_dump_json()}|{seed}|{weeks}{tag}".encode()).hexdigest()[:16]
     if fit_cache is not None:
         nc, js = fit_cache / f"{key}.nc", fit_cache / f"{key}.json"
         if nc.exists() and js.exists():
             return az.from_netcdf(nc), ScalingSpec.model_validate_json(js.read_text()), 0.0
-    data = ModelData.from_world(generate_world(seed=seed, n_weeks=weeks))
+    world = generate_world(seed=seed, n_weeks=weeks, lift_tests_per_channel=lift_tests)
+    tests = LiftTests.from_frame(world.lift_tests) if lift_tests else None
     start = time.perf_counter()
-    result = fit(data, spec, cache=cache)
+    result = fit(ModelData.from_world(world), spec, lift_tests=tests, cache=cache)
     fit_s = time.perf_counter() - start
     if fit_cache is not None:
         fit_cache.mkdir(parents=True, exist_ok=True)
@@ -111,9 +116,10 @@ def run_seed(
     cache: ModelCache,
     fit_cache: Path | None = None,
     plan_changes: dict | None = None,
+    lift_tests: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
     world = generate_world(seed=seed, n_weeks=weeks)
-    idata, scaling, fit_s = fitted(seed, weeks, spec, cache, fit_cache)
+    idata, scaling, fit_s = fitted(seed, weeks, spec, cache, fit_cache, lift_tests)
     model = ResponseModel.from_idata(idata, scaling, spec)
     truth = ResponseModel.from_world(world)
     history = world.spend_matrix()
@@ -172,6 +178,9 @@ def main() -> None:
         default="{}",
         help='changes to both plan files (as a scenario), e.g. \'{"history": {"cap_multiple": 1.25}}\'',
     )
+    parser.add_argument(
+        "--lift-tests", type=int, default=0, help="lift tests per channel the model is calibrated with (0-4)"
+    )
     args = parser.parse_args()
     spec = ModelSpec.model_validate(
         {
@@ -181,14 +190,19 @@ def main() -> None:
             **json.loads(args.spec),
         }
     )
-    print(f"spec: {spec.model_dump_json(exclude={'sampler'})}; plan changes: {args.plan_changes}")
+    print(
+        f"spec: {spec.model_dump_json(exclude={'sampler'})}; plan changes: {args.plan_changes}; "
+        f"lift tests per channel: {args.lift_tests}"
+    )
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", None)
     cache = ModelCache()
     tables, fits = [], []
     start = time.perf_counter()
     for seed in range(args.seeds):
-        table, info = run_seed(seed, args.weeks, spec, cache, args.fit_cache, json.loads(args.plan_changes))
+        table, info = run_seed(
+            seed, args.weeks, spec, cache, args.fit_cache, json.loads(args.plan_changes), args.lift_tests
+        )
         tables.append(table)
         fits.append(info)
         print(f"seed {seed} (fit {info['fit_s']:.0f} s, {info['divergences']} divergences):")

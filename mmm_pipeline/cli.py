@@ -187,6 +187,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
         week_start=cfg.calendar.week_start,
         markets=tuple(args.markets.split(",")),
         kpi_name=cfg.kpi.name,
+        lift_tests_per_channel=args.lift_tests,
     )
     truth_dir = Path(args.truth_dir) if args.truth_dir else cfg.data_dir / "truth"
     written = write_world(world, cfg.landing_dir, truth_dir, split_by_week=args.split == "week")
@@ -326,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markets", default="all", help="comma-separated market names")
     p.add_argument("--split", choices=["none", "week"], default="none")
     p.add_argument("--truth-dir", help="where the truth goes (default: <data_dir>/truth)")
+    p.add_argument(
+        "--lift-tests",
+        type=int,
+        default=0,
+        choices=range(5),
+        metavar="N",
+        help="also write N lift tests per channel and market (0-4; landing folder lift_tests/)",
+    )
     p.set_defaults(func=cmd_synthetic)
 
     p = sub.add_parser(

@@ -11,7 +11,7 @@ by content hash), so a new week's file costs one file read, not a re-read of his
   it reaches the warehouse.
 
 The weeks each accepted delivery touches are queued in ``raw.pending_weeks``; the weekly-partitioned
-staging models rebuild exactly those weeks and clear them.
+staging models rebuild exactly those weeks and clear them. A lift test touches the week it ended in.
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ import pandas as pd
 from .calendar import last_complete_week
 from .config import ProjectConfig
 from .landing import LandingFileError, discover, sha256_of, validate_landing_file
+from .model.calibration import LIFT_TEST_COLUMNS
 from .warehouse import transaction
 
 LANDED_COLUMNS = {
     "media": ["delivery_id", "row_number", "date", "week", "market", "channel", "spend", "impressions"],
     "kpi": ["delivery_id", "row_number", "date", "week", "market", "kpi"],
     "controls": ["delivery_id", "row_number", "date", "week", "market", "control", "value"],
+    "lift_tests": ["delivery_id", "row_number", "week", *LIFT_TEST_COLUMNS],
 }
 
 

@@ -2,6 +2,8 @@
 
 Pure functions over files and DataFrames (no database, no Dagster), so every rule is testable alone.
 A file that breaks a rule raises :class:`LandingFileError`, which names the file, the rows and the rule.
+
+``lift_tests`` is optional: a project without that folder (or with an empty one) has no experiments.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import pandera.pandas as pa
 
 from .calendar import week_start
 from .config import ProjectConfig
-from .schemas import LANDING_RULES, REQUIRED_COLUMNS, landing_schema, rule_of
+from .schemas import LANDING_RULES, REQUIRED_COLUMNS, ROW_RULE_COLUMNS, landing_schema, rule_of
 
-KINDS = ("media", "kpi", "controls")
+KINDS = ("media", "kpi", "controls", "lift_tests")
 SUFFIXES = {".csv", ".parquet", ".pq"}
 MAX_ROWS_LISTED = 10
 
@@ -109,6 +111,8 @@ def _map_labels(series: pd.Series, aliases: dict[str, str]) -> pd.Series:
 def _violations(errors: pa.errors.SchemaErrors) -> list[RuleViolation]:
     cases = errors.failure_cases.copy()
     cases["rule"] = cases["check"].astype(str).map(rule_of)
+    judged = cases["rule"].map(ROW_RULE_COLUMNS)
+    cases = cases[judged.isna() | (cases["column"] == judged)]
     out: list[RuleViolation] = []
     for (rule, column), group in cases.groupby(["rule", cases["column"].fillna("")], sort=False):
         index = pd.to_numeric(group["index"], errors="coerce").dropna().astype(int)
@@ -125,7 +129,8 @@ def validate_landing_file(kind: str, path: Path, cfg: ProjectConfig) -> pd.DataF
     """Read, validate and normalize one landing file.
 
     Returns rows with columns ``date, week, market`` plus the kind's fields (media: ``channel, spend,
-    impressions``; kpi: ``kpi``; controls: ``control, value``) and ``row_number`` (1-based, for audit).
+    impressions``; kpi: ``kpi``; controls: ``control, value``) and ``row_number`` (1-based, for audit);
+    lift tests: see :func:`_normalize_lift_tests`.
     Raises :class:`LandingFileError` naming every broken rule with its rows.
     """
     try:
@@ -143,7 +148,7 @@ def validate_landing_file(kind: str, path: Path, cfg: ProjectConfig) -> pd.DataF
     if "market" not in frame.columns:
         frame["market"] = "all"
     frame["market"] = frame["market"].astype("string").str.strip().astype(object)
-    if kind == "media":
+    if kind in ("media", "lift_tests"):
         frame["channel"] = _map_labels(frame["channel"], cfg.channel_aliases())
     elif kind == "controls":
         frame["control"] = _map_labels(frame["control"], cfg.control_aliases())
@@ -151,7 +156,7 @@ def validate_landing_file(kind: str, path: Path, cfg: ProjectConfig) -> pd.DataF
         landing_schema(kind, cfg).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
         raise LandingFileError(path, kind, _violations(errors)) from None
-    return _normalize(kind, frame, cfg)
+    return _normalize_lift_tests(frame, cfg) if kind == "lift_tests" else _normalize(kind, frame, cfg)
 
 
 def _normalize(kind: str, frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFrame:
@@ -174,4 +179,25 @@ def _normalize(kind: str, frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFra
     else:
         out["control"] = frame["control"].astype(str)
         out["value"] = pd.to_numeric(frame["value"]).astype(float)
+    return out
+
+
+def _normalize_lift_tests(frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFrame:
+    """Rows ``row_number, week, market, channel, start_date, end_date, spend, delta_spend, lift, lift_se``.
+
+    ``week`` is the model week holding ``end_date``: a fit uses the tests that ended by its last week,
+    so that is the week a delivery touches (it is queued and rebuilt like a week of media).
+    """
+    dates = {c: pd.to_datetime(frame[c], format="mixed").dt.normalize() for c in ("start_date", "end_date")}
+    out = pd.DataFrame(
+        {
+            "row_number": range(1, len(frame) + 1),
+            "week": week_start(dates["end_date"], cfg.calendar.week_start_index),
+            "market": frame["market"].astype(str),
+            "channel": frame["channel"].astype(str),
+            **dates,
+        }
+    )
+    for column in ("spend", "delta_spend", "lift", "lift_se"):
+        out[column] = pd.to_numeric(frame[column]).astype(float)
     return out

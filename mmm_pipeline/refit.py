@@ -1,8 +1,9 @@
 """One market's weekly refit, without Dagster: training window, scaling choice, fit, insight tables.
 
 The Dagster asset ``model_fit`` is a thin wrapper around :func:`refit_market`; tests and benchmarks call
-it directly. Nothing here opens the warehouse: the caller reads the modeling table and the champion
-first and registers the outcome afterwards (see :mod:`mmm_pipeline.registry`).
+it directly. Nothing here opens the warehouse: the caller reads the modeling table, the lift tests and
+the champion first (on its own connection) and registers the outcome afterwards (see
+:mod:`mmm_pipeline.registry`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from .config import ProjectConfig
 from .model import insights
 from .model.build import ModelData, ScalingSpec
+from .model.calibration import LIFT_TEST_COLUMNS, LiftTests
 from .model.fit import FitResult, fit
 from .model.predict import predict
 from .promotion import gate_failures
+from .warehouse import quote_ident, relation_exists
 
 
 class RefitError(ValueError):
@@ -58,6 +62,19 @@ def training_data(frame: pd.DataFrame, market: str, cfg: ProjectConfig) -> Model
     return ModelData.from_frame(rows, market, channels=cfg.channel_names, controls=cfg.control_names)
 
 
+def market_lift_tests(conn: duckdb.DuckDBPyConnection, market: str) -> LiftTests:
+    """Every validated lift test of ``market`` (``staging.stg_lift_tests``); none before any was delivered.
+
+    All of them, whenever they ended: ``fit`` keeps those that ended by its window's last week, so the
+    weekly refit and each CV fold see exactly the experiments that had been read out by then.
+    """
+    if not relation_exists(conn, "staging", "stg_lift_tests"):
+        return LiftTests.empty()
+    columns = ", ".join(quote_ident(c) for c in LIFT_TEST_COLUMNS)
+    frame = conn.execute(f"SELECT {columns} FROM staging.stg_lift_tests WHERE market = ?", [market]).df()
+    return LiftTests.from_frame(frame, market)
+
+
 def choose_scaling(
     data: ModelData, champion: dict[str, object] | None, keep: bool
 ) -> tuple[ScalingSpec, str]:
@@ -78,11 +95,17 @@ def refit_market(
     cfg: ProjectConfig,
     scaling: ScalingSpec,
     scaling_source: str,
+    *,
+    lift_tests: LiftTests | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RefitOutcome:
-    """Fit the configured model to ``data``, compute diagnostics, the gate and every insight table."""
+    """Fit the configured model to ``data``, compute diagnostics, the gate and every insight table.
+
+    ``lift_tests``: the market's experiments (:func:`market_lift_tests`); the fit uses those that ended
+    by the data's last week (``outcome.fit.lift_tests``).
+    """
     spec = cfg.model.spec
-    result = fit(data, spec, scaling, progress=progress)
+    result = fit(data, spec, scaling, lift_tests=lift_tests, progress=progress)
     if progress:
         progress("computing diagnostics (ArviZ) and insight tables")
     diagnostics = insights.diagnostics(result.idata, scaling, spec, data, result.carry_in)

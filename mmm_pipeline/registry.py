@@ -65,6 +65,7 @@ ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_coverage_50 DOUBLE;
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_coverage_94 DOUBLE;
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_unstable_channels VARCHAR;
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS promotion_blocked_by VARCHAR;  -- why not promoted
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS n_lift_tests INTEGER;  -- lift tests in the fit
 CREATE TABLE IF NOT EXISTS models.cv_folds (
     model_id VARCHAR, market VARCHAR, fold INTEGER, status VARCHAR, error VARCHAR,
     train_start DATE, train_end DATE, test_start DATE, test_end DATE, n_train INTEGER, n_test INTEGER,
@@ -200,6 +201,8 @@ class FitRecord:
     artifact_path: str
     dagster_run_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    n_lift_tests: int = 0
+    """Lift tests that calibrated the fit (:mod:`mmm_pipeline.model.calibration`)."""
 
     @property
     def gate_passed(self) -> bool:
@@ -217,6 +220,7 @@ class FitRecord:
             "train_start": dt.date.fromisoformat(self.train_start),
             "train_end": dt.date.fromisoformat(self.train_end),
             "n_weeks": self.n_weeks,
+            "n_lift_tests": self.n_lift_tests,
             "config_hash": self.config_hash,
             "code_version": self.code_version,
             "model_spec": self.model_spec,

@@ -157,7 +157,7 @@ def run_pipeline(
 
     ``select`` limits the runs to the assets it picks (e.g. ``group:marts`` or ``stg_media+``).
     ``until`` stops after a stage (:data:`STAGES`). A market's model is refitted when its modeling
-    table has a week or a model config its latest fit has not seen, or always with ``refit``.
+    table has a week, a model config or lift tests its latest fit has not seen, or always with ``refit``.
     Valid files are built even when others in the same delivery were rejected; the rejections are
     returned as problems so the caller can exit non-zero.
     """
@@ -241,6 +241,8 @@ def _refit_models(
             conn.execute("SELECT market, max(week) FROM marts.fct_modeling_weekly GROUP BY 1").fetchall()
         )
         latest = {market: latest_run(conn, market) for market in weeks}
+        last_weeks = {m: min(w, cfg.model.train_end) if cfg.model.train_end else w for m, w in weeks.items()}
+        lift_tests = {m: _lift_tests_by(conn, m, last_weeks[m]) for m in weeks}
         reoptimize = {}
         if cfg.optimization.enabled and (keys is None or dg.AssetKey("budget_recommendation") in keys):
             files = cfg.optimization_files()
@@ -266,9 +268,13 @@ def _refit_models(
     if missing := sorted(set(weeks) - known):
         instance.add_dynamic_partitions(MARKETS.name, missing)
     for market in sorted(weeks):
-        last_week = min(weeks[market], cfg.model.train_end) if cfg.model.train_end else weeks[market]
+        last_week = last_weeks[market]
         run = latest[market]
-        if (
+        fitted_tests = 0 if run is None or pd.isna(run.get("n_lift_tests")) else int(run["n_lift_tests"])
+        if run is not None and fitted_tests != lift_tests[market]:
+            log(f"market {market}: {lift_tests[market]} lift test(s) ended by {last_week}, the model used "
+                f"{fitted_tests}: refitting")  # fmt: skip
+        elif (
             not force
             and run is not None
             and pd.Timestamp(run["train_end"]).date() == last_week
@@ -286,6 +292,14 @@ def _refit_models(
             continue
         log(f"market {market}: fitting the model on weeks up to {last_week}")
         run_market(keys, market)
+
+
+def _lift_tests_by(conn: duckdb.DuckDBPyConnection, market: str, last_week: object) -> int:
+    """How many of the market's stored lift tests a fit up to ``last_week`` uses (filed by end week)."""
+    if not relation_exists(conn, "staging", "stg_lift_tests"):
+        return 0
+    sql = "SELECT count(*) FROM staging.stg_lift_tests WHERE market = ? AND week <= ?"
+    return int(conn.execute(sql, [market, last_week]).fetchone()[0])
 
 
 def _recommendation_current(

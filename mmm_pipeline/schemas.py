@@ -3,10 +3,15 @@
 Each check carries the *rule name* users see in errors, quarantine reports and Dagster asset checks, so
 one name means one rule everywhere. Landing files are validated as read (strings for CSV), after the
 market column is defaulted and channel/control labels are mapped to configured names.
+
+Lift tests (experiment results, :mod:`mmm_pipeline.model.calibration`) are a landing kind of their own:
+a test the model cannot use (a channel it does not have, no spend change, a zero standard error) is
+rejected on arrival, with its row, instead of failing a refit weeks later.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -16,12 +21,23 @@ from .config import ProjectConfig
 LANDING_RULES: dict[str, str] = {
     "no_empty_files": "a landing file must hold at least one data row",
     "required_columns": "a landing file must have the columns of its kind",
-    "missing_values": "date, market, channel/control and value fields may not be empty",
+    "missing_values": "date, market, channel/control and value fields (any lift-test field) may not be empty",
     "parseable_dates": "every date must parse as a calendar date (ISO yyyy-mm-dd recommended)",
     "nonnegative_numeric_spend": "spend and impressions must be numbers >= 0",
     "numeric_values": "KPI and control values must be numbers",
-    "unique_keys": "no two rows may share (date, market, channel/control)",
-    "known_channels": "channels must be configured (name or alias) unless unknown channels are allowed",
+    "finite_numbers": "lift-test spend, delta_spend, lift and lift_se must be finite numbers",
+    "end_not_before_start": "a lift test's end_date may not be before its start_date",
+    "nonnegative_tested_spend": "a lift test's spend + delta_spend (the level it tested) must be >= 0",
+    "nonzero_delta_spend": "a lift test's delta_spend may not be 0 (no spend change, no lift to measure)",
+    "positive_lift_se": "a lift test's lift_se (standard error of its lift) must be > 0",
+    "unique_keys": (
+        "no two rows may share (date, market, channel/control); "
+        "lift tests: (market, channel, start_date, end_date, spend, delta_spend)"
+    ),
+    "known_channels": (
+        "channels must be configured (name or alias); media files may name others when "
+        "validation.allow_unknown_channels is set, lift tests never (the model has no such channel)"
+    ),
     "known_controls": "controls must be configured (name or alias) unless unknown controls are allowed",
     "known_markets": "markets must be listed in the config when the config lists markets",
     "no_future_dates": "no row may be dated after today (the as-of date)",
@@ -40,7 +56,12 @@ REQUIRED_COLUMNS = {
     "media": ("date", "channel", "spend"),
     "kpi": ("date",),  # plus the configured KPI column
     "controls": ("date", "control", "value"),
+    "lift_tests": ("channel", "start_date", "end_date", "spend", "delta_spend", "lift", "lift_se"),
 }
+
+#: Rules that compare two fields of a row, and the field an error names: pandera reports a row check
+#: once per column of the file, and only the judged field's value says what is wrong.
+ROW_RULE_COLUMNS = {"end_not_before_start": "end_date", "nonnegative_tested_spend": "delta_spend"}
 
 
 def rule_of(check_name: str) -> str:
@@ -72,6 +93,24 @@ def _numeric(series: pd.Series) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").notna()
 
 
+def _number(series: pd.Series) -> pd.Series:
+    """Numbers as floats; anything else NaN. Rules on a value's sign or size use it, and pass NaN: a
+    field that is not a finite number already broke ``finite_numbers`` and is not reported twice."""
+    return pd.to_numeric(series, errors="coerce").astype(float)
+
+
+def _finite(series: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(_number(series)), index=series.index)
+
+
+def _end_not_before_start(frame: pd.DataFrame) -> pd.Series:
+    return ~(_dates(frame["end_date"]) < _dates(frame["start_date"]))
+
+
+def _nonnegative_tested_spend(frame: pd.DataFrame) -> pd.Series:
+    return ~(_number(frame["spend"]) + _number(frame["delta_spend"]) < 0)
+
+
 def _member_of(names: list[str], rule: str) -> pa.Check:
     allowed = set(names)
     return pa.Check(lambda s: s.isin(allowed), name=rule)
@@ -83,10 +122,12 @@ def _market_column(cfg: ProjectConfig) -> pa.Column:
 
 
 def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
-    """The schema a landing file of ``kind`` (media, kpi, controls) is validated against.
+    """The schema a landing file of ``kind`` (media, kpi, controls, lift_tests) is validated against.
 
     No dtype is imposed: CSV fields arrive as text and Parquet columns typed, and the checks parse both.
     """
+    if kind == "lift_tests":
+        return lift_test_schema(cfg)
     date = pa.Column(None, checks=_date_checks(cfg))
     if kind == "media":
         channel_checks = (
@@ -126,6 +167,43 @@ def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
     else:
         raise ValueError(f"unknown landing kind {kind!r}")
     return pa.DataFrameSchema(columns, unique=unique, strict=False, name=f"landing_{kind}")
+
+
+def lift_test_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
+    """The rules of a lift-test file: the ones :class:`~mmm_pipeline.model.calibration.LiftTests`
+    enforces, plus configured channels and markets, so a delivered test can always enter a fit.
+
+    A test is keyed by its week of ``end_date`` (fits use the tests that ended by their last week), so
+    that date must lie in the calendar like any landing date; ``start_date`` only has to parse and not
+    come after it.
+    """
+    finite = pa.Check(_finite, name="finite_numbers")
+    columns = {
+        "market": _market_column(cfg),
+        "channel": pa.Column(None, checks=[_member_of(cfg.channel_names, "known_channels")]),
+        "start_date": pa.Column(None, checks=[pa.Check(lambda s: _dates(s).notna(), name="parseable_dates")]),
+        "end_date": pa.Column(None, checks=_date_checks(cfg)),
+        "spend": pa.Column(
+            None, checks=[finite, pa.Check(lambda s: ~(_number(s) < 0), name="nonnegative_numeric_spend")]
+        ),
+        "delta_spend": pa.Column(
+            None, checks=[finite, pa.Check(lambda s: ~(_number(s) == 0), name="nonzero_delta_spend")]
+        ),
+        "lift": pa.Column(None, checks=[finite]),
+        "lift_se": pa.Column(
+            None, checks=[finite, pa.Check(lambda s: ~(_number(s) <= 0), name="positive_lift_se")]
+        ),
+    }
+    return pa.DataFrameSchema(
+        columns,
+        checks=[
+            pa.Check(_end_not_before_start, name="end_not_before_start"),
+            pa.Check(_nonnegative_tested_spend, name="nonnegative_tested_spend"),
+        ],
+        unique=["market", "channel", "start_date", "end_date", "spend", "delta_spend"],
+        strict=False,
+        name="landing_lift_tests",
+    )
 
 
 #: Rules on the modeling table (one row per market and week), shown as asset checks on it.

@@ -36,6 +36,7 @@ SOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("landing", "media"): ("raw.landed_media", "landing_files"),
     ("landing", "kpi"): ("raw.landed_kpi", "landing_files"),
     ("landing", "controls"): ("raw.landed_controls", "landing_files"),
+    ("landing", "lift_tests"): ("raw.landed_lift_tests", "landing_files"),
     ("landing", "quarantine"): ("raw.quarantined_files", "landing_files"),
     ("reference", "holidays"): ("raw.holidays", "holiday_calendar"),
 }

@@ -174,6 +174,9 @@ class SyntheticWorld:
     kpi_name: str
     week_start: str
     seed: int
+    lift_tests: pd.DataFrame | None = None
+    """Experiments run in this world (:data:`~mmm_pipeline.model.calibration.LIFT_TEST_COLUMNS`), or
+    ``None``; see :func:`design_lift_tests`."""
 
     @property
     def markets(self) -> list[str]:
@@ -324,8 +327,13 @@ def generate_world(
     markets: Sequence[str] = ("all",),
     breaks: Sequence[Break] = (),
     kpi_name: str = "sales",
+    lift_tests_per_channel: int = 0,
 ) -> SyntheticWorld:
     """Generate a world, deterministic given the arguments.
+
+    ``lift_tests_per_channel`` > 0 adds that many experiments per channel and market
+    (:func:`design_lift_tests`); they are drawn from their own random stream, so the rest of the world
+    is the same with or without them.
 
     ``start`` must be a ``week_start`` weekday; by default it is the first such day on or after
     2022-01-03. Market ``i`` draws from its own random stream seeded by ``(seed, i)``; the first market
@@ -413,7 +421,7 @@ def generate_world(
         noise_sd=noise_sd,
         decomposition=pd.concat(decomposition, ignore_index=True),
     )
-    return SyntheticWorld(
+    world = SyntheticWorld(
         media=pd.concat(media, ignore_index=True),
         kpi=pd.concat(kpi, ignore_index=True),
         controls=pd.concat(controls, ignore_index=True),
@@ -423,6 +431,57 @@ def generate_world(
         kpi_name=kpi_name,
         channels=channels,
     )
+    if lift_tests_per_channel > 0:
+        world.lift_tests = design_lift_tests(world, lift_tests_per_channel)
+    return world
+
+
+#: Spend changes of a channel's successive lift tests, as shares of its typical active week: a spend-up
+#: test first, then a spend-down one, then bigger changes; the curve is seen on both sides of today.
+_LIFT_TEST_CHANGES = (0.5, -0.5, 1.0, -1.0)
+
+
+def design_lift_tests(world: SyntheticWorld, per_channel: int) -> pd.DataFrame:
+    """Experiments as a marketing team runs them, with results drawn from the true response.
+
+    Each channel gets ``per_channel`` tests in every market, spread over the last year: at the channel's
+    typical active weekly spend (mean of its weeks with spend in the last 52), the spend is changed by
+    the shares in :data:`_LIFT_TEST_CHANGES` (+50%, -50%, +100%, off) for 4-8 weeks. The reported lift
+    is the true sustained weekly effect of that change (the steady-state curve, with the channel's
+    effect after any break up to the test's end) plus measurement noise whose standard error, also
+    reported, is the market's weekly KPI noise over the square root of the test's weeks: a test reads
+    the KPI as precisely as the weekly data do, only at a spend the history may not have.
+    """
+    if not 1 <= per_channel <= len(_LIFT_TEST_CHANGES):
+        raise ValueError(f"per_channel must be in 1..{len(_LIFT_TEST_CHANGES)}, got {per_channel}")
+    rng = np.random.default_rng([world.seed, 7919])
+    dates = world.dates
+    rows = []
+    for market in world.markets:
+        spend = world.spend_matrix(market)[-52:]
+        for c, name in enumerate(world.channels):
+            active = spend[:, c][spend[:, c] > 0]
+            level = float(active.mean()) if active.size else 0.0
+            truth = world.truth.channel(name, market)
+            for k in range(per_channel):
+                weeks = int(rng.integers(4, 9))
+                end = int(rng.integers(max(weeks - 1, len(dates) - 52), len(dates)))
+                after = _multiplier(world.truth.breaks, [name], np.array([end]))[0, 0]
+                delta = level * _LIFT_TEST_CHANGES[k]
+                lift = after * float(
+                    truth.steady_state(np.array([level + delta]))[0]
+                    - truth.steady_state(np.array([level]))[0]
+                )
+                se = world.truth.noise_sd[market] / np.sqrt(weeks)
+                rows.append(
+                    {
+                        "market": market, "channel": name,
+                        "start_date": dates[end - weeks + 1], "end_date": dates[end],
+                        "spend": round(level, 2), "delta_spend": round(delta, 2),
+                        "lift": round(lift + se * float(rng.normal()), 2), "lift_se": round(se, 2),
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["market", "end_date", "channel"], ignore_index=True)
 
 
 def write_world(
@@ -432,7 +491,8 @@ def write_world(
 
     Landing: ``media/``, ``kpi/`` and ``controls/`` folders (the returned paths for those kinds), each
     with one CSV (``media/media.csv``) or, with ``split_by_week``, one CSV per week
-    (``media/media_2022-01-03.csv``), which is how weekly deliveries arrive. Truth: ``truth.json``
+    (``media/media_2022-01-03.csv``), which is how weekly deliveries arrive; a world with lift tests adds
+    ``lift_tests/lift_tests.csv``. Truth: ``truth.json``
     (parameters, ROAS, shares, breaks) and ``contributions.csv`` (the weekly decomposition).
     """
     landing_dir, truth_dir = Path(landing_dir), Path(truth_dir)
@@ -445,6 +505,10 @@ def write_world(
                 _write_csv(week, folder / f"{kind}_{date.date().isoformat()}.csv")
         else:
             _write_csv(frame, folder / f"{kind}.csv")
+    if world.lift_tests is not None and not world.lift_tests.empty:
+        folder = paths["lift_tests"] = landing_dir / "lift_tests"
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_csv(world.lift_tests, folder / "lift_tests.csv")
     truth_dir.mkdir(parents=True, exist_ok=True)
     paths["truth"] = truth_dir / "truth.json"
     paths["truth"].write_text(json.dumps(world.truth_dict(), indent=2) + "\n")

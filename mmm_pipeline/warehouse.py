@@ -26,7 +26,7 @@ CREATE SCHEMA IF NOT EXISTS intermediate;
 CREATE SCHEMA IF NOT EXISTS marts;
 CREATE TABLE IF NOT EXISTS raw.landing_files (
     delivery_id BIGINT PRIMARY KEY,   -- one row per delivery of a file's content
-    kind VARCHAR NOT NULL,            -- media | kpi | controls
+    kind VARCHAR NOT NULL,            -- media | kpi | controls | lift_tests
     path VARCHAR NOT NULL,            -- relative to the landing folder
     sha256 VARCHAR NOT NULL,
     size BIGINT NOT NULL,
@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS raw.landed_kpi (
 CREATE TABLE IF NOT EXISTS raw.landed_controls (
     delivery_id BIGINT, row_number INTEGER, date DATE, week DATE, market VARCHAR, control VARCHAR,
     value DOUBLE
+);
+CREATE TABLE IF NOT EXISTS raw.landed_lift_tests (
+    delivery_id BIGINT, row_number INTEGER, week DATE, market VARCHAR, channel VARCHAR,
+    start_date DATE, end_date DATE, spend DOUBLE, delta_spend DOUBLE, lift DOUBLE, lift_se DOUBLE
 );
 CREATE TABLE IF NOT EXISTS raw.pending_weeks (kind VARCHAR, week DATE, PRIMARY KEY (kind, week));
 CREATE TABLE IF NOT EXISTS raw.quarantined_files (

@@ -10,6 +10,8 @@ import duckdb
 import pandas as pd
 from conftest import small_model_config
 
+from mmm_pipeline.config import load_config
+
 CLI = str(Path(sys.executable).with_name("mmm-pipeline"))
 
 
@@ -30,6 +32,8 @@ def test_init_synthetic_two_markets_and_run(tmp_path: Path) -> None:
         "60",
         "--markets",
         "north,south",
+        "--lift-tests",
+        "1",
         cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr
@@ -57,6 +61,14 @@ def test_init_synthetic_two_markets_and_run(tmp_path: Path) -> None:
         got = table[table["market"] == market][[f"spend_{c}" for c in expected.index]].sum()
         assert got.tolist() == __import__("pytest").approx(expected.tolist())
     assert (tmp_path / "proj" / "data" / "truth" / "truth.json").exists()
+    # One lift test per channel and market was written, landed, and every test calibrated its market's fit
+    # (they ended within the 60 weeks).
+    tests = pd.read_csv(tmp_path / "proj" / "data" / "landing" / "lift_tests" / "lift_tests.csv")
+    assert tests.groupby("market").size().to_dict() == {"north": 6, "south": 6}
+    warehouse = load_config(Path(config)).warehouse_path
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        used = conn.execute("SELECT market, n_lift_tests FROM models.model_runs ORDER BY market").fetchall()
+    assert used == [("north", 6), ("south", 6)]
 
 
 def test_bad_config_names_the_key(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ import pytensor.tensor as pt
 from pydantic import BaseModel, ConfigDict
 
 from mmm_pipeline import transforms
+from mmm_pipeline.model.calibration import LiftTests, padded_tests
 from mmm_pipeline.model.spec import ModelSpec, PriorSpec
 
 if TYPE_CHECKING:
@@ -264,10 +265,13 @@ def model_inputs(
     spec: ModelSpec,
     carry_in: np.ndarray | None = None,
     n_time: int | None = None,
+    lift_tests: LiftTests | None = None,
 ) -> dict[str, np.ndarray]:
     """The values of the model's data containers for ``data``, padded to ``n_time`` weeks.
 
     ``carry_in`` is the raw spend of the ``l_max - 1`` weeks before ``data`` (zeros if ``None``).
+    ``lift_tests`` (already limited to those that ended within ``data``) add the ``lift_*`` containers,
+    padded to :func:`~mmm_pipeline.model.calibration.padded_tests` rows; none or empty adds nothing.
     """
     scaling.check(data)
     if data.kpi is None:
@@ -293,6 +297,10 @@ def model_inputs(
         typical = scaling.spend_typical
         typical = typical_spend(data.spend) if typical is None else np.asarray(typical)
         inputs["saturation_unit"] = scaling.scale_spend(typical)
+    if lift_tests is not None and len(lift_tests):
+        inputs |= lift_tests.inputs(
+            scaling.channels, scaling.spend_scale, scaling.kpi_scale, padded_tests(len(lift_tests))
+        )
     return inputs | {
         "beta_prior_scale": share if spec.beta_by_spend_share else np.ones(n_channels),
         "media": pad(scaling.scale_spend(data.spend)),
@@ -408,6 +416,32 @@ def _channel_effect(
     return pm.Deterministic("beta_channel", pt.exp(log_sd - log_spread), dims="channel")
 
 
+def _lift_test_likelihood(
+    inputs: dict[str, np.ndarray],
+    spec: ModelSpec,
+    params: dict[str, pt.TensorVariable],
+    beta: pt.TensorVariable,
+) -> None:
+    """Each lift test's measured weekly lift is the steady-state curve's rise over the test's spend
+    change, with the test's standard error (see :mod:`mmm_pipeline.model.calibration`); padded rows are
+    masked out. The curve is the model's own (same ``beta`` and saturation parameters), so the test pins
+    down its height and bend at the tested spend."""
+    channel = pm.Data("lift_channel", inputs["lift_channel"], dims="lift_test")
+    x_old = pm.Data("lift_x", inputs["lift_x"], dims="lift_test")
+    x_new = pm.Data("lift_x_new", inputs["lift_x_new"], dims="lift_test")
+    observed = pm.Data("lift_y", inputs["lift_y"], dims="lift_test")
+    se = pm.Data("lift_se", inputs["lift_se"], dims="lift_test")
+    lift_mask = pm.Data("lift_mask", inputs["lift_mask"], dims="lift_test")
+    per_test = {name: value[channel] for name, value in params.items()}
+    rise = beta[channel] * (
+        transforms.saturation(spec.saturation, x_new, xp=pt, **per_test)
+        - transforms.saturation(spec.saturation, x_old, xp=pt, **per_test)
+    )
+    pm.Deterministic("lift_expected", rise, dims="lift_test")
+    logp = pm.logp(pm.Normal.dist(mu=rise, sigma=se), observed)
+    pm.Potential("lift_loglik", (lift_mask * logp).sum())
+
+
 def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: ModelSpec) -> pm.Model:
     """The PyMC model on data containers named as :func:`model_inputs`' keys (see the module docstring).
 
@@ -436,6 +470,8 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         "fourier_mode": [f"{f}_{k}" for f in ("sin", "cos") for k in range(1, spec.n_fourier + 1)],
         "lag_init": np.arange(spec.l_max - 1),
     }
+    if "lift_x" in inputs:
+        coords["lift_test"] = np.arange(len(inputs["lift_x"]))
     with pm.Model(coords=coords) as model:
         media = pm.Data("media", inputs["media"], dims=("time", "channel"))
         media_init = pm.Data("media_init", inputs["media_init"], dims=("lag_init", "channel"))
@@ -476,6 +512,8 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         beta = _channel_effect(spec.prior("beta_channel"), prior_scale, saturated, mask, spec.reparameterize)
         terms = terms + (saturated * beta).sum(axis=1)
         mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum()
+        if "lift_x" in inputs:
+            _lift_test_likelihood(inputs, spec, params, beta)
 
         if spec.reparameterize:
             centered = _shifted_prior("intercept_centered", spec.prior("intercept"), mean_terms)

@@ -22,6 +22,7 @@ import numpy as np
 import pymc as pm
 
 from mmm_pipeline.model.build import ModelData, ScalingSpec, build_model, model_inputs, padded_length
+from mmm_pipeline.model.calibration import LiftTests, padded_tests
 from mmm_pipeline.model.spec import ModelSpec
 
 Progress = Callable[[str], None]
@@ -53,6 +54,8 @@ class FitResult:
     n_time: int
     timings: dict[str, float]
     reused_graph: bool
+    lift_tests: LiftTests = field(default_factory=LiftTests.empty)
+    """The lift tests that entered the fit (those that ended by the window's last week)."""
 
 
 @dataclass
@@ -88,12 +91,13 @@ class ModelCache:
 DEFAULT_CACHE = ModelCache()
 
 
-def graph_key(spec: ModelSpec, scaling: ScalingSpec, n_time: int) -> str:
-    """What decides the compiled graph: structure and priors, channels, controls, the padded length.
+def graph_key(spec: ModelSpec, scaling: ScalingSpec, n_time: int, n_lift: int = 0) -> str:
+    """What decides the compiled graph: structure and priors, channels, controls, the padded length and
+    the padded number of lift tests.
 
     Scaling constants are not part of it: they only change data-container values.
     """
-    return f"{spec.structure_key()}|{scaling.channels}|{scaling.controls}|{n_time}"
+    return f"{spec.structure_key()}|{scaling.channels}|{scaling.controls}|{n_time}|{n_lift}"
 
 
 def fit(
@@ -102,6 +106,7 @@ def fit(
     scaling: ScalingSpec | None = None,
     *,
     carry_in: np.ndarray | None = None,
+    lift_tests: LiftTests | None = None,
     progress: Progress | None = None,
     cache: ModelCache | None = DEFAULT_CACHE,
 ) -> FitResult:
@@ -109,8 +114,10 @@ def fit(
 
     ``scaling``: the champion's frozen constants for a refresh; computed from ``data`` when ``None``.
     ``carry_in``: raw spend of the ``l_max - 1`` weeks before the window (adstock carry-over into its
-    first weeks); zeros when ``None``. ``progress`` receives readable progress lines. ``cache=None``
-    builds and compiles afresh.
+    first weeks); zeros when ``None``. ``lift_tests``: the market's experiments
+    (:mod:`~mmm_pipeline.model.calibration`); only those that ended by the window's last week enter the
+    fit, so a CV fold never sees an experiment from its test weeks. ``progress`` receives readable
+    progress lines. ``cache=None`` builds and compiles afresh.
     """
     spec = spec or ModelSpec()
     scaling = scaling or ScalingSpec.from_data(data)
@@ -120,8 +127,9 @@ def fit(
     n_time = padded_length(data.n_weeks, spec)
     if carry_in is None:
         carry_in = np.zeros((spec.l_max - 1, len(data.channels)))
-    inputs = model_inputs(data, scaling, spec, carry_in=carry_in, n_time=n_time)
-    key = graph_key(spec, scaling, n_time)
+    tests = LiftTests.empty() if lift_tests is None else lift_tests.ended_by(data.dates[-1])
+    inputs = model_inputs(data, scaling, spec, carry_in=carry_in, n_time=n_time, lift_tests=tests)
+    key = graph_key(spec, scaling, n_time, padded_tests(len(tests)))
     entry = cache.get(key) if cache is not None else None
     reused = entry is not None and (sampler.name != "nutpie" or entry.compiled is not None)
     if entry is None:
@@ -133,7 +141,8 @@ def fit(
     compile_s = 0.0
     report(
         f"fitting {data.n_weeks} weeks ({data.dates[0].date()}..{data.dates[-1].date()}, padded to {n_time}) "
-        f"with {sampler.name}: {sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws)"
+        + (f"and {len(tests)} lift test(s) " if len(tests) else "")
+        + f"with {sampler.name}: {sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws)"
         + ("; reusing the compiled graph" if reused else "")
     )
     if sampler.name == "nutpie":
@@ -166,7 +175,8 @@ def fit(
     }
     idata.attrs["scaling"] = scaling.model_dump_json()
     idata.attrs["model_spec"] = spec.model_dump_json()
-    return FitResult(idata, spec, scaling, data, carry_in, n_time, timings, reused)
+    idata.attrs["n_lift_tests"] = len(tests)
+    return FitResult(idata, spec, scaling, data, carry_in, n_time, timings, reused, tests)
 
 
 class _WithProgress:

@@ -1,7 +1,8 @@
 """Rolling-origin cross-validation of the MMM against baselines: one fold, all folds, combined tables.
 
 Each fold fits the MMM on its training weeks only, with scaling computed from those weeks (no future KPI
-or spend maximum leaks in), then predicts the next ``horizon`` weeks from their actual spend and
+or spend maximum leaks in) and the lift tests that had ended by its cut (no experiment from its test
+weeks either), then predicts the next ``horizon`` weeks from their actual spend and
 controls, carrying adstock over from the last training weeks. The baselines are scored on the same
 weeks. :func:`run_fold` runs one fold (one pipeline step per fold); :func:`run_cv` runs them all in
 order in one process, where the folds share one compiled graph (see :attr:`CVSpec.share_graph`);
@@ -40,6 +41,7 @@ import pandas as pd
 
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec, padded_length
+from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import DEFAULT_CACHE, FitResult, ModelCache, fit
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.spec import ModelSpec
@@ -70,7 +72,8 @@ FOLD_PARAMETER_COLUMNS = ["fold", *PARAMETER_COLUMNS]
 
 @dataclass
 class FoldResult:
-    """One fold's rows of the CV tables (see the module doc); ``fit`` only with ``keep_fit=True``."""
+    """One fold's rows of the CV tables (see the module doc); ``fit`` only with ``keep_fit=True``;
+    ``lift_tests``: how many lift tests entered the fold's MMM fit."""
 
     fold: Fold
     info: dict[str, Any]
@@ -78,6 +81,7 @@ class FoldResult:
     metrics: pd.DataFrame
     parameters: pd.DataFrame
     fit: FitResult | None = None
+    lift_tests: int = 0
 
     @property
     def status(self) -> str:
@@ -144,6 +148,7 @@ def run_fold(
     spec: ModelSpec | None = None,
     cv: CVSpec | None = None,
     *,
+    lift_tests: LiftTests | None = None,
     cache: ModelCache | None = DEFAULT_CACHE,
     progress: Progress | None = None,
     keep_fit: bool = False,
@@ -152,8 +157,9 @@ def run_fold(
 
     ``fold``: an index into :func:`make_folds` ``(data.n_weeks, cv)`` or a :class:`Fold`. A data
     problem or an exception in a model is caught and reported in the result (``status`` ``failed``);
-    a fold index with settings that give no folds (data too short) raises. ``cache`` as in
-    :func:`mmm_pipeline.model.fit`.
+    a fold index with settings that give no folds (data too short) raises. ``lift_tests``: the market's
+    experiments, all of them; the MMM fit keeps those that ended by the fold's last training week.
+    ``cache`` as in :func:`mmm_pipeline.model.fit`.
     """
     spec = spec or ModelSpec()
     cv = cv or CVSpec()
@@ -185,8 +191,8 @@ def run_fold(
             try:
                 if model == "mmm":
                     draws, method, fit_result, parameters = _run_mmm(
-                        data, fold, train, test, scaling, cv_model_spec(spec, data.n_weeks, cv, fold), cache,
-                        lambda m: report(f"fold {fold.index}: {m}"), info,
+                        data, fold, train, test, scaling, cv_model_spec(spec, data.n_weeks, cv, fold),
+                        lift_tests, cache, lambda m: report(f"fold {fold.index}: {m}"), info,
                     )  # fmt: skip
                 else:
                     forecast = (
@@ -228,7 +234,9 @@ def run_fold(
         )
     metrics = _with_skill(pd.DataFrame(metric_rows, columns=METRICS_COLUMNS[:-1]), predictions)
     report(f"fold {fold.index}: {info['status']} in {info['seconds']:.1f} s")
-    return FoldResult(fold, info, predictions, metrics, parameters, fit_result if keep_fit else None)
+    n_lift_tests = len(fit_result.lift_tests) if fit_result is not None else 0
+    kept = fit_result if keep_fit else None
+    return FoldResult(fold, info, predictions, metrics, parameters, fit=kept, lift_tests=n_lift_tests)
 
 
 def _run_mmm(
@@ -238,13 +246,17 @@ def _run_mmm(
     test: ModelData,
     scaling: ScalingSpec,
     spec: ModelSpec,
+    lift_tests: LiftTests | None,
     cache: ModelCache | None,
     progress: Progress,
     info: dict[str, Any],
 ) -> tuple[np.ndarray, str, FitResult, pd.DataFrame]:
-    """Fit on the training weeks (their own scaling), predict the test weeks with adstock carry-in."""
+    """Fit on the training weeks (their own scaling, the lift tests ended by then), predict the test
+    weeks with adstock carry-in."""
     train_carry_in = data.carry_in(fold.train_start, spec.l_max)
-    result = fit(train, spec, scaling, carry_in=train_carry_in, progress=progress, cache=cache)
+    result = fit(
+        train, spec, scaling, carry_in=train_carry_in, lift_tests=lift_tests, progress=progress, cache=cache
+    )
     summary = insights.parameter_summary(result.idata)
     info.update(
         n_time=result.n_time,
@@ -340,16 +352,22 @@ def run_cv(
     spec: ModelSpec | None = None,
     cv: CVSpec | None = None,
     *,
+    lift_tests: LiftTests | None = None,
     cache: ModelCache | None = DEFAULT_CACHE,
     progress: Progress | None = None,
     keep_fits: bool = False,
 ) -> CVResult:
-    """Every fold in order in this process (one compiled graph for all when ``share_graph``), combined."""
+    """Every fold in order in this process (one compiled graph for all when ``share_graph``), combined.
+
+    ``lift_tests`` as in :func:`run_fold`.
+    """
     spec = spec or ModelSpec()
     cv = cv or CVSpec()
     start = time.perf_counter()
     results = [
-        run_fold(data, fold, spec, cv, cache=cache, progress=progress, keep_fit=keep_fits)
+        run_fold(
+            data, fold, spec, cv, lift_tests=lift_tests, cache=cache, progress=progress, keep_fit=keep_fits
+        )
         for fold in make_folds(data.n_weeks, cv)
     ]
     combined = combine_folds(results, cv)

@@ -1,8 +1,9 @@
 """Time-slice cross-validation of each fit, one Dagster step per fold.
 
 ``model_cv`` is a graph-backed asset: ``cv_plan`` lays out the rolling-origin folds of the fit's
-training window and emits one dynamic output per fold; ``cv_fold`` fits and scores one fold (the MMM
-and the baselines) and writes nothing to DuckDB, so fold steps can run side by side under any executor;
+training window, reads the market's lift tests and emits one dynamic output per fold; ``cv_fold`` fits
+and scores one fold (the MMM, calibrated by the lift tests that had ended by its cut, and the baselines)
+and writes nothing to DuckDB, so fold steps can run side by side under any executor;
 ``cv_combine`` pools the folds into the CV tables (written to files next to the fit's artifact) that
 ``model_registry`` records and uses for promotion. Run in one process (the CLI), consecutive fold steps
 share one compiled model graph; the multiprocess executor (UI, schedules) spreads them over processes.
@@ -16,8 +17,9 @@ import pandas as pd
 
 from ...config import ProjectConfig
 from ...model.build import ModelData
+from ...model.calibration import LiftTests
 from ...plots import cv_forecast_chart, roas_by_fold_chart
-from ...refit import training_data
+from ...refit import market_lift_tests, training_data
 from ...registry import CVRecord, FitRecord, write_cv_artifacts
 from ...validation.cv import FoldResult, combine_folds, run_fold
 from ...validation.folds import CVSpec, make_folds
@@ -27,7 +29,8 @@ from .model import MARKETS
 
 @dataclass(frozen=True)
 class FoldTask:
-    """What one fold step needs: the fit's training weeks and which fold of them to hold out.
+    """What one fold step needs: the fit's training weeks, which fold of them to hold out and the
+    market's lift tests (the fold's fit keeps those that ended by its cut).
 
     A task without data stands for "no cross-validation this time": Dagster skips the collecting step
     when a dynamic output emits nothing, and the fit must still be registered.
@@ -37,6 +40,7 @@ class FoldTask:
     fold: int
     n_folds: int
     data: ModelData | None
+    lift_tests: LiftTests | None = None
 
 
 def cv_tables(result) -> dict[str, pd.DataFrame]:  # noqa: ANN001 - a validation.cv.CVResult
@@ -76,6 +80,7 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? AND week <= ? ORDER BY week",
                 [record.market, record.train_end],
             ).df()
+            lift_tests = market_lift_tests(conn, record.market)
         data = training_data(frame, record.market, cfg)
         try:
             folds = make_folds(data.n_weeks, cv)
@@ -93,7 +98,7 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         yield dg.Output(f"{len(folds)} folds ({layout})", "note")
         for fold in folds:
             yield dg.DynamicOutput(
-                FoldTask(record.model_id, fold.index, len(folds), data),
+                FoldTask(record.model_id, fold.index, len(folds), data, lift_tests),
                 output_name="folds",
                 mapping_key=f"fold_{fold.index}",
             )
@@ -105,7 +110,9 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         if task.data is None:
             return None
         context.log.info(f"fold {task.fold + 1} of {task.n_folds} for {task.model_id}")
-        result = run_fold(task.data, task.fold, spec, cv, progress=context.log.info)
+        result = run_fold(
+            task.data, task.fold, spec, cv, lift_tests=task.lift_tests, progress=context.log.info
+        )
         if result.status != "ok":
             context.log.error(f"fold {task.fold} failed: {result.error}")
         return result
@@ -150,6 +157,9 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             metadata={
                 "status": status,
                 "folds": len(results),
+                "lift_tests_per_fold": dg.MetadataValue.md(
+                    ", ".join(f"fold {r.fold.index}: {r.lift_tests}" for r in combined.fold_results)
+                ),
                 "failed_folds": dg.MetadataValue.md("\n".join(f"- {f}" for f in failed) or "none"),
                 "overall": dg.MetadataValue.md(overall[columns].to_markdown(floatfmt=".4g")),
                 "roas_stability": dg.MetadataValue.md(
@@ -178,7 +188,8 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         description=(
             f"Rolling-origin cross-validation of the market's latest fit: {cv.n_folds} folds of "
             f"{cv.horizon} weeks, every {cv.step} weeks, at least {cv.min_train_weeks} training weeks. Each "
-            "fold refits the MMM on the weeks before its cut and forecasts the next weeks from their "
+            "fold refits the MMM on the weeks before its cut (with the lift tests that had ended by then) "
+            "and forecasts the next weeks from their "
             "actual spend (adstock carried over); seasonal-naive and ridge baselines are scored on the "
             "same weeks. CRPS, MAPE, RMSE, bias, 50%/94% interval coverage per fold and overall, and "
             "each channel's ROAS/share/adstock/saturation per fold with a stability flag."

@@ -1,7 +1,8 @@
 """Model assets, one partition per market: the weekly refit, its registration and promotion.
 
-``model_fit`` samples the posterior outside any DuckDB connection (it reads the modeling table and the
-champion briefly first) and writes the artifact folder; its checks are the diagnostics gate.
+``model_fit`` samples the posterior outside any DuckDB connection (it reads the modeling table, the
+market's lift tests and the champion briefly first) and writes the artifact folder; its checks are the
+diagnostics gate.
 ``model_registry`` then records the run in the ``models`` schema in one transaction and promotes it only
 if it passed the gate, so a poor fit is kept for inspection while the last champion keeps serving.
 Markets are dynamic partitions (added when data for a new market lands), so per-market fits are
@@ -19,6 +20,7 @@ from ...refit import (
     choose_scaling,
     code_version,
     config_hash,
+    market_lift_tests,
     refit_market,
     training_data,
     utc_now,
@@ -60,10 +62,15 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         group_name="model",
         kinds={"pymc", "arviz"},
         partitions_def=MARKETS,
-        deps=["fct_modeling_weekly"],
+        # A market's fit reads its lift tests of every week (stg_lift_tests is weekly-partitioned).
+        deps=[
+            "fct_modeling_weekly",
+            dg.AssetDep("stg_lift_tests", partition_mapping=dg.AllPartitionMapping()),
+        ],
         description=(
             "Fits the Bayesian MMM of one market on every modeled week (PyMC model, "
-            f"{sampler.name} sampler, {sampler.chains} chains x {sampler.draws} draws). Refits reuse the "
+            f"{sampler.name} sampler, {sampler.chains} chains x {sampler.draws} draws), calibrated by the "
+            "market's lift tests that ended by its last week. Refits reuse the "
             "champion's frozen scaling so ROAS keeps its meaning, and a compiled graph when shapes allow. "
             "Writes the posterior (NetCDF) and insight tables to the artifacts folder; holds no DuckDB "
             "connection while sampling. Sampling progress goes to the run logs."
@@ -91,6 +98,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             frame = conn.execute(
                 "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? ORDER BY week", [market]
             ).df()
+            lift_tests = market_lift_tests(conn, market)
             current = champion(conn, market)
         try:
             data = training_data(frame, market, cfg)
@@ -101,7 +109,13 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             f"market {market}: {data.n_weeks} weeks {data.dates[0].date()}..{data.dates[-1].date()}, "
             f"scaling {'of champion ' + source if source != 'fresh' else 'computed from this window'}"
         )
-        outcome = refit_market(data, cfg, scaling, source, progress=context.log.info)
+        outcome = refit_market(data, cfg, scaling, source, lift_tests=lift_tests, progress=context.log.info)
+        n_lift_tests = len(outcome.fit.lift_tests)
+        if len(lift_tests):
+            context.log.info(
+                f"{n_lift_tests} of the market's {len(lift_tests)} lift test(s) ended by "
+                f"{data.dates[-1].date()} and calibrated the fit"
+            )
         model_id = new_model_id(market, data.dates[-1].date())
         folder = cfg.artifacts_dir / "models" / market / model_id
         record = FitRecord(
@@ -123,6 +137,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             gate_failures=outcome.gate_failures,
             artifact_path=str(folder),
             dagster_run_id=context.run_id,
+            n_lift_tests=n_lift_tests,
         )
         write_artifacts(folder, record, outcome.fit.idata, outcome.tables)
         d, t = record.diagnostics, record.timings
@@ -147,6 +162,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "seconds_total": t["total"],
                 "reused_compiled_graph": record.reused_graph,
                 "scaling_source": source,
+                "lift_tests": n_lift_tests,
                 "posterior": dg.MetadataValue.path(str(folder / "posterior.nc")),
                 "fit": dg.MetadataValue.md(
                     fit_chart(outcome.tables["fit_weekly"], f"{market}: in-sample fit")
