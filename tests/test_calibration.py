@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mmm_pipeline.model.build import ModelData
-from mmm_pipeline.model.calibration import LiftTests, padded_tests
+from mmm_pipeline.model.calibration import LiftTests, lift_test_agreement, padded_tests
 from mmm_pipeline.model.fit import fit
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel
@@ -95,3 +95,16 @@ def test_precise_lift_tests_pin_the_fitted_curves_to_the_truth() -> None:
     # always on, its height trades off with the intercept, and tests only measure rises.
     assert calibrated < 0.15
     assert calibrated < 0.5 * uncalibrated
+
+
+def test_agreement_measures_each_test_against_the_fitted_lift() -> None:
+    tests = _tests()
+    rng = np.random.default_rng(0)
+    # Fitted lifts (scaled by a KPI scale of 1e6): tv's centred on its measurement, search's 5 se away.
+    draws = np.column_stack([rng.normal(0.04, 0.001, 4000), rng.normal(0.02, 0.001, 4000), np.zeros(4000)])
+    table = lift_test_agreement(draws, tests, kpi_scale=1_000_000.0)
+    assert table["channel"].tolist() == ["tv", "search"]
+    assert table["z"].abs().iloc[0] < 0.1
+    # search measured -20,000 +- 8,000, fitted +20,000 +- 1,000: z = -40,000 / sqrt(8,000² + 1,000²)
+    assert table["z"].iloc[1] == pytest.approx(-40_000 / np.hypot(8_000, 1_000), rel=0.02)
+    assert (table["fitted_hdi_low"] < table["fitted_mean"]).all()

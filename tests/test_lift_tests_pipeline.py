@@ -176,6 +176,12 @@ def test_refits_report_their_lift_tests_and_a_new_test_triggers_one(project: Pro
     assert any("fitting the model" in line for line in run_model())
     # The test that ended after the data's last week does not enter the fit, nor any fold.
     assert metadata("model_fit")["lift_tests"].value == 1
+    # The fitted lift agrees with the test (read from the true curve): the check passes and shows it.
+    key = dg.AssetCheckKey(dg.AssetKey("model_fit"), "lift_tests_agree")
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+    assert check.status.value == "SUCCEEDED"
+    evaluation = check.event.dagster_event.event_specific_data
+    assert evaluation.metadata["lift_tests"].value == 1 and evaluation.metadata["max_abs_z"].value < 3
     assert metadata("model_cv")["lift_tests_per_fold"].value == "fold 0: 1, fold 1: 1"
     (run_record,) = cfg.artifacts_dir.glob("models/all/*/run.json")
     assert json.loads(run_record.read_text())["n_lift_tests"] == 1

@@ -124,3 +124,35 @@ class LiftTests:
 def padded_tests(n_tests: int) -> int:
     """Rows the lift-test containers get for ``n_tests`` tests: 0 for none, else a multiple of 8."""
     return math.ceil(n_tests / PAD_TESTS_TO) * PAD_TESTS_TO
+
+
+def lift_test_agreement(
+    expected: np.ndarray, tests: LiftTests, kpi_scale: float, prob: float = 0.94
+) -> pd.DataFrame:
+    """How well a fit agrees with the lift tests it was calibrated with, one row per test.
+
+    ``expected`` ``(S, n_rows)``: posterior draws of the model's ``lift_expected`` (scaled KPI, padded
+    rows after the tests). ``z`` is the measured lift's distance from the fitted one in units of both
+    uncertainties together (``sqrt(sd_fit^2 + lift_se^2)``): beyond about 3 the experiment and the
+    weekly data disagree (a test mis-read, a channel whose effect changed, a curve family that cannot
+    bend as the test says), which a user should see before trusting either.
+    """
+    from mmm_pipeline.model.insights import hdi
+
+    draws = np.asarray(expected, dtype=float)[:, : len(tests)] * kpi_scale
+    mean, sd = draws.mean(axis=0), draws.std(axis=0)
+    bounds = hdi(draws, prob) if len(tests) else np.zeros((0, 2))
+    return pd.DataFrame(
+        {
+            "channel": list(tests.channel),
+            "end_date": tests.end_date.date,
+            "spend": tests.spend,
+            "delta_spend": tests.delta_spend,
+            "lift": tests.lift,
+            "lift_se": tests.lift_se,
+            "fitted_mean": mean,
+            "fitted_hdi_low": bounds[:, 0],
+            "fitted_hdi_high": bounds[:, 1],
+            "z": (tests.lift - mean) / np.sqrt(sd**2 + tests.lift_se**2),
+        }
+    )

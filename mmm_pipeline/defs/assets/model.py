@@ -12,6 +12,8 @@ separate steps any Dagster executor can spread over processes or machines.
 import dagster as dg
 
 from ...config import ProjectConfig
+from ...model.calibration import lift_test_agreement
+from ...model.fit import FitResult
 from ...plots import fit_chart, roas_chart
 from ...promotion import convergence_failures, cv_failures, fit_quality_failures
 from ...refit import (
@@ -54,6 +56,36 @@ def _check(name: str, failures: list[str], **metadata: object) -> dg.AssetCheckR
     )
 
 
+#: A lift test further than this many combined standard deviations from the fitted lift is flagged.
+LIFT_Z_WARN = 3.0
+
+
+def _lift_test_check(result: FitResult) -> dg.AssetCheckResult:
+    """Each lift test against the fitted lift (a table in the UI); a warning when one disagrees."""
+    tests = result.lift_tests
+    if not len(tests):
+        return dg.AssetCheckResult(check_name="lift_tests_agree", passed=True, metadata={"lift_tests": 0})
+    expected = result.idata.posterior["lift_expected"].to_numpy()
+    table = lift_test_agreement(expected.reshape(-1, expected.shape[-1]), tests, result.scaling.kpi_scale)
+    far = table[table["z"].abs() > LIFT_Z_WARN]
+    failures = [
+        f"{r.channel} test ending {r.end_date}: measured {r.lift:,.0f} +- {r.lift_se:,.0f}, fitted "
+        f"{r.fitted_mean:,.0f} (z = {r.z:+.1f})"
+        for r in far.itertuples()
+    ]
+    return dg.AssetCheckResult(
+        check_name="lift_tests_agree",
+        passed=not failures,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            **({"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))} if failures else {}),
+            "lift_tests": len(tests),
+            "max_abs_z": float(table["z"].abs().max()),
+            "tests": dg.MetadataValue.md(table.round(2).to_markdown(index=False)),
+        },
+    )
+
+
 def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     gate = cfg.model.gate
     sampler = cfg.model.spec.sampler
@@ -88,6 +120,14 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "fit_quality",
                 asset="model_fit",
                 description=f"in-sample R² >= {gate.min_r2}, MAPE <= {gate.max_mape} (model.gate)",
+            ),
+            dg.AssetCheckSpec(
+                "lift_tests_agree",
+                asset="model_fit",
+                description=(
+                    f"every lift test in the fit is within {LIFT_Z_WARN:g} combined standard deviations "
+                    "of the fitted lift (a warning: the experiment and the weekly data disagree)"
+                ),
             ),
         ],
         metadata={"artifacts_folder": str(cfg.artifacts_dir / "models")},
@@ -173,6 +213,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         yield _check("convergence", convergence_failures(d, gate), max_r_hat=d["max_r_hat"],
                      divergences=int(d["divergences"]), min_ess_bulk=d["min_ess_bulk"])  # fmt: skip
         yield _check("fit_quality", fit_quality_failures(d, gate), r2=d["r2"], mape=d["mape"])
+        yield _lift_test_check(outcome.fit)
 
     @dg.asset(
         group_name="model",
