@@ -45,10 +45,16 @@ from .monitoring import TRIGGER_TAG
 MARKETS = dg.DynamicPartitionsDefinition(name="market")
 
 
-def _check(name: str, failures: list[str], **metadata: object) -> dg.AssetCheckResult:
+def _check(
+    name: str,
+    failures: list[str],
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    **metadata: object,
+) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=name,
         passed=not failures,
+        severity=severity,
         metadata={
             **({"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))} if failures else {}),
             **metadata,
@@ -64,7 +70,7 @@ def _lift_test_check(result: FitResult) -> dg.AssetCheckResult:
     """Each lift test against the fitted lift (a table in the UI); a warning when one disagrees."""
     tests = result.lift_tests
     if not len(tests):
-        return dg.AssetCheckResult(check_name="lift_tests_agree", passed=True, metadata={"lift_tests": 0})
+        return _check("lift_tests_agree", [], dg.AssetCheckSeverity.WARN, lift_tests=0)
     expected = result.idata.posterior["lift_expected"].to_numpy()
     table = lift_test_agreement(expected.reshape(-1, expected.shape[-1]), tests, result.scaling.kpi_scale)
     far = table[table["z"].abs() > LIFT_Z_WARN]
@@ -73,16 +79,13 @@ def _lift_test_check(result: FitResult) -> dg.AssetCheckResult:
         f"{r.fitted_mean:,.0f} (z = {r.z:+.1f})"
         for r in far.itertuples()
     ]
-    return dg.AssetCheckResult(
-        check_name="lift_tests_agree",
-        passed=not failures,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            **({"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))} if failures else {}),
-            "lift_tests": len(tests),
-            "max_abs_z": float(table["z"].abs().max()),
-            "tests": dg.MetadataValue.md(table.round(2).to_markdown(index=False)),
-        },
+    return _check(
+        "lift_tests_agree",
+        failures,
+        dg.AssetCheckSeverity.WARN,
+        lift_tests=len(tests),
+        max_abs_z=float(table["z"].abs().max()),
+        tests=dg.MetadataValue.md(table.round(2).to_markdown(index=False)),
     )
 
 
