@@ -29,7 +29,7 @@ def convergence_failures(diagnostics: Mapping[str, float], gate: GateConfig) -> 
 
 
 def fit_quality_failures(diagnostics: Mapping[str, float], gate: GateConfig) -> list[str]:
-    """In-sample fit rules missed: R² and MAPE (rules set to ``null`` are skipped)."""
+    """In-sample fit rules missed: R² and MAPE, both off by default (rules set to ``null`` are skipped)."""
     d = diagnostics
     out = []
     if gate.min_r2 is not None and not d["r2"] >= gate.min_r2:
@@ -49,9 +49,12 @@ def cv_failures(
     champion: Mapping[str, object] | None,
     max_crps_increase: float | None,
     drift_triggered: bool = False,
+    min_skill: float | None = None,
 ) -> list[str]:
-    """Cross-validation rules a challenger misses: the MMM must have forecast at least one fold, and
-    its CV CRPS must not be more than ``max_crps_increase`` above the champion's (when both have one).
+    """Cross-validation rules a challenger misses: the MMM must have forecast at least one fold, its CV
+    CRPS skill against seasonal-naive must exceed ``min_skill`` (``gate.min_cv_skill``: the data-relative
+    fit rule, when the skill could be measured), and its CV CRPS must not be more than
+    ``max_crps_increase`` above the champion's (when both have one).
 
     A skipped CV (switched off, too little data) blocks nothing: the gate alone decides. A refit started
     by a drift event is not held to the champion's CV CRPS: that figure was measured on folds before the
@@ -63,6 +66,12 @@ def cv_failures(
         return []
     if cv.status == "failed":
         return ["cross-validation: the model failed on every fold"]
+    skill = cv.overall.get("mmm", {}).get("crps_skill")
+    if min_skill is not None and skill is not None and math.isfinite(skill) and not skill > min_skill:
+        return [
+            f"cross-validated CRPS skill {skill:+.3f} against seasonal-naive is not above {min_skill:g}: "
+            "out of sample the model forecast no better than last year's same week"
+        ]
     if drift_triggered:
         return []
     challenger = cv.overall.get("mmm", {}).get("crps")
@@ -81,3 +90,62 @@ def cv_failures(
             f"{float(incumbent):,.4g}"  # type: ignore[arg-type]
         ]
     return []
+
+
+def _number(run: Mapping[str, object], key: str) -> float:
+    value = run.get(key)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def next_steps(run: Mapping[str, object], gate: GateConfig, worst_parameters: str | None = None) -> list[str]:
+    """What a user can do about a fit that was not promoted, one concrete step per rule it missed.
+
+    ``run`` is the fit's ``models.model_runs`` row; ``worst_parameters`` the last attempt's parameters
+    with the worst R-hat/ESS (``fit_attempts``), which name the channels to look at.
+    """
+    steps: list[str] = []
+    focus = f" (worst: {worst_parameters})" if worst_parameters else ""
+    attempts = int(_number(run, "fit_attempts")) if math.isfinite(_number(run, "fit_attempts")) else 1
+    tried = f"after {attempts} attempts with automatic remedies" if attempts > 1 else "on the first attempt"
+    if _number(run, "divergences") > gate.max_divergences:
+        steps.append(
+            f"Divergences persisted {tried}{focus}: the posterior has regions the sampler cannot explore. "
+            "Tighten the priors of the parameters named (model.spec.priors), merge or drop a channel whose "
+            "spend barely varies, or allow more rungs (model.remedies.max_attempts, target_accept_steps)."
+        )
+    if not _number(run, "max_r_hat") <= gate.max_r_hat or not (
+        _number(run, "min_ess_bulk") >= gate.min_ess_bulk
+        and _number(run, "min_ess_tail") >= gate.min_ess_tail
+    ):
+        steps.append(
+            f"The chains did not agree or mixed slowly {tried}{focus}. Usually two channels move together "
+            "so the data cannot tell them apart: merge them (channels' group) or add a lift test for one; "
+            "or simplify the model (fewer model.spec.n_fourier modes, a shorter l_max); or give the sampler "
+            "more draws (model.remedies.max_draws, model.spec.sampler.chains)."
+        )
+    skill = _number(run, "cv_crps_skill")
+    if gate.min_cv_skill is not None and math.isfinite(skill) and not skill > gate.min_cv_skill:
+        steps.append(
+            f"Out of sample the model forecast no better than last year's same week (CRPS skill "
+            f"{skill:+.3f}). Check the KPI for breaks, outliers or a changed definition; add the controls "
+            "that drive it (price, promotions, events, distribution); or deliver more history. To accept "
+            "such a model anyway set model.gate.min_cv_skill: null."
+        )
+    if gate.min_r2 is not None and not _number(run, "r2") >= gate.min_r2:
+        steps.append(
+            f"In-sample R² {_number(run, 'r2'):.3f} is under the fixed floor model.gate.min_r2 = "
+            f"{gate.min_r2:g}: on a noisy KPI lower it or switch it off (null) and rely on the "
+            "cross-validated skill rule."
+        )
+    if gate.max_mape is not None and not _number(run, "mape") <= gate.max_mape:
+        steps.append(
+            f"In-sample MAPE is above model.gate.max_mape = {gate.max_mape:g}: raise it or switch it off."
+        )
+    if str(run.get("cv_status")) == "failed":
+        steps.append("Every cross-validation fold failed: the fold errors are in model_cv_folds.")
+    if not steps:
+        steps.append("See promotion_blocked_by in latest_model_runs for the rule that blocked promotion.")
+    return steps

@@ -14,7 +14,7 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from .model.build import ModelData, ScalingSpec
 from .model.calibration import LIFT_TEST_COLUMNS, LiftTests
 from .model.fit import FitResult, fit
 from .model.predict import predict
+from .model.remedies import failure_kinds, next_remedy
 from .promotion import gate_failures
 from .warehouse import quote_ident, relation_exists
 
@@ -43,6 +44,16 @@ class RefitOutcome:
     diagnostics: dict[str, float]
     tables: dict[str, pd.DataFrame]
     gate_failures: list[str]
+    attempts: list[dict[str, object]] = field(default_factory=list)
+    """One row per fit attempt (:data:`ATTEMPT_COLUMNS`), the last one being ``fit``."""
+
+
+#: Columns of a fit's ``fit_attempts`` table (one row per attempt; the registry keys it by model).
+ATTEMPT_COLUMNS = (
+    "attempt", "sampler", "chains", "draws", "tune", "target_accept", "seed",
+    "max_r_hat", "min_ess_bulk", "min_ess_tail", "divergences", "gate_passed", "gate_failures",
+    "worst_parameters", "remedy", "seconds",
+)  # fmt: skip
 
 
 def training_data(frame: pd.DataFrame, market: str, cfg: ProjectConfig) -> ModelData:
@@ -101,21 +112,76 @@ def refit_market(
 ) -> RefitOutcome:
     """Fit the configured model to ``data``, compute diagnostics, the gate and every insight table.
 
+    A fit that misses the gate's convergence rules is fitted again with the sampler settings of the
+    next rung of ``model.remedies`` (:mod:`mmm_pipeline.model.remedies`), on the same compiled graph,
+    until it passes or the ladder ends; every attempt is a row of the ``fit_attempts`` table, and the
+    outcome is the last attempt (whose sampler settings the CV folds then use).
     ``lift_tests``: the market's experiments (:func:`market_lift_tests`); the fit uses those that ended
     by the data's last week (``outcome.fit.lift_tests``).
     """
+    report = progress or (lambda _message: None)
+    gate, remedies = cfg.model.gate, cfg.model.remedies
     spec = cfg.model.spec
-    result = fit(data, spec, scaling, lift_tests=lift_tests, progress=progress)
-    if progress:
-        progress("computing diagnostics (ArviZ) and insight tables")
-    diagnostics = insights.diagnostics(result.idata, scaling, spec, data, result.carry_in)
+    attempts: list[dict[str, object]] = []
+    remedy_reason = None
+    while True:
+        attempt = len(attempts) + 1
+        if attempt > 1:
+            report(f"attempt {attempt} of at most {remedies.max_attempts}: {remedy_reason}")
+        result = fit(data, spec, scaling, lift_tests=lift_tests, progress=progress)
+        report("computing diagnostics (ArviZ)")
+        diagnostics = insights.diagnostics(result.idata, scaling, spec, data, result.carry_in)
+        failures = gate_failures(diagnostics, gate)
+        s = spec.sampler
+        attempts.append(
+            {
+                "attempt": attempt, "sampler": s.name, "chains": s.chains, "draws": s.draws,
+                "tune": s.tune, "target_accept": s.target_accept, "seed": s.seed,
+                **{k: float(diagnostics[k]) for k in ("max_r_hat", "min_ess_bulk", "min_ess_tail")},
+                "divergences": int(diagnostics["divergences"]),
+                "gate_passed": not failures,
+                "gate_failures": "; ".join(failures) or None,
+                "worst_parameters": ", ".join(worst_parameters(result.idata, diagnostics, gate)) or None,
+                "remedy": remedy_reason,
+                "seconds": float(result.timings["total"]),
+            }
+        )  # fmt: skip
+        diverged, poorly_mixed = failure_kinds(diagnostics, gate)
+        remedy = next_remedy(s, diverged, poorly_mixed, attempt, remedies)
+        if not failures or remedy is None:
+            break
+        report(f"attempt {attempt} missed the gate ({'; '.join(failures)}): trying again")
+        spec = spec.model_copy(update={"sampler": remedy.sampler})
+        remedy_reason = remedy.reason
+    if len(attempts) > 1:
+        report(f"{'passed' if not failures else 'still missed'} the gate after {len(attempts)} attempts")
+    report("computing insight tables")
+    tables = insight_tables(result)
+    tables["fit_attempts"] = pd.DataFrame(attempts, columns=list(ATTEMPT_COLUMNS))
     return RefitOutcome(
         fit=result,
         scaling_source=scaling_source,
         diagnostics=diagnostics,
-        tables=insight_tables(result),
-        gate_failures=gate_failures(diagnostics, cfg.model.gate),
+        tables=tables,
+        gate_failures=failures,
+        attempts=attempts,
     )
+
+
+def worst_parameters(idata: object, diagnostics: dict[str, float], gate: object, n: int = 3) -> list[str]:
+    """The parameters most responsible for a convergence failure, worst first (empty when it converged).
+
+    Ranked by R-hat above the gate's limit, then by how short the bulk or tail ESS falls; names carry
+    the channel (``half_sat[tv]``), which is what a user acts on.
+    """
+    diverged, poorly_mixed = failure_kinds(diagnostics, gate)
+    if not (diverged or poorly_mixed):
+        return []
+    table = insights.parameter_summary(idata)  # type: ignore[arg-type]
+    ess = table[["ess_bulk", "ess_tail"]].min(axis=1)
+    limit = min(gate.min_ess_bulk, gate.min_ess_tail) or 1.0  # type: ignore[attr-defined]
+    badness = (table["r_hat"] - 1.0) / max(gate.max_r_hat - 1.0, 1e-6) + limit / ess.clip(lower=1.0)  # type: ignore[attr-defined]
+    return [str(name) for name in badness.sort_values(ascending=False).index[:n]]
 
 
 def insight_tables(result: FitResult) -> dict[str, pd.DataFrame]:

@@ -66,6 +66,7 @@ ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_coverage_94 DOUBLE;
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_unstable_channels VARCHAR;
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS promotion_blocked_by VARCHAR;  -- why not promoted
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS n_lift_tests INTEGER;  -- lift tests in the fit
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS fit_attempts INTEGER;  -- fits tried (model.remedies)
 CREATE TABLE IF NOT EXISTS models.cv_folds (
     model_id VARCHAR, market VARCHAR, fold INTEGER, status VARCHAR, error VARCHAR,
     train_start DATE, train_end DATE, test_start DATE, test_end DATE, n_train INTEGER, n_test INTEGER,
@@ -103,6 +104,15 @@ CREATE TABLE IF NOT EXISTS models.cv_parameter_stability (
     roas_hdi_overlap BOOLEAN, share_mean DOUBLE, share_min DOUBLE, share_max DOUBLE, share_spread DOUBLE,
     roas_unstable BOOLEAN,            -- coefficient of variation of fold-mean ROAS > roas_cv_threshold
     roas_cv_threshold DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models.fit_attempts (     -- one row per sampling attempt of the run
+    model_id VARCHAR, market VARCHAR, attempt INTEGER,
+    sampler VARCHAR, chains INTEGER, draws INTEGER, tune INTEGER, target_accept DOUBLE, seed BIGINT,
+    max_r_hat DOUBLE, min_ess_bulk DOUBLE, min_ess_tail DOUBLE, divergences INTEGER,
+    gate_passed BOOLEAN, gate_failures VARCHAR,
+    worst_parameters VARCHAR,         -- parameters with the worst R-hat/ESS, when convergence failed
+    remedy VARCHAR,                   -- what this attempt changed against the previous one, and why
+    seconds DOUBLE
 );
 CREATE TABLE IF NOT EXISTS models.parameter_summary (
     model_id VARCHAR, market VARCHAR, parameter VARCHAR,
@@ -153,6 +163,7 @@ CREATE TABLE IF NOT EXISTS models.roas_drift (
 
 #: Insight tables a fit writes (``tables/<name>.parquet``) and registration copies into ``models``.
 INSIGHT_TABLES = (
+    "fit_attempts",
     "parameter_summary",
     "decomposition",
     "channel_summary",
@@ -203,6 +214,8 @@ class FitRecord:
     extra: dict[str, str] = field(default_factory=dict)
     n_lift_tests: int = 0
     """Lift tests that calibrated the fit (:mod:`mmm_pipeline.model.calibration`)."""
+    fit_attempts: int = 1
+    """Sampling attempts made (``model.remedies``); the record describes the last one."""
 
     @property
     def gate_passed(self) -> bool:
@@ -221,6 +234,7 @@ class FitRecord:
             "train_end": dt.date.fromisoformat(self.train_end),
             "n_weeks": self.n_weeks,
             "n_lift_tests": self.n_lift_tests,
+            "fit_attempts": self.fit_attempts,
             "config_hash": self.config_hash,
             "code_version": self.code_version,
             "model_spec": self.model_spec,

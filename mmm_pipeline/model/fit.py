@@ -10,6 +10,7 @@ is padded to a multiple of ``spec.pad_weeks_to`` weeks, windows that differ by a
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections import OrderedDict
@@ -155,7 +156,10 @@ def fit(
             compile_s = time.perf_counter() - t0
             report(f"compiled in {compile_s:.1f} s")
         t0 = time.perf_counter()
-        idata = _sample_nutpie(entry.compiled.with_data(**inputs), spec, progress)
+        # Only the containers this structure declares: no controls, ``n_fourier: 0`` or ``trend: false``
+        # leave some inputs without a container, and nutpie rejects names it does not know.
+        shared = {k: v for k, v in inputs.items() if k in entry.model.named_vars}
+        idata = _sample_nutpie(entry.compiled.with_data(**shared), spec, progress)
         sample_s = time.perf_counter() - t0
     else:
         t0 = time.perf_counter()
@@ -184,7 +188,9 @@ class _WithProgress:
 
     nutpie only renders its template progress in notebooks; elsewhere it draws a terminal bar. This
     proxy hands nutpie's own ``template_callback`` progress type to the sampler instead, so a pipeline
-    (Dagster logs) gets the same information as readable lines.
+    (Dagster logs) gets the same information as readable lines. That hook is private nutpie API
+    (``nutpie._lib``, ``_make_sampler``): :func:`progress_hook_available` checks it is there before it is
+    used, and sampling falls back to nutpie's plain sampler (no progress lines) when it is not.
     """
 
     def __init__(self, compiled: Any, progress: Progress, rate_ms: int) -> None:
@@ -207,11 +213,38 @@ class _WithProgress:
         return self._compiled._make_sampler(settings, init_mean, cores, progress_type, store)
 
 
+def progress_hook_available(compiled: Any) -> bool:
+    """Whether nutpie still has the private pieces :class:`_WithProgress` relies on.
+
+    Checked by signature, not by version: a nutpie release that renames ``_lib.ProgressType``, drops
+    ``template_callback`` or changes ``_make_sampler``'s arguments makes this ``False`` and the fit runs
+    without progress lines instead of failing.
+    """
+    try:
+        from nutpie import _lib
+
+        template = _lib.ProgressType.template_callback
+        make = compiled._make_sampler
+    except (ImportError, AttributeError):
+        return False
+    try:
+        names = list(inspect.signature(make).parameters)
+    except (TypeError, ValueError):
+        return False
+    return callable(template) and len(names) == 5
+
+
 def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) -> az.InferenceData:
     import nutpie
 
     s = spec.sampler
-    model = compiled if progress is None else _WithProgress(compiled, progress, rate_ms=2000)
+    hook = progress is not None and progress_hook_available(compiled)
+    if progress is not None and not hook:
+        progress(
+            f"nutpie {getattr(nutpie, '__version__', '?')} lacks the progress hook this pipeline uses: "
+            "sampling without progress lines"
+        )
+    model = _WithProgress(compiled, progress, rate_ms=2000) if hook else compiled
     return nutpie.sample(
         model,
         draws=s.draws,
@@ -220,7 +253,7 @@ def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) ->
         cores=s.cores,
         seed=s.seed,
         target_accept=s.target_accept,
-        progress_bar=progress is not None,
+        progress_bar=hook,
         save_warmup=False,
     )
 

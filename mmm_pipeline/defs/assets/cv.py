@@ -18,6 +18,7 @@ import pandas as pd
 from ...config import ProjectConfig
 from ...model.build import ModelData
 from ...model.calibration import LiftTests
+from ...model.spec import ModelSpec
 from ...plots import cv_forecast_chart, roas_by_fold_chart
 from ...refit import market_lift_tests, training_data
 from ...registry import CVRecord, FitRecord, write_cv_artifacts
@@ -41,6 +42,9 @@ class FoldTask:
     n_folds: int
     data: ModelData | None
     lift_tests: LiftTests | None = None
+    spec: ModelSpec | None = None
+    """The fit's own spec: the sampler settings its last attempt used (``model.remedies``), so a fold
+    is not held to settings that already failed on the full window."""
 
 
 def cv_tables(result) -> dict[str, pd.DataFrame]:  # noqa: ANN001 - a validation.cv.CVResult
@@ -57,7 +61,6 @@ def cv_tables(result) -> dict[str, pd.DataFrame]:  # noqa: ANN001 - a validation
 
 def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     cv = CVSpec(**cfg.cv.model_dump(exclude={"enabled", "max_parallel_folds"}))
-    spec = cfg.model.spec
 
     @dg.op(
         out={
@@ -98,7 +101,10 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         yield dg.Output(f"{len(folds)} folds ({layout})", "note")
         for fold in folds:
             yield dg.DynamicOutput(
-                FoldTask(record.model_id, fold.index, len(folds), data, lift_tests),
+                FoldTask(
+                    record.model_id, fold.index, len(folds), data, lift_tests,
+                    ModelSpec.model_validate_json(record.model_spec),
+                ),  # fmt: skip
                 output_name="folds",
                 mapping_key=f"fold_{fold.index}",
             )
@@ -111,7 +117,12 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             return None
         context.log.info(f"fold {task.fold + 1} of {task.n_folds} for {task.model_id}")
         result = run_fold(
-            task.data, task.fold, spec, cv, lift_tests=task.lift_tests, progress=context.log.info
+            task.data,
+            task.fold,
+            task.spec or cfg.model.spec,
+            cv,
+            lift_tests=task.lift_tests,
+            progress=context.log.info,
         )
         if result.status != "ok":
             context.log.error(f"fold {task.fold} failed: {result.error}")

@@ -10,8 +10,9 @@ separate steps any Dagster executor can spread over processes or machines.
 """
 
 import dagster as dg
+import pandas as pd
 
-from ...config import ProjectConfig
+from ...config import GateConfig, ProjectConfig
 from ...model.calibration import lift_test_agreement
 from ...model.fit import FitResult
 from ...plots import fit_chart, roas_chart
@@ -89,6 +90,32 @@ def _lift_test_check(result: FitResult) -> dg.AssetCheckResult:
     )
 
 
+def _fit_quality_text(gate: GateConfig) -> str:
+    """The in-sample rules in force, in words (both are off by default: the data-relative rule is the
+    cross-validated skill against seasonal-naive, checked at registration)."""
+    rules = [
+        *([f"in-sample R² >= {gate.min_r2:g}"] if gate.min_r2 is not None else []),
+        *([f"in-sample MAPE <= {gate.max_mape:g}"] if gate.max_mape is not None else []),
+    ]
+    return (
+        " and ".join(rules) + " (model.gate)"
+        if rules
+        else "no in-sample floor is set (model.gate.min_r2 and max_mape are off); the fit must instead "
+        "forecast better than seasonal-naive in cross-validation (model.gate.min_cv_skill)"
+    )
+
+
+def _attempts_markdown(attempts: pd.DataFrame) -> str:
+    """The fit attempts as a table for the UI: settings, diagnostics, verdict and what each retry changed."""
+    table = attempts[
+        ["attempt", "target_accept", "tune", "draws", "seed", "max_r_hat", "min_ess_bulk", "min_ess_tail",
+         "divergences", "gate_passed", "gate_failures", "worst_parameters", "remedy"]
+    ].copy()  # fmt: skip
+    table["max_r_hat"] = table["max_r_hat"].round(4)
+    table[["min_ess_bulk", "min_ess_tail"]] = table[["min_ess_bulk", "min_ess_tail"]].round(0)
+    return table.fillna("").to_markdown(index=False)
+
+
 def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     gate = cfg.model.gate
     sampler = cfg.model.spec.sampler
@@ -122,7 +149,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             dg.AssetCheckSpec(
                 "fit_quality",
                 asset="model_fit",
-                description=f"in-sample R² >= {gate.min_r2}, MAPE <= {gate.max_mape} (model.gate)",
+                description=_fit_quality_text(gate),
             ),
             dg.AssetCheckSpec(
                 "lift_tests_agree",
@@ -170,7 +197,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             n_weeks=data.n_weeks,
             config_hash=config_hash(cfg),
             code_version=code_version(),
-            model_spec=cfg.model.spec.model_dump_json(),
+            model_spec=outcome.fit.spec.model_dump_json(),  # the last attempt's sampler settings
             scaling=scaling.model_dump_json(),
             scaling_source=source,
             previous_champion=None if current is None else str(current["model_id"]),
@@ -181,6 +208,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             artifact_path=str(folder),
             dagster_run_id=context.run_id,
             n_lift_tests=n_lift_tests,
+            fit_attempts=len(outcome.attempts),
         )
         write_artifacts(folder, record, outcome.fit.idata, outcome.tables)
         d, t = record.diagnostics, record.timings
@@ -206,6 +234,8 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "reused_compiled_graph": record.reused_graph,
                 "scaling_source": source,
                 "lift_tests": n_lift_tests,
+                "fit_attempts": len(outcome.attempts),
+                "attempts": dg.MetadataValue.md(_attempts_markdown(outcome.tables["fit_attempts"])),
                 "posterior": dg.MetadataValue.path(str(folder / "posterior.nc")),
                 "fit": dg.MetadataValue.md(
                     fit_chart(outcome.tables["fit_weekly"], f"{market}: in-sample fit")
@@ -275,7 +305,11 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         with warehouse.get_connection() as conn:
             incumbent = champion(conn, record.market)
             blocked_by = record.gate_failures + cv_failures(
-                cv, incumbent, cfg.model.max_cv_crps_increase, drift_triggered=drift_triggered
+                cv,
+                incumbent,
+                cfg.model.max_cv_crps_increase,
+                drift_triggered=drift_triggered,
+                min_skill=gate.min_cv_skill,
             )
             status = register(conn, record, tables, blocked_by, cv)
             serving = champion(conn, record.market)
