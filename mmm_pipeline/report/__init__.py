@@ -6,7 +6,7 @@ folder atomically. No Dagster here: the ``executive_report`` asset is a thin wra
 """
 
 from .content import SECTIONS, Thresholds
-from .data import CheckStatus, ReportData, ReportDataError, load_report_data
+from .data import CheckStatus, ReportData, ReportDataError, load_report_data, serving_ids
 from .render import (
     Report,
     build_report,
@@ -16,6 +16,7 @@ from .render import (
     report_is_current,
     write_report,
 )
+from .untrusted import UntrustedData, build_untrusted_page, load_untrusted_data
 
 __all__ = [
     "SECTIONS",
@@ -24,6 +25,10 @@ __all__ = [
     "ReportData",
     "ReportDataError",
     "Thresholds",
+    "UntrustedData",
+    "build_untrusted_page",
+    "load_untrusted_data",
+    "serving_ids",
     "build_report",
     "html_problems",
     "latest_report",

@@ -16,7 +16,7 @@ from ...config import GateConfig, ProjectConfig
 from ...model.calibration import lift_test_agreement
 from ...model.fit import FitResult
 from ...plots import fit_chart, roas_chart
-from ...promotion import convergence_failures, cv_failures, fit_quality_failures
+from ...promotion import convergence_failures, cv_failures, fit_quality_failures, next_steps
 from ...refit import (
     RefitError,
     as_float_dict,
@@ -103,6 +103,29 @@ def _fit_quality_text(gate: GateConfig) -> str:
         else "no in-sample floor is set (model.gate.min_r2 and max_mape are off); the fit must instead "
         "forecast better than seasonal-naive in cross-validation (model.gate.min_cv_skill)"
     )
+
+
+def _no_champion_text(
+    record: FitRecord,
+    cv: CVRecord,
+    blocked_by: list[str],
+    attempts: pd.DataFrame | None,
+    gate: GateConfig,
+) -> list[str]:
+    """Why the market has no champion and what to do, for the ``champion_serving`` check (which the CLI
+    prints): the rules the latest fit missed, the parameters most responsible, the attempts, next steps."""
+    worst = None
+    if attempts is not None and not attempts.empty and isinstance(attempts.iloc[-1]["worst_parameters"], str):
+        worst = str(attempts.iloc[-1]["worst_parameters"])
+    run = {**record.row("rejected"), **cv.row()}
+    lines = [
+        f"no model of market {record.market} has passed the gate yet; the latest fit {record.model_id} "
+        f"({record.fit_attempts} attempt(s)) missed: {'; '.join(blocked_by)}"
+    ]
+    if worst:
+        lines.append(f"parameters most responsible: {worst}")
+    lines += [f"next step: {step}" for step in next_steps(run, gate, worst)]
+    return lines
 
 
 def _attempts_markdown(attempts: pd.DataFrame) -> str:
@@ -340,7 +363,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         yield _check(
             "champion_serving",
-            [] if serving else [f"no model of market {record.market} has passed the gate yet"],
+            [] if serving else _no_champion_text(record, cv, blocked_by, tables.get("fit_attempts"), gate),
             champion=serving["model_id"] if serving else "none",
         )
         yield _check("cv_folds_ok", cv.failed_folds, cv_status=cv.status, note=cv.note or "")

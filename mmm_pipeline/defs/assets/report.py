@@ -10,13 +10,17 @@ import datetime as dt
 import dagster as dg
 
 from ...config import ProjectConfig
+from ...promotion import next_steps
 from ...report import (
     CheckStatus,
     ReportDataError,
     Thresholds,
     build_report,
+    build_untrusted_page,
     html_problems,
     load_report_data,
+    load_untrusted_data,
+    serving_ids,
     write_report,
 )
 from ...sql_models import discover_models
@@ -93,7 +97,10 @@ def build_report_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 checks=_check_statuses(context.instance, quality_checks),
             )
         except ReportDataError as exc:
-            raise dg.Failure(str(exc)) from None
+            if serving_ids(cfg.bi_database_path, market)[0] is not None:
+                raise dg.Failure(str(exc)) from None
+            yield from _untrusted_page(context, market)
+            return
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
         report = build_report(data, thresholds, now=now)
         folder = write_report(report, cfg.reports_dir, market, now.date())
@@ -114,6 +121,38 @@ def build_report_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 },
             }
         )
+        yield dg.AssetCheckResult(
+            check_name="report_complete",
+            passed=not problems,
+            metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        )
+
+    def _untrusted_page(context: dg.AssetExecutionContext, market: str):
+        """No champion: write the "model not yet trustworthy" page in the report's place."""
+        try:
+            data = load_untrusted_data(cfg.bi_database_path, market, cfg.kpi.name)
+        except ReportDataError as exc:
+            raise dg.Failure(str(exc)) from None
+        attempts = data.attempts
+        worst = None if attempts.empty else attempts.iloc[-1].get("worst_parameters")
+        steps = next_steps(data.run.to_dict(), gate, worst if isinstance(worst, str) else None)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        page = build_untrusted_page(data, steps, now=now)
+        folder = write_report(page, cfg.reports_dir, market, now.date())
+        context.log.warning(
+            f"market {market}: no trustworthy model yet: "
+            f"wrote {folder / 'report.html'} in place of the report"
+        )
+        yield dg.MaterializeResult(
+            metadata={
+                "report_html": dg.MetadataValue.path(str(folder / "report.html")),
+                "report_markdown": dg.MetadataValue.path(str(folder / "report.md")),
+                "champion": "none",
+                "page": "model not yet trustworthy",
+                "report": dg.MetadataValue.md(page.markdown),
+            }
+        )
+        problems = html_problems(page.html, page.sections)
         yield dg.AssetCheckResult(
             check_name="report_complete",
             passed=not problems,
