@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .config import ProjectConfig
+from .config import ModelConfig, ProjectConfig
 from .model import insights
 from .model.build import ModelData, ScalingSpec
 from .model.calibration import LIFT_TEST_COLUMNS, LiftTests
@@ -103,14 +103,15 @@ def choose_scaling(
 
 def refit_market(
     data: ModelData,
-    cfg: ProjectConfig,
+    model: ModelConfig,
     scaling: ScalingSpec,
     scaling_source: str,
     *,
     lift_tests: LiftTests | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RefitOutcome:
-    """Fit the configured model to ``data``, compute diagnostics, the gate and every insight table.
+    """Fit the configured model (``model``: the config's model section) to ``data``, compute diagnostics,
+    the gate and every insight table.
 
     A fit that misses the gate's convergence rules is fitted again with the sampler settings of the
     next rung of ``model.remedies`` (:mod:`mmm_pipeline.model.remedies`), on the same compiled graph,
@@ -120,8 +121,7 @@ def refit_market(
     by the data's last week (``outcome.fit.lift_tests``).
     """
     report = progress or (lambda _message: None)
-    gate, remedies = cfg.model.gate, cfg.model.remedies
-    spec = cfg.model.spec
+    gate, remedies, spec = model.gate, model.remedies, model.spec
     attempts: list[dict[str, object]] = []
     remedy_reason = None
     while True:
@@ -130,7 +130,7 @@ def refit_market(
             report(f"attempt {attempt} of at most {remedies.max_attempts}: {remedy_reason}")
         result = fit(data, spec, scaling, lift_tests=lift_tests, progress=progress)
         report("computing diagnostics (ArviZ)")
-        diagnostics = insights.diagnostics(result.idata, scaling, spec, data, result.carry_in)
+        diagnostics = insights.diagnostics(result.idata, result.scaling, spec, data, result.carry_in)
         failures = gate_failures(diagnostics, gate)
         s = spec.sampler
         attempts.append(

@@ -202,7 +202,9 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             f"market {market}: {data.n_weeks} weeks {data.dates[0].date()}..{data.dates[-1].date()}, "
             f"scaling {'of champion ' + source if source != 'fresh' else 'computed from this window'}"
         )
-        outcome = refit_market(data, cfg, scaling, source, lift_tests=lift_tests, progress=context.log.info)
+        outcome = refit_market(
+            data, cfg.model, scaling, source, lift_tests=lift_tests, progress=context.log.info
+        )
         n_lift_tests = len(outcome.fit.lift_tests)
         if len(lift_tests):
             context.log.info(
