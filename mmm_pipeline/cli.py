@@ -14,7 +14,7 @@ import yaml
 
 from .config import CONFIG_ENV_VAR, ConfigError, ProjectConfig, load_config
 from .importers.wide import WideImportError, config_entries, import_wide, load_wide_mapping, read_table
-from .report import latest_report
+from .report import latest_report, read_manifest
 from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline
 from .scaffold import EXAMPLES, demo_file, init_project
 
@@ -112,7 +112,9 @@ def _print_reports(cfg: ProjectConfig) -> None:
     for market in markets:
         folder = latest_report(cfg.reports_dir, market)
         if folder is not None:
-            print(f"Executive report (market {market}): {folder / 'report.html'}")
+            untrusted = read_manifest(folder).get("page") == "model_not_yet_trustworthy"
+            title = "Model not yet trustworthy, what to do" if untrusted else "Executive report"
+            print(f"{title} (market {market}): {folder / 'report.html'}")
 
 
 def _print_champions(cfg: ProjectConfig) -> None:

@@ -61,6 +61,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         # An impossible gate: the next fit must be kept as rejected and the champions must stay.
         raw = yaml.safe_load(config_path.read_text())
         raw["model"]["gate"]["min_ess_bulk"] = 1e9
+        raw["model"]["remedies"] = {"max_attempts": 2}  # one retry (more tuning and draws), then rejected
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["strict"] = _run(config_path, refit=True)
         stages["after_strict"] = _runs(config_path)
@@ -200,6 +201,7 @@ def test_failing_gate_keeps_the_fit_but_not_as_champion(project: dict) -> None:
     rejected = runs[~runs["model_id"].isin(before["model_id"])]
     assert len(rejected) == 2 and (rejected["status"] == "rejected").all()
     assert rejected["gate_failures"].str.contains("bulk ESS").all()
+    assert (rejected["fit_attempts"] == 2).all()  # the remedy ladder ran before rejecting
     assert all(Path(p, "posterior.nc").exists() for p in rejected["artifact_path"])  # kept to inspect
     champions = runs[runs["status"] == "champion"]["model_id"]
     assert sorted(champions) == sorted(before[before["status"] == "champion"]["model_id"])
@@ -207,8 +209,15 @@ def test_failing_gate_keeps_the_fit_but_not_as_champion(project: dict) -> None:
     with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
         served = bi.execute("SELECT DISTINCT model_id FROM champion_channel_summary").fetchall()
         published_runs = bi.execute("SELECT count(*) FROM model_runs").fetchone()[0]
+        attempts = bi.execute(
+            "SELECT model_id, attempt, draws, tune, remedy FROM model_fit_attempts ORDER BY model_id, attempt"
+        ).df()
     assert sorted(r[0] for r in served) == sorted(champions)
     assert published_runs == len(runs)
+    retried = attempts[attempts["model_id"].isin(rejected["model_id"])]
+    assert retried.groupby("model_id")["attempt"].apply(list).tolist() == [[1, 2], [1, 2]]
+    second = retried[retried["attempt"] == 2]
+    assert (second["draws"] == 800).all() and second["remedy"].str.contains("R-hat/ESS short").all()
 
 
 def test_too_little_history_names_the_setting(tmp_path: Path) -> None:
@@ -228,7 +237,8 @@ def test_gate_rules() -> None:
     good |= {"r2": 0.8, "mape": 0.05}
     assert gate_failures(good, GateConfig()) == []
     bad = {**good, "max_r_hat": 1.03, "divergences": 2, "r2": 0.2, "min_ess_tail": float("nan")}
-    messages = gate_failures(bad, GateConfig(max_mape=0.01))
+    assert not any("R²" in m for m in gate_failures(bad, GateConfig()))  # no fixed R² floor by default
+    messages = gate_failures(bad, GateConfig(max_mape=0.01, min_r2=0.5))
     assert len(messages) == 5
     assert any("R-hat 1.0300 > 1.01" in m for m in messages) and any("2 divergences" in m for m in messages)
     assert any("tail ESS" in m for m in messages) and any("MAPE" in m for m in messages)

@@ -9,11 +9,18 @@ combination of parts, kinds and samplers in the slow one.
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
+import yaml
+from conftest import small_model_config
 
-from mmm_pipeline.config import GateConfig, ModelConfig
+from mmm_pipeline.config import GateConfig, ModelConfig, load_config
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.calibration import LiftTests
@@ -23,7 +30,8 @@ from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.promotion import cv_failures, next_steps
 from mmm_pipeline.refit import ATTEMPT_COLUMNS, RefitOutcome, refit_market
 from mmm_pipeline.registry import CVRecord
-from mmm_pipeline.synthetic import generate_world
+from mmm_pipeline.scaffold import init_project
+from mmm_pipeline.synthetic import generate_world, write_world
 
 GATE = GateConfig()
 OK = {"max_r_hat": 1.005, "min_ess_bulk": 900.0, "min_ess_tail": 800.0, "divergences": 0}
@@ -213,3 +221,43 @@ def test_optional_parts_matrix(
         sampler=SMALL.model_copy(update={"name": sampler}),
     )
     _fit_ok(_variant(world_data, controls), spec, _lift_tests() if lift else None)
+
+
+CLI = str(Path(sys.executable).with_name("mmm-pipeline"))
+
+
+def test_no_trustworthy_model_exits_1_with_reasons_and_a_page_not_a_traceback(tmp_path: Path) -> None:
+    """A gate no fit can pass: the real CLI exits 1 naming the rule, the attempts and next steps (no
+    stack trace), BI shows the latest attempts, and the report folder holds the "not yet trustworthy"
+    page instead of an executive report."""
+    config_path = init_project(tmp_path, "synthetic")
+    small_model_config(
+        config_path,
+        spec={"l_max": 2, "n_fourier": 1, "sampler": {"chains": 2, "draws": 60, "tune": 60, "seed": 1}},
+        gate={"min_ess_bulk": 1e9},
+        remedies={"max_attempts": 2},
+    )
+    raw = yaml.safe_load(config_path.read_text())
+    raw["cv"] = {"enabled": False}
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(config_path)
+    write_world(generate_world(seed=4, n_weeks=60, start=cfg.calendar.start), cfg.landing_dir, tmp_path / "t")
+    done = subprocess.run(
+        [CLI, "--config", str(config_path), "run"], capture_output=True, text=True, timeout=900
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    assert "no model of market all has passed the gate yet" in output
+    assert "(2 attempt(s)) missed:" in output and "min bulk ESS" in output
+    assert "parameters most responsible:" in output and "next step:" in output
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        latest = bi.execute("SELECT status, fit_attempts FROM latest_model_runs").fetchall()
+        attempts = bi.execute("SELECT attempt, remedy FROM model_fit_attempts ORDER BY attempt").fetchall()
+    assert latest == [("rejected", 2)]
+    assert [a[0] for a in attempts] == [1, 2] and "tune 60 -> 120" in attempts[1][1]
+    (page,) = (cfg.reports_dir / "all").glob("*/report.html")
+    html = page.read_text()
+    assert "model not yet trustworthy" in html and "min bulk ESS" in html and "What to do next" in html
+    assert json.loads((page.parent / "report.json").read_text())["page"] == "model_not_yet_trustworthy"
+    assert f"Model not yet trustworthy, what to do (market all): {page}" in output
