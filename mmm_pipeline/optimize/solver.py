@@ -35,7 +35,6 @@ from scipy.optimize import linprog, minimize
 from mmm_pipeline.optimize.constraints import (
     LinearSystem,
     Problem,
-    _linprog,
     _split,
     is_feasible,
     linear_system,
@@ -236,21 +235,6 @@ def _slsqp(
     return np.clip(result.x, reduced.lb, reduced.ub), str(result.message), int(result.nit)
 
 
-def _channel_range(reduced: _Reduced, n_ch: int, c: int) -> tuple[float, float] | None:
-    """The smallest and largest total (scaled) that channel ``c`` can have under the rules (two LPs)."""
-    row = np.zeros(reduced.base.size)
-    row[c::n_ch] = 1.0
-    cost = reduced.m.T @ row
-    if not cost.any():  # no free variable: fixed, or switched off
-        return None
-    sub = LinearSystem(reduced.a, reduced.lo, reduced.hi, reduced.lb, reduced.ub, 1.0, [])
-    ends = [_linprog(sub, sign * cost) for sign in (1.0, -1.0)]
-    if any(y is None for y in ends):
-        return None
-    offset = row @ reduced.base
-    return offset + float(cost @ ends[0]), offset + float(cost @ ends[1])
-
-
 def _starts(problem: Problem, reduced: _Reduced, n_spread: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Feasible starts (full ``z``), each projected onto the rules (L1): the current allocation, an even
     split, the corners and ``n_spread`` random splits.
@@ -259,7 +243,8 @@ def _starts(problem: Problem, reduced: _Reduced, n_spread: int, rng: np.random.G
     off, and SLSQP stays on the face it starts near: a channel at 0 has no marginal return there. So the
     corners matter: each channel at its lowest total the rules allow (off where it can be, so every
     on/off channel off) and at its highest, the rest of the budget split evenly over the other channels.
-    The random splits are seeded: the search is deterministic.
+    The extremes are read off the channel's own bounds (the projection settles the other rules: no LP per
+    channel). The random splits are seeded: the search is deterministic.
     """
     n, n_ch, weeks = problem.n_vars, len(problem.channels), problem.weeks
     pattern = _week_pattern(problem)
@@ -269,9 +254,10 @@ def _starts(problem: Problem, reduced: _Reduced, n_spread: int, rng: np.random.G
         return np.outer(pattern, totals).reshape(-1)
 
     targets = [problem.current.reshape(-1) / scale, spread(np.full(n_ch, float(weeks)))]
-    for c in range(n_ch):
-        ends = _channel_range(reduced, n_ch, c) if n_ch > 1 else None
-        if ends is None:
+    system = reduced.system
+    for c in range(n_ch if n_ch > 1 else 0):
+        ends = float(system.lb[c::n_ch].sum()), float(system.ub[c::n_ch].sum())
+        if ends[1] - ends[0] <= 1e-12 * n:  # fixed or switched off
             continue
         for total in ends:
             total = min(max(total, 0.0), float(n))
