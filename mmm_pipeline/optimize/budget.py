@@ -38,8 +38,9 @@ class BudgetResult:
     share_current, share_recommended, contribution_current_mean, contribution_mean, contribution_hdi_low,
     contribution_hdi_high, roas_current, roas_recommended, mroas_current, mroas_recommended,
     hist_weekly_min, hist_weekly_max, recommended_weekly_max, range_flag`` (ROAS and marginal ROAS are
-    posterior means; ``range_flag``: ``""``, ``above_history``, ``below_history``, ``switched_off`` (off,
-    but on in every week of the history) or ``never_spent``).
+    posterior means; ``range_flag``: ``""``, ``above_history`` (the plan's largest adstocked weekly spend,
+    the saturation curve's input, above ``flag_multiple`` x the largest the history's adstock reached),
+    ``below_history``, ``switched_off`` (off, but on in every week of the history) or ``never_spent``).
 
     ``summary`` (one row): ``plan, mode, weeks, objective, risk, budget, budget_mode, total_current,
     total_recommended, objective_current, objective_recommended, contribution_current_mean,
@@ -94,12 +95,31 @@ def _channel_metrics(
     return contribution, np.einsum("shc,hc->sc", jac, shape)
 
 
-def _range_flags(problem: Problem, plan: np.ndarray) -> tuple[list[str], np.ndarray]:
+def _adstocked_plan_max(response: ResponseModel, problem: Problem, plan: np.ndarray) -> np.ndarray:
+    """Per draw, each channel's largest adstocked weekly spend ``(S, C)`` under ``plan``: what its
+    saturation curve reads (steady state: a constant weekly spend adstocks to itself)."""
+    if problem.steady_state:
+        return np.broadcast_to(plan[0], (response.n_draws, plan.shape[1]))
+    return response.adstocked_spend(plan, problem.carry_in).max(axis=1)
+
+
+def _range_flags(
+    problem: Problem, plan: np.ndarray, response: ResponseModel, observed_max: np.ndarray | None
+) -> tuple[list[str], np.ndarray]:
+    """Flags and per-channel labels for spend outside what the model saw.
+
+    "Above" compares adstocked levels, because that is the saturation curve's input: the plan's largest
+    adstocked week against the history's (``observed_max`` ``(S, C)``, posterior means of both), not the
+    largest raw week, which the curve never read (the largest adstocked week is 0.76-0.98 of it on the
+    synthetic worlds). "Never spent", "switched off" and "below" are about raw weekly spend.
+    """
     flags, labels = [], np.full(len(problem.channels), "", dtype=object)
-    if problem.hist_max is None:
+    if problem.hist_max is None or observed_max is None:
         return flags, labels
     k = problem.plan.history.flag_multiple
     weekly_max = plan.max(axis=0)
+    adstocked = _adstocked_plan_max(response, problem, plan).mean(axis=0)
+    seen = observed_max.mean(axis=0)
     positive = np.where(plan > 0, plan, np.inf).min(axis=0)
     for c, name in enumerate(problem.channels):
         hi, lo = problem.hist_max[c], problem.hist_min[c]
@@ -108,11 +128,12 @@ def _range_flags(problem: Problem, plan: np.ndarray) -> tuple[list[str], np.ndar
             flags.append(
                 f"{name}: recommended weekly spend {weekly_max[c]:,.0f}, but it never spent in the history"
             )
-        elif weekly_max[c] > k * hi:
+        elif adstocked[c] > k * seen[c]:
             labels[c] = "above_history"
             flags.append(
-                f"{name}: recommended weekly spend up to {weekly_max[c]:,.0f}, above {k:g} x its historical "
-                f"max {hi:,.0f}: the model extrapolates"
+                f"{name}: recommended spend reaches an adstocked weekly level of {adstocked[c]:,.0f}, above "
+                f"{k:g} x the largest the model saw ({seen[c]:,.0f}; largest raw week {hi:,.0f}): the model "
+                "extrapolates"
             )
         elif weekly_max[c] == 0 and problem.hist_always_on is not None and problem.hist_always_on[c]:
             labels[c] = "switched_off"
@@ -163,9 +184,13 @@ def optimize_budget(
     """
     problem = build_problem(plan, response.channels, current=current, history=history, groups=groups)
     require_feasible(problem)
-    if plan.history.extrapolation == "log" and problem.hist_max is not None:
-        # Past each channel's biggest historical week the curve is the prior's: read it conservatively.
-        response = response.with_observed_max(problem.hist_max)
+    observed_max = None
+    if problem.hist_max is not None:
+        # the adstocked levels the model saw (per draw), over the range's window
+        observed_max = response.adstocked_max(problem.carry_in, plan.history.weeks)
+    if plan.history.extrapolation == "log" and observed_max is not None:
+        # Past each channel's largest adstocked week the curve is the prior's: read it conservatively.
+        response = response.with_observed_max(observed_max)
     current_plan = problem.current
     spend_current = float(current_plan.sum())
     probe = Evaluator(problem, response, ObjectiveFunction(plan.objective, {}))
@@ -179,7 +204,7 @@ def optimize_budget(
     g_rec, mroas_rec = _channel_metrics(response, problem, recommended, shape)
     _, mroas_cur = _channel_metrics(response, problem, current_plan, _direction(current_plan, recommended))
     total_cur, total_rec = current_plan.sum(axis=0), recommended.sum(axis=0)
-    flags, labels = _range_flags(problem, recommended)
+    flags, labels = _range_flags(problem, recommended, response, observed_max)
     channels = list(problem.channels)
     contribution_hdi = hdi(g_rec, HDI_PROB)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -10,7 +10,7 @@ vector-Jacobian product of the response, never a per-draw Jacobian.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import special
@@ -98,6 +98,10 @@ class ObjectiveFunction:
         if objective.risk.on == "gain":
             current = cls(objective, refs).values(current_contribution, current_spend)[0]
         return cls(objective, refs, current)
+
+    def subset(self, draws: np.ndarray) -> ObjectiveFunction:
+        """The same objective on a subset of the posterior draws (with the response's ``subset``)."""
+        return replace(self, current=None if self.current is None else self.current[draws])
 
     @property
     def value_scale(self) -> float:

@@ -259,13 +259,15 @@ class HistoryRules(_Strict):
     cap_multiple: float | None = Field(None, gt=0)
     """No week's spend above ``cap_multiple`` x the channel's biggest historical week."""
     flag_multiple: float = Field(1.25, ge=1)
-    """Flag weekly spend above ``flag_multiple`` x the historical max (or, for a channel that is on,
-    below the smallest non-zero historical week / ``flag_multiple``)."""
+    """Flag a plan whose adstocked weekly spend (what the saturation curve reads) goes above
+    ``flag_multiple`` x the largest adstocked week of the history (or, for a channel that is on, whose
+    weekly spend goes below the smallest non-zero historical week / ``flag_multiple``)."""
     weeks: int | None = Field(None, ge=1)
     """Recent weeks of history defining the range; default all given."""
     extrapolation: Literal["log", "posterior"] = "log"
-    """How the optimizer reads a channel's response above its biggest historical week ``M`` (needs the
-    history). ``log`` (default): per posterior draw, the lower of the posterior curve and a logarithmic
+    """How the optimizer reads a channel's response above the largest adstocked weekly spend of the
+    history ``M``, per posterior draw (the largest level its curve saw; needs the history). ``log``
+    (default): per posterior draw, the lower of the posterior curve and a logarithmic
     continuation from ``M`` (same value and marginal return at ``M``, then a marginal return falling at
     least in inverse proportion to spend), because past ``M`` the curvature is the prior's, not the
     data's. ``posterior``: the fitted curve as it is."""

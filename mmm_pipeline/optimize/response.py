@@ -22,12 +22,13 @@ Two ways of scoring a plan (see :class:`mmm_pipeline.optimize.plan.Horizon`):
   spend after; what no plan can change (the carry-in's effect, the later spend's own effect) cancels.
 
 Beyond the observed range (:meth:`ResponseModel.with_observed_max`): the data say nothing about a
-channel's curvature past its biggest historical week ``M``, so there the posterior curve is the prior's
-(and a weakly curved fit stays almost straight). With an observed max set, each draw's saturation of an
-adstocked weekly spend ``a > M`` is the lower of the posterior's and a logarithmic continuation from ``M``,
-``sat(M) + sat'(M) M ln(a / M)``: value and marginal return agree with the posterior at ``M``, and beyond
-it the marginal return falls at least in inverse proportion to spend (halved at ``2 M``). No tuning
-constant; within the observed range nothing changes.
+channel's curvature past the largest adstocked weekly spend ``M`` it saw (:meth:`adstocked_max` of the
+history, per draw: the level its saturation curve read, below the largest raw week), so there the
+posterior curve is the prior's (and a weakly curved fit stays almost straight). With an observed max
+set, each draw's saturation of an adstocked weekly spend ``a > M`` is the lower of the posterior's and a
+logarithmic continuation from ``M``, ``sat(M) + sat'(M) M ln(a / M)``: value and marginal return agree
+with the posterior at ``M``, and beyond it the marginal return falls at least in inverse proportion to
+spend (halved at ``2 M``). No tuning constant; within the observed range nothing changes.
 
 Media effects in this model are additive and do not vary with the season, so seasonality (and trend,
 controls) shifts the KPI by the same amount under every plan and does not enter the objective.
@@ -99,8 +100,10 @@ class ResponseModel:
     spend_scale: np.ndarray
     kpi_scale: float
     observed_max: np.ndarray | None = None
-    """``(C,)`` raw weekly spend beyond which the response is extrapolated conservatively (see the module
-    docstring); ``None``: the posterior everywhere. A channel with 0 (never spent) keeps its posterior."""
+    """Adstocked weekly spend (currency) beyond which the response is extrapolated conservatively (see the
+    module docstring), ``(C,)`` or per draw ``(S, C)`` (:meth:`adstocked_max` of the history: each draw's
+    adstock saw its own largest level); ``None``: the posterior everywhere. A channel with 0 (never spent)
+    keeps its posterior."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,12 +119,12 @@ class ResponseModel:
             raise ValueError("a single saturation block must list the channels in order")
         if self.observed_max is not None:
             self.observed_max = np.asarray(self.observed_max, dtype=float)
-            if self.observed_max.shape != (c,) or (self.observed_max < 0).any():
-                raise ValueError("observed_max must be (C,) non-negative weekly spend")
+            if self.observed_max.shape not in ((c,), (s, c)) or (self.observed_max < 0).any():
+                raise ValueError("observed_max must be (C,) or (S, C) non-negative adstocked weekly spend")
 
     def with_observed_max(self, observed_max: np.ndarray | None) -> ResponseModel:
-        """The same model, extrapolating conservatively past each channel's ``observed_max`` weekly spend
-        (see the module docstring); ``None`` removes it."""
+        """The same model, extrapolating conservatively past each channel's ``observed_max`` adstocked
+        weekly spend, ``(C,)`` or ``(S, C)`` (see the module docstring); ``None`` removes it."""
         return ResponseModel(
             self.channels, self.weights, self.beta, self.saturation, self.spend_scale, self.kpi_scale,
             observed_max,
@@ -209,10 +212,32 @@ class ResponseModel:
             SaturationBlock(b.kind, b.channels, {k: v[idx] for k, v in b.params.items()})
             for b in self.saturation
         ]
+        observed = self.observed_max
+        if observed is not None and observed.ndim == 2:
+            observed = observed[idx]
         return ResponseModel(
             self.channels, self.weights[:, idx], self.beta[idx], blocks, self.spend_scale, self.kpi_scale,
-            self.observed_max,
+            observed,
         )  # fmt: skip
+
+    def adstocked_spend(self, spend: np.ndarray, carry_in: np.ndarray | None = None) -> np.ndarray:
+        """Adstocked weekly spend ``(S, T, C)`` in currency of ``spend`` ``(T, C)`` after ``carry_in``
+        (raw spend of the weeks before, its last ``l_max - 1`` rows; zeros if ``None``): the level each
+        draw's saturation curve reads, week by week."""
+        spend = np.asarray(spend, dtype=float).reshape(-1, self.n_channels)
+        adstocked = self._adstock(spend / self.spend_scale, self._carry(carry_in))  # (C, T, S)
+        return adstocked.transpose(2, 1, 0) * self.spend_scale
+
+    def adstocked_max(self, history: np.ndarray, weeks: int | None = None) -> np.ndarray:
+        """Per draw, each channel's largest adstocked weekly spend ``(S, C)`` over the last ``weeks`` weeks of
+        ``history`` (raw weekly spend ``(W, C)``, oldest first; all weeks if ``None``): where the data end
+        for the curve. Adstock spreads a week's spend over the following weeks, so this is below the largest
+        raw week (0.76-0.98 of it on the synthetic worlds), and the largest raw week is not a level the
+        model ever saw."""
+        adstocked = self.adstocked_spend(history)
+        if weeks is not None:
+            adstocked = adstocked[:, -weeks:]
+        return adstocked.max(axis=1)
 
     # --- maths ----------------------------------------------------------------------------------------
 
@@ -238,9 +263,9 @@ class ResponseModel:
         if self.observed_max is None:
             return value, deriv
         if "edge" not in self._cache:
-            edge = (self.observed_max / self.spend_scale)[:, None, None]  # (C, 1, 1)
-            at = np.ascontiguousarray(np.broadcast_to(edge, (self.n_channels, 1, self.n_draws)))
-            v_edge, d_edge = self._saturate_posterior(at, slope=True)
+            observed = np.broadcast_to(self.observed_max, (self.n_draws, self.n_channels))
+            edge = np.ascontiguousarray((observed / self.spend_scale).T[:, None, :])  # (C, 1, S)
+            v_edge, d_edge = self._saturate_posterior(edge, slope=True)
             self._cache["edge"] = (edge, v_edge, d_edge * edge)  # sat(M), M sat'(M)
         edge, v_edge, md_edge = self._cache["edge"]
         beyond = (adstocked > edge) & (edge > 0)

@@ -43,6 +43,11 @@ from mmm_pipeline.optimize.constraints import (
 from mmm_pipeline.optimize.objective import ObjectiveFunction
 from mmm_pipeline.optimize.response import ResponseModel
 
+#: Posterior draws on which every start climbs first (:func:`_multistart`).
+SCREEN_DRAWS = 100
+#: Best distinct screened ends that climb again on every draw.
+POLISH = 2
+
 
 @dataclass
 class Evaluator:
@@ -59,6 +64,15 @@ class Evaluator:
         if self.problem.steady_state:
             return self.response.steady_state(plan[0])
         return self.response.plan_contribution(plan, self.problem.carry_in, self.problem.after)
+
+    def thinned(self, max_draws: int) -> Evaluator:
+        """The same objective on at most ``max_draws`` evenly spaced posterior draws (itself if it has no
+        more): a cheap stand-in to tell local optima apart."""
+        n = self.response.n_draws
+        if n <= max_draws:
+            return self
+        idx = np.round(np.linspace(0, n - 1, max_draws)).astype(int)
+        return Evaluator(self.problem, self.response.subset(idx), self.objective.subset(idx))
 
     def value(self, plan: np.ndarray) -> float:
         plan = np.asarray(plan, dtype=float).reshape(self.problem.weeks, -1)
@@ -84,11 +98,13 @@ class Evaluator:
 
 @dataclass
 class SolveInfo:
-    """What the search did: nodes of the on/off search, SLSQP runs, objective evaluations, seconds."""
+    """What the search did: nodes of the on/off search, SLSQP runs, objective evaluations (on every draw,
+    and on the thinned posterior that screens the starts), seconds."""
 
     nodes: int = 0
     nlp_solves: int = 0
     evaluations: int = 0
+    screen_evaluations: int = 0
     seconds: float = 0.0
     semicontinuous: list[str] = field(default_factory=list)
     iterations: list[int] = field(default_factory=list)
@@ -219,15 +235,38 @@ def _slsqp(
     return np.clip(result.x, reduced.lb, reduced.ub), str(result.message), int(result.nit)
 
 
-def _starts(problem: Problem, reduced: _Reduced, n_starts: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Feasible starts (full ``z``): the current allocation, an even split, random splits, projected."""
-    n = problem.n_vars
+def _starts(problem: Problem, reduced: _Reduced, n_spread: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Feasible starts (full ``z``), each projected onto the rules (L1): the current allocation, an even
+    split, the corners and ``n_spread`` random splits.
+
+    With S-shaped (Hill) curves the objective has a local optimum on most faces where some channels are
+    off, and SLSQP stays on the face it starts near: a channel at 0 has no marginal return there. So the
+    corners matter: each channel at its lowest total the rules allow (off where it can be, so every
+    on/off channel off) and at its highest, the rest of the budget split evenly over the other channels.
+    The extremes are read off the channel's own bounds (the projection settles the other rules: no LP per
+    channel). The random splits are seeded: the search is deterministic.
+    """
+    n, n_ch, weeks = problem.n_vars, len(problem.channels), problem.weeks
+    pattern = _week_pattern(problem)
     scale = reduced.system.scale
-    targets = [problem.current.reshape(-1) / scale, np.ones(n)]
-    for _ in range(max(n_starts - 2, 0)):
-        targets.append(rng.dirichlet(np.ones(n)) * n)
+
+    def spread(totals: np.ndarray) -> np.ndarray:
+        return np.outer(pattern, totals).reshape(-1)
+
+    targets = [problem.current.reshape(-1) / scale, spread(np.full(n_ch, float(weeks)))]
+    system = reduced.system
+    for c in range(n_ch if n_ch > 1 else 0):
+        ends = float(system.lb[c::n_ch].sum()), float(system.ub[c::n_ch].sum())
+        if ends[1] - ends[0] <= 1e-12 * n:  # fixed or switched off
+            continue
+        for total in ends:
+            total = min(max(total, 0.0), float(n))
+            totals = np.full(n_ch, (n - total) / (n_ch - 1))
+            totals[c] = total
+            targets.append(spread(totals))
+    targets += [spread(rng.dirichlet(np.ones(n_ch)) * n) for _ in range(max(n_spread, 0))]
     out: list[np.ndarray] = []
-    for t in targets[: max(n_starts, 1)]:
+    for t in targets:
         y = reduced.project(t)
         if y is not None:
             z = reduced.full(y)
@@ -278,6 +317,69 @@ def _preconditioned(evaluator: Evaluator, reduced: _Reduced, z: np.ndarray) -> _
     return _Reduced._make(reduced.system, reduced.m * d, reduced.base, reduced.lb / d, reduced.ub / d)
 
 
+def _climb(
+    evaluator: Evaluator,
+    reduced: _Reduced,
+    z: np.ndarray,
+    fscale: float,
+    maxiter: int,
+    ftol: float,
+    info: SolveInfo,
+) -> np.ndarray | None:
+    """SLSQP from the full ``z``: the feasible end point (full ``z``, projected back onto the rules if SLSQP
+    left it a hair outside), or ``None`` if it cannot be."""
+    if not reduced.size:
+        return z
+    y, message, nit = _slsqp(evaluator, reduced, reduced.to_reduced(z), fscale, maxiter, ftol)
+    info.nlp_solves += 1
+    info.iterations.append(nit)
+    if not reduced.meets(y):
+        projected = reduced.project(reduced.full(y))
+        if projected is None:
+            info.messages.append(f"SLSQP ended outside the rules and could not be projected: {message}")
+            return None
+        y = projected
+    return reduced.full(y)
+
+
+def _multistart(
+    evaluator: Evaluator,
+    screen: Evaluator,
+    reduced: _Reduced,
+    starts: list[np.ndarray],
+    fscale: float,
+    maxiter: int,
+    ftol: float,
+    info: SolveInfo,
+) -> list[tuple[np.ndarray, float]]:
+    """Feasible SLSQP ends over ``starts`` (full ``z``) as ``(z, value)``, best first (at most
+    :data:`POLISH` distinct ones when the starts were screened; empty if none is feasible).
+
+    With many draws each start first climbs on ``screen`` (the posterior thinned to
+    :data:`SCREEN_DRAWS`: the same curves, the cost of an evaluation divided accordingly); the
+    :data:`POLISH` best distinct ends then climb again on every draw, from where they stopped (a few
+    iterations). Which local optimum is best is a coarse question the thinned posterior answers; the
+    exact optimum within it is settled on all draws.
+    """
+    scale, weeks = reduced.system.scale, evaluator.problem.weeks
+
+    def value_of(ev: Evaluator, z: np.ndarray) -> float:
+        return ev.value((z * scale).reshape(weeks, -1))
+
+    if screen is not evaluator and len(starts) > POLISH:
+        ends = [_climb(screen, reduced, z, fscale, maxiter, ftol, info) for z in starts]
+        ranked = sorted(((value_of(screen, z), i) for i, z in enumerate(ends) if z is not None), reverse=True)
+        chosen: list[np.ndarray] = []
+        for _, i in ranked:
+            if not any(np.allclose(ends[i], c, rtol=0, atol=1e-3) for c in chosen):
+                chosen.append(ends[i])
+            if len(chosen) == POLISH:
+                break
+        starts = chosen
+    ends = [_climb(evaluator, reduced, start, fscale, maxiter, ftol, info) for start in starts]
+    return sorted(((z, value_of(evaluator, z)) for z in ends if z is not None), key=lambda e: -e[1])
+
+
 def _solve_relaxation(
     evaluator: Evaluator,
     system: LinearSystem,
@@ -287,73 +389,44 @@ def _solve_relaxation(
     fscale: list[float],
     maxiter: int,
     ftol: float,
-    extra_starts: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, float] | None:
-    """Best feasible SLSQP result over the starts, as ``(plan (H, C), value)``; ``None`` if infeasible.
+    """Best feasible SLSQP result over the starts (:func:`_starts`, :func:`_multistart`), as
+    ``(plan (H, C), value)``; ``None`` if infeasible.
 
     Multi-week plans run the starts on the flat version (each channel's total spread evenly, or by
-    ``week_shares``: one variable per channel, cheap) and refine the best flat plan week by week with one
-    more SLSQP run (the week-by-week problem is large and its optimum close to the flat one). Variables
-    are preconditioned per channel (:func:`_preconditioned`).
+    ``week_shares``: one variable per channel, cheap) and refine the :data:`POLISH` best distinct flat
+    plans week by week (the week-by-week problem is large and its optimum near a flat one, but not always
+    the best flat one: with S-shaped curves, concentrating a channel's spend in some weeks can lift it
+    past its threshold, so a channel the best flat plan switches off may win once its weeks are free).
+    Variables are preconditioned per channel (:func:`_preconditioned`).
     """
     problem = evaluator.problem
     weeks = problem.weeks
     reduced = _Reduced.of(system)
     starts = _starts(problem, reduced, n_starts, rng)
-    for z in extra_starts or []:
-        y = reduced.project(z)
-        if y is not None:
-            starts.insert(0, reduced.full(y))
     if not starts:
         return None
-
-    def value_of(z: np.ndarray) -> float:
-        return evaluator.value((z * system.scale).reshape(weeks, -1))
-
     if not fscale:
         # a gain objective is about 0 at the current allocation: scale by the current value's size then
-        fscale.append(max(abs(value_of(starts[0])), evaluator.objective.value_scale, 1e-12))
+        first = evaluator.value((starts[0] * system.scale).reshape(weeks, -1))
+        fscale.append(max(abs(first), evaluator.objective.value_scale, 1e-12))
+    screen = evaluator.thinned(SCREEN_DRAWS)
     if weeks > 1 and reduced.size:
         flat = _Reduced.flat(system, weeks, _week_pattern(problem))
-        flat_best: tuple[np.ndarray, float] | None = None
-        if flat is not None:
-            first = flat.project(starts[0])
-            flat = flat if first is None else _preconditioned(evaluator, flat, flat.full(first))
-        for start in [] if flat is None else starts:
-            flat_start = flat.project(start)
-            if flat_start is None:
-                continue
-            y, _, nit = _slsqp(evaluator, flat, flat_start, fscale[0], maxiter, ftol)
-            info.nlp_solves += 1
-            info.iterations.append(nit)
-            if flat.meets(y):
-                value = value_of(flat.full(y))
-                if flat_best is None or value > flat_best[1]:
-                    flat_best = (flat.full(y), value)
-        if flat_best is not None:
-            starts = [flat_best[0]]
+        flat_starts = (
+            [] if flat is None else [flat.full(y) for z in starts if (y := flat.project(z)) is not None]
+        )
+        if flat_starts:
+            flat = _preconditioned(evaluator, flat, flat_starts[0])
+            flat_ends = _multistart(evaluator, screen, flat, flat_starts, fscale[0], maxiter, ftol, info)
+            if flat_ends:
+                starts = [z for z, _ in flat_ends[:POLISH]]
     if reduced.size:
         reduced = _preconditioned(evaluator, reduced, starts[0])
-    best: tuple[np.ndarray, float] | None = None
-    for start in starts:
-        z = start
-        if reduced.size:
-            y, message, nit = _slsqp(evaluator, reduced, reduced.to_reduced(start), fscale[0], maxiter, ftol)
-            info.nlp_solves += 1
-            info.iterations.append(nit)
-            if not reduced.meets(y):
-                projected = reduced.project(reduced.full(y))
-                if projected is None:
-                    info.messages.append(
-                        f"SLSQP ended outside the rules and could not be projected: {message}"
-                    )
-                    continue
-                y = projected
-            z = reduced.full(y)
-        value = value_of(z)
-        if best is None or value > best[1]:
-            best = (z * system.scale, value)
-    return None if best is None else (best[0].reshape(weeks, -1), best[1])
+    ends = _multistart(evaluator, screen, reduced, starts, fscale[0], maxiter, ftol, info)
+    if screen is not evaluator:
+        info.screen_evaluations += screen.n_evals
+    return ((ends[0][0] * system.scale).reshape(weeks, -1), ends[0][1]) if ends else None
 
 
 @contextlib.contextmanager
