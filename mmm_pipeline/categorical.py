@@ -21,17 +21,30 @@ label (ties: the first key in alphabetical order).
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from .config import ControlConfig
-from .importers.wide import slugify
 
 #: Labels that mean "no label" (compared trimmed and lower-case), and the key of that group.
 NO_LABEL_MARKERS = ("", "na", "n/a", "nan", "none", "null", "-")
 NO_LABEL = "none"
+
+
+def slugify(label: str) -> str:
+    """A safe identifier from a raw label: 'hldy_Father's Day' -> 'hldy_fathers_day'.
+
+    Accents are folded to ASCII and apostrophes dropped (so possessives read naturally); every other
+    run of non-alphanumerics becomes one '_'. A leading digit gets a 'c_' prefix, because SQL column
+    names cannot start with one.
+    """
+    text = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode().lower()
+    text = re.sub(r"[^a-z0-9]+", "_", re.sub(r"['`]", "", text)).strip("_")
+    return f"c_{text}" if text[:1].isdigit() else text
 
 
 class CategoricalError(ValueError):

@@ -187,7 +187,7 @@ def _normalize(kind: str, frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFra
         # A categorical control's value is its label, kept as delivered (trimmed); value stays empty.
         categorical = frame["control"].isin(cfg.categorical_controls)
         out["value"] = pd.to_numeric(frame["value"].where(~categorical), errors="coerce").astype(float)
-        out["label"] = frame["value"].astype("string").str.strip().where(categorical).astype(object)
+        out["label"] = frame["value"].astype("string").str.strip().astype(object).where(categorical, None)
     return out
 
 
