@@ -13,7 +13,14 @@ import duckdb
 import yaml
 
 from .config import CONFIG_ENV_VAR, ConfigError, ProjectConfig, load_config
-from .importers.wide import WideImportError, config_entries, import_wide, load_wide_mapping, read_table
+from .importers.wide import (
+    WideImportError,
+    config_entries,
+    control_kinds,
+    import_wide,
+    load_wide_mapping,
+    read_table,
+)
 from .report import latest_report, read_manifest
 from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline
 from .scaffold import EXAMPLES, demo_file, init_project
@@ -169,12 +176,19 @@ def cmd_import_wide(args: argparse.Namespace) -> int:
     cfg = _config(args)
     mapping = load_wide_mapping(args.mapping)
     written = import_wide(
-        args.table, mapping, cfg.landing_dir, split=args.split, week_start=cfg.calendar.week_start
+        args.table,
+        mapping,
+        cfg.landing_dir,
+        split=args.split,
+        week_start=cfg.calendar.week_start,
+        notify=lambda message: print(f"note: {message}", file=sys.stderr),
     )
     print(f"wrote {len(written)} landing file(s) under {cfg.landing_dir}")
     if args.print_config:
-        entries = config_entries(mapping, read_table(Path(args.table), mapping).columns)
-        print(yaml.safe_dump(entries, sort_keys=False))
+        table = read_table(Path(args.table), mapping)
+        kinds = control_kinds(table, mapping)
+        categorical = [name for name, (kind, _) in kinds.items() if kind == "categorical"]
+        print(yaml.safe_dump(config_entries(mapping, table.columns, categorical), sort_keys=False))
     return 0
 
 

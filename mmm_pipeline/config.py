@@ -80,10 +80,38 @@ class ControlConfig(StrictModel):
 
     name: Identifier
     aliases: list[str] = Field(default_factory=list)
+    kind: Literal["numeric", "categorical"] = "numeric"
+    """``categorical``: the values are labels (events, promotions, holidays by name). The warehouse and
+    BI keep the label; the model gets one 0/1 indicator per label against a baseline label
+    (:mod:`mmm_pipeline.categorical`). A numeric control that receives labels is rejected with a message
+    saying how to declare it: a data delivery never changes what kind of variable the model has."""
     fill: Literal["zero", "ffill", "error"] = "zero"
-    """Weeks without a value: 0, the last known value, or a failed check."""
+    """Weeks without a value: 0, the last known value, or a failed check. Categorical: no label (the
+    no-label group), the last label, or a failed check."""
     aggregate: Literal["mean", "sum", "max"] = "mean"
-    """How daily values combine into a week (prices: mean; event counts: sum; flags: max)."""
+    """How daily values combine into a week (prices: mean; event counts: sum; flags: max). Not for a
+    categorical control, which has one label a week (see :mod:`mmm_pipeline.categorical`)."""
+    baseline: str | None = None
+    """Categorical only: the label every indicator is measured against. Default: the no-label group
+    (weeks without a label or labelled '', 'na', 'none' ...) when the training weeks have one, else the
+    most frequent label."""
+    max_levels: int = Field(12, ge=2, le=200)
+    """Categorical only: the most distinct labels (baseline included) a fit accepts; more is an error
+    naming the control and the count, as a column of free text or ids would otherwise become dozens of
+    barely identified coefficients."""
+
+    @model_validator(mode="after")
+    def _categorical_keys(self) -> ControlConfig:
+        if self.kind == "numeric":
+            extra = sorted({"baseline", "max_levels"} & self.model_fields_set)
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply to a control with kind: categorical")
+        elif "aggregate" in self.model_fields_set:
+            raise ValueError(
+                "a categorical control has one label a week (an event day labels its week), "
+                "so 'aggregate' does not apply; remove it"
+            )
+        return self
 
 
 class KpiConfig(StrictModel):
@@ -259,7 +287,25 @@ class ProjectConfig(StrictModel):
     @classmethod
     def _controls_unique(cls, value: list[ControlConfig]) -> list[ControlConfig]:
         _unique_names([c.name for c in value], "control")
+        for categorical in (c.name for c in value if c.kind == "categorical"):
+            for other in value:
+                if other.name.startswith(f"{categorical}__"):
+                    raise ValueError(
+                        f"control {other.name!r} looks like an indicator of categorical control "
+                        f"{categorical!r} (named '{categorical}__<label>'); rename it"
+                    )
         return value
+
+    @model_validator(mode="after")
+    def _conditions_on_numeric_controls(self) -> ProjectConfig:
+        categorical = set(self.categorical_controls)
+        for i, condition in enumerate(self.conditions):
+            if condition.when.control in categorical:
+                raise ValueError(
+                    f"conditions.{i}: control {condition.when.control!r} is categorical (labels); "
+                    "a condition compares a numeric control's level"
+                )
+        return self
 
     @field_validator("markets")
     @classmethod
@@ -276,6 +322,11 @@ class ProjectConfig(StrictModel):
     @property
     def control_names(self) -> list[str]:
         return [c.name for c in self.controls]
+
+    @property
+    def categorical_controls(self) -> dict[str, ControlConfig]:
+        """The controls declared ``kind: categorical``, by name."""
+        return {c.name: c for c in self.controls if c.kind == "categorical"}
 
     def channel_aliases(self) -> dict[str, str]:
         """Map every accepted raw channel label (case-insensitive) to its channel name."""

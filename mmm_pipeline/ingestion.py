@@ -35,7 +35,7 @@ from .warehouse import transaction
 LANDED_COLUMNS = {
     "media": ["delivery_id", "row_number", "date", "week", "market", "channel", "spend", "impressions"],
     "kpi": ["delivery_id", "row_number", "date", "week", "market", "kpi"],
-    "controls": ["delivery_id", "row_number", "date", "week", "market", "control", "value"],
+    "controls": ["delivery_id", "row_number", "date", "week", "market", "control", "value", "label"],
     "lift_tests": ["delivery_id", "row_number", "week", *LIFT_TEST_COLUMNS],
 }
 

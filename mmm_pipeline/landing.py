@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +33,8 @@ class RuleViolation:
     rows: list[int]
     examples: list[str] = field(default_factory=list)
     column: str | None = None
+    hint: str | None = None
+    """What to do about it, when the rule alone does not say (e.g. how to declare a categorical control)."""
 
     def describe(self) -> str:
         shown = ", ".join(str(r) for r in self.rows[:MAX_ROWS_LISTED])
@@ -40,7 +42,8 @@ class RuleViolation:
         where = f" in column '{self.column}'" if self.column else ""
         rows = f" at row(s) {shown}{more}" if self.rows else ""
         examples = f" (values: {', '.join(self.examples[:5])})" if self.examples else ""
-        return f"rule '{self.rule}' ({LANDING_RULES.get(self.rule, '')}) failed{where}{rows}{examples}"
+        hint = f": {self.hint}" if self.hint else ""
+        return f"rule '{self.rule}' ({LANDING_RULES.get(self.rule, '')}) failed{where}{rows}{examples}{hint}"
 
 
 class LandingFileError(ValueError):
@@ -66,7 +69,7 @@ class LandingFileError(ValueError):
             "kind": self.kind,
             "rules": self.rules,
             "violations": [
-                {"rule": v.rule, "column": v.column, "rows": v.rows, "examples": v.examples}
+                {"rule": v.rule, "column": v.column, "rows": v.rows, "examples": v.examples, "hint": v.hint}
                 for v in self.violations
             ],
             "message": str(self),
@@ -111,7 +114,7 @@ def _map_labels(series: pd.Series, aliases: dict[str, str]) -> pd.Series:
 def _violations(errors: pa.errors.SchemaErrors) -> list[RuleViolation]:
     cases = errors.failure_cases.copy()
     cases["rule"] = cases["check"].astype(str).map(rule_of)
-    judged = cases["rule"].map(ROW_RULE_COLUMNS)
+    judged = cases["check"].astype(str).map(ROW_RULE_COLUMNS)
     cases = cases[judged.isna() | (cases["column"] == judged)]
     out: list[RuleViolation] = []
     for (rule, column), group in cases.groupby(["rule", cases["column"].fillna("")], sort=False):
@@ -155,7 +158,10 @@ def validate_landing_file(kind: str, path: Path, cfg: ProjectConfig) -> pd.DataF
     try:
         landing_schema(kind, cfg).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        raise LandingFileError(path, kind, _violations(errors)) from None
+        violations = _violations(errors)
+        if kind == "controls":
+            violations = [_label_hint(v, frame, cfg) for v in violations]
+        raise LandingFileError(path, kind, violations) from None
     return _normalize_lift_tests(frame, cfg) if kind == "lift_tests" else _normalize(kind, frame, cfg)
 
 
@@ -178,8 +184,32 @@ def _normalize(kind: str, frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFra
         out["kpi"] = pd.to_numeric(frame[cfg.kpi.name]).astype(float)
     else:
         out["control"] = frame["control"].astype(str)
-        out["value"] = pd.to_numeric(frame["value"]).astype(float)
+        # A categorical control's value is its label, kept as delivered (trimmed); value stays empty.
+        categorical = frame["control"].isin(cfg.categorical_controls)
+        out["value"] = pd.to_numeric(frame["value"].where(~categorical), errors="coerce").astype(float)
+        out["label"] = frame["value"].astype("string").str.strip().astype(object).where(categorical, None)
     return out
+
+
+def _label_hint(violation: RuleViolation, frame: pd.DataFrame, cfg: ProjectConfig) -> RuleViolation:
+    """A ``numeric_values`` failure in a controls file, with how to declare the controls that hold labels.
+
+    Labels in a numeric control are not guessed into a categorical one: the config says what the model
+    has, and a stray text cell in a price column must not turn it into a categorical control.
+    """
+    if violation.rule != "numeric_values":
+        return violation
+    rows = frame.iloc[[r - 1 for r in violation.rows]]
+    named = [c for c in dict.fromkeys(rows["control"]) if c in cfg.control_names]
+    if not named:
+        return violation
+    entries = ", ".join(f"{{name: {c}, kind: categorical}}" for c in named)
+    hint = (
+        f"control(s) {', '.join(map(repr, named))} hold text, not numbers. If the values are labels "
+        f"(events, promotions, holidays by name), declare them in the config's controls as {entries} "
+        "(README, 'Categorical controls'); otherwise correct the values"
+    )
+    return replace(violation, hint=hint)
 
 
 def _normalize_lift_tests(frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFrame:

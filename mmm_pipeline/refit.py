@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from .categorical import encode_controls
 from .config import ModelConfig, ProjectConfig
 from .model import insights
 from .model.build import ModelData, ScalingSpec
@@ -56,8 +57,14 @@ ATTEMPT_COLUMNS = (
 )  # fmt: skip
 
 
-def training_data(frame: pd.DataFrame, market: str, cfg: ProjectConfig) -> ModelData:
-    """The market's training window from the modeling table: every week up to ``model.train_end``."""
+def training_data(
+    frame: pd.DataFrame, market: str, cfg: ProjectConfig, log: Callable[[str], None] | None = None
+) -> ModelData:
+    """The market's training window from the modeling table: every week up to ``model.train_end``.
+
+    Categorical controls become their indicators here (:mod:`mmm_pipeline.categorical`); ``log`` is told
+    each one's baseline and levels.
+    """
     rows = frame[frame["market"] == market]
     if cfg.model.train_end is not None:
         rows = rows[pd.to_datetime(rows["week"]) <= pd.Timestamp(cfg.model.train_end)]
@@ -70,7 +77,12 @@ def training_data(frame: pd.DataFrame, market: str, cfg: ProjectConfig) -> Model
     if rows["kpi"].isna().any():
         weeks = ", ".join(str(w)[:10] for w in rows.loc[rows["kpi"].isna(), "week"].head(5))
         raise RefitError(f"market {market!r}: the KPI is missing in weeks {weeks}")
-    return ModelData.from_frame(rows, market, channels=cfg.channel_names, controls=cfg.control_names)
+    first, last = (str(w)[:10] for w in (rows["week"].min(), rows["week"].max()))
+    where = f"market {market!r}, training weeks {first}..{last}"
+    rows, controls, encodings = encode_controls(rows, cfg.controls, where)
+    for encoding in encodings if log else ():
+        log(encoding.describe())
+    return ModelData.from_frame(rows, market, channels=cfg.channel_names, controls=controls)
 
 
 def market_lift_tests(conn: duckdb.DuckDBPyConnection, market: str) -> LiftTests:
@@ -228,6 +240,10 @@ def config_hash(cfg: ProjectConfig) -> str:
         "controls": cfg.control_names,
         "kpi": cfg.kpi.name,
     }
+    if cfg.categorical_controls:  # only then, so the hash of a project without any stays as it was
+        payload["categorical"] = {
+            c.name: [c.baseline, c.max_levels] for c in cfg.categorical_controls.values()
+        }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -50,6 +50,7 @@ _BUILTIN_RULES = {
     "multiple_fields_uniqueness": "unique_keys",
     "field_uniqueness": "unique_keys",
     "not_nullable": "missing_values",
+    "numeric_control_values": "numeric_values",
 }
 
 REQUIRED_COLUMNS = {
@@ -61,7 +62,11 @@ REQUIRED_COLUMNS = {
 
 #: Rules that compare two fields of a row, and the field an error names: pandera reports a row check
 #: once per column of the file, and only the judged field's value says what is wrong.
-ROW_RULE_COLUMNS = {"end_not_before_start": "end_date", "nonnegative_tested_spend": "delta_spend"}
+ROW_RULE_COLUMNS = {
+    "end_not_before_start": "end_date",
+    "nonnegative_tested_spend": "delta_spend",
+    "numeric_control_values": "value",
+}
 
 
 def rule_of(check_name: str) -> str:
@@ -129,6 +134,7 @@ def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
     if kind == "lift_tests":
         return lift_test_schema(cfg)
     date = pa.Column(None, checks=_date_checks(cfg))
+    frame_checks: list[pa.Check] = []
     if kind == "media":
         channel_checks = (
             [] if cfg.validation.allow_unknown_channels else [_member_of(cfg.channel_names, "known_channels")]
@@ -161,12 +167,23 @@ def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
             "date": date,
             "market": _market_column(cfg),
             "control": pa.Column(None, checks=control_checks),
-            "value": pa.Column(None, checks=pa.Check(_numeric, name="numeric_values")),
+            "value": pa.Column(None),
         }
         unique = ["date", "market", "control"]
+        categorical = set(cfg.categorical_controls)
+        # A row check (a value is a number unless its control is categorical: then it is a label); an
+        # empty value is missing_values' to report.
+        frame_checks = [
+            pa.Check(
+                lambda f: _numeric(f["value"]) | f["value"].isna() | f["control"].isin(categorical),
+                name="numeric_control_values",
+            )
+        ]
     else:
         raise ValueError(f"unknown landing kind {kind!r}")
-    return pa.DataFrameSchema(columns, unique=unique, strict=False, name=f"landing_{kind}")
+    return pa.DataFrameSchema(
+        columns, checks=frame_checks, unique=unique, strict=False, name=f"landing_{kind}"
+    )
 
 
 def lift_test_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
@@ -242,8 +259,16 @@ def modeling_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
             float, nullable=True, checks=pa.Check(_nonnegative, name="nonnegative_spend", ignore_na=False)
         )
         columns[f"impressions_{channel}"] = pa.Column(float, nullable=True)
-    for control in cfg.control_names:
-        columns[f"control_{control}"] = pa.Column(float, nullable=True, checks=_present("controls_present"))
+    for control in cfg.controls:
+        if control.kind == "categorical":
+            # The week's label. With fill 'zero' a week without one is the no-label group, a value of
+            # its own; with 'ffill' or 'error' it is missing.
+            checks = [] if control.fill == "zero" else [_present("controls_present")]
+            columns[f"control_{control.name}"] = pa.Column(None, nullable=True, checks=checks)
+        else:
+            columns[f"control_{control.name}"] = pa.Column(
+                float, nullable=True, checks=_present("controls_present")
+            )
     return pa.DataFrameSchema(
         columns,
         checks=[pa.Check(_no_gaps, name="no_gaps")],

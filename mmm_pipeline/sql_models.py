@@ -25,6 +25,7 @@ import duckdb
 import jinja2
 import pandas as pd
 
+from .categorical import NO_LABEL_MARKERS
 from .config import ProjectConfig
 from .warehouse import quote_ident, relation_exists, transaction
 
@@ -90,6 +91,7 @@ def _context(cfg: ProjectConfig) -> dict[str, Any]:
         "channels": cfg.channel_names,
         "channel_configs": [c.model_dump() for c in cfg.channels],
         "controls": [c.model_dump() for c in cfg.controls],
+        "no_label_markers": list(NO_LABEL_MARKERS),
         "media_gap_fill": cfg.validation.media_gap_fill,
         "week_start_index": cfg.calendar.week_start_index,
     }
@@ -230,6 +232,7 @@ def commit_model(conn: duckdb.DuckDBPyConnection, model: SqlModel, window: Windo
                 assert window is not None
                 if not relation_exists(conn, schema, name):
                     conn.execute(f"CREATE TABLE {target} AS SELECT * FROM {BUILD_TABLE} WITH NO DATA")
+                _add_new_columns(conn, target, schema, name)
                 bounds = [window.start, window.end]
                 conn.execute(f"DELETE FROM {target} WHERE week >= ? AND week < ?", bounds)
                 conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {BUILD_TABLE}")
@@ -242,3 +245,22 @@ def commit_model(conn: duckdb.DuckDBPyConnection, model: SqlModel, window: Windo
                 conn.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {BUILD_TABLE}")
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {BUILD_TABLE}")
+
+
+def _add_new_columns(conn: duckdb.DuckDBPyConnection, target: str, schema: str, name: str) -> None:
+    """Add the build's columns that an incremental table made by an older version of its SQL lacks.
+
+    The weeks built before keep NULL there until they are rebuilt (``run --weeks all``); without this a
+    new column in a model (``stg_controls.label``) would fail every incremental run of an old warehouse.
+    """
+    existing = {
+        c
+        for (c,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()
+    }
+    built = conn.execute(f"SELECT column_name, column_type FROM (DESCRIBE {BUILD_TABLE})").fetchall()
+    for column, dtype in built:
+        if column not in existing:
+            conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column)} {dtype}")

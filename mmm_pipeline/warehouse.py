@@ -47,8 +47,10 @@ CREATE TABLE IF NOT EXISTS raw.landed_kpi (
 );
 CREATE TABLE IF NOT EXISTS raw.landed_controls (
     delivery_id BIGINT, row_number INTEGER, date DATE, week DATE, market VARCHAR, control VARCHAR,
-    value DOUBLE
+    value DOUBLE, label VARCHAR
 );
+-- A categorical control's label (its value is then NULL); added to warehouses made before it existed.
+ALTER TABLE raw.landed_controls ADD COLUMN IF NOT EXISTS label VARCHAR;
 CREATE TABLE IF NOT EXISTS raw.landed_lift_tests (
     delivery_id BIGINT, row_number INTEGER, week DATE, market VARCHAR, channel VARCHAR,
     start_date DATE, end_date DATE, spend DOUBLE, delta_spend DOUBLE, lift DOUBLE, lift_se DOUBLE

@@ -1,5 +1,6 @@
 -- The modeling table: one row per (market, week) of the model window with spend and impressions per
--- channel, controls, the KPI and calendar features. Columns follow the configured channels and controls.
+-- channel, controls, the KPI and calendar features. Columns follow the configured channels and controls;
+-- a categorical control's column holds the week's label (the model turns it into indicators).
 {{ config(unique_key=['market', 'week']) }}
 with media as (
     select
@@ -18,7 +19,11 @@ controls as (
         market,
         week
         {%- for c in controls %},
+        {%- if c.kind == 'categorical' %}
+        max(label) filter (where control = {{ c.name | literal }}) as {{ ('control_' ~ c.name) | ident }}
+        {%- else %}
         max(value_{{ c.aggregate }}) filter (where control = {{ c.name | literal }}) as {{ ('control_' ~ c.name) | ident }}
+        {%- endif %}
         {%- endfor %}
     from {{ ref('stg_controls') }}
     group by market, week
@@ -41,7 +46,9 @@ select
     {%- endfor %}
     {%- for c in controls %}
     {%- set col = 'control_' ~ c.name %},
-    {%- if c.fill == 'zero' %}
+    {%- if c.fill == 'zero' and c.kind == 'categorical' %}
+    c.{{ col | ident }}
+    {%- elif c.fill == 'zero' %}
     coalesce(c.{{ col | ident }}, 0.0) as {{ col | ident }}
     {%- elif c.fill == 'ffill' %}
     last_value(c.{{ col | ident }} ignore nulls) over (partition by w.market order by w.week) as {{ col | ident }}

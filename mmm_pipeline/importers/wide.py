@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import tempfile
-import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +21,7 @@ import pandas as pd
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from mmm_pipeline.categorical import level_key, slugify
 from mmm_pipeline.config import IDENTIFIER, WEEKDAYS, Identifier, StrictModel, Weekday
 
 _TABLE_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -43,6 +42,17 @@ class ChannelColumns(StrictModel):
     impressions: str | None = None
 
 
+class ControlColumn(StrictModel):
+    """A control's column, with its kind when the default (detect from the values) is not wanted."""
+
+    column: str
+    kind: Literal["numeric", "categorical"] | None = None
+    """``None``: numeric, unless no filled cell of the column is a number; then the column holds labels
+    and is imported as a categorical control, with a notice (see :func:`control_kinds`)."""
+    max_levels: int = Field(12, ge=2, le=200)
+    """A categorical column with more distinct labels than this is an error (the config's default cap)."""
+
+
 class PrefixRule(StrictModel):
     """Every column starting with ``prefix`` becomes a control named by the column's slug."""
 
@@ -60,8 +70,8 @@ class WideMapping(StrictModel):
     """Market of every row when there is no ``market_column``."""
     kpi: KpiColumn | None = None
     channels: dict[Identifier, ChannelColumns] = Field(default_factory=dict)
-    controls: dict[Identifier, str] = Field(default_factory=dict)
-    """Control name -> column."""
+    controls: dict[Identifier, str | ControlColumn] = Field(default_factory=dict)
+    """Control name -> column, or ``{column, kind, max_levels}`` (kind ``categorical`` for labels)."""
     controls_from_prefix: list[PrefixRule] = Field(default_factory=list)
     """Applied after ``controls``, to columns the mapping does not use otherwise."""
 
@@ -82,8 +92,13 @@ class WideMapping(StrictModel):
             keys[f"channels.{name}.spend"] = cols.spend
             if cols.impressions:
                 keys[f"channels.{name}.impressions"] = cols.impressions
-        keys.update({f"controls.{name}": column for name, column in self.controls.items()})
+        keys.update({f"controls.{name}": self.control_spec(name).column for name in self.controls})
         return keys
+
+    def control_spec(self, name: str, column: str | None = None) -> ControlColumn:
+        """The explicit entry of control ``name``, or a default one for ``column`` (kind detected)."""
+        entry = self.controls.get(name, column)
+        return entry if isinstance(entry, ControlColumn) else ControlColumn(column=str(entry))
 
     def control_columns(self, columns: Iterable[str]) -> dict[str, str]:
         """Control name -> column: the explicit ``controls``, then the prefix rules over ``columns``.
@@ -92,7 +107,7 @@ class WideMapping(StrictModel):
         picked up again by a prefix, so both can be combined. Two columns ending up with one name is an
         error: silently keeping one would drop a control.
         """
-        out = dict(self.controls)
+        out = {name: self.control_spec(name).column for name in self.controls}
         used = set(self.named_columns().values())
         for column in columns:
             if column in used or not any(column.startswith(r.prefix) for r in self.controls_from_prefix):
@@ -107,18 +122,6 @@ class WideMapping(StrictModel):
                 )
             out[name] = column
         return out
-
-
-def slugify(label: str) -> str:
-    """A safe identifier from a raw label: 'hldy_Father's Day' -> 'hldy_fathers_day'.
-
-    Accents are folded to ASCII and apostrophes dropped (so possessives read naturally); every other
-    run of non-alphanumerics becomes one '_'. A leading digit gets a 'c_' prefix, because SQL column
-    names cannot start with one.
-    """
-    text = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode().lower()
-    text = re.sub(r"[^a-z0-9]+", "_", re.sub(r"['`]", "", text)).strip("_")
-    return f"c_{text}" if text[:1].isdigit() else text
 
 
 def load_wide_mapping(path: str | os.PathLike[str]) -> WideMapping:
@@ -150,11 +153,18 @@ def read_table(path: str | os.PathLike[str], mapping: WideMapping) -> pd.DataFra
     return pd.read_csv(path, dtype={mapping.date_column: str})
 
 
-def wide_to_long(table: pd.DataFrame, mapping: WideMapping, source: str = "table") -> dict[str, pd.DataFrame]:
+def wide_to_long(
+    table: pd.DataFrame,
+    mapping: WideMapping,
+    source: str = "table",
+    notify: Callable[[str], None] | None = None,
+) -> dict[str, pd.DataFrame]:
     """Reshape a wide table into the landing frames, keyed by kind; kinds the mapping lacks are absent.
 
     ``source`` names the table in error messages. Values are checked to be numbers here because a
     stray text cell in a wide column would otherwise surface far away, as a failed landing check.
+    A control column of labels is categorical (:func:`control_kinds`); ``notify`` is told when that was
+    detected rather than declared.
     """
     _check_columns(table, mapping, source)
     if table.empty:
@@ -175,6 +185,8 @@ def wide_to_long(table: pd.DataFrame, mapping: WideMapping, source: str = "table
             f"first {first['date']} / {first['market']}"
         )
 
+    controls_of_table = set(mapping.control_columns(table.columns).values())
+
     def numbers(column: str) -> pd.Series:
         values = pd.to_numeric(table[column], errors="coerce")
         bad = values.isna() & table[column].notna()
@@ -183,6 +195,12 @@ def wide_to_long(table: pd.DataFrame, mapping: WideMapping, source: str = "table
             raise WideImportError(
                 f"{source}: column {column!r} holds {table[column].iloc[row]!r} on "
                 f"{keys['date'].iloc[row]}, not a number"
+                + (
+                    f" (if the control's values are labels, map it as {{column: {column}, kind: "
+                    "categorical})"
+                    if column in controls_of_table
+                    else ""
+                )
             )
         return values.reset_index(drop=True)
 
@@ -201,9 +219,63 @@ def wide_to_long(table: pd.DataFrame, mapping: WideMapping, source: str = "table
         frames["kpi"] = _by_date(keys.assign(**{mapping.kpi.name: numbers(mapping.kpi.column)}))
     controls = mapping.control_columns(table.columns)
     if controls:
-        long = [keys.assign(control=name, value=numbers(column)) for name, column in controls.items()]
+        kinds = control_kinds(table, mapping)
+        long = []
+        for name, column in controls.items():
+            kind, detected = kinds[name]
+            if kind == "numeric":
+                long.append(keys.assign(control=name, value=numbers(column)))
+                continue
+            labels = _labels(table[column], name, mapping.control_spec(name, column), detected, source)
+            if detected and notify:
+                shown = ", ".join(repr(v) for v in sorted(labels.dropna().unique())[:6])
+                notify(
+                    f"column {column!r} holds labels ({shown}), not numbers: imported as categorical "
+                    f"control {name!r}. Declare it in the project config as {{name: {name}, kind: "
+                    "categorical} (--print-config prints it); empty cells and labels such as 'na' or "
+                    "'none' are the weeks without a label"
+                )
+            # A week without a label needs no row: with the default fill it is the no-label group.
+            long.append(keys.assign(control=name, value=labels)[labels.notna().to_numpy()])
         frames["controls"] = _by_date(pd.concat(long, ignore_index=True))
     return frames
+
+
+def control_kinds(table: pd.DataFrame, mapping: WideMapping) -> dict[str, tuple[str, bool]]:
+    """Each control's kind (``numeric`` or ``categorical``) and whether it was detected, not declared.
+
+    Undeclared, a column is categorical when it has filled cells and none of them is a number (an
+    ``events`` column of 'na', 'event1', 'event2'): importing it is what its author meant, and the
+    notice says so. A column of numbers with a stray text cell stays numeric and fails on that cell.
+    """
+    out: dict[str, tuple[str, bool]] = {}
+    for name, column in mapping.control_columns(table.columns).items():
+        spec = mapping.control_spec(name, column)
+        if spec.kind is not None:
+            out[name] = (spec.kind, False)
+            continue
+        values = table[column].dropna()
+        text = values.astype(str).str.strip()
+        values = values[text != ""]
+        labels = not values.empty and pd.to_numeric(values, errors="coerce").isna().all()
+        out[name] = ("categorical", True) if labels else ("numeric", False)
+    return out
+
+
+def _labels(column: pd.Series, name: str, spec: ControlColumn, detected: bool, source: str) -> pd.Series:
+    """A categorical column's labels, trimmed (empty cells NaN), within ``spec.max_levels``."""
+    labels = column.astype("string").str.strip().astype(object).where(column.notna())
+    labels = labels.where(labels != "").reset_index(drop=True)
+    levels = labels.map(level_key).nunique()
+    if levels > spec.max_levels:
+        why = " (taken as labels because no cell is a number; if it is an id or free text, leave it out)"
+        raise WideImportError(
+            f"{source}: column {spec.column!r} (categorical control {name!r}) holds {levels} distinct "
+            f"labels, more than max_levels {spec.max_levels}{why if detected else ''}: merge rare labels, "
+            f"or map it as {{column: {spec.column}, kind: categorical, max_levels: {levels}}} and set "
+            f"max_levels on the control in the project config"
+        )
+    return labels
 
 
 def import_wide(
@@ -213,13 +285,15 @@ def import_wide(
     split: Literal["none", "week"] = "none",
     file_stem: str | None = None,
     week_start: Weekday = "monday",
+    notify: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write a wide table as landing CSVs ``<landing>/<kind>/<stem>.csv``; returns the files written.
 
     ``mapping`` is a :class:`WideMapping` or the path of its YAML file. The stem defaults to the
     table's file name. With ``split="week"`` each kind gets one file per week, ``<stem>_<yyyy-mm-dd>.csv``
     named by the week's first day (weeks start on ``week_start``, as in the project's calendar).
-    Existing files of the same name are replaced, so importing again is idempotent.
+    Existing files of the same name are replaced, so importing again is idempotent. ``notify`` is
+    told of each control column detected as labels (see :func:`control_kinds`).
     """
     table_path = Path(table_path)
     if not isinstance(mapping, WideMapping):
@@ -230,7 +304,7 @@ def import_wide(
     stem = file_stem or table_path.name[: -len(suffix)]
     if not stem or Path(stem).name != stem:
         raise WideImportError(f"file stem {stem!r} must be a plain file name")
-    frames = wide_to_long(read_table(table_path, mapping), mapping, source=str(table_path))
+    frames = wide_to_long(read_table(table_path, mapping), mapping, source=str(table_path), notify=notify)
     landing = Path(landing_dir)
     parts: list[tuple[str, Path, pd.DataFrame]] = []  # (week or "", file, rows)
     for kind, frame in frames.items():
@@ -248,20 +322,33 @@ def import_wide(
     return [path for _, path, _ in parts]
 
 
-def config_entries(mapping: WideMapping, columns: Iterable[str]) -> dict[str, list[dict[str, object]]]:
+def config_entries(
+    mapping: WideMapping, columns: Iterable[str], categorical: Iterable[str] = ()
+) -> dict[str, list[dict[str, object]]]:
     """The ``channels:`` and ``controls:`` entries a project config needs to accept this import.
 
     Landing files carry the mapped names, so aliases only record the raw column each name came from
     (which also lets a long export that uses those labels through). ``columns`` are the table's, needed
-    to expand ``controls_from_prefix``.
+    to expand ``controls_from_prefix``; ``categorical`` names the controls that hold labels
+    (:func:`control_kinds`), whose entries say ``kind: categorical``.
     """
+    categorical = set(categorical)
 
     def entry(name: str, label: str) -> dict[str, object]:
         return {"name": name, "aliases": [label] if label.strip().lower() != name else []}
 
+    controls = []
+    for name, column in mapping.control_columns(columns).items():
+        item = entry(name, column)
+        if name in categorical:
+            item["kind"] = "categorical"
+            limit = mapping.control_spec(name, column).max_levels
+            if limit != ControlColumn.model_fields["max_levels"].default:
+                item["max_levels"] = limit
+        controls.append(item)
     return {
         "channels": [entry(name, cols.spend) for name, cols in mapping.channels.items()],
-        "controls": [entry(name, col) for name, col in mapping.control_columns(columns).items()],
+        "controls": controls,
     }
 
 

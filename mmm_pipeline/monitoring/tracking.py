@@ -21,6 +21,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from ..categorical import with_indicators
 from ..model.build import ModelData
 from ..model.predict import PosteriorDraws, predict
 from ..registry import StoredModel
@@ -94,6 +95,7 @@ def track(
     scaling, spec = model.scaling, model.spec
     rows = frame[frame["market"] == market].sort_values("week")
     rows = rows[rows["kpi"].notna()]
+    rows = with_indicators(rows, scaling.controls)  # categorical labels -> the fit's indicators
     data = ModelData.from_frame(rows, market, channels=scaling.channels, controls=scaling.controls)
     after = np.flatnonzero(data.dates > pd.Timestamp(train_end))
     if after.size == 0:

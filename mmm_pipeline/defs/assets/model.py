@@ -194,7 +194,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             lift_tests = market_lift_tests(conn, market)
             current = champion(conn, market)
         try:
-            data = training_data(frame, market, cfg)
+            data = training_data(frame, market, cfg, log=context.log.info)
         except (RefitError, ValueError) as exc:
             raise dg.Failure(str(exc)) from None
         scaling, source = choose_scaling(data, current, cfg.model.keep_scaling)
