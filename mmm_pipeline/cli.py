@@ -21,13 +21,20 @@ from .importers.wide import (
     load_wide_mapping,
     read_table,
 )
+from .optimize.plan import PlanError, load_scenarios
 from .report import latest_report, read_manifest
 from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline
 from .scaffold import EXAMPLES, demo_file, init_project
 
 
 def _config(args: argparse.Namespace) -> ProjectConfig:
-    return load_config(args.config)
+    """The project config, with its plan and scenario files validated too: a bad plan is an error
+    naming the file and the key before anything runs (exit 2, like a config error)."""
+    cfg = load_config(args.config)
+    if cfg.optimization.enabled:
+        files = cfg.optimization_files()
+        load_scenarios(files[0], files[1:])
+    return cfg
 
 
 def _print_summary(summary: RunSummary) -> int:
@@ -386,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, WideImportError, PipelineRunError) as exc:
+    except (ConfigError, PlanError, WideImportError, PipelineRunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

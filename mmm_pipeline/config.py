@@ -150,6 +150,38 @@ class ValidationConfig(StrictModel):
     """Weeks inside the model window with no row for a channel: spend 0, or a failed check."""
     as_of: dt.date | None = None
     """'Today' for the no-future-weeks rule; default is the real date. Tests pin it."""
+    date_format: str | None = None
+    """The one date format of every landing file (strftime codes, e.g. ``'%d/%m/%Y'``). Default: each
+    file's format is detected from all of its dates together (ISO, yyyy/mm/dd, dd/mm/yyyy, mm/dd/yyyy,
+    dd.mm.yyyy, dd-mm-yyyy, mm-dd-yyyy, yyyymmdd); a file that two formats read differently is rejected."""
+    allow_negative_kpi: bool = False
+    """A KPI below 0 (e.g. net sales after returns) is rejected unless this is set."""
+    max_value: float = Field(1e15, gt=0)
+    """No spend, impressions, KPI or control value may exceed this in size (catches 1e300 and the like)."""
+    history_ceiling_multiple: float | None = Field(100.0, gt=1)
+    """A week's spend (per channel) or KPI above this multiple of its biggest week so far is absurd;
+    ``null`` switches the rule off."""
+    history_ceiling_action: Literal["reject", "warn"] = "reject"
+    """What a week above the history ceiling does: the file is rejected, or accepted with a warning."""
+    history_floor_fraction: float | None = Field(0.01, gt=0, lt=1)
+    """A week's spend above 0 but below this share of the channel's median spending week is warned
+    about (a typo such as a missing thousands digit group); ``null`` switches the warning off."""
+    history_min_weeks: int = Field(8, ge=1)
+    """The history rules need this many weeks with a value above 0 before they judge a channel."""
+
+    @field_validator("date_format")
+    @classmethod
+    def _date_format_round_trips(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        sample = dt.date(2024, 6, 3)
+        try:
+            ok = dt.datetime.strptime(sample.strftime(value), value).date() == sample
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{value!r} is not a full date format: use strftime codes such as '%d/%m/%Y'")
+        return value
 
 
 class GateConfig(StrictModel):

@@ -3,8 +3,16 @@
 Each scan reads only files that are new or changed since the last scan (by path, size and mtime; then
 by content hash), so a new week's file costs one file read, not a re-read of history:
 
-- identical content delivered again (any name) is recorded as a duplicate and changes nothing;
-- a new version of a file at the same path supersedes the old version's rows;
+- a delivery's identity is its content and its order of arrival: content already delivered (under any
+  name, whatever became of it since) is recorded as a duplicate and changes nothing, and a file whose
+  content is unchanged is never re-read, however often it is touched, so an old backup copy cannot
+  undo a later correction;
+- a new version of a file at the same path supersedes the old version's rows (rewriting a file in
+  place to content it held before is such a new version: it arrives later, so it wins);
+- every entry of the landing folder is accounted for: one in no kind folder, in a format no reader
+  knows, or behind a symlink out of the folder is quarantined like a file that breaks a rule;
+- a week far above its series' history is rejected (or warned about), a spend far below it warned
+  about: the accepted delivery's ``note`` holds the warning;
 - where two deliveries hold the same (date, market, channel/control), the later delivery wins
   (applied by the staging SQL models);
 - a file that breaks a rule is moved to the quarantine folder with a JSON error report and nothing of
@@ -28,7 +36,16 @@ import pandas as pd
 
 from .calendar import last_complete_week
 from .config import ProjectConfig
-from .landing import LandingFileError, discover, sha256_of, validate_landing_file
+from .landing import (
+    HISTORY_COLUMNS,
+    LandingFileError,
+    RuleViolation,
+    check_history,
+    discover,
+    layout_problem,
+    sha256_of,
+    validate_landing_file,
+)
 from .model.calibration import LIFT_TEST_COLUMNS
 from .warehouse import transaction
 
@@ -42,22 +59,56 @@ LANDED_COLUMNS = {
 
 @dataclass
 class ScanResult:
-    """What one scan of the landing folder did."""
+    """What one scan of the landing folder did, file by file."""
 
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     superseded: list[str] = field(default_factory=list)
     rejected: list[LandingFileError] = field(default_factory=list)
+    warnings: list[tuple[str, RuleViolation]] = field(default_factory=list)
     unchanged: int = 0
     rows_loaded: int = 0
     weeks_queued: int = 0
+    files: list[tuple[str, str]] = field(default_factory=list)
+    """Every entry the scan saw, in order, with what became of it (``accepted``, ``duplicate``...)."""
 
     def summary(self) -> str:
+        warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
         return (
             f"{len(self.accepted)} accepted ({self.rows_loaded} rows, {self.weeks_queued} week(s) queued), "
             f"{len(self.duplicates)} duplicate, {len(self.superseded)} superseded, "
-            f"{len(self.rejected)} rejected, {self.unchanged} unchanged"
+            f"{len(self.rejected)} rejected, {self.unchanged} unchanged{warned}"
         )
+
+    def file_lines(self) -> list[str]:
+        """One line per file that was not unchanged: its path and outcome."""
+        return [f"{rel}: {outcome}" for rel, outcome in self.files if outcome != "unchanged"]
+
+
+def _history(conn: duckdb.DuckDBPyConnection, kind: str) -> pd.DataFrame:
+    """Per (market, series) weekly totals of the active landed rows (the latest delivery of each key):
+    weeks above 0, the biggest week and their median. ``series`` is the channel, or ``kpi``."""
+    if kind == "media":
+        value, series, keys = "spend", "channel", "r.channel"
+    elif kind == "kpi":
+        value, series, keys = "kpi", "'kpi'", ""
+    else:
+        return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    partition = "r.market, r.date" + (f", {keys}" if keys else "")
+    return conn.execute(
+        f"""
+        WITH latest AS (
+            SELECT r.market, {series} AS series, r.week, r.{value} AS value
+            FROM raw.landed_{kind} r JOIN raw.landing_files f USING (delivery_id)
+            WHERE f.status = 'active'
+            QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY r.delivery_id DESC) = 1
+        ), weekly AS (
+            SELECT market, series, week, sum(value) AS total FROM latest GROUP BY ALL HAVING sum(value) > 0
+        )
+        SELECT market, series, count(*) AS n_weeks, max(total) AS max_week, median(total) AS median_week
+        FROM weekly GROUP BY ALL
+        """
+    ).df()
 
 
 def scan_landing(
@@ -67,42 +118,98 @@ def scan_landing(
     log = log or logging.getLogger(__name__)
     landing = cfg.landing_dir
     landing.mkdir(parents=True, exist_ok=True)
-    seen = {
-        path: (size, mtime)
-        for path, size, mtime in conn.execute(
-            "SELECT path, size, mtime_ns FROM raw.landing_files "
+    last = {
+        path: (delivery_id, sha, size, mtime)
+        for delivery_id, path, sha, size, mtime in conn.execute(
+            "SELECT delivery_id, path, sha256, size, mtime_ns FROM raw.landing_files "
             "QUALIFY row_number() OVER (PARTITION BY path ORDER BY delivery_id DESC) = 1"
         ).fetchall()
     }
     result = ScanResult()
     for kind, path in discover(landing):
         rel = path.relative_to(landing).as_posix()
-        stat = path.stat()
-        if seen.get(rel) == (stat.st_size, stat.st_mtime_ns):
+        stat = path.stat() if path.is_file() else path.lstat()
+        known = last.get(rel)
+        if known and known[2:] == (stat.st_size, stat.st_mtime_ns):
             result.unchanged += 1
+            result.files.append((rel, "unchanged"))
             continue
-        sha = sha256_of(path)
-        twin = conn.execute(
-            "SELECT path FROM raw.landing_files WHERE sha256 = ? AND kind = ? AND status = 'active' LIMIT 1",
-            [sha, kind],
-        ).fetchone()
+        sha = sha256_of(path, landing)
+        problem = layout_problem(landing, kind, path)
+        if problem is not None:
+            error = LandingFileError(path, kind, [problem])
+            _quarantine(conn, cfg, kind, path, rel, sha, error)
+            result.rejected.append(error)
+            result.files.append((rel, f"quarantined ({problem.rule})"))
+            log.error(str(error))
+            continue
+        if known and known[1] == sha:
+            # Touched, not changed: the same delivery. Remember the new mtime so it is not hashed again.
+            conn.execute(
+                "UPDATE raw.landing_files SET size = ?, mtime_ns = ? WHERE delivery_id = ?",
+                [stat.st_size, stat.st_mtime_ns, known[0]],
+            )
+            result.unchanged += 1
+            result.files.append((rel, "unchanged"))
+            continue
+        twin = _twin(conn, kind, rel, sha)
         if twin:
-            _record(conn, kind, rel, sha, stat, "duplicate", note=f"same content as {twin[0]}")
+            _record(conn, kind, rel, sha, stat, "duplicate", note=twin)
             result.duplicates.append(rel)
-            log.info(f"{rel}: same content as {twin[0]} - nothing to do")
+            result.files.append((rel, "duplicate"))
+            log.info(f"{rel}: {twin} - nothing to do")
             continue
         try:
             rows = validate_landing_file(kind, path, cfg)
+            errors, warnings = check_history(kind, rows, _history(conn, kind), cfg)
+            if errors:
+                raise LandingFileError(path, kind, errors)
         except LandingFileError as error:
             _quarantine(conn, cfg, kind, path, rel, sha, error)
             result.rejected.append(error)
+            result.files.append((rel, f"quarantined ({', '.join(error.rules)})"))
             log.error(str(error))
             continue
-        _accept(conn, kind, rel, sha, stat, rows, result)
+        note = "; ".join(f"warning: {w.describe()}" for w in warnings) or None
+        _accept(conn, kind, rel, sha, stat, rows, result, note)
+        result.warnings += [(rel, w) for w in warnings]
+        result.files.append((rel, "accepted" + (" with warnings" if warnings else "")))
+        for warning in warnings:
+            log.warning(f"{rel}: {warning.describe()}")
         log.info(
             f"{rel}: {len(rows)} rows for weeks {rows['week'].min():%Y-%m-%d}..{rows['week'].max():%Y-%m-%d}"
         )
     return result
+
+
+def _twin(conn: duckdb.DuckDBPyConnection, kind: str, rel: str, sha: str) -> str | None:
+    """Why content is a duplicate, or None if it is a new delivery.
+
+    Content active anywhere, or delivered before under another name (superseded or a duplicate since),
+    is a duplicate: an old copy arriving again never overrides what came after it. Content this same
+    path held before (and then replaced) is a rewrite in place, a new version that arrives now.
+    """
+    active = conn.execute(
+        "SELECT path FROM raw.landing_files WHERE sha256 = ? AND kind = ? AND status = 'active' LIMIT 1",
+        [sha, kind],
+    ).fetchone()
+    if active:
+        return f"same content as {active[0]}"
+    if conn.execute(
+        "SELECT 1 FROM raw.landing_files WHERE sha256 = ? AND kind = ? AND path = ? LIMIT 1", [sha, kind, rel]
+    ).fetchone():
+        return None
+    earlier = conn.execute(
+        "SELECT path, delivery_id, status FROM raw.landing_files WHERE sha256 = ? AND kind = ? "
+        "ORDER BY delivery_id LIMIT 1",
+        [sha, kind],
+    ).fetchone()
+    if earlier:
+        return (
+            f"same content as delivery {earlier[1]} ({earlier[0]}, {earlier[2]}): old content does not "
+            "override later deliveries"
+        )
+    return None
 
 
 def _record(
@@ -145,6 +252,7 @@ def _accept(
     stat,
     rows: pd.DataFrame,
     result: ScanResult,
+    note: str | None = None,
 ) -> None:
     """Load one valid delivery in a single transaction: its rows, its manifest entry, its weeks."""
     with transaction(conn):
@@ -165,7 +273,7 @@ def _accept(
                 "WHERE delivery_id = ?",
                 [old_id],
             )
-        delivery_id = _record(conn, kind, rel, sha, stat, "active", rows=rows)
+        delivery_id = _record(conn, kind, rel, sha, stat, "active", rows=rows, note=note)
         landed = rows.assign(delivery_id=delivery_id)[LANDED_COLUMNS[kind]]
         conn.register("landed_frame", landed)
         conn.execute(f"INSERT INTO raw.landed_{kind} SELECT * FROM landed_frame")

@@ -4,15 +4,29 @@ Pure functions over files and DataFrames (no database, no Dagster), so every rul
 A file that breaks a rule raises :class:`LandingFileError`, which names the file, the rows and the rule.
 
 ``lift_tests`` is optional: a project without that folder (or with an empty one) has no experiments.
+
+Every file in the landing folder is accounted for (:func:`discover`): files in a kind folder
+(``media/``, ``kpi/``, ``controls/``, ``lift_tests/``) or any subfolder of one belong to that kind; files
+anywhere else, in a format no reader knows, behind a symlink that leads out of the landing folder, or
+symlinked folders are reported by :func:`layout_problem` and quarantined like any rejected file. Names
+starting with '.' or '~' (editor and upload temporaries) are skipped.
+
+Dates are read one format per file (:func:`read_dates`), never guessed row by row.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import io
+import os
+import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -21,7 +35,10 @@ from .config import ProjectConfig
 from .schemas import LANDING_RULES, REQUIRED_COLUMNS, ROW_RULE_COLUMNS, landing_schema, rule_of
 
 KINDS = ("media", "kpi", "controls", "lift_tests")
-SUFFIXES = {".csv", ".parquet", ".pq"}
+#: The kind recorded for a file outside every kind folder (it is quarantined).
+UNKNOWN_KIND = "unknown"
+#: Readable landing formats, by how a file name ends (lower case).
+FORMATS = (".csv", ".csv.gz", ".zip", ".parquet", ".pq", ".xlsx")
 MAX_ROWS_LISTED = 10
 
 
@@ -53,7 +70,8 @@ class LandingFileError(ValueError):
         self.path = path
         self.kind = kind
         self.violations = violations
-        row_note = "data rows counted from 1 after the header" if path.suffix == ".csv" else "rows from 1"
+        tabular = path.name.lower().endswith((".csv", ".csv.gz", ".zip", ".xlsx"))
+        row_note = "data rows counted from 1 after the header" if tabular else "rows from 1"
         lines = [f"{path} ({kind} file) was rejected ({row_note}):"]
         lines += [f"  - {v.describe()}" for v in violations]
         super().__init__("\n".join(lines))
@@ -76,33 +94,258 @@ class LandingFileError(ValueError):
         }
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "~"))
+
+
 def discover(landing_dir: Path) -> Iterator[tuple[str, Path]]:
-    """Every landing file as (kind, path), in a stable order. Hidden and temporary files are skipped."""
-    for kind in KINDS:
-        folder = landing_dir / kind
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith((".", "~")):
-                yield kind, path
+    """Every entry of the landing folder as (kind, path), in a stable order: files (symlinks included)
+    and symlinked folders, which are never followed. Entries outside a kind folder have kind
+    :data:`UNKNOWN_KIND`. Hidden and temporary names ('.', '~') are skipped, folders included."""
+    if not landing_dir.is_dir():
+        return
+    for root, dirs, files in os.walk(landing_dir, followlinks=False):
+        base = Path(root)
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+        linked = [d for d in dirs if (base / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in linked]
+        rel = base.relative_to(landing_dir).parts
+        kind = rel[0] if rel and rel[0] in KINDS else UNKNOWN_KIND
+        for name in sorted([*files, *linked]):
+            if _hidden(name):
+                continue
+            top = base == landing_dir
+            if top and name in KINDS and (base / name).is_symlink():
+                # A kind folder may itself be a symlink (e.g. to a mounted export share): follow it once.
+                yield from _walk_linked_kind(landing_dir, name)
+                continue
+            yield kind, base / name
 
 
-def sha256_of(path: Path) -> str:
+def _walk_linked_kind(landing_dir: Path, kind: str) -> Iterator[tuple[str, Path]]:
+    folder = landing_dir / kind
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        base = Path(root)
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+        linked = [d for d in dirs if (base / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in linked]
+        for name in sorted([*files, *linked]):
+            if not _hidden(name):
+                yield kind, base / name
+
+
+def _kind_of(path: Path, landing_dir: Path) -> str:
+    parts = path.relative_to(landing_dir).parts
+    return parts[0] if len(parts) > 1 and parts[0] in KINDS else UNKNOWN_KIND
+
+
+def _inside(path: Path, landing_dir: Path, kind: str) -> bool:
+    """Whether a symlink's target lies in the landing folder (or the kind folder, if that is a link)."""
+    target = path.resolve()
+    roots = (
+        {landing_dir.resolve(), (landing_dir / kind).resolve()} if kind in KINDS else {landing_dir.resolve()}
+    )
+    return any(target == root or root in target.parents for root in roots)
+
+
+def layout_problem(landing_dir: Path, kind: str, path: Path) -> RuleViolation | None:
+    """Why an entry found by :func:`discover` cannot be read as a landing file, or None if it can."""
+    if path.is_symlink() and path.is_dir():
+        return RuleViolation("landing_layout", [], ["a symlinked folder (not followed)"])
+    if path.is_symlink() and not _inside(path, landing_dir, kind):
+        return RuleViolation(
+            "landing_layout", [], [f"a symlink to {os.readlink(path)}, outside the landing folder (not read)"]
+        )
+    if kind not in KINDS:
+        return RuleViolation(
+            "landing_layout", [], [f"outside the kind folders ({', '.join(k + '/' for k in KINDS)})"]
+        )
+    if not path.is_file():
+        return RuleViolation("readable_format", [], ["not a regular file (or a broken symlink)"])
+    if not path.name.lower().endswith(FORMATS):
+        return RuleViolation("readable_format", [], [f"{path.name!r} is not in a landing format"])
+    return None
+
+
+def sha256_of(path: Path, landing_dir: Path | None = None) -> str:
+    """The content's SHA-256. A symlink is identified by where it points (so its target is never read)
+    unless it leads to a file inside ``landing_dir``."""
     digest = hashlib.sha256()
+    inside = (
+        landing_dir is not None and path.is_file() and _inside(path, landing_dir, _kind_of(path, landing_dir))
+    )
+    if path.is_symlink() and not inside:
+        digest.update(b"symlink:" + os.fsencode(os.readlink(path)))
+        return digest.hexdigest()
+    if path.is_dir():
+        digest.update(b"folder:" + os.fsencode(path.name))
+        return digest.hexdigest()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def _read_csv(source, compression: str | None = None) -> pd.DataFrame:
+    return pd.read_csv(
+        source,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        skipinitialspace=True,
+        compression=compression,
+    )
+
+
+def _read_zip(path: Path) -> pd.DataFrame:
+    with zipfile.ZipFile(path) as archive:
+        members = [
+            m
+            for m in archive.infolist()
+            if not m.is_dir() and not _hidden(Path(m.filename).name) and "__MACOSX" not in m.filename
+        ]
+        if len(members) != 1 or not members[0].filename.lower().endswith(".csv"):
+            names = ", ".join(m.filename for m in members) or "nothing"
+            raise ValueError(f"a .zip delivery must hold exactly one .csv file; this one holds {names}")
+        with archive.open(members[0]) as handle:
+            return _read_csv(io.BytesIO(handle.read()))
+
+
+def _read_xlsx(path: Path) -> pd.DataFrame:
+    sheets = pd.read_excel(path, sheet_name=None, dtype=str, keep_default_na=False, na_values=[""])
+    filled = {name: frame for name, frame in sheets.items() if not frame.dropna(how="all").empty}
+    if len(filled) > 1:
+        raise ValueError(f"an Excel delivery must hold one sheet with data; this one has {', '.join(filled)}")
+    frame = next(iter(filled.values()), next(iter(sheets.values())))
+    return frame.apply(lambda col: col.str.strip() if col.dtype == object else col)
+
+
 def read_landing_file(path: Path) -> pd.DataFrame:
-    """Read a CSV (every field as text, so validation sees what was delivered) or a Parquet file."""
-    if path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
-    else:
+    """Read a CSV (plain, gzip, or the one CSV in a zip) or an Excel sheet with every field as text, so
+    validation sees what was delivered, or a Parquet file (typed)."""
+    name = path.name.lower()
+    if name.endswith(".csv"):
+        frame = _read_csv(path)
+    elif name.endswith(".csv.gz"):
+        frame = _read_csv(path, compression="gzip")
+    elif name.endswith(".zip"):
+        frame = _read_zip(path)
+    elif name.endswith(".xlsx"):
+        frame = _read_xlsx(path)
+    elif name.endswith((".parquet", ".pq")):
         frame = pd.read_parquet(path)
+    else:
+        raise ValueError(f"{path.name!r} is not in a landing format")
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.reset_index(drop=True)
+
+
+# ---- dates: one format per file ------------------------------------------------------------------
+
+_ISO = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?)?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)?$"
+)
+ISO_FORMAT = "%Y-%m-%d"
+#: Formats tried when none is declared, ISO first; dotted dates are day-first (the only convention).
+DATE_FORMATS = (ISO_FORMAT, "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y%m%d")
+
+
+def _parse_as(text: pd.Series, fmt: str) -> pd.Series:
+    """Dates of ``text`` in one format (NaT where a value is not in it). ISO also reads timestamps with
+    a time and a zone as the calendar day they are written on (``2024-06-03T23:30:00-05:00`` is 3 June)."""
+    if fmt == ISO_FORMAT:
+        day = text.str.extract(_ISO, expand=False)
+        return pd.to_datetime(day, format=ISO_FORMAT, errors="coerce")
+    return pd.to_datetime(text, format=fmt, errors="coerce")
+
+
+@dataclass
+class DateReading:
+    """Dates of a file read in one format: the parsed columns, the format, and broken rules."""
+
+    columns: dict[str, pd.Series]
+    fmt: str
+    violations: list[RuleViolation]
+
+
+def _typed_dates(series: pd.Series) -> pd.Series | None:
+    """Dates from a typed column (Parquet, Excel cells): no format to guess; None if the column is text."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_localize(None).dt.normalize()
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series.dt.normalize()
+    values = series.dropna()
+    if len(values) and values.map(lambda v: isinstance(v, dt.date)).all():
+        return pd.to_datetime(series.map(lambda v: None if pd.isna(v) else dt.date(v.year, v.month, v.day)))
+    return None
+
+
+def read_dates(frame: pd.DataFrame, columns: list[str], declared: str | None) -> DateReading:
+    """Read the date ``columns`` of one file in a single format: ``declared`` (``validation.date_format``)
+    or the one detected from all its dates together. A value not in that format breaks
+    ``parseable_dates``; a file two formats read completely but differently breaks ``unambiguous_dates``
+    on the rows where they disagree (the fix is to declare the format). Empty dates break
+    ``missing_values``."""
+    out: dict[str, pd.Series] = {}
+    violations: list[RuleViolation] = []
+    texts: dict[str, pd.Series] = {}
+    for column in columns:
+        series = frame[column]
+        missing = series.isna() | series.astype("string").str.strip().eq("").fillna(True)
+        if missing.any():
+            rows = [int(i) + 1 for i in np.flatnonzero(missing.to_numpy())]
+            violations.append(RuleViolation("missing_values", rows, column=column))
+        typed = _typed_dates(series)
+        if typed is not None:
+            out[column] = typed
+        else:
+            texts[column] = series.astype("string").str.strip().where(~missing)
+    if not texts:
+        return DateReading(out, "typed", violations)
+    every = pd.concat(list(texts.values()), ignore_index=True).dropna()
+    if declared:
+        fmt = declared if declared != ISO_FORMAT else ISO_FORMAT
+    else:
+        readings = {f: _parse_as(every, f) for f in DATE_FORMATS}
+        fitting = [f for f, parsed in readings.items() if parsed.notna().all()]
+        if ISO_FORMAT in fitting or len(fitting) == 1:
+            fmt = fitting[0]
+        elif fitting:
+            fmt = fitting[0]
+            first = readings[fmt]
+            disagree = pd.Series(False, index=every.index)
+            for other in fitting[1:]:
+                disagree |= readings[other] != first
+            if disagree.any():
+                for column, text in texts.items():
+                    parsed = {f: _parse_as(text, f) for f in fitting}
+                    differs = pd.Series(False, index=text.index)
+                    for f in fitting[1:]:
+                        differs |= (parsed[f] != parsed[fitting[0]]) & text.notna()
+                    rows = [int(i) + 1 for i in np.flatnonzero(differs.to_numpy())]
+                    examples = [
+                        f"{text.iloc[r - 1]!r} = "
+                        + " or ".join(f"{parsed[f].iloc[r - 1]:%d %b %Y} ({f})" for f in fitting)
+                        for r in rows[:3]
+                    ]
+                    if rows:
+                        violations.append(RuleViolation("unambiguous_dates", rows, examples, column=column))
+                for column, text in texts.items():
+                    out[column] = _parse_as(text, fmt)  # so the other rules still see dates
+                return DateReading(out, "ambiguous", violations)
+        else:
+            # No format reads every date: the one reading the most decides, the rest are reported.
+            fmt = max(DATE_FORMATS, key=lambda f: (readings[f].notna().sum(), -DATE_FORMATS.index(f)))
+    for column, text in texts.items():
+        parsed = _parse_as(text, fmt)
+        bad = parsed.isna() & text.notna()
+        if bad.any():
+            rows = [int(i) + 1 for i in np.flatnonzero(bad.to_numpy())]
+            examples = [f"{v!r} (the file's format is {fmt})" for v in text[bad].head(5)]
+            violations.append(RuleViolation("parseable_dates", rows, examples, column=column))
+        out[column] = parsed
+    return DateReading(out, fmt, violations)
 
 
 def _map_labels(series: pd.Series, aliases: dict[str, str]) -> pd.Series:
@@ -124,8 +367,7 @@ def _violations(errors: pa.errors.SchemaErrors) -> list[RuleViolation]:
         if rule == "required_columns":
             column = ", ".join(sorted(group["failure_case"].astype(str)))
         out.append(RuleViolation(rule=rule, rows=rows, examples=examples[:5], column=column or None))
-    order = list(LANDING_RULES)
-    return sorted(out, key=lambda v: (order.index(v.rule) if v.rule in order else len(order), v.column or ""))
+    return out
 
 
 def validate_landing_file(kind: str, path: Path, cfg: ProjectConfig) -> pd.DataFrame:
@@ -139,7 +381,8 @@ def validate_landing_file(kind: str, path: Path, cfg: ProjectConfig) -> pd.DataF
     try:
         frame = read_landing_file(path)
     except Exception as exc:  # unreadable is a rule violation of its own, not a crash
-        raise LandingFileError(path, kind, [RuleViolation("required_columns", [], [str(exc)[:200]])]) from exc
+        reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise LandingFileError(path, kind, [RuleViolation("readable_format", [], [reason])]) from None
     if frame.empty:
         raise LandingFileError(path, kind, [RuleViolation("no_empty_files", [])])
     required = REQUIRED_COLUMNS[kind] + ((cfg.kpi.name,) if kind == "kpi" else ())
@@ -155,18 +398,32 @@ def validate_landing_file(kind: str, path: Path, cfg: ProjectConfig) -> pd.DataF
         frame["channel"] = _map_labels(frame["channel"], cfg.channel_aliases())
     elif kind == "controls":
         frame["control"] = _map_labels(frame["control"], cfg.control_aliases())
+    date_columns = ["start_date", "end_date"] if kind == "lift_tests" else ["date"]
+    dates = read_dates(frame, date_columns, cfg.validation.date_format)
+    for column, parsed in dates.columns.items():
+        frame[column] = parsed
+    violations = list(dates.violations)
     try:
         landing_schema(kind, cfg).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        violations = _violations(errors)
+        found = _violations(errors)
         if kind == "controls":
-            violations = [_label_hint(v, frame, cfg) for v in violations]
-        raise LandingFileError(path, kind, violations) from None
+            found = [_label_hint(v, frame, cfg) for v in found]
+        violations += found
+    if violations:
+        raise LandingFileError(path, kind, _ordered(violations))
     return _normalize_lift_tests(frame, cfg) if kind == "lift_tests" else _normalize(kind, frame, cfg)
 
 
+def _ordered(violations: list[RuleViolation]) -> list[RuleViolation]:
+    order = list(LANDING_RULES)
+    return sorted(
+        violations, key=lambda v: (order.index(v.rule) if v.rule in order else len(order), v.column or "")
+    )
+
+
 def _normalize(kind: str, frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFrame:
-    dates = pd.to_datetime(frame["date"], format="mixed").dt.normalize()
+    dates = frame["date"]
     out = pd.DataFrame(
         {
             "row_number": range(1, len(frame) + 1),
@@ -218,7 +475,7 @@ def _normalize_lift_tests(frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFra
     ``week`` is the model week holding ``end_date``: a fit uses the tests that ended by its last week,
     so that is the week a delivery touches (it is queued and rebuilt like a week of media).
     """
-    dates = {c: pd.to_datetime(frame[c], format="mixed").dt.normalize() for c in ("start_date", "end_date")}
+    dates = {c: frame[c] for c in ("start_date", "end_date")}
     out = pd.DataFrame(
         {
             "row_number": range(1, len(frame) + 1),
@@ -231,3 +488,68 @@ def _normalize_lift_tests(frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFra
     for column in ("spend", "delta_spend", "lift", "lift_se"):
         out[column] = pd.to_numeric(frame[column]).astype(float)
     return out
+
+
+# ---- magnitudes against the history already loaded ----------------------------------------------
+
+#: Columns of the history :func:`check_history` compares with (built by the ingestion scan).
+HISTORY_COLUMNS = ("market", "series", "n_weeks", "max_week", "median_week")
+
+
+def check_history(
+    kind: str, rows: pd.DataFrame, history: pd.DataFrame, cfg: ProjectConfig
+) -> tuple[list[RuleViolation], list[RuleViolation]]:
+    """``(errors, warnings)`` for a validated file's weeks against the history already loaded.
+
+    ``history`` has one row per (market, series) (series: the channel, or ``kpi``): weeks with a value
+    above 0, the biggest week and the median of those weeks. Each (market, series, week) total of the
+    file is judged: above ``history_ceiling_multiple`` x the biggest week breaks ``within_history``
+    (an error or a warning, per ``history_ceiling_action``); media spend above 0 but below
+    ``history_floor_fraction`` x the median week warns ``spend_far_below_history``. Series with fewer
+    than ``history_min_weeks`` weeks above 0 are not judged (nothing to compare with yet).
+    """
+    rules = cfg.validation
+    if kind not in ("media", "kpi") or history.empty or rows.empty:
+        return [], []
+    value = "spend" if kind == "media" else "kpi"
+    series = rows["channel"] if kind == "media" else pd.Series("kpi", index=rows.index)
+    weekly = (
+        rows.assign(series=series)
+        .groupby(["market", "series", "week"], sort=True)
+        .agg(total=(value, "sum"), rows=("row_number", list))
+        .reset_index()
+        .merge(history, on=["market", "series"])
+    )
+    weekly = weekly[weekly["n_weeks"] >= rules.history_min_weeks]
+    found: dict[str, list[str]] = {"within_history": [], "spend_far_below_history": []}
+    found_rows: dict[str, list[int]] = {"within_history": [], "spend_far_below_history": []}
+    for week in weekly.itertuples():
+        label = f"{week.market}/{week.series} week {week.week:%Y-%m-%d}: {week.total:,.6g}"
+        if rules.history_ceiling_multiple and week.total > rules.history_ceiling_multiple * week.max_week:
+            found["within_history"].append(
+                f"{label} > {rules.history_ceiling_multiple:g} x {week.max_week:,.6g}"
+            )
+            found_rows["within_history"] += week.rows
+        elif (
+            kind == "media"
+            and rules.history_floor_fraction
+            and 0 < week.total < rules.history_floor_fraction * week.median_week
+        ):
+            found["spend_far_below_history"].append(
+                f"{label} < {rules.history_floor_fraction:g} x median {week.median_week:,.6g}"
+            )
+            found_rows["spend_far_below_history"] += week.rows
+    column = "spend" if kind == "media" else cfg.kpi.name
+    violations = {
+        rule: RuleViolation(rule, sorted(found_rows[rule]), found[rule][:5], column=column)
+        for rule in found
+        if found[rule]
+    }
+    errors, warnings = [], []
+    if "within_history" in violations:
+        (errors if rules.history_ceiling_action == "reject" else warnings).append(
+            violations["within_history"]
+        )
+    if "spend_far_below_history" in violations:
+        warnings.append(violations["spend_far_below_history"])
+    return errors, warnings

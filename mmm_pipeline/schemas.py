@@ -11,6 +11,8 @@ rejected on arrival, with its row, instead of failing a refit weeks later.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
@@ -19,13 +21,45 @@ from .config import ProjectConfig
 
 #: Every landing-file rule, in the order they are reported. Names are shown as Dagster asset checks.
 LANDING_RULES: dict[str, str] = {
+    "landing_layout": (
+        "a landing file must sit in a kind folder (media/, kpi/, controls/, lift_tests/) or a subfolder "
+        "of one; a symlink may not lead out of the landing folder, and symlinked folders are not followed"
+    ),
+    "readable_format": (
+        "a landing file must be CSV (.csv, .csv.gz, or a .zip holding one .csv), Parquet (.parquet, .pq) "
+        "or Excel (.xlsx with one sheet)"
+    ),
     "no_empty_files": "a landing file must hold at least one data row",
     "required_columns": "a landing file must have the columns of its kind",
     "missing_values": "date, market, channel/control and value fields (any lift-test field) may not be empty",
-    "parseable_dates": "every date must parse as a calendar date (ISO yyyy-mm-dd recommended)",
+    "parseable_dates": (
+        "every date must be a calendar date in the file's one date format (validation.date_format, "
+        "else the format detected from all its dates; ISO yyyy-mm-dd recommended)"
+    ),
+    "unambiguous_dates": (
+        "a file's dates must read one way only: these rows mean different days under two formats, so "
+        "declare the format in the config, e.g. validation: {date_format: '%d/%m/%Y'}"
+    ),
+    "identifier_names": (
+        "market names (and channel/control names admitted without configuration) must be identifiers: "
+        "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 63 characters, no '..'"
+    ),
     "nonnegative_numeric_spend": "spend and impressions must be numbers >= 0",
     "numeric_values": "KPI and control values must be numbers",
-    "finite_numbers": "lift-test spend, delta_spend, lift and lift_se must be finite numbers",
+    "finite_numbers": (
+        "every number (spend, impressions, KPI, control value, lift-test field) must be finite: "
+        "no inf, -inf, Infinity or NaN"
+    ),
+    "plausible_magnitude": "no number may exceed validation.max_value in size",
+    "nonnegative_kpi": "the KPI may not be negative (unless validation.allow_negative_kpi is set)",
+    "within_history": (
+        "a week's spend per channel, or KPI per market, may not exceed validation.history_ceiling_multiple "
+        "times its biggest week so far (validation.history_ceiling_action: reject or warn)"
+    ),
+    "spend_far_below_history": (
+        "a warning: a week's spend is above 0 but below validation.history_floor_fraction of the "
+        "channel's median spending week"
+    ),
     "end_not_before_start": "a lift test's end_date may not be before its start_date",
     "nonnegative_tested_spend": "a lift test's spend + delta_spend (the level it tested) must be >= 0",
     "nonzero_delta_spend": "a lift test's delta_spend may not be 0 (no spend change, no lift to measure)",
@@ -43,6 +77,19 @@ LANDING_RULES: dict[str, str] = {
     "no_future_dates": "no row may be dated after today (the as-of date)",
     "dates_within_calendar": "no row may be dated before calendar.start",
 }
+
+#: Rules whose failure only warns: the file is loaded and the warning shown with its rows.
+WARNING_RULES = frozenset({"spend_far_below_history"})
+
+#: Names from data (markets; channels and controls admitted without configuration) become partition
+#: keys, SQL values and parts of file paths, so they must look like this (and hold no '..').
+DATA_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def is_identifier(name: str) -> bool:
+    """Whether a name from data is safe as a partition key and a path component."""
+    return bool(DATA_IDENTIFIER.match(name)) and ".." not in name
+
 
 #: pandera's built-in check names mapped onto our rule names.
 _BUILTIN_RULES = {
@@ -79,29 +126,73 @@ def _dates(series: pd.Series) -> pd.Series:
 
 
 def _date_checks(cfg: ProjectConfig) -> list[pa.Check]:
+    """Range rules on dates already read by :func:`mmm_pipeline.landing.read_dates` (which reports the
+    empty and unparseable ones itself, with the values as delivered)."""
     today = pd.Timestamp(cfg.today())
     start = pd.Timestamp(cfg.calendar.start)
     return [
-        pa.Check(lambda s: _dates(s).notna(), name="parseable_dates"),
-        # An unparseable date already failed parseable_dates; don't report it twice.
         pa.Check(lambda s: ~(_dates(s) > today), name="no_future_dates"),
         pa.Check(lambda s: ~(_dates(s) < start), name="dates_within_calendar"),
     ]
 
 
 def _nonnegative(series: pd.Series) -> pd.Series:
-    values = pd.to_numeric(series, errors="coerce")
+    values = _number(series)
     return values.notna() & (values >= 0)
-
-
-def _numeric(series: pd.Series) -> pd.Series:
-    return pd.to_numeric(series, errors="coerce").notna()
 
 
 def _number(series: pd.Series) -> pd.Series:
     """Numbers as floats; anything else NaN. Rules on a value's sign or size use it, and pass NaN: a
-    field that is not a finite number already broke ``finite_numbers`` and is not reported twice."""
-    return pd.to_numeric(series, errors="coerce").astype(float)
+    field that is not a finite number already broke ``finite_numbers`` and is not reported twice.
+    Text too big for a float ('1e999') is infinite, as Python reads it, not 'not a number'."""
+    values = pd.to_numeric(series, errors="coerce").astype(float)
+    if series.dtype == object:
+        text = series.astype("string").str.strip()
+        overflow = values.isna() & text.str.fullmatch(_SCIENTIFIC).fillna(False).astype(bool)
+        if overflow.any():
+            values[overflow] = text[overflow].map(float)
+    return values
+
+
+_SCIENTIFIC = r"[+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+"
+
+
+_NAN_WORDS = ("nan", "+nan", "-nan")
+
+
+def _non_finite(series: pd.Series) -> pd.Series:
+    """Infinite numbers ('inf', '-Infinity', '1e999') and NaN written out as text ('NaN')."""
+    words = series.astype("string").str.strip().str.lower().isin(_NAN_WORDS).fillna(False).astype(bool)
+    return pd.Series(np.isinf(_number(series)), index=series.index) | words
+
+
+def _no_infinity(series: pd.Series) -> pd.Series:
+    return ~_non_finite(series)
+
+
+def _landing_nonnegative(series: pd.Series) -> pd.Series:
+    """A number >= 0; a non-finite value broke ``finite_numbers`` and is not reported twice."""
+    return _nonnegative(series) | _non_finite(series)
+
+
+def _numeric(series: pd.Series) -> pd.Series:
+    return _number(series).notna() | _non_finite(series)
+
+
+def _plausible(cfg: ProjectConfig) -> pa.Check:
+    limit = cfg.validation.max_value
+    return pa.Check(
+        lambda s: ~((_number(s).abs() > limit) & np.isfinite(_number(s))), name="plausible_magnitude"
+    )
+
+
+def _landing_number_checks(cfg: ProjectConfig, sign_rule: pa.Check | None) -> list[pa.Check]:
+    checks = [pa.Check(_no_infinity, name="finite_numbers"), _plausible(cfg)]
+    return checks + ([sign_rule] if sign_rule is not None else [])
+
+
+def _identifiers(series: pd.Series) -> pd.Series:
+    return series.astype(str).map(is_identifier).astype(bool)
 
 
 def _finite(series: pd.Series) -> pd.Series:
@@ -122,52 +213,77 @@ def _member_of(names: list[str], rule: str) -> pa.Check:
 
 
 def _market_column(cfg: ProjectConfig) -> pa.Column:
-    checks = [_member_of(cfg.markets, "known_markets")] if cfg.markets else []
+    if cfg.markets:
+        checks = [_member_of(cfg.markets, "known_markets")]
+    else:
+        checks = [pa.Check(_identifiers, name="identifier_names")]
     return pa.Column(None, checks=checks, nullable=False)
+
+
+def _label_checks(names: list[str], allow_unknown: bool, rule: str) -> list[pa.Check]:
+    """Configured names only, or (when unknown labels are allowed) any identifier."""
+    if allow_unknown:
+        return [pa.Check(_identifiers, name="identifier_names")]
+    return [_member_of(names, rule)]
 
 
 def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
     """The schema a landing file of ``kind`` (media, kpi, controls, lift_tests) is validated against.
 
     No dtype is imposed: CSV fields arrive as text and Parquet columns typed, and the checks parse both.
+    Dates arrive already read (one format per file) by :func:`mmm_pipeline.landing.read_dates`.
     """
     if kind == "lift_tests":
         return lift_test_schema(cfg)
-    date = pa.Column(None, checks=_date_checks(cfg))
+    date = pa.Column(None, checks=_date_checks(cfg), nullable=True)
+    spend_sign = pa.Check(_landing_nonnegative, name="nonnegative_numeric_spend")
     frame_checks: list[pa.Check] = []
     if kind == "media":
-        channel_checks = (
-            [] if cfg.validation.allow_unknown_channels else [_member_of(cfg.channel_names, "known_channels")]
-        )
         columns = {
             "date": date,
             "market": _market_column(cfg),
-            "channel": pa.Column(None, checks=channel_checks),
-            "spend": pa.Column(None, checks=pa.Check(_nonnegative, name="nonnegative_numeric_spend")),
+            "channel": pa.Column(
+                None,
+                checks=_label_checks(
+                    cfg.channel_names, cfg.validation.allow_unknown_channels, "known_channels"
+                ),
+            ),
+            "spend": pa.Column(None, checks=_landing_number_checks(cfg, spend_sign)),
             "impressions": pa.Column(
                 object,
-                checks=pa.Check(_nonnegative, name="nonnegative_numeric_spend"),
+                checks=_landing_number_checks(cfg, spend_sign),
                 required=False,
                 nullable=True,
             ),
         }
         unique = ["date", "market", "channel"]
     elif kind == "kpi":
-        columns = {
-            "date": date,
-            "market": _market_column(cfg),
-            cfg.kpi.name: pa.Column(None, checks=pa.Check(_numeric, name="numeric_values")),
-        }
-        unique = ["date", "market"]
-    elif kind == "controls":
-        control_checks = (
-            [] if cfg.validation.allow_unknown_controls else [_member_of(cfg.control_names, "known_controls")]
+        sign = (
+            None
+            if cfg.validation.allow_negative_kpi
+            else pa.Check(lambda s: ~(_number(s) < 0) | _non_finite(s), name="nonnegative_kpi")
         )
         columns = {
             "date": date,
             "market": _market_column(cfg),
-            "control": pa.Column(None, checks=control_checks),
-            "value": pa.Column(None),
+            cfg.kpi.name: pa.Column(
+                None,
+                checks=[pa.Check(_numeric, name="numeric_values"), *_landing_number_checks(cfg, sign)],
+            ),
+        }
+        unique = ["date", "market"]
+    elif kind == "controls":
+        columns = {
+            "date": date,
+            "market": _market_column(cfg),
+            "control": pa.Column(
+                None,
+                checks=_label_checks(
+                    cfg.control_names, cfg.validation.allow_unknown_controls, "known_controls"
+                ),
+            ),
+            # Numbers are checked like spend; labels of categorical controls pass (the row check below).
+            "value": pa.Column(None, checks=_landing_number_checks(cfg, None)),
         }
         unique = ["date", "market", "control"]
         categorical = set(cfg.categorical_controls)
@@ -191,24 +307,24 @@ def lift_test_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
     enforces, plus configured channels and markets, so a delivered test can always enter a fit.
 
     A test is keyed by its week of ``end_date`` (fits use the tests that ended by their last week), so
-    that date must lie in the calendar like any landing date; ``start_date`` only has to parse and not
-    come after it.
+    that date must lie in the calendar like any landing date; ``start_date`` only has to parse (checked
+    when the dates are read) and not come after it.
     """
-    finite = pa.Check(_finite, name="finite_numbers")
+    finite = [pa.Check(_finite, name="finite_numbers"), _plausible(cfg)]
     columns = {
         "market": _market_column(cfg),
         "channel": pa.Column(None, checks=[_member_of(cfg.channel_names, "known_channels")]),
-        "start_date": pa.Column(None, checks=[pa.Check(lambda s: _dates(s).notna(), name="parseable_dates")]),
-        "end_date": pa.Column(None, checks=_date_checks(cfg)),
+        "start_date": pa.Column(None, nullable=True),
+        "end_date": pa.Column(None, checks=_date_checks(cfg), nullable=True),
         "spend": pa.Column(
-            None, checks=[finite, pa.Check(lambda s: ~(_number(s) < 0), name="nonnegative_numeric_spend")]
+            None, checks=[*finite, pa.Check(lambda s: ~(_number(s) < 0), name="nonnegative_numeric_spend")]
         ),
         "delta_spend": pa.Column(
-            None, checks=[finite, pa.Check(lambda s: ~(_number(s) == 0), name="nonzero_delta_spend")]
+            None, checks=[*finite, pa.Check(lambda s: ~(_number(s) == 0), name="nonzero_delta_spend")]
         ),
-        "lift": pa.Column(None, checks=[finite]),
+        "lift": pa.Column(None, checks=finite),
         "lift_se": pa.Column(
-            None, checks=[finite, pa.Check(lambda s: ~(_number(s) <= 0), name="positive_lift_se")]
+            None, checks=[*finite, pa.Check(lambda s: ~(_number(s) <= 0), name="positive_lift_se")]
         ),
     }
     return pa.DataFrameSchema(

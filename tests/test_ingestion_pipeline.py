@@ -72,7 +72,9 @@ def test_redelivered_file_changes_nothing(case_study) -> None:
     summary = run(cfg)
     assert summary.ok, summary.problems
     assert [r[0] for r in summary.runs] == ["ingest_landing"]  # nothing to rebuild
-    assert query(cfg, "SELECT count(*) FROM raw.landing_files WHERE status = 'duplicate'") == [(2,)]
+    # The copy is a duplicate; the touched original is the same delivery (unchanged), not a new one.
+    assert query(cfg, "SELECT count(*) FROM raw.landing_files WHERE status = 'duplicate'") == [(1,)]
+    assert _latest_landing_metadata(cfg)["duplicates"] == 1
     pd.testing.assert_frame_equal(modeling_table(cfg), before)
 
 

@@ -22,10 +22,12 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         kinds={"python", "duckdb"},
         pool=WRITER_POOL,
         description=(
-            "Scans the landing folder and registers every new or changed file (CSV or Parquet; media, "
-            "KPI, controls) after validating it with pandera. Identical re-deliveries change nothing; a "
-            "file that breaks a rule is quarantined with an error report naming its rows and rule, and "
-            "none of it reaches the warehouse. Queues the weeks each accepted file touches."
+            "Scans the landing folder and registers every new or changed file (CSV, gzip/zip CSV, Excel "
+            "or Parquet; media, KPI, controls, lift tests) after validating it with pandera; any other "
+            "entry (wrong folder or format, symlink out of the folder) is quarantined. Content already "
+            "delivered changes nothing; a file that breaks a rule is quarantined with an error report "
+            "naming its rows and rule, and none of it reaches the warehouse. Queues the weeks each "
+            "accepted file touches."
         ),
         check_specs=[
             dg.AssetCheckSpec(rule, asset="landing_files", description=text, blocking=True)
@@ -44,6 +46,8 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 0
             ]
         context.log.info(f"landing scan: {result.summary()}")
+        for line in result.file_lines():
+            context.log.info(f"  {line}")
         new_markets = sorted(set(markets) - set(context.instance.get_dynamic_partitions(MARKETS.name)))
         if new_markets:
             context.instance.add_dynamic_partitions(MARKETS.name, new_markets)
@@ -52,12 +56,20 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         for error in result.rejected:
             for violation in error.violations:
                 broken[violation.rule].append(f"{error.path.name}: {violation.describe()}")
+        warned: dict[str, list[str]] = defaultdict(list)
+        for rel, violation in result.warnings:
+            warned[violation.rule].append(f"{rel}: {violation.describe()}")
         checks = [
             dg.AssetCheckResult(
                 check_name=rule,
-                passed=rule not in broken,
-                metadata={"rejected_files": dg.MetadataValue.md("\n".join(f"- {m}" for m in broken[rule]))}
-                if rule in broken
+                passed=rule not in broken and rule not in warned,
+                severity=dg.AssetCheckSeverity.ERROR if rule in broken else dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "rejected_files" if rule in broken else "loaded_with_warning": dg.MetadataValue.md(
+                        "\n".join(f"- {m}" for m in broken.get(rule) or warned[rule])
+                    )
+                }
+                if rule in broken or rule in warned
                 else {},
             )
             for rule in LANDING_RULES
@@ -70,6 +82,10 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "rejected": len(result.rejected),
                 "unchanged": result.unchanged,
                 "rows_loaded": result.rows_loaded,
+                "warnings": len(result.warnings),
+                "files": dg.MetadataValue.md(
+                    "\n".join(f"- {line}" for line in result.file_lines()) or "none"
+                ),
                 "active_files": files,
                 "markets": ", ".join(markets),
                 "pending_weeks": dg.MetadataValue.md("\n".join(f"- {a} .. {b}" for a, b in ranges) or "none"),
