@@ -66,6 +66,7 @@ ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_coverage_94 DOUBLE;
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_unstable_channels VARCHAR;
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS promotion_blocked_by VARCHAR;  -- why not promoted
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS n_lift_tests INTEGER;  -- lift tests in the fit
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS data_fingerprint VARCHAR;  -- of the training rows
 CREATE TABLE IF NOT EXISTS models.cv_folds (
     model_id VARCHAR, market VARCHAR, fold INTEGER, status VARCHAR, error VARCHAR,
     train_start DATE, train_end DATE, test_start DATE, test_end DATE, n_train INTEGER, n_test INTEGER,
@@ -203,6 +204,8 @@ class FitRecord:
     extra: dict[str, str] = field(default_factory=dict)
     n_lift_tests: int = 0
     """Lift tests that calibrated the fit (:mod:`mmm_pipeline.model.calibration`)."""
+    data_fingerprint: str | None = None
+    """Fingerprint of the modeling-table rows the fit trained on (:mod:`mmm_pipeline.data_version`)."""
 
     @property
     def gate_passed(self) -> bool:
@@ -221,6 +224,7 @@ class FitRecord:
             "train_end": dt.date.fromisoformat(self.train_end),
             "n_weeks": self.n_weeks,
             "n_lift_tests": self.n_lift_tests,
+            "data_fingerprint": self.data_fingerprint,
             "config_hash": self.config_hash,
             "code_version": self.code_version,
             "model_spec": self.model_spec,
