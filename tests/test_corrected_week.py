@@ -105,7 +105,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             kpi = pd.read_csv(paths["kpi"] / "kpi.csv")
             row = kpi.index[30]
             out["corrected_week"] = kpi.loc[row, "date"]
-            kpi.loc[row, "kpi"] = round(kpi.loc[row, "kpi"] * 1.2, 2)
+            value = next(c for c in kpi.columns if c not in ("date", "market"))  # named after the KPI
+            kpi.loc[row, value] = round(kpi.loc[row, value] * 1.2, 2)
             kpi.to_csv(paths["kpi"] / "kpi.csv", index=False)
             out["corrected"] = _run(config_path, out["logs"].setdefault("corrected", []))
             out["after_corrected"] = _runs(config_path)
