@@ -67,6 +67,7 @@ ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_unstable_channels VARC
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS promotion_blocked_by VARCHAR;  -- why not promoted
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS n_lift_tests INTEGER;  -- lift tests in the fit
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS fit_attempts INTEGER;  -- fits tried (model.remedies)
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS data_fingerprint VARCHAR;  -- of the training rows
 CREATE TABLE IF NOT EXISTS models.cv_folds (
     model_id VARCHAR, market VARCHAR, fold INTEGER, status VARCHAR, error VARCHAR,
     train_start DATE, train_end DATE, test_start DATE, test_end DATE, n_train INTEGER, n_test INTEGER,
@@ -216,6 +217,8 @@ class FitRecord:
     """Lift tests that calibrated the fit (:mod:`mmm_pipeline.model.calibration`)."""
     fit_attempts: int = 1
     """Sampling attempts made (``model.remedies``); the record describes the last one."""
+    data_fingerprint: str | None = None
+    """Fingerprint of the modeling-table rows the fit trained on (:mod:`mmm_pipeline.data_version`)."""
 
     @property
     def gate_passed(self) -> bool:
@@ -235,6 +238,7 @@ class FitRecord:
             "n_weeks": self.n_weeks,
             "n_lift_tests": self.n_lift_tests,
             "fit_attempts": self.fit_attempts,
+            "data_fingerprint": self.data_fingerprint,
             "config_hash": self.config_hash,
             "code_version": self.code_version,
             "model_spec": self.model_spec,

@@ -19,6 +19,7 @@ from dagster import DagsterInstance
 
 from .calendar import last_complete_week
 from .config import ProjectConfig
+from .data_version import modeling_fingerprint, training_rows
 from .definitions import build_definitions
 from .defs.assets.model import MARKETS
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
@@ -157,7 +158,8 @@ def run_pipeline(
 
     ``select`` limits the runs to the assets it picks (e.g. ``group:marts`` or ``stg_media+``).
     ``until`` stops after a stage (:data:`STAGES`). A market's model is refitted when its modeling
-    table has a week, a model config or lift tests its latest fit has not seen, or always with ``refit``.
+    table has a week, a model config or lift tests its latest fit has not seen, or a value in its
+    training weeks changed since (a corrected week), or always with ``refit``.
     Valid files are built even when others in the same delivery were rejected; the rejections are
     returned as problems so the caller can exit non-zero.
     """
@@ -243,6 +245,12 @@ def _refit_models(
         latest = {market: latest_run(conn, market) for market in weeks}
         last_weeks = {m: min(w, cfg.model.train_end) if cfg.model.train_end else w for m, w in weeks.items()}
         lift_tests = {m: _lift_tests_by(conn, m, last_weeks[m]) for m in weeks}
+        # The rows each latest fit trained on, as they are now: a corrected old week changes them.
+        fingerprints = {
+            m: modeling_fingerprint(training_rows(conn, m, run["train_end"]))
+            for m, run in latest.items()
+            if run is not None and not pd.isna(run.get("data_fingerprint"))
+        }
         reoptimize = {}
         if cfg.optimization.enabled and (keys is None or dg.AssetKey("budget_recommendation") in keys):
             files = cfg.optimization_files()
@@ -274,6 +282,9 @@ def _refit_models(
         if run is not None and fitted_tests != lift_tests[market]:
             log(f"market {market}: {lift_tests[market]} lift test(s) ended by {last_week}, the model used "
                 f"{fitted_tests}: refitting")  # fmt: skip
+        elif run is not None and market in fingerprints and fingerprints[market] != run["data_fingerprint"]:
+            log(f"market {market}: data of weeks up to {pd.Timestamp(run['train_end']).date()} changed since "
+                f"model {run['model_id']} was fitted: refitting")  # fmt: skip
         elif (
             not force
             and run is not None

@@ -29,6 +29,7 @@ from mmm_pipeline.defs.schedules import WEEKLY_SCHEDULE
 from mmm_pipeline.defs.sensors import DRIFT_SENSOR, FOLLOW_UP_SENSOR, NEW_DATA_SENSOR
 from mmm_pipeline.monitoring.simulation import SimulationSettings, run_simulation, write_weeks
 from mmm_pipeline.optimize import load_scenarios
+from mmm_pipeline.publish import publish
 from mmm_pipeline.recommendations import optimization_is_current, plans_in_force
 from mmm_pipeline.runner import RUN_CONFIG, project_instance
 from mmm_pipeline.scaffold import init_project
@@ -180,10 +181,9 @@ def test_drift_sensor_one_run_per_open_event(project) -> None:
              "detected_at": dt.datetime(2024, 1, 2)},
         ]
     )  # fmt: skip
-    cfg.publish_dir.mkdir(parents=True, exist_ok=True)
     with duckdb.connect() as conn:
         conn.register("events", events)
-        conn.execute(f"COPY events TO '{cfg.publish_dir / 'drift_events.parquet'}' (FORMAT parquet)")
+        publish(conn, {"drift_events": "events"}, cfg.publish_dir, cfg.bi_database_path)
     tick = _tick(defs, DRIFT_SENSOR, instance, None)
     (request,) = tick.run_requests
     assert request.run_key == "drift-a-1" and request.partition_key == "a"

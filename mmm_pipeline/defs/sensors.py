@@ -7,9 +7,10 @@
   contiguous range of the weeks it queued (read from the run's ``landing_files`` materialization: the
   weeks can only be known after the files were read, de-duplicated and compared with what was there);
   when the weekly update succeeds, a refit per market (``schedule.refit``).
-- ``drift_sensor``: reads the published ``drift_events`` snapshot (a Parquet file, never the working
-  warehouse, so it never waits for or blocks the DuckDB writer) and starts one refit + reoptimization
-  run per open event, tagged with the rule and its evidence; the run key is the event id.
+- ``drift_sensor``: reads the published ``drift_events`` relation (through the read-only BI catalog,
+  never the working warehouse, so it never waits for or blocks the DuckDB writer) and starts one
+  refit + reoptimization run per open event, tagged with the rule and its evidence; the run key is
+  the event id.
 
 None of them writes to DuckDB; the assets of the runs they start record what happened.
 """
@@ -155,10 +156,10 @@ def build_sensors(
         minimum_interval_seconds=sensors_cfg.drift.interval_seconds,
         default_status=_status(sensors_cfg.drift.enabled),
         description=(
-            "Reads the published drift_events table (read-only Parquet snapshot) and starts one refit + "
-            "reoptimization run per open drift event (run key = event id), tagged with the rule and its "
-            "evidence. While the same drift persists the event stays open and nothing new starts; a new "
-            "event needs recovery or a new champion first (rules in monitoring.drift_rules)."
+            "Reads the published drift_events table (through the read-only BI catalog) and starts one "
+            "refit + reoptimization run per open drift event (run key = event id), tagged with the rule "
+            "and its evidence. While the same drift persists the event stays open and nothing new "
+            "starts; a new event needs recovery or a new champion first (rules in monitoring.drift_rules)."
         ),
     )
     def drift_sensor(context: dg.SensorEvaluationContext):
@@ -210,14 +211,14 @@ def pending_ranges(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str,
 
 
 def read_open_events(cfg: ProjectConfig) -> list[dict]:
-    """Open drift events from the published snapshot (nothing before the first publication)."""
-    path = cfg.publish_dir / "drift_events.parquet"
-    if not path.exists():
+    """Open drift events from the published BI catalog (nothing before the first publication)."""
+    if not cfg.bi_database_path.exists():
         return []
-    with duckdb.connect() as conn:
-        frame = conn.execute(
+    with duckdb.connect(str(cfg.bi_database_path), read_only=True) as bi:
+        if not bi.execute("SELECT count(*) FROM published_tables WHERE name = 'drift_events'").fetchone()[0]:
+            return []
+        frame = bi.execute(
             "SELECT event_id, market, model_id, rule, rules_fired, detected_week, summary, evidence, "
-            "dagster_run_id FROM read_parquet(?) WHERE status = 'open' ORDER BY detected_at",
-            [str(path)],
+            "dagster_run_id FROM drift_events WHERE status = 'open' ORDER BY detected_at"
         ).df()
     return frame.to_dict("records")

@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from ...config import GateConfig, ProjectConfig
+from ...data_version import modeling_fingerprint
 from ...model.calibration import lift_test_agreement
 from ...model.fit import FitResult
 from ...plots import fit_chart, roas_chart
@@ -211,6 +212,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 f"{n_lift_tests} of the market's {len(lift_tests)} lift test(s) ended by "
                 f"{data.dates[-1].date()} and calibrated the fit"
             )
+        trained_on = frame[pd.to_datetime(frame["week"]) <= data.dates[-1]]  # the rows of the training window
         model_id = new_model_id(market, data.dates[-1].date())
         folder = cfg.artifacts_dir / "models" / market / model_id
         record = FitRecord(
@@ -234,6 +236,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             dagster_run_id=context.run_id,
             n_lift_tests=n_lift_tests,
             fit_attempts=len(outcome.attempts),
+            data_fingerprint=modeling_fingerprint(trained_on),
         )
         write_artifacts(folder, record, outcome.fit.idata, outcome.tables)
         d, t = record.diagnostics, record.timings

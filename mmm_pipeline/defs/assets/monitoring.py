@@ -21,7 +21,7 @@ from ...monitoring import drift, store
 from ...monitoring.plots import tracking_chart
 from ...monitoring.tracking import track
 from ...plots import markdown_image
-from ...publish import export_snapshot, published_snapshots, write_catalog
+from ...publish import publish
 from ...registry import ensure_schema as ensure_models_schema
 from ...registry import load_model
 from ...warehouse import WarehouseResource, relation_exists, transaction
@@ -34,14 +34,9 @@ FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def publish_monitoring(conn, cfg: ProjectConfig) -> dict[str, int]:  # noqa: ANN001 - a DuckDB connection
-    """Export the monitoring tables as Parquet snapshots and rebuild the BI catalog."""
+    """Publish the monitoring tables as a new BI snapshot (the other published tables carried over)."""
     store.ensure_schema(conn)
-    counts = {
-        name: export_snapshot(conn, relation, cfg.publish_dir / f"{name}.parquet")
-        for name, relation in store.MONITORING_TABLES.items()
-    }
-    write_catalog(cfg.bi_database_path, published_snapshots(cfg.publish_dir))
-    return counts
+    return publish(conn, store.MONITORING_TABLES, cfg.publish_dir, cfg.bi_database_path)
 
 
 def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:

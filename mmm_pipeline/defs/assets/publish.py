@@ -1,11 +1,11 @@
-"""Publishing: the marts BI reads, as atomic Parquet snapshots behind the read-only ``bi.duckdb``."""
+"""Publishing: the marts BI reads, as versioned Parquet snapshots behind the read-only ``bi.duckdb``."""
 
 import dagster as dg
 
 from ...config import ProjectConfig
 from ...monitoring.store import MONITORING_TABLES
 from ...monitoring.store import ensure_schema as ensure_monitoring_schema
-from ...publish import export_snapshot, published_snapshots, write_catalog
+from ...publish import publish
 from ...recommendations import OPTIMIZATION_TABLES
 from ...recommendations import ensure_schema as ensure_optimization_schema
 from ...registry import RUN_TABLES, RUN_VIEWS, ensure_schema
@@ -24,20 +24,15 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         deps=[m.name for m in marts],
         pool=WRITER_POOL,
         description=(
-            "Exports every mart to a Parquet snapshot (written aside, then renamed into place) and "
-            "rebuilds the read-only BI catalog of views over them, so BI tools read without ever "
-            "blocking the pipeline or seeing a half-written table."
+            "Exports every mart into a new versioned Parquet snapshot (the other published tables carried "
+            "over) and switches the read-only BI catalog to it with one rename, so BI tools read without "
+            "ever blocking the pipeline, and a connection never sees half a table nor two publishes mixed."
         ),
         metadata={"bi_database": str(cfg.bi_database_path), "publish_folder": str(cfg.publish_dir)},
     )
     def bi_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        counts: dict[str, int] = {}
-        with warehouse.get_connection() as conn:
-            for model in marts:
-                counts[model.name] = export_snapshot(
-                    conn, model.relation, cfg.publish_dir / f"{model.name}.parquet"
-                )
-        write_catalog(cfg.bi_database_path, published_snapshots(cfg.publish_dir))
+        with warehouse.get_connection() as conn:  # the writer lock also keeps publishers apart
+            counts = publish(conn, {m.name: m.relation for m in marts}, cfg.publish_dir, cfg.bi_database_path)
         context.log.info(f"published {len(counts)} table(s) to {cfg.bi_database_path}")
         return dg.MaterializeResult(
             metadata={
@@ -76,11 +71,7 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
             ensure_monitoring_schema(conn)
             if optimization:
                 ensure_optimization_schema(conn)
-            counts = {
-                name: export_snapshot(conn, relation, cfg.publish_dir / f"{name}.parquet")
-                for name, relation in relations.items()
-            }
-        write_catalog(cfg.bi_database_path, published_snapshots(cfg.publish_dir))
+            counts = publish(conn, relations, cfg.publish_dir, cfg.bi_database_path)
         context.log.info(f"published {len(counts)} model and optimization table(s) to {cfg.bi_database_path}")
         return dg.MaterializeResult(metadata={"tables": dg.MetadataValue.md(_row_counts(counts))})
 
