@@ -126,6 +126,7 @@ def _no_champion_text(
     if worst:
         lines.append(f"parameters most responsible: {worst}")
     lines += [f"next step: {step}" for step in next_steps(run, gate, worst)]
+    lines.append("then: mmm-pipeline run --refit (a rejected fit is not retried on unchanged data)")
     return lines
 
 
