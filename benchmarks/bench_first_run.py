@@ -33,6 +33,10 @@ available and not counted). Nobody tuned the model, the gate or the remedies on 
 before its first run (LIST_SEED 14014, for issue 14), and settings tuned on it would make it a training
 set; draw a new list (another LIST_SEED) to check a change made after looking at it.
 
+With the default fold layout, cross-validation needs 156 weeks (``min_train_weeks`` 104 + a 13-week
+horizon + 3 steps of 13), so in shorter worlds CV is skipped and with it the gate's CV-skill rule; the
+``cv`` column (``cv_status``) shows which worlds were held to it.
+
 Run (the benchmark: the product's sampler defaults, 4 chains x 1000 draws; ~30 full runs, long):
 ``nohup .venv/bin/python benchmarks/bench_first_run.py --out /tmp/first_run.csv > /tmp/first_run.log 2>&1 &``
 (``--start K`` skips the first K specs, to resume after an interruption: rows are appended to ``--out``
@@ -243,7 +247,7 @@ def run_world(spec: WorldSpec, workdir: Path, sampler: dict[str, int], keep: boo
     row["wall_s"] = round(time.perf_counter() - started, 1)
     row.update(exit_code=run.returncode, **read_outcome(project / "data" / "bi.duckdb"))
     row["status"] = "champion" if row.get("champion") else "no_champion"
-    if not row.get("champion"):
+    if not row.get("model_status"):  # no fit recorded: the run's last lines say why
         tail = (project / "run.log").read_text().strip().splitlines()[-3:]
         row["note"] = (row.get("note", "") + " | " + " / ".join(tail))[-400:]
     if not keep:
