@@ -41,7 +41,8 @@ Run (the benchmark: the product's sampler defaults, 4 chains x 1000 draws; ~30 f
 ``nohup .venv/bin/python benchmarks/bench_first_run.py --out /tmp/first_run.csv > /tmp/first_run.log 2>&1 &``
 (``--start K`` skips the first K specs, to resume after an interruption: rows are appended to ``--out``
 as each world finishes; ``--jobs N`` runs N projects at once; ``--keep`` keeps the project folders under
-``--workdir``). ``--draws/--tune/--chains`` override the sampler for SMOKE RUNS ONLY: they are not the
+``--workdir``; ``--summarize`` prints the table and totals of ``--out`` without running anything).
+``--draws/--tune/--chains`` override the sampler for SMOKE RUNS ONLY: they are not the
 benchmark setting (a new user's run uses the defaults), the header says so and each row records them.
 """
 
@@ -82,7 +83,7 @@ FIELDS = [
     "index", "variant", "seed", "n_weeks", "n_channels", "channels", "spend_pattern", "noise_share",
     "sampler", "status", "exit_code", "champion", "model_status", "fit_attempts", "extra_fits",
     "remedies", "promotion_blocked_by", "gate_failures", "max_r_hat", "divergences", "cv_status",
-    "cv_crps_skill", "wall_s", "note",
+    "cv_crps_skill", "fit_s", "wall_s", "note",
 ]  # fmt: skip
 
 
@@ -193,10 +194,9 @@ def read_outcome(bi_path: Path) -> dict:
         if not latest:
             return {"champion": bool(champion), "note": "no model run in bi.duckdb"}
         model_id, status, attempts, blocked, failures, r_hat, divergences, cv_status, skill = latest[0]
-        remedies = _query(
+        attempt_rows = _query(
             con,
-            "SELECT remedy FROM model_fit_attempts WHERE model_id = ? AND remedy IS NOT NULL "
-            "ORDER BY attempt",
+            "SELECT remedy, seconds FROM model_fit_attempts WHERE model_id = ? ORDER BY attempt",
             [model_id],
         )
     finally:
@@ -207,7 +207,8 @@ def read_outcome(bi_path: Path) -> dict:
         "model_status": status,
         "fit_attempts": attempts,
         "extra_fits": attempts - 1,
-        "remedies": " | ".join(r for (r,) in remedies),
+        "remedies": " | ".join(remedy for remedy, _ in attempt_rows if remedy),
+        "fit_s": round(sum(float(sec or 0) for _, sec in attempt_rows), 1),
         "promotion_blocked_by": blocked or "",
         "gate_failures": failures or "",
         "max_r_hat": None if r_hat is None else round(float(r_hat), 4),
@@ -326,9 +327,20 @@ def print_totals(rows: list[dict], title: str) -> None:
     nonzero = Counter(str(r.get("exit_code")) for r in ran if str(r.get("exit_code")) != "0")
     if nonzero:
         print(f"  non-zero exit codes: {dict(nonzero)}")
+    fits = [float(r["fit_s"]) for r in ran if r.get("fit_s") not in (None, "")]
+    if fits:
+        print(f"  sampling attempts of the fit (model_fit_attempts.seconds): total {sum(fits):.0f} s")
     if walls:
         print(f"  wall time of `run`: total {sum(walls):.0f} s, median {statistics.median(walls):.0f} s, "
               f"max {max(walls):.0f} s")  # fmt: skip
+
+
+def _saved_rows(path: str | None) -> dict[int, dict]:
+    """The rows of a results CSV, the latest per spec index (a resumed spec replaces its earlier row)."""
+    if not path or not Path(path).exists():
+        raise SystemExit(f"no results file {path!r}")
+    with open(path, newline="") as f:
+        return {int(r["index"]): r for r in csv.DictReader(f)}
 
 
 def main() -> None:
@@ -340,6 +352,9 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="where projects go (default: a temporary folder)")
     parser.add_argument("--out", default=None, help="CSV to append a row to as each world finishes")
     parser.add_argument("--list", action="store_true", help="print the specs and exit")
+    parser.add_argument(
+        "--summarize", action="store_true", help="print the table and totals of --out's rows; run nothing"
+    )
     smoke = parser.add_argument_group("smoke runs only (NOT the benchmark setting: a new user runs defaults)")
     smoke.add_argument("--draws", type=int)
     smoke.add_argument("--tune", type=int)
@@ -347,6 +362,11 @@ def main() -> None:
     args = parser.parse_args()
 
     specs = [world_spec(i) for i in range(args.start, args.worlds)]
+    if args.summarize:
+        saved = _saved_rows(args.out)
+        print_table(list(saved.values()))
+        print_totals(list(saved.values()), f"all specs in {args.out} ({len(saved)})")
+        return
     if args.list:
         for s in specs:
             print(s)
@@ -398,8 +418,7 @@ def main() -> None:
     print_table(rows)
     print_totals(rows, "this run")
     if args.out:
-        with open(args.out, newline="") as f:
-            saved = {int(r["index"]): r for r in csv.DictReader(f)}  # the latest row per spec
+        saved = _saved_rows(args.out)
         print_totals(list(saved.values()), f"all specs in {args.out} ({len(saved)})")
 
 
