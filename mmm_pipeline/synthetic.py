@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -124,13 +124,25 @@ _CHANNELS: dict[str, _Setup] = {
     "social": _Setup("variable", 20_000, 7.0, 0.4, 5, "hill", {"half_sat": 30_000.0, "slope": 1.0}, 1.4),
     "radio": _Setup("flighting", 30_000, 9.0, 0.5, 6, "logistic", {"lam": 1 / 40_000}, 1.0),
     "print": _Setup("flighting", 15_000, 30.0, 0.5, 6, "hill", {"half_sat": 12_000.0, "slope": 2.0}, 0.6),
+    # Not in the default world (see DEFAULT_CHANNELS); worlds of other shapes ask for them by name.
+    "ooh": _Setup("flighting", 40_000, 5.0, 0.55, 6, "hill", {"half_sat": 35_000.0, "slope": 1.3}, 0.9),
+    "video": _Setup("variable", 25_000, 12.0, 0.45, 5, "hill", {"half_sat": 30_000.0, "slope": 0.8}, 1.2),
+    "affiliate": _Setup("always_on", 10_000, 3.0, 0.1, 2, "logistic", {"lam": 1 / 15_000}, 2.5),
 }
+#: The default world's channels, in order. Their spend always comes from the market's main random
+#: stream in this order, so adding archetypes or options never changes a default world.
+DEFAULT_CHANNELS = ("tv", "search", "display", "social", "radio", "print")
 
 # Controls: value reference (where the effect is zero) and effect per unit in the reference market.
 # Competitor spend grows with the market, so its per-dollar effect does not; the others scale with it.
 _CONTROL_REFERENCE = {"competitor_spend": 0.0, "macro_index": 100.0, "price": 10.0}
 _CONTROL_COEF = {"competitor_spend": -0.3, "macro_index": 5_000.0, "price": -50_000.0}
 _CONTROL_COEF_SCALES = {"competitor_spend": False, "macro_index": True, "price": True}
+# The categorical control of ``generate_world(event_control=True)``: weekly labels ('na' most weeks, the
+# no-label group) and each label's effect as a share of the baseline (it scales with the market).
+EVENT_CONTROL = "event"
+_EVENT_NO_LABEL = "na"
+_EVENT_LABELS = {"sale": (0.08, 0.05), "launch": (0.04, 0.08)}  # label: (share of weeks, effect share)
 
 _BASELINE = 1_000_000.0  # weekly KPI without media, controls or seasonality, reference market
 _TREND_PER_YEAR = 0.04  # baseline growth per year, as a share of the baseline
@@ -147,6 +159,8 @@ class Truth:
     ``decomposition`` has one row per market and week: ``date, market, baseline, trend, seasonality``, one
     column per control effect, one per channel contribution, ``noise`` and the KPI; the components sum to
     the KPI to float precision (rounding the KPI to cents is part of ``noise``).
+    ``event_effects[label]`` is the weekly effect of a week labelled ``label`` in the categorical
+    :data:`EVENT_CONTROL`, in the reference market (it scales with the market); empty without one.
     """
 
     channels: dict[str, ChannelTruth]
@@ -156,6 +170,9 @@ class Truth:
     breaks: tuple[Break, ...]
     noise_sd: dict[str, float]
     decomposition: pd.DataFrame
+    trend_per_year: float = _TREND_PER_YEAR
+    seasonal_amplitude: float = _SEASONAL_AMPLITUDE
+    event_effects: dict[str, float] = field(default_factory=dict)
 
     def channel(self, name: str, market: str) -> ChannelTruth:
         """The channel's true response in ``market`` (parameters scaled by the market's size)."""
@@ -285,7 +302,7 @@ class SyntheticWorld:
                 m: {
                     "scale": scale,
                     "baseline": _BASELINE * scale,
-                    "trend_per_week": _BASELINE * scale * _TREND_PER_YEAR / WEEKS_PER_YEAR,
+                    "trend_per_week": _BASELINE * scale * self.truth.trend_per_year / WEEKS_PER_YEAR,
                     "noise_sd": self.truth.noise_sd[m],
                 }
                 for m, scale in self.truth.market_scale.items()
@@ -298,6 +315,22 @@ class SyntheticWorld:
                 }
                 for c, ref in self.truth.control_reference.items()
             },
+            # Only in worlds with the categorical control, so that default truth files stay as they were.
+            **(
+                {
+                    "categorical_controls": {
+                        EVENT_CONTROL: {
+                            "baseline": _EVENT_NO_LABEL,
+                            "effect": {
+                                label: {m: effect * s for m, s in self.truth.market_scale.items()}
+                                for label, effect in self.truth.event_effects.items()
+                            },
+                        }
+                    }
+                }
+                if self.truth.event_effects
+                else {}
+            ),
             "breaks": [
                 {
                     "channel": b.channel,
@@ -328,12 +361,34 @@ def generate_world(
     breaks: Sequence[Break] = (),
     kpi_name: str = "sales",
     lift_tests_per_channel: int = 0,
+    *,
+    channels: Sequence[str] | None = None,
+    spend_patterns: Mapping[str, SpendPattern] | None = None,
+    noise_share: float = _NOISE_SHARE,
+    controls: Sequence[str] | None = None,
+    event_control: bool = False,
+    seasonal_amplitude: float = _SEASONAL_AMPLITUDE,
+    trend_per_year: float = _TREND_PER_YEAR,
 ) -> SyntheticWorld:
     """Generate a world, deterministic given the arguments.
 
     ``lift_tests_per_channel`` > 0 adds that many experiments per channel and market
     (:func:`design_lift_tests`); they are drawn from their own random stream, so the rest of the world
     is the same with or without them.
+
+    The world's shape, so that a benchmark can try the pipeline on worlds it was not tuned on (every
+    option at its default gives the default world, byte for byte): ``channels`` names the channel
+    archetypes, in order (default :data:`DEFAULT_CHANNELS`; ``ooh``, ``video`` and ``affiliate`` are
+    the others); ``spend_patterns`` buys a channel another way (``{"search": "flighting"}``);
+    ``noise_share`` is the weekly noise sd as a share of the baseline; ``controls`` keeps a subset of
+    ``competitor_spend``, ``macro_index``, ``price`` (``()``: none, and no control effect in the KPI);
+    ``event_control`` adds the categorical control :data:`EVENT_CONTROL` (a label a week: 'na' most
+    weeks, 'sale' or 'launch' in some, each with its own effect); ``seasonal_amplitude`` and
+    ``trend_per_year`` size the baseline's yearly cycle and growth as shares of the baseline (0: none).
+    The default channels' spend and all numeric controls and noise always come from the market's main
+    random stream, drawn as in the default world; channels bought otherwise or not in the default set
+    draw from a second stream ``(seed, i, 1)`` and event labels from a third ``(seed, i, 2)``. So a
+    subset of the default channels, another noise level or fewer controls keep the rest of the world.
 
     ``start`` must be a ``week_start`` weekday; by default it is the first such day on or after
     2022-01-03. Market ``i`` draws from its own random stream seeded by ``(seed, i)``; the first market
@@ -356,7 +411,22 @@ def generate_world(
             raise ValueError(f"{name!r} is not a lower-case identifier")
     if not markets or len(set(markets)) != len(markets):
         raise ValueError(f"markets must be a non-empty list of distinct names, got {markets}")
-    channels = list(_CHANNELS)
+    channels = list(DEFAULT_CHANNELS if channels is None else channels)
+    if not channels or len(set(channels)) != len(channels) or not set(channels) <= set(_CHANNELS):
+        raise ValueError(f"channels must be distinct names out of {list(_CHANNELS)}, got {channels}")
+    setups = {c: _CHANNELS[c] for c in channels}
+    for c, pattern in (spend_patterns or {}).items():
+        if c not in setups or pattern not in ("flighting", "always_on", "variable"):
+            raise ValueError(
+                f"spend_patterns: {c!r}: {pattern!r} must map one of {channels} to "
+                "'flighting', 'always_on' or 'variable'"
+            )
+        setups[c] = replace(setups[c], pattern=pattern)
+    controls = list(_CONTROL_COEF if controls is None else controls)
+    if len(set(controls)) != len(controls) or not set(controls) <= set(_CONTROL_COEF):
+        raise ValueError(f"controls must be distinct names out of {list(_CONTROL_COEF)}, got {controls}")
+    if not (noise_share >= 0 and np.isfinite([noise_share, seasonal_amplitude, trend_per_year]).all()):
+        raise ValueError("noise_share must be >= 0; seasonal_amplitude and trend_per_year finite")
     for b in breaks:
         if b.channel not in channels or not 0 <= b.week_index < n_weeks or b.effect_multiplier < 0:
             raise ValueError(
@@ -370,7 +440,10 @@ def generate_world(
     for i, market in enumerate(markets):
         rng = np.random.default_rng([seed, i])
         scale = 1.0 if i == 0 else round(float(rng.uniform(0.4, 1.6)), 3)
-        drawn[market] = _draw_market(rng, scale, season, years)
+        drawn[market] = _draw_market(rng, np.random.default_rng([seed, i, 1]), scale, season, years, setups)
+        if event_control:
+            labels = _event_labels(np.random.default_rng([seed, i, 2]), n_weeks)
+            drawn[market]["controls"][EVENT_CONTROL] = labels
 
     # Calibrate beta: pooled true ROAS over the window equals the target before any break.
     unit = {
@@ -386,19 +459,24 @@ def generate_world(
     truths = {c: replace(_unit_truth(c), beta=float(b)) for c, b in zip(channels, betas, strict=True)}
     multiplier = _multiplier(tuple(breaks), channels, np.arange(n_weeks))
 
-    media, kpi, controls, decomposition = [], [], [], []
+    media, kpi, control_rows, decomposition = [], [], [], []
     control_coef, noise_sd = {}, {}
     for market, d in drawn.items():
         scale = d["scale"]
-        coef = {c: _CONTROL_COEF[c] * (scale if _CONTROL_COEF_SCALES[c] else 1.0) for c in _CONTROL_COEF}
-        control_coef[market], noise_sd[market] = coef, _NOISE_SHARE * _BASELINE * scale
+        coef = {c: _CONTROL_COEF[c] * (scale if _CONTROL_COEF_SCALES[c] else 1.0) for c in controls}
+        control_coef[market], noise_sd[market] = coef, noise_share * _BASELINE * scale
         parts = {
             "baseline": np.full(n_weeks, _BASELINE * scale),
-            "trend": _BASELINE * scale * _TREND_PER_YEAR * years,
-            "seasonality": _BASELINE * scale * _SEASONAL_AMPLITUDE * season,
+            "trend": _BASELINE * scale * trend_per_year * years,
+            "seasonality": _BASELINE * scale * seasonal_amplitude * season,
         }
+        d["controls"] = {c: v for c, v in d["controls"].items() if c in controls or c == EVENT_CONTROL}
         for c, values in d["controls"].items():
-            parts[c] = coef[c] * (values - _CONTROL_REFERENCE[c]) + 0.0  # + 0.0: no "-0.0" in files
+            if c == EVENT_CONTROL:
+                effect = {label: share * _BASELINE * scale for label, (_, share) in _EVENT_LABELS.items()}
+                parts[c] = np.array([effect.get(label, 0.0) for label in values])
+            else:
+                parts[c] = coef[c] * (values - _CONTROL_REFERENCE[c]) + 0.0  # + 0.0: no "-0.0" in files
         contribution = multiplier * unit[market] * betas
         parts.update(zip(channels, contribution.T, strict=True))
         expected = sum(parts.values())
@@ -409,22 +487,32 @@ def generate_world(
         kpi.append(pd.DataFrame({"date": dates, kpi_name: sales, "market": market}))
         media.append(_long(dates, channels, {"spend": d["spend"], "impressions": d["impressions"]}, market))
         control_names = list(d["controls"])
-        values = np.column_stack(list(d["controls"].values()))
-        controls.append(_long(dates, control_names, {"value": values}, market, key="control"))
+        if control_names:
+            values = np.column_stack(list(d["controls"].values()))  # object dtype with event labels
+            control_rows.append(_long(dates, control_names, {"value": values}, market, key="control"))
 
     truth = Truth(
         channels=truths,
         market_scale={m: d["scale"] for m, d in drawn.items()},
-        control_reference=dict(_CONTROL_REFERENCE),
+        control_reference={c: _CONTROL_REFERENCE[c] for c in controls},
         control_coef=control_coef,
         breaks=tuple(breaks),
         noise_sd=noise_sd,
         decomposition=pd.concat(decomposition, ignore_index=True),
+        trend_per_year=trend_per_year,
+        seasonal_amplitude=seasonal_amplitude,
+        event_effects=(
+            {label: share * _BASELINE for label, (_, share) in _EVENT_LABELS.items()} if event_control else {}
+        ),
     )
     world = SyntheticWorld(
         media=pd.concat(media, ignore_index=True),
         kpi=pd.concat(kpi, ignore_index=True),
-        controls=pd.concat(controls, ignore_index=True),
+        controls=(
+            pd.concat(control_rows, ignore_index=True)
+            if control_rows
+            else pd.DataFrame(columns=["date", "control", "value", "market"])
+        ),
         truth=truth,
         seed=seed,
         week_start=week_start,
@@ -466,7 +554,8 @@ def design_lift_tests(world: SyntheticWorld, per_channel: int) -> pd.DataFrame:
             for k in range(per_channel):
                 weeks = int(rng.integers(4, 9))
                 end = int(rng.integers(max(weeks - 1, len(dates) - 52), len(dates)))
-                after = _multiplier(world.truth.breaks, [name], np.array([end]))[0, 0]
+                own = [b for b in world.truth.breaks if b.channel == name]
+                after = _multiplier(own, [name], np.array([end]))[0, 0]
                 delta = level * _LIFT_TEST_CHANGES[k]
                 lift = after * float(
                     truth.steady_state(np.array([level + delta]))[0]
@@ -498,6 +587,8 @@ def write_world(
     landing_dir, truth_dir = Path(landing_dir), Path(truth_dir)
     paths: dict[str, Path] = {}
     for kind, frame in (("media", world.media), ("kpi", world.kpi), ("controls", world.controls)):
+        if frame.empty:  # a world without controls delivers no control file
+            continue
         folder = paths[kind] = landing_dir / kind
         folder.mkdir(parents=True, exist_ok=True)
         if split_by_week:
@@ -554,16 +645,38 @@ def _season_shape(dates: pd.DatetimeIndex) -> np.ndarray:
     return shape / 1.3
 
 
-def _draw_market(rng: np.random.Generator, scale: float, season: np.ndarray, years: np.ndarray) -> dict:
-    """All random draws of one market, in a fixed order: spend, impressions, controls, noise."""
+def _draw_market(
+    rng: np.random.Generator,
+    other_rng: np.random.Generator,
+    scale: float,
+    season: np.ndarray,
+    years: np.ndarray,
+    setups: Mapping[str, _Setup],
+) -> dict:
+    """All random draws of one market: spend and impressions of the ``setups`` channels, controls, noise.
+
+    ``rng`` draws, in a fixed order, the default channels' spend and impressions as the default world
+    buys them, then the controls and the noise, whatever ``setups`` asks for: so a world of another
+    shape keeps the default world's controls, noise and (where bought the same way) spend. A channel not
+    in the default set, or bought another way, draws from ``other_rng``, in ``setups`` order.
+    """
     n = len(season)
-    spend = np.column_stack(
-        [_spend(rng, s.pattern, s.level * scale, season) for s in _CHANNELS.values()]
-    ).round(2)
+    default = [_CHANNELS[c] for c in DEFAULT_CHANNELS]
+    spend = np.column_stack([_spend(rng, s.pattern, s.level * scale, season) for s in default]).round(2)
     # Impressions at a noisy, slowly inflating price per thousand impressions.
-    cpm = np.array([s.cpm for s in _CHANNELS.values()])
+    cpm = np.array([s.cpm for s in default])
     price = cpm * np.exp(rng.normal(0, 0.08, spend.shape)) * (1 + 0.03 * years)[:, None]
     impressions = np.round(spend / price * 1000).astype(np.int64)
+    spend_of = dict(zip(DEFAULT_CHANNELS, spend.T, strict=True))
+    impressions_of = dict(zip(DEFAULT_CHANNELS, impressions.T, strict=True))
+    for name, setup in setups.items():
+        if name in DEFAULT_CHANNELS and setup == _CHANNELS[name]:
+            continue
+        spend_of[name] = _spend(other_rng, setup.pattern, setup.level * scale, season).round(2)
+        own_price = setup.cpm * np.exp(other_rng.normal(0, 0.08, n)) * (1 + 0.03 * years)
+        impressions_of[name] = np.round(spend_of[name] / own_price * 1000).astype(np.int64)
+    spend = np.column_stack([spend_of[c] for c in setups])
+    impressions = np.column_stack([impressions_of[c] for c in setups])
     promo = rng.random(n) < 0.1
     controls = {
         "competitor_spend": _spend(rng, "flighting", 60_000 * scale, season).round(2),
@@ -577,6 +690,17 @@ def _draw_market(rng: np.random.Generator, scale: float, season: np.ndarray, yea
         "controls": controls,
         "noise": rng.standard_normal(n),
     }
+
+
+def _event_labels(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A label a week for :data:`EVENT_CONTROL`: each label in its share of weeks, 'na' in the rest."""
+    labels = np.full(n, _EVENT_NO_LABEL, dtype=object)
+    u = rng.random(n)
+    low = 0.0
+    for label, (share, _) in _EVENT_LABELS.items():
+        labels[(u >= low) & (u < low + share)] = label
+        low += share
+    return labels
 
 
 def _spend(rng: np.random.Generator, pattern: SpendPattern, level: float, season: np.ndarray) -> np.ndarray:

@@ -1,13 +1,20 @@
 """The synthetic world: determinism, an exact decomposition, and a truth consistent with its files."""
 
 import datetime as dt
+import hashlib
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mmm_pipeline.synthetic import Break, generate_world, write_world
+from mmm_pipeline.synthetic import (
+    DEFAULT_CHANNELS,
+    EVENT_CONTROL,
+    Break,
+    generate_world,
+    write_world,
+)
 
 CHANNELS = ["tv", "search", "display", "social", "radio", "print"]
 
@@ -172,3 +179,82 @@ def test_break_changes_the_effect_from_the_break_week(world):
     np.testing.assert_allclose(broken.true_contribution(weekly)[0], 0.5 * world.true_contribution(weekly)[0])
     with pytest.raises(ValueError, match="invalid"):
         generate_world(breaks=[Break(channel="tv", week_index=156, effect_multiplier=0.5)])
+
+
+def test_default_world_is_pinned():
+    """The default random streams never change: benchmarks and tests compare worlds across versions.
+
+    The digest is of a world generated before the shape options existed (channels, noise_share, ...).
+    """
+    w = generate_world(seed=11, n_weeks=40, markets=["a", "b"], lift_tests_per_channel=1)
+    digest = hashlib.sha256()
+    for frame in (w.media, w.kpi, w.controls, w.lift_tests, w.truth.decomposition):
+        digest.update(frame.to_csv(index=False).encode())
+    assert digest.hexdigest() == "78dfcc652fa15f5a89ab0ea3395f685e89707ac287d933f4c2991bd278be1e72"
+    explicit = generate_world(
+        seed=11, n_weeks=40, markets=["a", "b"], lift_tests_per_channel=1, channels=DEFAULT_CHANNELS,
+        noise_share=0.02, controls=["competitor_spend", "macro_index", "price"],
+    )  # fmt: skip
+    pd.testing.assert_frame_equal(explicit.truth.decomposition, w.truth.decomposition)
+
+
+def test_shape_options_give_the_asked_world_and_keep_the_rest(tmp_path):
+    base = generate_world(seed=4, n_weeks=104)
+    channels = ["tv", "ooh", "video", "affiliate", "search"]
+    w = generate_world(
+        seed=4, n_weeks=104, channels=channels, spend_patterns={"search": "flighting"}, noise_share=0.1
+    )
+    assert w.channels == channels and list(w.media["channel"].unique()) == channels
+    np.testing.assert_allclose(w.summary()["roas"], [1.6, 0.9, 1.2, 2.5, 3.5], rtol=1e-9)
+    spend = w.media.pivot(index="date", columns="channel", values="spend")
+    assert (spend["ooh"] == 0).any() and (spend["search"] == 0).any()  # flighted, search by override
+    assert (spend["video"] > 0).all() and (spend["affiliate"] > 0).all()
+    # tv is bought as in the default world, from the same stream; controls and noise draws are shared.
+    np.testing.assert_array_equal(spend["tv"], base.spend_matrix()[:, 0])
+    pd.testing.assert_frame_equal(w.controls, base.controls)
+    assert w.truth.noise_sd["all"] == pytest.approx(0.1 * 1_000_000)
+    noise, base_noise = w.truth.decomposition["noise"], base.truth.decomposition["noise"]
+    np.testing.assert_allclose(noise, 5 * base_noise, atol=0.06)  # same draws, 5x the sd (cents rounding)
+
+    bare = generate_world(seed=4, n_weeks=104, controls=(), seasonal_amplitude=0.0, trend_per_year=0.0)
+    assert bare.controls.empty and not bare.truth.control_coef["all"]
+    assert (bare.truth.decomposition[["trend", "seasonality"]] == 0).all().all()
+    components = bare.truth.decomposition.drop(columns=["date", "market", "sales"]).sum(axis=1)
+    np.testing.assert_allclose(components, bare.kpi["sales"], rtol=1e-12)
+    written = write_world(bare, tmp_path / "landing", tmp_path / "truth")
+    assert "controls" not in written and not (tmp_path / "landing" / "controls").exists()
+
+
+def test_event_control_is_a_label_a_week_with_its_effect():
+    w = generate_world(seed=2, n_weeks=104, controls=["price"], event_control=True)
+    events = w.controls[w.controls["control"] == EVENT_CONTROL].set_index("date")["value"]
+    assert len(events) == 104 and set(events) == {"na", "sale", "launch"}
+    assert (events == "na").mean() > 0.7
+    effect = w.truth.decomposition.set_index("date")[EVENT_CONTROL]
+    for label, value in w.truth.event_effects.items():
+        assert (effect[events == label] == value).all() and value > 0
+    assert (effect[events == "na"] == 0).all()
+    assert w.truth_dict()["categorical_controls"][EVENT_CONTROL]["baseline"] == "na"
+
+
+def test_shape_options_are_checked():
+    with pytest.raises(ValueError, match="channels must be distinct names"):
+        generate_world(channels=["tv", "cinema"])
+    with pytest.raises(ValueError, match="spend_patterns"):
+        generate_world(channels=["tv"], spend_patterns={"search": "flighting"})
+    with pytest.raises(ValueError, match="controls must be"):
+        generate_world(controls=["weather"])
+    with pytest.raises(ValueError, match="noise_share"):
+        generate_world(noise_share=-0.1)
+
+
+def test_lift_tests_in_a_world_with_a_break_use_each_channel_own_breaks():
+    """A break on one channel used to crash the design of every other channel's tests."""
+    kw = dict(seed=5, n_weeks=60, lift_tests_per_channel=1)
+    plain = generate_world(**kw).lift_tests
+    broken = generate_world(**kw, breaks=[Break("search", 1, 0.0)]).lift_tests
+    others = broken["channel"] != "search"
+    pd.testing.assert_frame_equal(broken[others], plain[others])
+    # search's effect is gone from week 1 on: its test reads only measurement noise.
+    row = broken[~others].iloc[0]
+    assert abs(row["lift"]) < 4 * row["lift_se"] and row["lift"] != plain[~others].iloc[0]["lift"]
