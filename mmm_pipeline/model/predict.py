@@ -54,7 +54,12 @@ class PosteriorDraws:
             values = post[name].to_numpy()
             return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
-        channels = [str(c) for c in post["alpha"].coords["channel"].to_numpy()]
+        if "channel" in post.coords:
+            channels = [str(c) for c in post.coords["channel"].to_numpy()]
+        elif spec.saturation_by_channel:
+            raise ValueError("the posterior has no channel coordinate to match saturation_by_channel with")
+        else:  # a posterior without coordinates (e.g. built by hand): one kind, names not needed
+            channels = [str(i) for i in range(post["alpha"].shape[-1])]
         saturation = {}
         for kind, idx, dim in saturation_groups(spec, channels):
             for name in SATURATION_PARAMS[kind]:
