@@ -12,6 +12,7 @@ a constant spend level maps to itself); saturation maps non-negative input to ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -169,3 +170,27 @@ def saturation(kind: SaturationKind, x: Array, *, xp: ModuleType = np, **params:
     if kind == "hill":
         return hill_saturation(x, xp=xp, **params)
     raise ValueError(f"unknown saturation kind {kind!r}; expected 'logistic' or 'hill'")
+
+
+#: One group of channels sharing a saturation kind: ``(kind, channel indices, parameters)``; each
+#: parameter's last axis runs over the group's channels, in the order of the indices.
+SaturationGroup: TypeAlias = "tuple[SaturationKind, np.ndarray, Mapping[str, Param]]"
+
+
+def grouped_saturation(groups: Sequence[SaturationGroup], x: Array, *, xp: ModuleType = np) -> Array:
+    """Saturation of ``x`` (channels on the last axis), each group of channels with its own kind.
+
+    Why: a model may give each channel its own curve family (``ModelSpec.saturation_by_channel``). Each
+    group is evaluated on its own columns only and the columns are put back in channel order, so no
+    channel's curve is ever computed with another kind's parameters. A single group is evaluated as
+    :func:`saturation` on all of ``x``: the one-kind model's expression, unchanged. The groups must
+    cover every channel exactly once.
+    """
+    if len(groups) == 1:
+        kind, _, params = groups[0]
+        return saturation(kind, x, xp=xp, **params)
+    order = np.argsort(np.concatenate([np.asarray(idx, dtype=int) for _, idx, _ in groups]))
+    parts = [
+        saturation(kind, x[..., np.asarray(idx, dtype=int)], xp=xp, **params) for kind, idx, params in groups
+    ]
+    return xp.concatenate(parts, axis=-1)[..., order]

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 #: Parameters per saturation kind, in the order the transforms take them.
 SATURATION_PARAMS = {"logistic": ("lam",), "hill": ("half_sat", "slope")}
+#: Channels sharing a saturation kind in the graph: ``(kind, channel indices, dimension name)``.
+SaturationGroupDims = tuple[transforms.SaturationKind, np.ndarray, str]
 #: Prior families on positive numbers: a ``beta_channel`` prior of one of these is sampled on the log
 #: scale of the channel's contribution spread (see :func:`_channel_effect`).
 POSITIVE_PRIORS = frozenset({"HalfNormal", "HalfStudentT", "Gamma", "LogNormal", "Beta"})
@@ -254,6 +256,25 @@ def fourier_features(dates: pd.DatetimeIndex, n_modes: int) -> np.ndarray:
     return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
 
 
+def saturation_groups(spec: ModelSpec, channels: Sequence[str]) -> list[SaturationGroupDims]:
+    """The channels grouped by saturation kind (:meth:`ModelSpec.saturation_kinds`), kinds in order of
+    first appearance.
+
+    One kind for every channel (the default) is one group over the ``channel`` dimension: today's graph
+    and parameter names. Several kinds each get a dimension ``channel_<kind>`` over their own channels,
+    so a parameter exists only where its curve uses it (no prior-only ``lam`` of a Hill channel for the
+    sampler to wander in, no meaningless column in the posterior).
+    """
+    kinds = spec.saturation_kinds(channels)
+    distinct = list(dict.fromkeys(kinds))
+    if len(distinct) <= 1:
+        return [(kinds[0] if kinds else spec.saturation, np.arange(len(channels)), "channel")]
+    return [
+        (kind, np.array([i for i, k in enumerate(kinds) if k == kind], dtype=int), f"channel_{kind}")
+        for kind in distinct
+    ]
+
+
 def padded_length(n_weeks: int, spec: ModelSpec) -> int:
     """The time-axis length the graph is built for: ``n_weeks`` rounded up to ``spec.pad_weeks_to``."""
     return math.ceil(n_weeks / spec.pad_weeks_to) * spec.pad_weeks_to
@@ -274,6 +295,7 @@ def model_inputs(
     padded to :func:`~mmm_pipeline.model.calibration.padded_tests` rows; none or empty adds nothing.
     """
     scaling.check(data)
+    spec.saturation_kinds(scaling.channels)  # a channel named in saturation_by_channel but not in the data
     if data.kpi is None:
         raise ValueError("fitting needs the KPI")
     n_time = padded_length(data.n_weeks, spec) if n_time is None else n_time
@@ -339,19 +361,33 @@ def _prior(name: str, prior: PriorSpec, dims: str | None = None, scale: Any = No
 _SPEND_POWER = {"half_sat": 1.0, "lam": -1.0, "slope": 0.0}
 
 
-def _saturation_param(name: str, spec: ModelSpec, unit: pt.TensorVariable | None) -> pt.TensorVariable:
-    """A saturation parameter on the max-scaled spend, with its prior stated in ``unit`` ``(C,)``.
+def _saturation_param(
+    name: str, spec: ModelSpec, unit: pt.TensorVariable | None, group: SaturationGroupDims
+) -> pt.TensorVariable:
+    """A saturation parameter on the max-scaled spend for ``group``'s channels, its prior stated in ``unit``.
 
-    ``unit`` is the channel's typical week's spend in max-scaled units (see
+    ``unit`` ``(C,)`` is each channel's typical week's spend in max-scaled units (see
     :attr:`ModelSpec.saturation_prior_unit`); the sampler moves ``<name>_typical``, the parameter in
     that unit, and ``name`` (what predictions and the optimizer read) is derived from it. With ``unit``
-    ``None`` the prior is on the max-scaled spend and ``name`` is sampled directly.
+    ``None`` the prior is on the max-scaled spend and ``name`` is sampled directly. The parameter runs
+    over ``group``'s dimension: ``channel`` in a one-kind model, the kind's own channels otherwise (a
+    prior given per channel is cut to them too).
     """
+    _, idx, dim = group
+    prior = spec.prior(name)
+    if dim != "channel":
+        unit = None if unit is None else unit[idx]
+        prior = PriorSpec(
+            dist=prior.dist,
+            params={
+                k: np.asarray(v)[idx].tolist() if isinstance(v, list) else v for k, v in prior.params.items()
+            },
+        )
     power = _SPEND_POWER[name]
     if unit is None or power == 0.0:
-        return _prior(name, spec.prior(name), "channel")
-    relative = _prior(f"{name}_typical", spec.prior(name), "channel")
-    return pm.Deterministic(name, relative * unit**power, dims="channel")
+        return _prior(name, prior, dim)
+    relative = _prior(f"{name}_typical", prior, dim)
+    return pm.Deterministic(name, relative * unit**power, dims=dim)
 
 
 def _masked_mean(mask: pt.TensorVariable, values: pt.TensorVariable) -> pt.TensorVariable:
@@ -418,25 +454,40 @@ def _channel_effect(
 
 def _lift_test_likelihood(
     inputs: dict[str, np.ndarray],
-    spec: ModelSpec,
-    params: dict[str, pt.TensorVariable],
+    groups: list[tuple[SaturationGroupDims, dict[str, pt.TensorVariable]]],
     beta: pt.TensorVariable,
 ) -> None:
     """Each lift test's measured weekly lift is the steady-state curve's rise over the test's spend
     change, with the test's standard error (see :mod:`mmm_pipeline.model.calibration`); padded rows are
-    masked out. The curve is the model's own (same ``beta`` and saturation parameters), so the test pins
-    down its height and bend at the tested spend."""
+    masked out. The curve is the model's own (same ``beta``, saturation kind and parameters), so the test
+    pins down its height and bend at the tested spend.
+
+    With several saturation kinds each test is read on its channel's kind: every kind's curve is
+    evaluated for every test (parameters of other kinds' channels filled with 1, which keeps the unused
+    branch finite, so its zero gradient stays zero) and the test's own is kept."""
     channel = pm.Data("lift_channel", inputs["lift_channel"], dims="lift_test")
     x_old = pm.Data("lift_x", inputs["lift_x"], dims="lift_test")
     x_new = pm.Data("lift_x_new", inputs["lift_x_new"], dims="lift_test")
     observed = pm.Data("lift_y", inputs["lift_y"], dims="lift_test")
     se = pm.Data("lift_se", inputs["lift_se"], dims="lift_test")
     lift_mask = pm.Data("lift_mask", inputs["lift_mask"], dims="lift_test")
-    per_test = {name: value[channel] for name, value in params.items()}
-    rise = beta[channel] * (
-        transforms.saturation(spec.saturation, x_new, xp=pt, **per_test)
-        - transforms.saturation(spec.saturation, x_old, xp=pt, **per_test)
-    )
+    n_channels = inputs["beta_prior_scale"].shape[0]
+    rises = []
+    for (kind, idx, dim), params in groups:
+        if dim == "channel":
+            per_test = {name: value[channel] for name, value in params.items()}
+        else:
+            per_test = {
+                name: pt.set_subtensor(pt.ones(n_channels)[idx], value)[channel]
+                for name, value in params.items()
+            }
+        rise = transforms.saturation(kind, x_new, xp=pt, **per_test) - transforms.saturation(
+            kind, x_old, xp=pt, **per_test
+        )
+        if dim != "channel":
+            rise = pt.switch(pt.as_tensor(np.isin(np.arange(n_channels), idx))[channel], rise, 0.0)
+        rises.append(rise)
+    rise = beta[channel] * sum(rises[1:], rises[0])
     pm.Deterministic("lift_expected", rise, dims="lift_test")
     logp = pm.logp(pm.Normal.dist(mu=rise, sigma=se), observed)
     pm.Potential("lift_loglik", (lift_mask * logp).sum())
@@ -472,6 +523,10 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
     }
     if "lift_x" in inputs:
         coords["lift_test"] = np.arange(len(inputs["lift_x"]))
+    groups = saturation_groups(spec, channels)
+    for _, idx, dim in groups:
+        if dim != "channel":
+            coords[dim] = [channels[i] for i in idx]
     with pm.Model(coords=coords) as model:
         media = pm.Data("media", inputs["media"], dims=("time", "channel"))
         media_init = pm.Data("media_init", inputs["media_init"], dims=("lag_init", "channel"))
@@ -507,13 +562,18 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         unit = None
         if spec.saturation_prior_unit == "typical_spend":
             unit = pm.Data("saturation_unit", inputs["saturation_unit"], dims="channel")
-        params = {p: _saturation_param(p, spec, unit) for p in SATURATION_PARAMS[spec.saturation]}
-        saturated = transforms.saturation(spec.saturation, adstocked, xp=pt, **params)
+        group_params = [
+            (group, {p: _saturation_param(p, spec, unit, group) for p in SATURATION_PARAMS[group[0]]})
+            for group in groups
+        ]
+        saturated = transforms.grouped_saturation(
+            [(kind, idx, params) for (kind, idx, _), params in group_params], adstocked, xp=pt
+        )
         beta = _channel_effect(spec.prior("beta_channel"), prior_scale, saturated, mask, spec.reparameterize)
         terms = terms + (saturated * beta).sum(axis=1)
         mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum()
         if "lift_x" in inputs:
-            _lift_test_likelihood(inputs, spec, params, beta)
+            _lift_test_likelihood(inputs, group_params, beta)
 
         if spec.reparameterize:
             centered = _shifted_prior("intercept_centered", spec.prior("intercept"), mean_terms)

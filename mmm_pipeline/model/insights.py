@@ -197,9 +197,7 @@ def response_curves(
     if spend_grid is None:
         spend_grid = np.linspace(0.0, 2.0, n_points)[:, None] * np.asarray(scaling.spend_scale)[None, :]
     scaled = scaling.scale_spend(spend_grid)[:, None, :]  # (G, 1, C) against (S, C) parameters
-    curves = (
-        scaling.kpi_scale * draws.beta * transforms.saturation(spec.saturation, scaled, **draws.saturation)
-    )
+    curves = scaling.kpi_scale * draws.beta * draws.saturate(scaled)
     curves = np.moveaxis(curves, 0, 1)  # (S, G, C)
     stats = _summarise(curves, hdi_prob)
     frames = [

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 
 from mmm_pipeline import transforms
-from mmm_pipeline.model.build import SATURATION_PARAMS, ModelData, ScalingSpec, fourier_features
+from mmm_pipeline.model.build import (
+    SATURATION_PARAMS,
+    ModelData,
+    ScalingSpec,
+    fourier_features,
+    saturation_groups,
+)
 from mmm_pipeline.model.spec import ModelSpec
 
 
@@ -31,9 +37,12 @@ class PosteriorDraws:
     beta: np.ndarray  # (S, C)
     alpha: np.ndarray  # (S, C)
     theta: np.ndarray | None  # (S, C), delayed adstock only
-    saturation: dict[str, np.ndarray]  # name -> (S, C)
+    saturation: dict[str, np.ndarray]  # name -> (S, C); NaN in the columns of channels of another kind
     sigma: np.ndarray  # (S,)
     nu: np.ndarray | None  # (S,), Student-t only
+    saturation_kinds: tuple[transforms.SaturationKind, ...] | None = None
+    """Each channel's saturation kind (``ModelSpec.saturation_by_channel``); ``None``: every channel has
+    the one kind whose parameters ``saturation`` holds."""
 
     @classmethod
     def from_idata(cls, idata: az.InferenceData, spec: ModelSpec) -> PosteriorDraws:
@@ -45,6 +54,21 @@ class PosteriorDraws:
             values = post[name].to_numpy()
             return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
+        if "channel" in post.coords:
+            channels = [str(c) for c in post.coords["channel"].to_numpy()]
+        elif spec.saturation_by_channel:
+            raise ValueError("the posterior has no channel coordinate to match saturation_by_channel with")
+        else:  # a posterior without coordinates (e.g. built by hand): one kind, names not needed
+            channels = [str(i) for i in range(post["alpha"].shape[-1])]
+        saturation = {}
+        for kind, idx, dim in saturation_groups(spec, channels):
+            for name in SATURATION_PARAMS[kind]:
+                values = get(name)
+                if dim != "channel":  # this kind's channels only: NaN elsewhere keeps the (S, C) shape
+                    full = np.full((values.shape[0], len(channels)), np.nan)
+                    full[:, idx] = values
+                    values = full
+                saturation[name] = values
         return cls(
             intercept=get("intercept"),
             trend_slope=get("trend_slope"),
@@ -53,14 +77,44 @@ class PosteriorDraws:
             beta=get("beta_channel"),
             alpha=get("alpha"),
             theta=get("theta"),
-            saturation={p: get(p) for p in SATURATION_PARAMS[spec.saturation]},
+            saturation=saturation,
             sigma=get("sigma"),
             nu=get("nu"),
+            saturation_kinds=spec.saturation_kinds(channels),
         )
 
     @property
     def n_draws(self) -> int:
         return self.intercept.shape[0]
+
+    def kinds(self) -> tuple[transforms.SaturationKind, ...]:
+        """Each channel's saturation kind."""
+        if self.saturation_kinds is not None:
+            return self.saturation_kinds
+        for kind, names in SATURATION_PARAMS.items():
+            if set(names) == set(self.saturation):
+                return (kind,) * self.beta.shape[1]
+        raise ValueError(f"saturation parameters {sorted(self.saturation)} match no one kind; give the kinds")
+
+    def saturation_groups(self) -> list[transforms.SaturationGroup]:
+        """The channels grouped by kind with their parameters ``(S, k)``, for
+        :func:`~mmm_pipeline.transforms.grouped_saturation` (one group when every channel has one kind)."""
+        kinds = self.kinds()
+        groups = []
+        for kind in dict.fromkeys(kinds):
+            idx = np.array([i for i, k in enumerate(kinds) if k == kind], dtype=int)
+            whole = idx.size == len(kinds)
+            params = {
+                p: self.saturation[p] if whole else self.saturation[p][..., idx]
+                for p in SATURATION_PARAMS[kind]
+            }
+            groups.append((kind, idx, params))
+        return groups
+
+    def saturate(self, x: np.ndarray) -> np.ndarray:
+        """Each channel's saturation curve (its own kind) at ``x`` (channels last, broadcasting against
+        the ``(S, C)`` parameters)."""
+        return transforms.grouped_saturation(self.saturation_groups(), x)
 
 
 @dataclass(frozen=True)
@@ -97,7 +151,7 @@ def media_response(
         theta=draws.theta,
         x_init=scaled_carry_in[:, None, :],
     )  # (T, S, C)
-    saturated = transforms.saturation(spec.saturation, adstocked, **draws.saturation)
+    saturated = draws.saturate(adstocked)
     return np.moveaxis(saturated * draws.beta, 0, 1)
 
 

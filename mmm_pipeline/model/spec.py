@@ -9,9 +9,10 @@ serve a market selling 1,000 units a week and one selling 10 million.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from mmm_pipeline.transforms import AdstockKind, SaturationKind
 
@@ -101,6 +102,13 @@ class ModelSpec(_Strict):
     square, TV up to 4.8) and promised +15% where their plans delivered +10%; Hill fits were 1.05 sds off
     and promised what they delivered, and their plans captured more of the achievable uplift (median
     0.856 against 0.830, worst 0.515 against 0.163). ``benchmarks/README.md``, decision quality."""
+    saturation_by_channel: dict[str, SaturationKind] = Field(default_factory=dict)
+    """Per-channel saturation kinds, by channel name; channels not named use :attr:`saturation`. Why: a
+    channel's curve family is a modelling choice a user may know (e.g. from an experiment), and the
+    decision-quality benchmark's oracle ceiling fits each synthetic channel with the generator's own
+    family. Empty (the default) is exactly the one-kind model; a name the data lack is an error at fit
+    time (:meth:`saturation_kinds`). Left out of the serialized spec when empty, so the structure key and
+    the config hash of a spec without it stay what they were."""
     n_fourier: int = Field(2, ge=0, le=26)
     """Yearly Fourier modes (each a sine and a cosine); 0 switches seasonality off."""
     trend: bool = True
@@ -140,6 +148,27 @@ class ModelSpec(_Strict):
         if self.beta_by_spend_share and "sigma" not in self.prior("beta_channel").params:
             raise ValueError("beta_by_spend_share scales the beta_channel prior's sigma; that prior has none")
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_saturation_by_channel(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if not self.saturation_by_channel:
+            data.pop("saturation_by_channel", None)
+        return data
+
+    def saturation_kinds(self, channels: Sequence[str]) -> tuple[SaturationKind, ...]:
+        """Each channel's saturation kind, in the order of ``channels`` (the data's channels).
+
+        Raises ``ValueError`` naming any channel of :attr:`saturation_by_channel` the data do not have:
+        a typo there would otherwise silently leave that channel on the default kind.
+        """
+        unknown = sorted(set(self.saturation_by_channel) - set(channels))
+        if unknown:
+            raise ValueError(
+                f"saturation_by_channel names channels {unknown} that the data do not have; the data's "
+                f"channels are {list(channels)}"
+            )
+        return tuple(self.saturation_by_channel.get(c, self.saturation) for c in channels)
 
     def prior(self, name: str) -> PriorSpec:
         """The prior in force for parameter ``name``: the override if given, else the default (of the

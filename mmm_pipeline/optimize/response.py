@@ -149,11 +149,12 @@ class ResponseModel:
         keep = np.round(keep).astype(int)
         theta = None if draws.theta is None else draws.theta[keep]
         weights = transforms.adstock_weights(spec.adstock, spec.l_max, alpha=draws.alpha[keep], theta=theta)
-        block = SaturationBlock(
-            spec.saturation, np.arange(draws.beta.shape[1]), {k: v[keep] for k, v in draws.saturation.items()}
-        )
+        blocks = [
+            SaturationBlock(kind, idx, {k: v[keep] for k, v in params.items()})
+            for kind, idx, params in draws.saturation_groups()
+        ]
         return cls(
-            tuple(scaling.channels), np.asarray(weights), draws.beta[keep], [block],
+            tuple(scaling.channels), np.asarray(weights), draws.beta[keep], blocks,
             np.asarray(scaling.spend_scale), float(scaling.kpi_scale),
         )  # fmt: skip
 

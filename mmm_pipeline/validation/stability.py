@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mmm_pipeline.model import insights
-from mmm_pipeline.model.build import SATURATION_PARAMS, ModelData, ScalingSpec
+from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.predict import PosteriorDraws
 from mmm_pipeline.model.spec import ModelSpec
 
@@ -50,17 +50,20 @@ def fold_parameters(
     summary = insights.channel_summary(idata, scaling, spec, train, carry_in, hdi_prob)
     draws = PosteriorDraws.from_idata(idata, spec)
     spend_scale = np.asarray(scaling.spend_scale)
-    per_channel: dict[str, np.ndarray] = {"alpha": draws.alpha}
+    every = np.arange(len(scaling.channels))
+    # name -> (values (S, k), the k channels they belong to): saturation parameters exist only for the
+    # channels of their kind (``ModelSpec.saturation_by_channel``).
+    per_channel: dict[str, tuple[np.ndarray, np.ndarray]] = {"alpha": (draws.alpha, every)}
     if draws.theta is not None:
-        per_channel["theta"] = draws.theta
-    for name in SATURATION_PARAMS[spec.saturation]:
-        values = draws.saturation[name]
-        if name == "lam":
-            values = values / spend_scale
-        elif name == "half_sat":
-            values = values * spend_scale
-        per_channel[name] = values
-    per_channel["beta"] = draws.beta * scaling.kpi_scale
+        per_channel["theta"] = (draws.theta, every)
+    for _, idx, params in draws.saturation_groups():
+        for name, values in params.items():
+            if name == "lam":
+                values = values / spend_scale[idx]
+            elif name == "half_sat":
+                values = values * spend_scale[idx]
+            per_channel[name] = (values, idx)
+    per_channel["beta"] = (draws.beta * scaling.kpi_scale, every)
     rows = []
     for metric in ("roas", "share"):
         for channel in summary.index:
@@ -73,12 +76,12 @@ def fold_parameters(
                     "hdi_high": summary.at[channel, f"{metric}_hdi_high"],
                 }
             )
-    for name, values in per_channel.items():
+    for name, (values, idx) in per_channel.items():
         bounds = insights.hdi(values, hdi_prob)
-        for i, channel in enumerate(scaling.channels):
+        for i, c in enumerate(idx):
             rows.append(
                 {
-                    "channel": channel,
+                    "channel": scaling.channels[c],
                     "parameter": name,
                     "mean": float(values[:, i].mean()),
                     "hdi_low": float(bounds[i, 0]),
