@@ -339,6 +339,17 @@ class ProjectConfig(StrictModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _saturation_channels_known(self) -> ProjectConfig:
+        """Per-channel curve families name configured channels (caught at load, not when a fit starts)."""
+        unknown = sorted(set(self.model.spec.saturation_by_channel) - set(self.channel_names))
+        if unknown:
+            raise ValueError(
+                f"model.spec.saturation_by_channel names {unknown}, which are not configured channels "
+                f"({', '.join(self.channel_names)})"
+            )
+        return self
+
     @field_validator("markets")
     @classmethod
     def _markets_ok(cls, value: list[str] | None) -> list[str] | None:

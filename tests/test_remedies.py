@@ -261,3 +261,14 @@ def test_no_trustworthy_model_exits_1_with_reasons_and_a_page_not_a_traceback(tm
     assert "model not yet trustworthy" in html and "min bulk ESS" in html and "What to do next" in html
     assert json.loads((page.parent / "report.json").read_text())["page"] == "model_not_yet_trustworthy"
     assert f"Model not yet trustworthy, what to do (market all): {page}" in output
+
+
+def test_per_channel_curve_families_name_configured_channels() -> None:
+    from mmm_pipeline.config import ProjectConfig
+
+    base = {"calendar": {"start": "2022-01-03"}, "channels": [{"name": "tv"}, {"name": "search"}]}
+    ProjectConfig.model_validate(
+        {**base, "model": {"spec": {"saturation_by_channel": {"search": "logistic"}}}}
+    )
+    with pytest.raises(ValueError, match=r"names \['tvv'\], which are not configured channels"):
+        ProjectConfig.model_validate({**base, "model": {"spec": {"saturation_by_channel": {"tvv": "hill"}}}})
