@@ -55,6 +55,13 @@ def modeling_table(cfg: ProjectConfig) -> pd.DataFrame:
         return conn.execute("SELECT * FROM marts.fct_modeling_weekly ORDER BY market, week").df()
 
 
+def model_runs(config_path: Path) -> pd.DataFrame:
+    """Every registered model run of the project (``models.model_runs``), oldest first."""
+    cfg = load_config(config_path)
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+        return conn.execute("SELECT * FROM models.model_runs ORDER BY created_at, market").df()
+
+
 def query(cfg: ProjectConfig, sql: str) -> list[tuple]:
     with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
         return conn.execute(sql).fetchall()

@@ -20,7 +20,7 @@ import duckdb
 import pandas as pd
 import pytest
 import yaml
-from conftest import small_model_config
+from conftest import model_runs, small_model_config
 
 from mmm_pipeline.config import load_config
 from mmm_pipeline.data_version import modeling_fingerprint, training_rows
@@ -70,11 +70,6 @@ def _run(config_path: Path, log: list[str]):
     return run_pipeline(cfg, instance=project_instance(cfg), log=log.append)
 
 
-def _runs(config_path: Path) -> pd.DataFrame:
-    cfg = load_config(config_path)
-    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
-        return conn.execute("SELECT * FROM models.model_runs ORDER BY created_at").df()
-
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
@@ -93,7 +88,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         mp.setenv("DAGSTER_HOME", str(directory / "dagster_home"))
         for stage in ("first", "unchanged"):
             out[stage] = _run(config_path, out["logs"].setdefault(stage, []))
-            out[f"after_{stage}"] = _runs(config_path)
+            out[f"after_{stage}"] = model_runs(config_path)
         stop, reads = directory / "stop", directory / "reads.json"
         reader = subprocess.Popen(
             [sys.executable, "-c", READER, str(cfg.bi_database_path), MARKET, str(stop), str(reads)]
@@ -109,13 +104,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             kpi.loc[row, value] = round(kpi.loc[row, value] * 1.2, 2)
             kpi.to_csv(paths["kpi"] / "kpi.csv", index=False)
             out["corrected"] = _run(config_path, out["logs"].setdefault("corrected", []))
-            out["after_corrected"] = _runs(config_path)
+            out["after_corrected"] = model_runs(config_path)
         finally:
             stop.touch()
             reader.wait(timeout=120)
         out["reads"] = json.loads(reads.read_text())
         out["rerun"] = _run(config_path, out["logs"].setdefault("rerun", []))
-        out["after_rerun"] = _runs(config_path)
+        out["after_rerun"] = model_runs(config_path)
     return out
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
-from conftest import query, small_model_config
+from conftest import model_runs, query, small_model_config
 
 from mmm_pipeline.config import GateConfig, load_config
 from mmm_pipeline.model.build import ModelData
@@ -34,11 +33,6 @@ def _run(config_path: Path, refit: bool = False):
     return run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None, refit=refit)
 
 
-def _runs(config_path: Path) -> pd.DataFrame:
-    cfg = load_config(config_path)
-    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
-        return conn.execute("SELECT * FROM models.model_runs ORDER BY created_at, market").df()
-
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
@@ -53,18 +47,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(home))
         stages["first"] = _run(config_path)
-        stages["after_first"] = _runs(config_path)
+        stages["after_first"] = model_runs(config_path)
         stages["unchanged"] = _run(config_path)
-        stages["after_unchanged"] = _runs(config_path)
+        stages["after_unchanged"] = model_runs(config_path)
         stages["refit"] = _run(config_path, refit=True)
-        stages["after_refit"] = _runs(config_path)
+        stages["after_refit"] = model_runs(config_path)
         # An impossible gate: the next fit must be kept as rejected and the champions must stay.
         raw = yaml.safe_load(config_path.read_text())
         raw["model"]["gate"]["min_ess_bulk"] = 1e9
         raw["model"]["remedies"] = {"max_attempts": 2}  # one retry (more tuning and draws), then rejected
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["strict"] = _run(config_path, refit=True)
-        stages["after_strict"] = _runs(config_path)
+        stages["after_strict"] = model_runs(config_path)
     return stages
 
 
