@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import yaml
 from conftest import query
 
 from mmm_pipeline.config import ProjectConfig, load_config
@@ -36,8 +37,14 @@ def test_cli_runs_belong_to_the_code_location(case_study: ProjectConfig) -> None
 
 
 def test_partitions_start_at_the_first_week_with_data(case_study: ProjectConfig, tmp_path: Path) -> None:
+    # A calendar that accepts weeks from a year before the first delivered one.
+    config = case_study.root / "mmm_pipeline.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["calendar"]["start"] = (case_study.calendar.start - dt.timedelta(weeks=52)).isoformat()
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    case_study = load_config(config)
     ((first,),) = query(case_study, "SELECT min(week) FROM marts.fct_modeling_weekly")
-    assert first > case_study.calendar.start  # the case study's calendar starts earlier than its data
+    assert first > case_study.calendar.start
     defs = build_definitions(case_study)
     for job in (FEATURES_JOB, WEEKLY_JOB):
         partitions = defs.resolve_job_def(job).partitions_def
