@@ -7,12 +7,14 @@ aggregate into the week that holds them.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 import holidays
 import pandas as pd
 
-from .config import CalendarConfig
+from .config import ProjectConfig
 
 
 def week_start(dates: pd.Series, week_start_index: int) -> pd.Series:
@@ -31,11 +33,43 @@ def last_complete_week(today: dt.date, week_start_index: int) -> dt.date:
     return week_start_of(today, week_start_index) - dt.timedelta(days=7)
 
 
-def weekly_partitions(calendar: CalendarConfig) -> dg.WeeklyPartitionsDefinition:
-    """One partition per complete model week from ``calendar.start`` (Dagster counts days from Sunday)."""
+def first_data_week(cfg: ProjectConfig) -> dt.date:
+    """The first week any active landing file holds, else ``calendar.start`` (no data yet).
+
+    Read when the code location loads (the UI, the daemon, each CLI run). The warehouse may be locked
+    by a running writer then; the last week read is kept beside the warehouse so a load during a run
+    sees the same partitions as the one before, never a jump back to ``calendar.start``.
+    """
+    memo = Path(f"{cfg.warehouse_path}.first_week")
+    try:
+        with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+            (first,) = conn.execute(
+                "SELECT min(min_week) FROM raw.landing_files WHERE status = 'active'"
+            ).fetchone()
+    except duckdb.Error:  # locked by a writer (another process, or this one), or no landing table yet
+        first = dt.date.fromisoformat(memo.read_text().strip()) if memo.exists() else None
+    else:
+        if first is not None:
+            first = week_start_of(max(first, cfg.calendar.start), cfg.calendar.week_start_index)
+            if not memo.exists() or memo.read_text().strip() != first.isoformat():
+                memo.write_text(first.isoformat())
+    return first or cfg.calendar.start
+
+
+def weekly_partitions(cfg: ProjectConfig) -> dg.WeeklyPartitionsDefinition:
+    """One partition per complete model week from the first week with data (Dagster counts days from
+    Sunday).
+
+    Not from ``calendar.start``: that is only the earliest week accepted, often years before the first
+    delivery, and every week between would show as a "missing" partition. The start is read from the
+    warehouse when the definitions load, so it is fixed for the life of a code location and moves
+    (earlier) only when a delivery brings older weeks and the location reloads, which Dagster handles
+    like any changed partitions definition. Dynamic partitions would need every new week registered by
+    hand, and a time window keeps Dagster's range runs (one run for many weeks) and its calendar views.
+    """
     return dg.WeeklyPartitionsDefinition(
-        start_date=calendar.start.isoformat(),
-        day_offset=(calendar.week_start_index + 1) % 7,
+        start_date=first_data_week(cfg).isoformat(),
+        day_offset=(cfg.calendar.week_start_index + 1) % 7,
         fmt="%Y-%m-%d",
     )
 

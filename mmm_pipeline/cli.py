@@ -235,14 +235,10 @@ def cmd_track(args: argparse.Namespace) -> int:
     """Recompute tracking and drift events now; print each champion's recent weeks and open events."""
     from .definitions import build_definitions
     from .defs.jobs import TRACKING_JOB
-    from .runner import RUN_CONFIG
+    from .runner import run_job
 
     cfg = _config(args)
-    result = (
-        build_definitions(cfg)
-        .resolve_job_def(TRACKING_JOB)
-        .execute_in_process(instance=project_instance(cfg), raise_on_error=False, run_config=RUN_CONFIG)
-    )
+    result = run_job(build_definitions(cfg), TRACKING_JOB, project_instance(cfg))
     if not result.success:
         print("error: the tracking run failed (see the Dagster run log)", file=sys.stderr)
         return 1

@@ -22,7 +22,9 @@ from .config import ProjectConfig
 from .data_version import modeling_fingerprint, training_rows
 from .definitions import build_definitions
 from .defs.assets.model import MARKETS
+from .defs.execution import execute_in_location
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
+from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL
 from .ingestion import pending_week_ranges
 from .optimize import Plan, PlanError, load_scenarios
@@ -41,6 +43,13 @@ telemetry:
 concurrency:
   pools:
     default_limit: 1  # the {WRITER_POOL} pool: DuckDB has one writer
+# With the daemon running (`mmm-pipeline ui`): fail runs whose worker never started, and free the pool
+# slots a run still holds a minute after it ended. Dead in-progress runs are found by mmm-pipeline
+# itself (defs/recovery.py): Dagster's monitoring cannot tell whether a local run's process lives.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  free_slots_after_run_end_seconds: 60
 """
 
 
@@ -132,6 +141,57 @@ def parse_weeks(spec: str, cfg: ProjectConfig) -> list[tuple[dt.date, dt.date]] 
     return [(max(start, cfg.calendar.start), min(end, last))]
 
 
+def run_job(
+    defs: dg.Definitions,
+    job_name: str,
+    instance: DagsterInstance,
+    selection: list[dg.AssetKey] | None = None,
+    partition_key: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Run a job in this process as a run of the code location, tagged with this process's pid/host
+    (so a later run can tell if this process died with the run unfinished)."""
+    return execute_in_location(
+        defs.resolve_job_def(job_name),
+        instance,
+        run_config=RUN_CONFIG,
+        asset_selection=selection,
+        partition_key=partition_key,
+        tags={**process_tags(), **(tags or {})},
+    )
+
+
+def recover(
+    defs: dg.Definitions, instance: DagsterInstance, summary: RunSummary, log: Callable[[str], None]
+) -> None:
+    """Before anything runs: fail the runs whose process died and free their pool slots (else every
+    later run waits for those slots forever), then redo what they left unmaterialized, each in one run
+    of its job for the same market or weeks. A slot held by a live run is an error that names the run:
+    waiting on it would look like a hang."""
+
+    def job_assets(job_name: str) -> list[dg.AssetKey]:
+        return sorted(defs.resolve_job_def(job_name).asset_layer.selected_asset_keys)
+
+    recovery = recover_dead_runs(instance, job_assets, log)
+    if recovery.live_holders:
+        runs = "; ".join(f"run {run_id} ({job}, {where})" for run_id, job, where in recovery.live_holders)
+        raise PipelineRunError(
+            f"another run is in progress and holds the {WRITER_POOL} pool (DuckDB has one writer): {runs}. "
+            "Wait for it to finish (see the UI's Runs page), or stop it, then run again."
+        )
+    for redo in recovery.redo:
+        log(f"redoing what run {redo.run_id[:8]} left undone: {redo.describe()}")
+        result = run_job(
+            defs,
+            redo.job_name,
+            instance,
+            list(redo.asset_keys),
+            partition_key=redo.partition_key,
+            tags={**redo.range_tags, REDO_OF_TAG: redo.run_id},
+        )
+        _record(summary, redo.job_name, result, f"redo {redo.run_id[:8]}")
+
+
 def _selected(defs: dg.Definitions, job_name: str, select: str | None) -> list[dg.AssetKey] | None:
     """The job's assets that ``select`` (Dagster selection syntax) picks; None means the whole job."""
     if select is None:
@@ -169,6 +229,7 @@ def run_pipeline(
     instance = instance or project_instance(cfg)
     defs = build_definitions(cfg)
     summary = RunSummary()
+    recover(defs, instance, summary, log)
 
     ingest_keys = _selected(defs, INGEST_JOB, select)
     features_keys = _selected(defs, FEATURES_JOB, select) if "features" in stages else []
@@ -176,9 +237,7 @@ def run_pipeline(
     if select is not None and not ingest_keys and not features_keys and not model_keys:
         raise PipelineRunError(f"--select {select!r} picks no asset of this pipeline")
     if ingest_keys != []:
-        ingest = defs.resolve_job_def(INGEST_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=RUN_CONFIG, asset_selection=ingest_keys
-        )
+        ingest = run_job(defs, INGEST_JOB, instance, ingest_keys)
         _record(summary, INGEST_JOB, ingest, "-")
         if not ingest.success and not ingest.get_asset_materialization_events():
             return summary
@@ -205,11 +264,11 @@ def _build_features(
     for start, end in ranges:
         label = f"{start}..{end}"
         log(f"building features for weeks {label} ({cfg.calendar.week_start} weeks) in one run")
-        result = defs.resolve_job_def(FEATURES_JOB).execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            run_config=RUN_CONFIG,
-            asset_selection=keys,
+        result = run_job(
+            defs,
+            FEATURES_JOB,
+            instance,
+            keys,
             tags={
                 "dagster/asset_partition_range_start": start.isoformat(),
                 "dagster/asset_partition_range_end": end.isoformat(),
@@ -263,13 +322,7 @@ def _refit_models(
     report = [REPORT_KEY] if keys is None or REPORT_KEY in keys else []
 
     def run_market(selection: list[dg.AssetKey] | None, market: str) -> None:
-        result = defs.resolve_job_def(MODEL_JOB).execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            run_config=RUN_CONFIG,
-            asset_selection=selection,
-            partition_key=market,
-        )
+        result = run_job(defs, MODEL_JOB, instance, selection, partition_key=market)
         _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
 
     known = set(instance.get_dynamic_partitions(MARKETS.name))

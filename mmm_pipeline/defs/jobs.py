@@ -45,7 +45,7 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(
             FEATURES_JOB,
             selection=FEATURES_SELECTION,
-            partitions_def=weekly_partitions(cfg.calendar),
+            partitions_def=weekly_partitions(cfg),
             description=(
                 "Rebuild the staging models for a range of weeks (one run for any range), then the "
                 "intermediate and mart models, and publish the marts for BI."
@@ -71,7 +71,7 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(
             WEEKLY_JOB,
             selection=WEEKLY_SELECTION,
-            partitions_def=weekly_partitions(cfg.calendar),
+            partitions_def=weekly_partitions(cfg),
             description=(
                 "The weekly schedule's run: scan the landing folder, rebuild the week's features, update "
                 "performance tracking and drift events. On success the follow-up sensor starts a refit "

@@ -66,7 +66,7 @@ def _case_table(frame: pd.DataFrame, cases: pd.DataFrame) -> str:
 
 def _sql_asset(model: SqlModel, cfg: ProjectConfig, models: dict[str, SqlModel]) -> dg.AssetsDefinition:
     schema, rules, rule_of = _rules_for(model, cfg)
-    partitions = weekly_partitions(cfg.calendar) if model.incremental else None
+    partitions = weekly_partitions(cfg) if model.incremental else None
 
     @dg.asset(
         name=model.name,
