@@ -46,9 +46,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model_fit import CHANNELS, load_case_study  # noqa: E402
 
+from mmm_pipeline.cv import CVSpec, FoldResult, combine_folds, make_folds, run_fold  # noqa: E402
+from mmm_pipeline.cv.metrics import summarize, weekly_scores  # noqa: E402
 from mmm_pipeline.model.spec import HALFNORMAL_UNIT_SD, ModelSpec, SamplerSpec  # noqa: E402
-from mmm_pipeline.validation import CVSpec, FoldResult, combine_folds, make_folds, run_fold  # noqa: E402
-from mmm_pipeline.validation.metrics import summarize, weekly_scores  # noqa: E402
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """Decision quality: how much of the achievable gain does the model's budget recommendation capture?
 
 Why: a budget optimizer is only as good as the decisions it leads to, and those can only be scored where
-the true response is known. On synthetic worlds (``mmm_pipeline.synthetic``) this fits the MMM to the
+the true response is known. On synthetic worlds (``mmm_testkit.synthetic``) this fits the MMM to the
 observable data, optimizes plans with the fitted model, and scores each recommendation on the TRUE
 response: the share of the achievable uplift it captures,
 
@@ -40,7 +40,7 @@ Run: ``.venv/bin/python benchmarks/bench_decision_quality.py [--seeds 20] [--dra
 (``--spec`` overrides model spec fields, to compare variants of the default model; ``--plan-changes``
 changes both plan files, to compare optimizer settings; ``--lift-tests`` calibrates each fit, the
 ceiling's too, with N experiments per channel drawn from the world's truth
-(:func:`mmm_pipeline.synthetic.design_lift_tests`), a separate lever reported in the header;
+(:func:`mmm_testkit.synthetic.design_lift_tests`), a separate lever reported in the header;
 ``--fit-cache`` keeps each seed's posterior on disk, keyed by spec (the per-channel families included),
 seed, sampler settings and lift tests, so that optimizer variants are re-scored and a stopped paired run
 resumed without refitting)
@@ -58,14 +58,15 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from mmm_pipeline.model.build import ModelData, ScalingSpec
+from mmm_pipeline.model.build import ScalingSpec
 from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import ModelCache, fit
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel, load_plan, optimize_budget, violations
 from mmm_pipeline.optimize.budget import BudgetResult
 from mmm_pipeline.optimize.plan import Plan, apply_scenario
-from mmm_pipeline.synthetic import SyntheticWorld, generate_world
+from mmm_testkit.adapters import model_data, true_response
+from mmm_testkit.synthetic import SyntheticWorld, generate_world
 
 PLANS = Path(__file__).resolve().parent.parent / "mmm_pipeline" / "demo" / "plans" / "synthetic"
 GROUPS = {
@@ -113,7 +114,7 @@ def fitted(
     world = generate_world(seed=seed, n_weeks=weeks, lift_tests_per_channel=lift_tests)
     tests = LiftTests.from_frame(world.lift_tests) if lift_tests else None
     start = time.perf_counter()
-    result = fit(ModelData.from_world(world), spec, lift_tests=tests, cache=cache)
+    result = fit(model_data(world), spec, lift_tests=tests, cache=cache)
     fit_s = time.perf_counter() - start
     if fit_cache is not None:
         fit_cache.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ def run_seed(
                 "divergences": int(idata.sample_stats["diverging"].sum()),
             }
         )
-    truth = ResponseModel.from_world(world)
+    truth = true_response(world)
     history = world.spend_matrix()
     rows = []
     for plan in plans(plan_changes):

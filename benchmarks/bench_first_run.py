@@ -11,7 +11,7 @@ per world.
 Each world spec is one project: ``mmm-pipeline init DIR``, then the config is replaced by a hand-written
 one (the world's channels and controls, ``kpi``/``calendar`` for the data, nothing else unless the
 variant says so), the world's files are written into the landing folders with
-:func:`mmm_pipeline.synthetic.write_world` (the truth goes next to the project, outside the landing
+:func:`mmm_testkit.synthetic.write_world` (the truth goes next to the project, outside the landing
 folder), and ``mmm-pipeline --config DIR/mmm_pipeline.yaml run`` runs with ``DAGSTER_HOME`` unset so the
 project's own instance is used. Afterwards ``DIR/data/bi.duckdb`` is read read-only: the market's newest
 fit (``latest_model_runs``: status, ``fit_attempts``, ``promotion_blocked_by``), whether
@@ -67,8 +67,8 @@ import duckdb
 import numpy as np
 import yaml
 
-from mmm_pipeline import synthetic
 from mmm_pipeline.config import ControlConfig
+from mmm_testkit import synthetic
 
 #: Fixed seed of the world-spec list (see the module docstring: not to be tuned on).
 LIST_SEED = 14014

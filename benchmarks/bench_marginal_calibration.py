@@ -25,7 +25,8 @@ from bench_decision_quality import fitted
 from mmm_pipeline.model.fit import ModelCache
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel
-from mmm_pipeline.synthetic import generate_world
+from mmm_testkit.adapters import true_response
+from mmm_testkit.synthetic import generate_world
 
 MULTIPLES = (0.5, 1.0, 1.5)
 
@@ -50,7 +51,7 @@ def main() -> None:
         world = generate_world(seed=seed, n_weeks=args.weeks)
         idata, scaling, _ = fitted(seed, args.weeks, spec, cache, args.fit_cache)
         model = ResponseModel.from_idata(idata, scaling, spec)
-        truth = ResponseModel.from_world(world)
+        truth = true_response(world)
         current = world.spend_matrix()[-52:].mean(axis=0)
         for multiple in MULTIPLES:
             _, slope = model.steady_state_grad(current * multiple)

@@ -24,16 +24,16 @@ import numpy as np
 import pandas as pd
 
 from mmm_pipeline.model import insights
-from mmm_pipeline.model.build import ModelData
 from mmm_pipeline.model.fit import fit
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
-from mmm_pipeline.synthetic import generate_world
+from mmm_testkit.adapters import model_data
+from mmm_testkit.synthetic import generate_world
 
 
 def recovery_table(seed: int, weeks: int, spec: ModelSpec) -> tuple[pd.DataFrame, dict[str, float]]:
     """One seed: per-channel truth vs posterior, plus the fit's diagnostics and timings."""
     world = generate_world(seed=seed, n_weeks=weeks)
-    data = ModelData.from_world(world)
+    data = model_data(world)
     result = fit(data, spec)
     est = insights.channel_summary(result.idata, result.scaling, spec, data)
     truth = world.summary()

@@ -38,7 +38,7 @@ def main() -> int:
     directory = Path(args.dir or tempfile.mkdtemp(prefix="break_sim_")).resolve()
     os.environ["DAGSTER_HOME"] = str(directory / "dagster_home")  # a private, temporary instance
 
-    from mmm_pipeline.monitoring.simulation import SimulationSettings, run_simulation
+    from mmm_testkit.simulation import SimulationSettings, run_simulation
 
     settings = SimulationSettings(
         seed=args.seed, history_weeks=args.history_weeks, stable_weeks=args.stable_weeks,

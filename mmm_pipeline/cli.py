@@ -12,8 +12,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from .config import CONFIG_ENV_VAR, ConfigError, ProjectConfig, load_config
-from .importers.wide import (
+from mmm_pipeline.ingest.importers.wide import (
     WideImportError,
     config_entries,
     control_kinds,
@@ -21,6 +20,8 @@ from .importers.wide import (
     load_wide_mapping,
     read_table,
 )
+
+from .config import CONFIG_ENV_VAR, ConfigError, ProjectConfig, load_config
 from .optimize.plan import PlanError, load_scenarios
 from .report import latest_report, read_manifest
 from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline
@@ -200,7 +201,7 @@ def cmd_import_wide(args: argparse.Namespace) -> int:
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
-    from .synthetic import generate_world, write_world
+    from mmm_testkit.synthetic import generate_world, write_world
 
     cfg = _config(args)
     world = generate_world(

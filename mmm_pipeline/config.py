@@ -26,10 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+from mmm_pipeline.cv.folds import CVSpec
+
 from .model.remedies import RemediesConfig
 from .model.spec import ModelSpec
 from .monitoring.settings import ConditionConfig, MonitoringConfig, ScheduleConfig, SensorsConfig
-from .validation.folds import CVSpec
 
 CONFIG_ENV_VAR = "MMM_PIPELINE_CONFIG"
 DEFAULT_CONFIG_NAME = "mmm_pipeline.yaml"
@@ -83,14 +84,15 @@ class ControlConfig(StrictModel):
     kind: Literal["numeric", "categorical"] = "numeric"
     """``categorical``: the values are labels (events, promotions, holidays by name). The warehouse and
     BI keep the label; the model gets one 0/1 indicator per label against a baseline label
-    (:mod:`mmm_pipeline.categorical`). A numeric control that receives labels is rejected with a message
-    saying how to declare it: a data delivery never changes what kind of variable the model has."""
+    (:mod:`mmm_pipeline.ingest.categorical`). A numeric control that receives labels is rejected
+    with a message saying how to declare it: a data delivery never changes what kind of variable the
+    model has."""
     fill: Literal["zero", "ffill", "error"] = "zero"
     """Weeks without a value: 0, the last known value, or a failed check. Categorical: no label (the
     no-label group), the last label, or a failed check."""
     aggregate: Literal["mean", "sum", "max"] = "mean"
     """How daily values combine into a week (prices: mean; event counts: sum; flags: max). Not for a
-    categorical control, which has one label a week (see :mod:`mmm_pipeline.categorical`)."""
+    categorical control, which has one label a week (see :mod:`mmm_pipeline.ingest.categorical`)."""
     baseline: str | None = None
     """Categorical only: the label every indicator is measured against. Default: the no-label group
     (weeks without a label or labelled '', 'na', 'none' ...) when the training weeks have one, else the

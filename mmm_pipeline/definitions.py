@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mmm_pipeline.features.sql_models import discover_models
+
 from .config import ProjectConfig, load_config
 from .defs.assets.cv import build_cv_assets
 from .defs.assets.features import build_feature_assets
@@ -21,7 +23,6 @@ from .defs.jobs import build_jobs
 from .defs.resources import build_resources
 from .defs.schedules import build_schedules
 from .defs.sensors import build_sensors
-from .sql_models import discover_models
 
 
 def build_definitions(cfg: ProjectConfig) -> dg.Definitions:

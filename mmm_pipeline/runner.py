@@ -17,20 +17,21 @@ import duckdb
 import pandas as pd
 from dagster import DagsterInstance
 
-from .calendar import last_complete_week
+from mmm_pipeline.features.calendar import last_complete_week
+from mmm_pipeline.features.data_version import modeling_fingerprint, training_rows
+from mmm_pipeline.ingest.ingestion import pending_week_ranges
+from mmm_pipeline.model.refit import config_hash
+from mmm_pipeline.model.registry import champion, latest_run
+from mmm_pipeline.optimize.recommendations import optimization_is_current, plans_in_force
+
 from .config import ProjectConfig
-from .data_version import modeling_fingerprint, training_rows
 from .definitions import build_definitions
 from .defs.assets.model import MARKETS
 from .defs.execution import execute_in_location
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL
-from .ingestion import pending_week_ranges
 from .optimize import Plan, PlanError, load_scenarios
-from .recommendations import optimization_is_current, plans_in_force
-from .refit import config_hash
-from .registry import champion, latest_run
 from .report import report_is_current
 from .warehouse import WarehouseResource, relation_exists
 

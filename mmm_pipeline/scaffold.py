@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from mmm_pipeline.ingest.landing import KINDS
+
 from .config import DEFAULT_CONFIG_NAME, ConfigError, load_config
-from .landing import KINDS
 
 EXAMPLES = {
     "case-study": "case_study_config.yaml",

@@ -3,7 +3,7 @@
 DuckDB allows one read-write process per file. Every writer goes through
 :meth:`WarehouseResource.get_connection`, which takes a file lock first, so parallel Dagster steps and
 a CLI run queue up instead of failing; BI never opens this file (it reads the published snapshots, see
-:mod:`mmm_pipeline.publish`).
+:mod:`mmm_pipeline.publish.bi`).
 """
 
 from __future__ import annotations

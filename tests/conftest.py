@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mmm_pipeline.config import ProjectConfig, load_config
-from mmm_pipeline.importers.wide import import_wide, load_wide_mapping
+from mmm_pipeline.ingest.importers.wide import import_wide, load_wide_mapping
 from mmm_pipeline.runner import RunSummary, project_instance, run_pipeline
 from mmm_pipeline.scaffold import demo_file, init_project
 

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmm_pipeline.model.build import ModelData
 from mmm_pipeline.model.calibration import LiftTests, lift_test_agreement, padded_tests
 from mmm_pipeline.model.fit import fit
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel
-from mmm_pipeline.synthetic import generate_world
+from mmm_testkit.adapters import model_data, true_response
+from mmm_testkit.synthetic import generate_world
 
 SPEC = ModelSpec(l_max=8, n_fourier=2, sampler=SamplerSpec(chains=2, draws=300, tune=300, seed=1))
 
@@ -70,14 +70,14 @@ def test_precise_lift_tests_pin_the_fitted_curves_to_the_truth() -> None:
     more (the curvature is the prior's). Scored on the contribution's height at 1.5x the tested level,
     which no test measured (tests measure rises, not heights)."""
     world = generate_world(seed=3, n_weeks=156, lift_tests_per_channel=2)
-    truth = ResponseModel.from_world(world)
+    truth = true_response(world)
     frame = world.lift_tests.copy()
     for i, row in frame.iterrows():
         index = world.channels.index(row["channel"])
         low, high = (np.full(len(world.channels), row["spend"] + d) for d in (0.0, row["delta_spend"]))
         frame.loc[i, "lift"] = truth.steady_state(high)[0, index] - truth.steady_state(low)[0, index]
     frame["lift_se"] = 1_000.0
-    data = ModelData.from_world(world)
+    data = model_data(world)
 
     def error(lift_tests: LiftTests | None) -> float:
         """Mean absolute error, as a share of the true value, of the fitted mean weekly contribution of

@@ -17,11 +17,16 @@ import pytest
 import yaml
 from conftest import small_model_config
 
-from mmm_pipeline.categorical import CategoricalError, choose_encoding, encode_controls, with_indicators
 from mmm_pipeline.config import ConfigError, ControlConfig, load_config
-from mmm_pipeline.importers.wide import WideImportError, WideMapping, config_entries, import_wide
-from mmm_pipeline.landing import LandingFileError, validate_landing_file
-from mmm_pipeline.refit import config_hash, training_data
+from mmm_pipeline.ingest.categorical import (
+    CategoricalError,
+    choose_encoding,
+    encode_controls,
+    with_indicators,
+)
+from mmm_pipeline.ingest.importers.wide import WideImportError, WideMapping, config_entries, import_wide
+from mmm_pipeline.ingest.landing import LandingFileError, validate_landing_file
+from mmm_pipeline.model.refit import config_hash, training_data
 
 CLI = str(Path(sys.executable).with_name("mmm-pipeline"))
 EVENTS = ControlConfig(name="events", kind="categorical")

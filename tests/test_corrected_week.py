@@ -23,10 +23,10 @@ import yaml
 from conftest import model_runs, small_model_config
 
 from mmm_pipeline.config import load_config
-from mmm_pipeline.data_version import modeling_fingerprint, training_rows
+from mmm_pipeline.features.data_version import modeling_fingerprint, training_rows
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
-from mmm_pipeline.synthetic import generate_world, write_world
+from mmm_testkit.synthetic import generate_world, write_world
 
 pytestmark = pytest.mark.slow
 

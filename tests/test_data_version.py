@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mmm_pipeline.data_version import modeling_fingerprint
+from mmm_pipeline.features.data_version import modeling_fingerprint
 
 
 def _rows() -> pd.DataFrame:

@@ -12,9 +12,9 @@ import pytest
 
 from mmm_pipeline.config import CONFIG_ENV_VAR, load_config
 from mmm_pipeline.definitions import build_definitions
+from mmm_pipeline.features.sql_models import discover_models
+from mmm_pipeline.ingest.schemas import LANDING_RULES, MODELING_RULES
 from mmm_pipeline.scaffold import init_project
-from mmm_pipeline.schemas import LANDING_RULES, MODELING_RULES
-from mmm_pipeline.sql_models import discover_models
 
 REPO = Path(__file__).resolve().parents[1]
 

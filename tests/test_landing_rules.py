@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from mmm_pipeline.config import load_config
-from mmm_pipeline.landing import LandingFileError, validate_landing_file
-from mmm_pipeline.schemas import LANDING_RULES
+from mmm_pipeline.ingest.landing import LandingFileError, validate_landing_file
+from mmm_pipeline.ingest.schemas import LANDING_RULES
 
 CONFIG = """
 calendar: {week_start: sunday, start: 2020-01-05}

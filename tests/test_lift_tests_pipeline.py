@@ -20,10 +20,10 @@ import pytest
 from conftest import query, run, small_model_config
 
 from mmm_pipeline.config import ProjectConfig, load_config
-from mmm_pipeline.landing import LandingFileError, validate_landing_file
+from mmm_pipeline.ingest.landing import LandingFileError, validate_landing_file
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
-from mmm_pipeline.synthetic import generate_world, write_world
+from mmm_testkit.synthetic import generate_world, write_world
 
 N_WEEKS = 72
 LIFT_FILE = "lift_tests/experiments.csv"

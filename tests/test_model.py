@@ -25,7 +25,8 @@ from mmm_pipeline.model.build import (
 from mmm_pipeline.model.fit import FitResult, ModelCache, fit
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.spec import ModelSpec, PriorSpec, SamplerSpec
-from mmm_pipeline.synthetic import generate_world
+from mmm_testkit.adapters import model_data
+from mmm_testkit.synthetic import generate_world
 
 N_WEEKS = 130  # 10 x 13: the shorter refit window below pads back to the same length
 # Logistic: several tests below rely on curves that bend from the first unit (marginal below average ROAS).
@@ -41,7 +42,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def data(world) -> ModelData:
-    return ModelData.from_world(world)
+    return model_data(world)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_recovers_true_roas_and_shares(world, data, result, cache):
             truth_world, world_data, fitted = world, data, result
         else:
             truth_world = generate_world(seed=seed, n_weeks=N_WEEKS)
-            world_data = ModelData.from_world(truth_world)
+            world_data = model_data(truth_world)
             fitted = fit(world_data, SPEC, cache=cache)
             assert fitted.reused_graph
         divergences += int(fitted.idata.sample_stats["diverging"].sum())

@@ -12,7 +12,6 @@ import pytest
 from pydantic import ValidationError
 
 from mmm_pipeline.monitoring import drift
-from mmm_pipeline.monitoring.conditions import apply_conditions, evaluate_conditions
 from mmm_pipeline.monitoring.settings import (
     ConditionConfig,
     CusumRule,
@@ -22,6 +21,8 @@ from mmm_pipeline.monitoring.settings import (
     SpendRangeRule,
 )
 from mmm_pipeline.optimize import plan_from_dict
+from mmm_pipeline.optimize.conditions import apply_conditions, evaluate_conditions
+from mmm_testkit.adapters import model_data
 
 START = dt.date(2024, 1, 1)
 
@@ -166,11 +167,11 @@ def _fake_model(world, n_train: int, draws: int = 300):
     """A stored model with a hand-made posterior (no sampling): true-ish parameters plus jitter."""
     import arviz as az
 
-    from mmm_pipeline.model.build import ModelData, ScalingSpec
+    from mmm_pipeline.model.build import ScalingSpec
+    from mmm_pipeline.model.registry import StoredModel
     from mmm_pipeline.model.spec import ModelSpec
-    from mmm_pipeline.registry import StoredModel
 
-    data = ModelData.from_world(world)
+    data = model_data(world)
     spec = ModelSpec(l_max=4, n_fourier=1, saturation="logistic")
     scaling = ScalingSpec.from_data(data.window(0, n_train))
     rng = np.random.default_rng(0)
@@ -192,7 +193,7 @@ def _fake_model(world, n_train: int, draws: int = 300):
 def test_tracking_forecasts_the_weeks_after_the_fit_with_carry_in() -> None:
     from mmm_pipeline.model.predict import PosteriorDraws, predict
     from mmm_pipeline.monitoring.tracking import TRACKING_COLUMNS, thin, track
-    from mmm_pipeline.synthetic import generate_world
+    from mmm_testkit.synthetic import generate_world
 
     world = generate_world(seed=0, n_weeks=70)
     model, data = _fake_model(world, n_train=60)

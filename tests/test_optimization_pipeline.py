@@ -30,11 +30,11 @@ from mmm_pipeline.optimize import (
     optimize_budget,
     plan_from_dict,
 )
+from mmm_pipeline.optimize.recommendations import OPTIMIZATION_TABLES, optimization_is_current
 from mmm_pipeline.optimize.response import SaturationBlock
-from mmm_pipeline.recommendations import OPTIMIZATION_TABLES, optimization_is_current
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
-from mmm_pipeline.synthetic import generate_world, write_world
+from mmm_testkit.synthetic import generate_world, write_world
 
 MARKETS = ("north", "south")
 SCENARIOS = ["plans/synthetic/recession.yaml", "plans/synthetic/growth.yaml",

@@ -35,7 +35,8 @@ from mmm_pipeline.optimize import (
 from mmm_pipeline.optimize.objective import ObjectiveFunction
 from mmm_pipeline.optimize.response import SaturationBlock
 from mmm_pipeline.optimize.solver import Evaluator
-from mmm_pipeline.synthetic import generate_world
+from mmm_testkit.adapters import true_response
+from mmm_testkit.synthetic import generate_world
 
 PLANS = Path(__file__).resolve().parent.parent / "mmm_pipeline" / "demo" / "plans" / "synthetic"
 RISKS = [
@@ -142,7 +143,7 @@ def test_gradient_matches_finite_differences(resp3, risk, kind, weeks):
 
 
 def test_hill_and_mixed_saturation_gradient(world):
-    truth = ResponseModel.from_world(world)  # hill for tv, social, print; logistic for the others
+    truth = true_response(world)  # hill for tv, social, print; logistic for the others
     x = np.random.default_rng(2).uniform(1_000, 80_000, (4, 6))
     carry = world.spend_matrix()[-10:]
     _, state = truth.plan_forward(x, carry, x[0])
@@ -184,7 +185,7 @@ def test_plan_contribution_is_the_models_media_response(model3, resp3):
 
 
 def test_true_response_matches_synthetic_world(world):
-    truth = ResponseModel.from_world(world)
+    truth = true_response(world)
     x = np.array([90_000.0, 35_000.0, 20_000.0, 25_000.0, 30_000.0, 10_000.0])
     np.testing.assert_allclose(truth.steady_state(x)[0], world.true_contribution(x), rtol=1e-12)
     plan = np.random.default_rng(4).uniform(0, 60_000, (13, 6))
@@ -452,7 +453,7 @@ def test_hill_multi_start_is_deterministic():
 
 
 def test_demo_plans_meet_every_rule_and_report(world):
-    truth = ResponseModel.from_world(world)
+    truth = true_response(world)
     history = world.spend_matrix()
     plan = load_plan(PLANS / "base_plan.yaml")
     result = optimize_budget(plan, truth, history=history, groups=GROUPS)
@@ -612,7 +613,7 @@ def test_infeasible_bounds_budget_and_on_off(resp4, monkeypatch):
 
 
 def test_infeasible_scenario_is_reported_not_guessed(world):
-    truth = ResponseModel.from_world(world)
+    truth = true_response(world)
     base = load_plan(PLANS / "base_plan.yaml")
     squeeze = base.model_copy(update={"name": "squeeze"})
     from mmm_pipeline.optimize.plan import apply_scenario
@@ -632,7 +633,7 @@ def test_infeasible_scenario_is_reported_not_guessed(world):
 
 
 def test_scenarios_from_files_compare(world):
-    truth = ResponseModel.from_world(world)
+    truth = true_response(world)
     names = ("recession", "growth", "competitive_response")
     plans = load_scenarios(PLANS / "base_plan.yaml", [PLANS / f"{name}.yaml" for name in names])
     assert load_scenario(PLANS / "recession.yaml") == plans[1]  # the file's own base key

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mmm_pipeline.publish import CATALOG_FILE, publish
+from mmm_pipeline.publish.bi import CATALOG_FILE, publish
 
 RELATIONS = {"champion_model_runs": "runs", "champion_channel_summary": "channels"}
 
@@ -50,7 +50,7 @@ KILLED = textwrap.dedent(
     """
     import sys, duckdb
     from pathlib import Path
-    from mmm_pipeline.publish import publish
+    from mmm_pipeline.publish.bi import publish
     warehouse, publish_dir, bi = sys.argv[1:4]
     conn = duckdb.connect(warehouse)
     conn.execute("UPDATE runs SET model_id = 'm2'")

@@ -25,13 +25,14 @@ from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import ModelCache, fit, progress_hook_available
+from mmm_pipeline.model.promotion import cv_failures, next_steps
+from mmm_pipeline.model.refit import ATTEMPT_COLUMNS, RefitOutcome, refit_market
+from mmm_pipeline.model.registry import CVRecord
 from mmm_pipeline.model.remedies import RemediesConfig, failure_kinds, next_remedy
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
-from mmm_pipeline.promotion import cv_failures, next_steps
-from mmm_pipeline.refit import ATTEMPT_COLUMNS, RefitOutcome, refit_market
-from mmm_pipeline.registry import CVRecord
 from mmm_pipeline.scaffold import init_project
-from mmm_pipeline.synthetic import generate_world, write_world
+from mmm_testkit.adapters import model_data
+from mmm_testkit.synthetic import generate_world, write_world
 
 GATE = GateConfig()
 OK = {"max_r_hat": 1.005, "min_ess_bulk": 900.0, "min_ess_tail": 800.0, "divergences": 0}
@@ -113,7 +114,7 @@ def test_missing_sampler_package_is_a_config_error() -> None:
 
 @pytest.fixture(scope="module")
 def world_data() -> ModelData:
-    return ModelData.from_world(generate_world(seed=11, n_weeks=104))
+    return model_data(generate_world(seed=11, n_weeks=104))
 
 
 SMALL = SamplerSpec(chains=2, draws=60, tune=60, seed=2)

@@ -33,7 +33,7 @@ from mmm_pipeline.report import (
 from mmm_pipeline.report.render import fmt_num, fmt_pct, fmt_ratio, fmt_signed, fmt_signed_pct
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
-from mmm_pipeline.synthetic import generate_world, write_world
+from mmm_testkit.synthetic import generate_world, write_world
 
 MARKET = "north"
 DOCS = Path(__file__).resolve().parents[1] / "docs"

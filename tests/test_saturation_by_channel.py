@@ -11,6 +11,7 @@ import numpy as np
 import pymc as pm
 import pytest
 
+from mmm_pipeline.cv.stability import fold_parameters
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec, build_model, model_inputs
 from mmm_pipeline.model.calibration import LiftTests, padded_tests
@@ -18,8 +19,8 @@ from mmm_pipeline.model.fit import FitResult, fit
 from mmm_pipeline.model.predict import PosteriorDraws, predict
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel
-from mmm_pipeline.synthetic import generate_world
-from mmm_pipeline.validation.stability import fold_parameters
+from mmm_testkit.adapters import model_data
+from mmm_testkit.synthetic import generate_world
 
 N_WEEKS = 104
 
@@ -31,7 +32,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def data(world) -> ModelData:
-    return ModelData.from_world(world)
+    return model_data(world)
 
 
 @pytest.fixture(scope="module")

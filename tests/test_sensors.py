@@ -27,13 +27,13 @@ from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB, WEEKLY_JOB
 from mmm_pipeline.defs.schedules import WEEKLY_SCHEDULE
 from mmm_pipeline.defs.sensors import DRIFT_SENSOR, FOLLOW_UP_SENSOR, NEW_DATA_SENSOR
-from mmm_pipeline.monitoring.simulation import SimulationSettings, run_simulation, write_weeks
 from mmm_pipeline.optimize import load_scenarios
-from mmm_pipeline.publish import publish
-from mmm_pipeline.recommendations import optimization_is_current, plans_in_force
+from mmm_pipeline.optimize.recommendations import optimization_is_current, plans_in_force
+from mmm_pipeline.publish.bi import publish
 from mmm_pipeline.runner import RUN_CONFIG, project_instance
 from mmm_pipeline.scaffold import init_project
-from mmm_pipeline.synthetic import generate_world
+from mmm_testkit.simulation import SimulationSettings, run_simulation, write_weeks
+from mmm_testkit.synthetic import generate_world
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmm_pipeline.synthetic import (
+from mmm_testkit.synthetic import (
     DEFAULT_CHANNELS,
     EVENT_CONTROL,
     Break,

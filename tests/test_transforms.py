@@ -5,7 +5,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from mmm_pipeline import transforms as tf
+from mmm_pipeline.model import transforms as tf
 
 RNG = np.random.default_rng(42)
 X = RNG.gamma(2.0, 50.0, size=(30, 3)) * (RNG.random((30, 3)) < 0.7)  # spend with dark weeks

@@ -12,11 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mmm_pipeline.model.build import SATURATION_PARAMS, ModelData, ScalingSpec
-from mmm_pipeline.model.fit import ModelCache
-from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
-from mmm_pipeline.synthetic import generate_world
-from mmm_pipeline.validation import (
+from mmm_pipeline.cv import (
     CVSpec,
     Fold,
     GaussianForecast,
@@ -31,7 +27,12 @@ from mmm_pipeline.validation import (
     summarize,
     weekly_scores,
 )
-from mmm_pipeline.validation import cv as cv_module
+from mmm_pipeline.cv import run as cv_module
+from mmm_pipeline.model.build import SATURATION_PARAMS, ModelData, ScalingSpec
+from mmm_pipeline.model.fit import ModelCache
+from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
+from mmm_testkit.adapters import model_data
+from mmm_testkit.synthetic import generate_world
 
 N_WEEKS = 130
 SPEC = ModelSpec(l_max=8, n_fourier=2, sampler=SamplerSpec(chains=2, draws=200, tune=200, seed=1))
@@ -41,7 +42,7 @@ BASELINES_ONLY = CV.model_copy(update={"models": ("seasonal_naive", "ridge")})
 
 @pytest.fixture(scope="module")
 def data() -> ModelData:
-    return ModelData.from_world(generate_world(seed=1, n_weeks=N_WEEKS))
+    return model_data(generate_world(seed=1, n_weeks=N_WEEKS))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_too_short_data_names_the_settings():
     with pytest.raises(ValueError, match="repeats"):
         CVSpec(models=("mmm", "mmm"))
     with pytest.raises(ValueError, match="out of range"):
-        run_fold(ModelData.from_world(generate_world(seed=0, n_weeks=N_WEEKS)), 3, SPEC, BASELINES_ONLY)
+        run_fold(model_data(generate_world(seed=0, n_weeks=N_WEEKS)), 3, SPEC, BASELINES_ONLY)
 
 
 # --- metrics ------------------------------------------------------------------------------------------

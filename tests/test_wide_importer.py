@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mmm_pipeline.config import load_config
-from mmm_pipeline.importers.wide import (
+from mmm_pipeline.ingest.importers.wide import (
     WideImportError,
     WideMapping,
     config_entries,

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from ..calendar import last_complete_week
+from mmm_pipeline.features.calendar import last_complete_week
+
 from ..config import ProjectConfig
 from .assets.monitoring import TRIGGER_TAG
 from .jobs import WEEKLY_JOB

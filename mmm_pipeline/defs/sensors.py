@@ -25,8 +25,9 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from mmm_pipeline.ingest.landing import discover, sha256_of
+
 from ..config import ProjectConfig
-from ..landing import discover, sha256_of
 from .assets.ingestion import PENDING_RANGES_KEY
 from .assets.model import MARKETS
 from .assets.monitoring import EVENT_TAG, TRIGGER_TAG, evidence_summary

@@ -1,24 +1,12 @@
-"""Bayesian marketing mix model of one market, in PyMC.
+"""Model stage: the Bayesian marketing mix model of one market (PyMC), its refit, gate and registry.
 
-``spec`` (configuration), ``build`` (data, frozen scaling, PyMC graph), ``fit`` (samplers, compile-once
-cache, progress), ``predict`` (NumPy posterior predictive with adstock carry-in), ``insights``
-(summaries, decomposition, ROAS, response curves, diagnostics).
+``transforms`` (adstock and saturation maths, shared with the optimizer), ``spec`` (configuration),
+``build`` (data, frozen scaling, PyMC graph), ``fit`` (samplers, compile-once cache, progress),
+``predict`` (NumPy posterior predictive with adstock carry-in), ``insights`` (summaries,
+decomposition, ROAS, response curves, diagnostics), ``calibration`` (lift tests), ``remedies``,
+``refit`` (one market's weekly refit), ``promotion`` (the gate), ``registry`` (fits and champions in
+DuckDB) and ``plots``.
+
+The package imports nothing on its own, so that importing ``mmm_pipeline.model.transforms`` (as the
+optimizer does) does not load PyMC.
 """
-
-from mmm_pipeline.model.build import ModelData, ScalingSpec
-from mmm_pipeline.model.fit import FitResult, ModelCache, fit
-from mmm_pipeline.model.predict import Prediction, predict
-from mmm_pipeline.model.spec import ModelSpec, PriorSpec, SamplerSpec
-
-__all__ = [
-    "FitResult",
-    "ModelCache",
-    "ModelData",
-    "ModelSpec",
-    "Prediction",
-    "PriorSpec",
-    "SamplerSpec",
-    "ScalingSpec",
-    "fit",
-    "predict",
-]

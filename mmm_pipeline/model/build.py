@@ -32,7 +32,7 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,12 +40,9 @@ import pymc as pm
 import pytensor.tensor as pt
 from pydantic import BaseModel, ConfigDict
 
-from mmm_pipeline import transforms
+from mmm_pipeline.model import transforms
 from mmm_pipeline.model.calibration import LiftTests, padded_tests
 from mmm_pipeline.model.spec import ModelSpec, PriorSpec
-
-if TYPE_CHECKING:
-    from mmm_pipeline.synthetic import SyntheticWorld
 
 #: Parameters per saturation kind, in the order the transforms take them.
 SATURATION_PARAMS = {"logistic": ("lam",), "hill": ("half_sat", "slope")}
@@ -104,18 +101,6 @@ class ModelData:
         return cls(
             pd.DatetimeIndex(frame["week"]), spend, control_values.reshape(len(frame), len(controls)), kpi,
             tuple(channels), tuple(controls),
-        )  # fmt: skip
-
-    @classmethod
-    def from_world(cls, world: SyntheticWorld, market: str | None = None) -> ModelData:
-        """A synthetic world's observable data (spend, controls, KPI) for one market, for tests/benchmarks."""
-        market = world._market(market)
-        controls = world.controls[world.controls["market"] == market]
-        wide = controls.pivot(index="date", columns="control", values="value").reindex(world.dates)
-        kpi = world.kpi[world.kpi["market"] == market].set_index("date")[world.kpi_name]
-        return cls(
-            world.dates, world.spend_matrix(market), wide.to_numpy(dtype=float),
-            kpi.reindex(world.dates).to_numpy(dtype=float), tuple(world.channels), tuple(wide.columns),
         )  # fmt: skip
 
     @property

@@ -11,7 +11,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from mmm_pipeline import transforms
+from mmm_pipeline.model import transforms
 from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.predict import PosteriorDraws, Prediction, predict
 from mmm_pipeline.model.spec import ModelSpec

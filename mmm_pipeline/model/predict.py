@@ -15,7 +15,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from mmm_pipeline import transforms
+from mmm_pipeline.model import transforms
 from mmm_pipeline.model.build import (
     SATURATION_PARAMS,
     ModelData,
@@ -98,7 +98,8 @@ class PosteriorDraws:
 
     def saturation_groups(self) -> list[transforms.SaturationGroup]:
         """The channels grouped by kind with their parameters ``(S, k)``, for
-        :func:`~mmm_pipeline.transforms.grouped_saturation` (one group when every channel has one kind)."""
+        :func:`~mmm_pipeline.model.transforms.grouped_saturation` (one group when every channel has one
+        kind)."""
         kinds = self.kinds()
         groups = []
         for kind in dict.fromkeys(kinds):

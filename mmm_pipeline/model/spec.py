@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-from mmm_pipeline.transforms import AdstockKind, SaturationKind
+from mmm_pipeline.model.transforms import AdstockKind, SaturationKind
 
 SamplerName = Literal["nutpie", "pymc", "numpyro", "blackjax"]
 Likelihood = Literal["normal", "student_t"]

@@ -196,7 +196,7 @@ def history_rows(
     baseline: float | None,
 ) -> pd.DataFrame:
     """``monitoring.optimization_history`` rows of one optimization (its ``plan_summary`` and
-    ``recommendations`` tables, see :mod:`mmm_pipeline.recommendations`)."""
+    ``recommendations`` tables, see :mod:`mmm_pipeline.optimize.recommendations`)."""
     summary = tables["plan_summary"].iloc[0]
     recs = tables["recommendations"]
     weeks = int(summary["weeks"])

@@ -21,11 +21,12 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from ..categorical import with_indicators
+from mmm_pipeline.cv.metrics import weekly_scores
+from mmm_pipeline.ingest.categorical import with_indicators
+from mmm_pipeline.model.registry import StoredModel
+
 from ..model.build import ModelData
 from ..model.predict import PosteriorDraws, predict
-from ..registry import StoredModel
-from ..validation.metrics import weekly_scores
 
 #: Columns of the tracking table, in order (see ``TRACKING_DDL``).
 TRACKING_COLUMNS = [

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmm_pipeline import transforms
+from mmm_pipeline.model import transforms
 
 if TYPE_CHECKING:
     import arviz as az
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from mmm_pipeline.model.build import ScalingSpec
     from mmm_pipeline.model.predict import PosteriorDraws
     from mmm_pipeline.model.spec import ModelSpec
-    from mmm_pipeline.synthetic import SyntheticWorld
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ class ResponseModel:
     ``weights`` ``(L, S, C)``: normalized adstock weights (lag 0 first; a channel with a shorter reach
     has zeros at the end). ``beta`` ``(S, C)`` in scaled KPI. ``saturation``: blocks of channels sharing
     a saturation kind, parameters on the scaled spend. Use :meth:`from_posterior` / :meth:`from_idata`
-    for a fitted model and :meth:`from_world` for a synthetic world's true response.
+    for a fitted model (the test kit builds a synthetic world's true response as one draw).
     """
 
     channels: tuple[str, ...]
@@ -166,31 +165,6 @@ class ResponseModel:
         from mmm_pipeline.model.predict import PosteriorDraws
 
         return cls.from_posterior(PosteriorDraws.from_idata(idata, spec), scaling, spec, max_draws)
-
-    @classmethod
-    def from_world(cls, world: SyntheticWorld, market: str | None = None) -> ResponseModel:
-        """A synthetic world's TRUE response as a one-draw model (effects after all breaks), for scoring."""
-        market = world._market(market)
-        truths = [world.truth.channel(c, market) for c in world.channels]
-        after = np.ones(len(truths))
-        for b in world.truth.breaks:
-            after[world.channels.index(b.channel)] *= b.effect_multiplier
-        l_max = max(t.l_max for t in truths)
-        weights = np.zeros((l_max, 1, len(truths)))
-        for i, t in enumerate(truths):
-            w = transforms.adstock_weights(t.adstock, t.l_max, alpha=t.alpha)
-            weights[: t.l_max, 0, i] = w
-        blocks = []
-        for kind in ("logistic", "hill"):
-            idx = np.array([i for i, t in enumerate(truths) if t.saturation == kind], dtype=int)
-            if idx.size:
-                params = {
-                    p: np.array([[truths[i].saturation_params[p] for i in idx]])
-                    for p in truths[idx[0]].saturation_params
-                }
-                blocks.append(SaturationBlock(kind, idx, params))
-        beta = np.array([[t.beta for t in truths]]) * after
-        return cls(tuple(world.channels), weights, beta, blocks, np.ones(len(truths)), 1.0)
 
     # --- basic properties -----------------------------------------------------------------------------
 

@@ -15,15 +15,16 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from mmm_pipeline.cv.folds import CVSpec, make_folds
+from mmm_pipeline.cv.run import FoldResult, combine_folds, run_fold
+from mmm_pipeline.model.plots import cv_forecast_chart, roas_by_fold_chart
+from mmm_pipeline.model.refit import market_lift_tests, training_data
+from mmm_pipeline.model.registry import CVRecord, FitRecord, write_cv_artifacts
+
 from ...config import ProjectConfig
 from ...model.build import ModelData
 from ...model.calibration import LiftTests
 from ...model.spec import ModelSpec
-from ...plots import cv_forecast_chart, roas_by_fold_chart
-from ...refit import market_lift_tests, training_data
-from ...registry import CVRecord, FitRecord, write_cv_artifacts
-from ...validation.cv import FoldResult, combine_folds, run_fold
-from ...validation.folds import CVSpec, make_folds
 from ...warehouse import WarehouseResource
 from .model import MARKETS
 

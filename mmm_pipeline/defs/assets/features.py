@@ -13,10 +13,11 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from ...calendar import weekly_partitions
+from mmm_pipeline.features.calendar import weekly_partitions
+from mmm_pipeline.features.sql_models import SqlModel, Window, build_model, commit_model
+from mmm_pipeline.ingest.schemas import MODELING_RULES, modeling_rule_of, modeling_schema
+
 from ...config import ProjectConfig
-from ...schemas import MODELING_RULES, modeling_rule_of, modeling_schema
-from ...sql_models import SqlModel, Window, build_model, commit_model
 from ...warehouse import WarehouseResource
 from ..metadata import table_metadata
 from ..resources import WRITER_POOL

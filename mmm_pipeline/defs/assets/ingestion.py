@@ -4,10 +4,11 @@ from collections import defaultdict
 
 import dagster as dg
 
-from ...calendar import holiday_table
+from mmm_pipeline.features.calendar import holiday_table
+from mmm_pipeline.ingest.ingestion import landed_markets, pending_week_ranges, scan_landing
+from mmm_pipeline.ingest.schemas import LANDING_RULES
+
 from ...config import ProjectConfig
-from ...ingestion import landed_markets, pending_week_ranges, scan_landing
-from ...schemas import LANDING_RULES
 from ...warehouse import WarehouseResource, transaction
 from ..resources import WRITER_POOL
 from .model import MARKETS

@@ -12,13 +12,10 @@ separate steps any Dagster executor can spread over processes or machines.
 import dagster as dg
 import pandas as pd
 
-from ...config import GateConfig, ProjectConfig
-from ...data_version import modeling_fingerprint
-from ...model.calibration import lift_test_agreement
-from ...model.fit import FitResult
-from ...plots import fit_chart, roas_chart
-from ...promotion import convergence_failures, cv_failures, fit_quality_failures, next_steps
-from ...refit import (
+from mmm_pipeline.features.data_version import modeling_fingerprint
+from mmm_pipeline.model.plots import fit_chart, roas_chart
+from mmm_pipeline.model.promotion import convergence_failures, cv_failures, fit_quality_failures, next_steps
+from mmm_pipeline.model.refit import (
     RefitError,
     as_float_dict,
     choose_scaling,
@@ -29,7 +26,7 @@ from ...refit import (
     training_data,
     utc_now,
 )
-from ...registry import (
+from mmm_pipeline.model.registry import (
     CVRecord,
     FitRecord,
     champion,
@@ -39,6 +36,10 @@ from ...registry import (
     roas_drift,
     write_artifacts,
 )
+
+from ...config import GateConfig, ProjectConfig
+from ...model.calibration import lift_test_agreement
+from ...model.fit import FitResult
 from ...warehouse import WarehouseResource
 from ..resources import WRITER_POOL
 from .monitoring import TRIGGER_TAG

@@ -16,14 +16,15 @@ import json
 import dagster as dg
 import pandas as pd
 
+from mmm_pipeline.model.plots import markdown_image
+from mmm_pipeline.model.registry import ensure_schema as ensure_models_schema
+from mmm_pipeline.model.registry import load_model
+from mmm_pipeline.publish.bi import publish
+
 from ...config import ProjectConfig
 from ...monitoring import drift, store
 from ...monitoring.plots import tracking_chart
 from ...monitoring.tracking import track
-from ...plots import markdown_image
-from ...publish import publish
-from ...registry import ensure_schema as ensure_models_schema
-from ...registry import load_model
 from ...warehouse import WarehouseResource, relation_exists, transaction
 from ..resources import WRITER_POOL
 

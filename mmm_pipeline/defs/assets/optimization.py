@@ -12,13 +12,9 @@ import time
 import dagster as dg
 import pandas as pd
 
-from ...config import ConfigError, ProjectConfig
-from ...model.build import ScalingSpec
-from ...monitoring import store as monitoring_store
-from ...monitoring.plots import allocation_chart, kpi_trend_chart, roas_trend_chart
-from ...optimize import PlanError, load_scenarios
-from ...plots import budget_chart, markdown_image
-from ...recommendations import (
+from mmm_pipeline.model.plots import budget_chart, markdown_image
+from mmm_pipeline.model.registry import champion, load_model
+from mmm_pipeline.optimize.recommendations import (
     OPTIMIZATION_TABLES,
     Optimization,
     latest_optimization,
@@ -27,7 +23,12 @@ from ...recommendations import (
     spend_history,
     write_optimization,
 )
-from ...registry import champion, load_model
+
+from ...config import ConfigError, ProjectConfig
+from ...model.build import ScalingSpec
+from ...monitoring import store as monitoring_store
+from ...monitoring.plots import allocation_chart, kpi_trend_chart, roas_trend_chart
+from ...optimize import PlanError, load_scenarios
 from ...warehouse import WarehouseResource
 from ..resources import WRITER_POOL
 from .model import MARKETS

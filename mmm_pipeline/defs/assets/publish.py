@@ -2,14 +2,15 @@
 
 import dagster as dg
 
+from mmm_pipeline.features.sql_models import SqlModel
+from mmm_pipeline.model.registry import RUN_TABLES, RUN_VIEWS, ensure_schema
+from mmm_pipeline.optimize.recommendations import OPTIMIZATION_TABLES
+from mmm_pipeline.optimize.recommendations import ensure_schema as ensure_optimization_schema
+from mmm_pipeline.publish.bi import publish
+
 from ...config import ProjectConfig
 from ...monitoring.store import MONITORING_TABLES
 from ...monitoring.store import ensure_schema as ensure_monitoring_schema
-from ...publish import publish
-from ...recommendations import OPTIMIZATION_TABLES
-from ...recommendations import ensure_schema as ensure_optimization_schema
-from ...registry import RUN_TABLES, RUN_VIEWS, ensure_schema
-from ...sql_models import SqlModel
 from ...warehouse import WarehouseResource
 from ..resources import WRITER_POOL
 

@@ -9,8 +9,10 @@ import datetime as dt
 
 import dagster as dg
 
+from mmm_pipeline.features.sql_models import discover_models
+from mmm_pipeline.model.promotion import next_steps
+
 from ...config import ProjectConfig
-from ...promotion import next_steps
 from ...report import (
     CheckStatus,
     ReportDataError,
@@ -23,7 +25,6 @@ from ...report import (
     serving_ids,
     write_report,
 )
-from ...sql_models import discover_models
 from .features import build_feature_assets
 from .ingestion import build_ingestion_assets
 from .model import MARKETS

@@ -34,9 +34,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from .calendar import last_complete_week
-from .config import ProjectConfig
-from .landing import (
+from mmm_pipeline.config import ProjectConfig
+from mmm_pipeline.features.calendar import last_complete_week
+from mmm_pipeline.ingest.landing import (
     HISTORY_COLUMNS,
     LandingFileError,
     RuleViolation,
@@ -46,8 +46,8 @@ from .landing import (
     sha256_of,
     validate_landing_file,
 )
-from .model.calibration import LIFT_TEST_COLUMNS
-from .warehouse import transaction
+from mmm_pipeline.model.calibration import LIFT_TEST_COLUMNS
+from mmm_pipeline.warehouse import transaction
 
 LANDED_COLUMNS = {
     "media": ["delivery_id", "row_number", "date", "week", "market", "channel", "spend", "impressions"],

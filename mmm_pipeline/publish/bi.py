@@ -32,7 +32,7 @@ from pathlib import Path
 
 import duckdb
 
-from .warehouse import quote_ident
+from mmm_pipeline.warehouse import quote_ident
 
 CATALOG_TABLE = "published_tables"
 #: Each snapshot folder's own catalog; ``bi.duckdb`` is a hard link to the current one.

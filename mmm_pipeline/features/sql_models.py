@@ -25,9 +25,9 @@ import duckdb
 import jinja2
 import pandas as pd
 
-from .categorical import NO_LABEL_MARKERS
-from .config import ProjectConfig
-from .warehouse import quote_ident, relation_exists, transaction
+from mmm_pipeline.config import ProjectConfig
+from mmm_pipeline.ingest.categorical import NO_LABEL_MARKERS
+from mmm_pipeline.warehouse import quote_ident, relation_exists, transaction
 
 LAYERS = ("staging", "intermediate", "marts")
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from .config import ProjectConfig
+from mmm_pipeline.config import ProjectConfig
 
 #: Every landing-file rule, in the order they are reported. Names are shown as Dagster asset checks.
 LANDING_RULES: dict[str, str] = {
@@ -126,7 +126,7 @@ def _dates(series: pd.Series) -> pd.Series:
 
 
 def _date_checks(cfg: ProjectConfig) -> list[pa.Check]:
-    """Range rules on dates already read by :func:`mmm_pipeline.landing.read_dates` (which reports the
+    """Range rules on dates already read by :func:`mmm_pipeline.ingest.landing.read_dates` (which reports the
     empty and unparseable ones itself, with the values as delivered)."""
     today = pd.Timestamp(cfg.today())
     start = pd.Timestamp(cfg.calendar.start)
@@ -231,7 +231,7 @@ def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
     """The schema a landing file of ``kind`` (media, kpi, controls, lift_tests) is validated against.
 
     No dtype is imposed: CSV fields arrive as text and Parquet columns typed, and the checks parse both.
-    Dates arrive already read (one format per file) by :func:`mmm_pipeline.landing.read_dates`.
+    Dates arrive already read (one format per file) by :func:`mmm_pipeline.ingest.landing.read_dates`.
     """
     if kind == "lift_tests":
         return lift_test_schema(cfg)

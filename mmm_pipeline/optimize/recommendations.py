@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from .monitoring.conditions import ActiveCondition, apply_conditions, evaluate_conditions
-from .monitoring.settings import ConditionConfig
-from .optimize import (
+from mmm_pipeline.model.registry import StoredModel
+from mmm_pipeline.monitoring.settings import ConditionConfig
+from mmm_pipeline.optimize import (
     BudgetResult,
     InfeasiblePlanError,
     Plan,
@@ -32,8 +32,8 @@ from .optimize import (
     ScenarioComparison,
     compare_scenarios,
 )
-from .registry import StoredModel
-from .warehouse import quote_ident, relation_exists, transaction
+from mmm_pipeline.optimize.conditions import ActiveCondition, apply_conditions, evaluate_conditions
+from mmm_pipeline.warehouse import quote_ident, relation_exists, transaction
 
 #: The optimization tables. Every row carries ``optimization_id`` (one optimization of a market: a base
 #: plan and its scenarios against one champion), ``market``, ``model_id`` (the champion used) and

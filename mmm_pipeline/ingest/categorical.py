@@ -3,7 +3,7 @@
 A control declared ``kind: categorical`` (events, promotions, holidays by name) lands as text and stays
 text through staging and the modeling table (``control_<name>`` holds the week's label), so BI can
 group by it. Only when a market's training data are built (:func:`encode_controls`, called by
-:func:`mmm_pipeline.refit.training_data`) does it become one 0/1 column per label, named
+:func:`mmm_pipeline.model.refit.training_data`) does it become one 0/1 column per label, named
 ``<name>__<label key>``, each measured against a baseline label that gets no column: its coefficient is
 "this label's week against a baseline week". The levels come from the training weeks, so a label that
 first appears after the fit is treated as the baseline by that model's forecasts until the next refit,
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .config import ControlConfig
+from mmm_pipeline.config import ControlConfig
 
 #: Labels that mean "no label" (compared trimmed and lower-case), and the key of that group.
 NO_LABEL_MARKERS = ("", "na", "n/a", "nan", "none", "null", "-")

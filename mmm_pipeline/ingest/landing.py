@@ -30,9 +30,15 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from .calendar import week_start
-from .config import ProjectConfig
-from .schemas import LANDING_RULES, REQUIRED_COLUMNS, ROW_RULE_COLUMNS, landing_schema, rule_of
+from mmm_pipeline.config import ProjectConfig
+from mmm_pipeline.features.calendar import week_start
+from mmm_pipeline.ingest.schemas import (
+    LANDING_RULES,
+    REQUIRED_COLUMNS,
+    ROW_RULE_COLUMNS,
+    landing_schema,
+    rule_of,
+)
 
 KINDS = ("media", "kpi", "controls", "lift_tests")
 #: The kind recorded for a file outside every kind folder (it is quarantined).

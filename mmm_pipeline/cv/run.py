@@ -26,7 +26,7 @@ Tables (``market``-agnostic; the caller adds market and model-run keys):
   weeks of the folds where that model succeeded; ``n_folds`` and ``folds`` say which.
 * ``parameters`` (cv_fold_parameters): ``fold`` and :data:`stability.PARAMETER_COLUMNS`.
 * ``stability`` (per channel and parameter) and ``channel_stability`` (cv_parameter_stability, one
-  row per channel with the ROAS-swing flag), see :mod:`mmm_pipeline.validation.stability`.
+  row per channel with the ROAS-swing flag), see :mod:`mmm_pipeline.cv.stability`.
 """
 
 from __future__ import annotations
@@ -39,21 +39,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mmm_pipeline.cv import baselines
+from mmm_pipeline.cv.folds import CVSpec, Fold, folds_frame, make_folds
+from mmm_pipeline.cv.metrics import METRIC_COLUMNS, WEEKLY_COLUMNS, summarize, weekly_scores
+from mmm_pipeline.cv.stability import (
+    PARAMETER_COLUMNS,
+    channel_stability,
+    fold_parameters,
+    parameter_stability,
+)
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec, padded_length
 from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import DEFAULT_CACHE, FitResult, ModelCache, fit
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.spec import ModelSpec
-from mmm_pipeline.validation import baselines
-from mmm_pipeline.validation.folds import CVSpec, Fold, folds_frame, make_folds
-from mmm_pipeline.validation.metrics import METRIC_COLUMNS, WEEKLY_COLUMNS, summarize, weekly_scores
-from mmm_pipeline.validation.stability import (
-    PARAMETER_COLUMNS,
-    channel_stability,
-    fold_parameters,
-    parameter_stability,
-)
 
 Progress = Callable[[str], None]
 

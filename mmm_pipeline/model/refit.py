@@ -3,7 +3,7 @@
 The Dagster asset ``model_fit`` is a thin wrapper around :func:`refit_market`; tests and benchmarks call
 it directly. Nothing here opens the warehouse: the caller reads the modeling table, the lift tests and
 the champion first (on its own connection) and registers the outcome afterwards (see
-:mod:`mmm_pipeline.registry`).
+:mod:`mmm_pipeline.model.registry`).
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .categorical import encode_controls
-from .config import ModelConfig, ProjectConfig
-from .model import insights
-from .model.build import ModelData, ScalingSpec
-from .model.calibration import LIFT_TEST_COLUMNS, LiftTests
-from .model.fit import FitResult, fit
-from .model.predict import predict
-from .model.remedies import failure_kinds, next_remedy
-from .promotion import gate_failures
-from .warehouse import quote_ident, relation_exists
+from mmm_pipeline.config import ModelConfig, ProjectConfig
+from mmm_pipeline.ingest.categorical import encode_controls
+from mmm_pipeline.model import insights
+from mmm_pipeline.model.build import ModelData, ScalingSpec
+from mmm_pipeline.model.calibration import LIFT_TEST_COLUMNS, LiftTests
+from mmm_pipeline.model.fit import FitResult, fit
+from mmm_pipeline.model.predict import predict
+from mmm_pipeline.model.promotion import gate_failures
+from mmm_pipeline.model.remedies import failure_kinds, next_remedy
+from mmm_pipeline.warehouse import quote_ident, relation_exists
 
 
 class RefitError(ValueError):
@@ -62,8 +62,8 @@ def training_data(
 ) -> ModelData:
     """The market's training window from the modeling table: every week up to ``model.train_end``.
 
-    Categorical controls become their indicators here (:mod:`mmm_pipeline.categorical`); ``log`` is told
-    each one's baseline and levels.
+    Categorical controls become their indicators here (:mod:`mmm_pipeline.ingest.categorical`);
+    ``log`` is told each one's baseline and levels.
     """
     rows = frame[frame["market"] == market]
     if cfg.model.train_end is not None:
@@ -197,7 +197,7 @@ def worst_parameters(idata: object, diagnostics: dict[str, float], gate: object,
 
 
 def insight_tables(result: FitResult) -> dict[str, pd.DataFrame]:
-    """The BI tables of a fit (schemas in :data:`mmm_pipeline.registry.MODELS_DDL`), without keys."""
+    """The BI tables of a fit (schemas in :data:`mmm_pipeline.model.registry.MODELS_DDL`), without keys."""
     idata, scaling, spec, data, carry = (
         result.idata,
         result.scaling,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from .config import GateConfig
-from .registry import CVRecord
+from mmm_pipeline.config import GateConfig
+from mmm_pipeline.model.registry import CVRecord
 
 
 def convergence_failures(diagnostics: Mapping[str, float], gate: GateConfig) -> list[str]:

@@ -14,7 +14,7 @@ import duckdb
 import holidays
 import pandas as pd
 
-from .config import ProjectConfig
+from mmm_pipeline.config import ProjectConfig
 
 
 def week_start(dates: pd.Series, week_start_index: int) -> pd.Series:

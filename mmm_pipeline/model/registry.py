@@ -24,9 +24,9 @@ import arviz as az
 import duckdb
 import pandas as pd
 
-from .model.build import ScalingSpec
-from .model.spec import ModelSpec
-from .warehouse import transaction
+from mmm_pipeline.model.build import ScalingSpec
+from mmm_pipeline.model.spec import ModelSpec
+from mmm_pipeline.warehouse import transaction
 
 #: The registry's tables; every insight table is keyed by ``model_id`` and ``market``.
 MODELS_DDL = """
@@ -218,7 +218,8 @@ class FitRecord:
     fit_attempts: int = 1
     """Sampling attempts made (``model.remedies``); the record describes the last one."""
     data_fingerprint: str | None = None
-    """Fingerprint of the modeling-table rows the fit trained on (:mod:`mmm_pipeline.data_version`)."""
+    """Fingerprint of the modeling-table rows the fit trained on
+    (:mod:`mmm_pipeline.features.data_version`)."""
 
     @property
     def gate_passed(self) -> bool:

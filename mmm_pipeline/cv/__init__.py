@@ -6,11 +6,11 @@ predictive distributions), ``stability`` (per-fold channel parameters and their 
 (:func:`run_fold`, :func:`run_cv`, :func:`combine_folds` and the tables they return).
 """
 
-from mmm_pipeline.validation.baselines import GaussianForecast, ridge, seasonal_naive
-from mmm_pipeline.validation.cv import CVResult, FoldResult, combine_folds, cv_model_spec, run_cv, run_fold
-from mmm_pipeline.validation.folds import CVSpec, Fold, folds_frame, make_folds
-from mmm_pipeline.validation.metrics import coverage, forecast_metrics, summarize, weekly_scores
-from mmm_pipeline.validation.stability import channel_stability, fold_parameters, parameter_stability
+from mmm_pipeline.cv.baselines import GaussianForecast, ridge, seasonal_naive
+from mmm_pipeline.cv.folds import CVSpec, Fold, folds_frame, make_folds
+from mmm_pipeline.cv.metrics import coverage, forecast_metrics, summarize, weekly_scores
+from mmm_pipeline.cv.run import CVResult, FoldResult, combine_folds, cv_model_spec, run_cv, run_fold
+from mmm_pipeline.cv.stability import channel_stability, fold_parameters, parameter_stability
 
 __all__ = [
     "CVResult",

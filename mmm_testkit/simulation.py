@@ -22,13 +22,13 @@ import duckdb
 import pandas as pd
 import yaml
 
-from ..config import ProjectConfig, load_config
-from ..definitions import build_definitions
-from ..defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
-from ..defs.sensors import DRIFT_SENSOR, FOLLOW_UP_SENSOR, NEW_DATA_SENSOR
-from ..runner import RUN_CONFIG, project_instance, run_pipeline
-from ..scaffold import init_project
-from ..synthetic import Break, SyntheticWorld, generate_world
+from mmm_pipeline.config import ProjectConfig, load_config
+from mmm_pipeline.definitions import build_definitions
+from mmm_pipeline.defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
+from mmm_pipeline.defs.sensors import DRIFT_SENSOR, FOLLOW_UP_SENSOR, NEW_DATA_SENSOR
+from mmm_pipeline.runner import RUN_CONFIG, project_instance, run_pipeline
+from mmm_pipeline.scaffold import init_project
+from mmm_testkit.synthetic import Break, SyntheticWorld, generate_world
 
 
 @dataclass

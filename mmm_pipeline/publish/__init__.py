@@ -1,0 +1,1 @@
+"""Publish stage: versioned Parquet snapshots of the warehouse for BI."""
