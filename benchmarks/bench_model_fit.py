@@ -49,6 +49,7 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mmm_pipeline import metrics
 from mmm_pipeline.model import insights  # noqa: E402
 from mmm_pipeline.model.build import ModelData  # noqa: E402
 from mmm_pipeline.model.fit import FitResult, ModelCache, fit  # noqa: E402
@@ -112,7 +113,7 @@ def score(
         "gate": "pass" if passed else "FAIL",
         "r2_in_sample": insights.fit_metrics(y_train, in_sample)["r2"],
         "mape_test": insights.fit_metrics(y_test, test_draws.mean(axis=0))["mape"],
-        "crps_test": float(insights.crps(test_draws, y_test).mean()),
+        "crps_test": float(metrics.crps(test_draws, y_test).mean()),
     }
 
 

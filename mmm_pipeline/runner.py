@@ -30,10 +30,10 @@ from .defs.assets.model import MARKETS
 from .defs.execution import execute_in_location
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
-from .defs.resources import WRITER_POOL
+from .defs.resources import WRITER_POOL, WarehouseResource
 from .optimize import Plan, PlanError, load_scenarios
 from .report import report_is_current
-from .warehouse import WarehouseResource, relation_exists
+from .warehouse import relation_exists
 
 #: How far a run goes: ``ingest`` only, ``features`` (ingest + feature tables), ``model`` (+ refits).
 STAGES = ("ingest", "features", "model")

@@ -1,23 +1,17 @@
 """The working DuckDB database: one writer at a time, raw tables created on first use.
 
-DuckDB allows one read-write process per file. Every writer goes through
-:meth:`WarehouseResource.get_connection`, which takes a file lock first, so parallel Dagster steps and
-a CLI run queue up instead of failing; BI never opens this file (it reads the published snapshots, see
-:mod:`mmm_pipeline.publish.bi`).
+DuckDB allows one read-write process per file. Every writer goes through the Dagster resource
+(:meth:`mmm_pipeline.defs.resources.WarehouseResource.get_connection`), which takes a file lock first,
+so parallel Dagster steps and a CLI run queue up instead of failing; BI never opens this file (it
+reads the published snapshots, see :mod:`mmm_pipeline.publish.bi`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
-from filelock import FileLock, Timeout
-from pydantic import Field
 
 RAW_DDL = """
 CREATE SCHEMA IF NOT EXISTS raw;
@@ -62,39 +56,6 @@ CREATE TABLE IF NOT EXISTS raw.quarantined_files (
 );
 CREATE TABLE IF NOT EXISTS raw.holidays (date DATE, name VARCHAR, country VARCHAR);
 """
-
-
-class WarehouseResource(DuckDBResource):
-    """DuckDB working database with a cross-process writer lock (DuckDB has a single writer)."""
-
-    lock_timeout_seconds: float = Field(
-        default=1800.0, description="How long a writer waits for another writer before failing."
-    )
-
-    @contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(f"{self.database}.lock")
-        started = time.monotonic()
-        try:
-            lock.acquire(timeout=self.lock_timeout_seconds)
-        except Timeout as exc:
-            raise dg.Failure(
-                f"another writer has held {self.database} for over {self.lock_timeout_seconds:.0f}s; "
-                f"remove {lock.lock_file} only if no pipeline process is running"
-            ) from exc
-        waited = time.monotonic() - started
-        if waited > 1:
-            dg.get_dagster_logger().info(f"waited {waited:.1f}s for the warehouse writer lock")
-        try:
-            with super().get_connection() as conn:
-                try:
-                    conn.execute(RAW_DDL)
-                    yield conn
-                finally:
-                    conn.close()
-        finally:
-            lock.release()
 
 
 @contextmanager

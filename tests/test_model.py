@@ -13,6 +13,7 @@ import pandas as pd
 import pymc as pm
 import pytest
 
+from mmm_pipeline import metrics
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import (
     ModelData,
@@ -333,7 +334,7 @@ def test_crps_matches_normal_closed_form():
     from scipy.stats import norm
 
     exact = y * (2 * norm.cdf(y) - 1) + 2 * norm.pdf(y) - 1 / np.sqrt(np.pi)
-    np.testing.assert_allclose(insights.crps(draws, y), exact, atol=0.01)
+    np.testing.assert_allclose(metrics.crps(draws, y), exact, atol=0.01)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mmm_pipeline.model.insights import crps
+from mmm_pipeline.metrics import crps, mape
 
 #: Central predictive intervals whose coverage is reported.
 INTERVALS = (0.5, 0.94)
@@ -45,14 +45,12 @@ def point_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, floa
     """MAPE, RMSE and bias of a point forecast.
 
     ``bias`` is ``mean(predicted - observed)`` in KPI units (positive: over-forecast), ``bias_pct`` is
-    ``sum(predicted - observed) / sum(observed)``. Weeks with an observed KPI of 0 are left out of MAPE.
+    ``sum(predicted - observed) / sum(observed)``. MAPE is :func:`mmm_pipeline.metrics.mape`.
     """
     observed, predicted = np.asarray(observed, dtype=float), np.asarray(predicted, dtype=float)
     error = predicted - observed
-    nonzero = observed != 0
-    mape = np.mean(np.abs(error[nonzero]) / np.abs(observed[nonzero])) if nonzero.any() else np.nan
     return {
-        "mape": float(mape),
+        "mape": mape(observed, predicted),
         "rmse": float(np.sqrt(np.mean(error**2))),
         "bias": float(np.mean(error)),
         "bias_pct": float(error.sum() / observed.sum()) if observed.sum() != 0 else np.nan,

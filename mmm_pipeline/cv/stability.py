@@ -23,6 +23,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
+from mmm_pipeline import metrics
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.predict import PosteriorDraws
@@ -77,7 +78,7 @@ def fold_parameters(
                 }
             )
     for name, (values, idx) in per_channel.items():
-        bounds = insights.hdi(values, hdi_prob)
+        bounds = metrics.hdi(values, hdi_prob)
         for i, c in enumerate(idx):
             rows.append(
                 {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mmm_pipeline.features.calendar import weekly_partitions
+from mmm_pipeline.defs.partitions import weekly_partitions
 
 from ..config import ProjectConfig
 from .assets.model import MARKETS

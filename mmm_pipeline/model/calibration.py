@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mmm_pipeline.metrics import hdi
+
 #: Lift-test rows are padded to a multiple of this, so a new test rarely changes the compiled graph.
 PAD_TESTS_TO = 8
 
@@ -137,8 +139,6 @@ def lift_test_agreement(
     weekly data disagree (a test mis-read, a channel whose effect changed, a curve family that cannot
     bend as the test says), which a user should see before trusting either.
     """
-    from mmm_pipeline.model.insights import hdi
-
     draws = np.asarray(expected, dtype=float)[:, : len(tests)] * kpi_scale
     mean, sd = draws.mean(axis=0), draws.std(axis=0)
     bounds = hdi(draws, prob) if len(tests) else np.zeros((0, 2))

@@ -11,6 +11,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
+from mmm_pipeline.metrics import crps, hdi, mape
 from mmm_pipeline.model import transforms
 from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.predict import PosteriorDraws, Prediction, predict
@@ -19,12 +20,6 @@ from mmm_pipeline.model.spec import ModelSpec
 HDI_PROB = 0.94
 #: Relative spend increase used for marginal ROAS (a derivative by finite difference).
 _MARGINAL_STEP = 0.01
-
-
-def hdi(draws: np.ndarray, hdi_prob: float = HDI_PROB) -> np.ndarray:
-    """ArviZ HDI of ``(S, ...)`` draws (chains already flattened): ``(..., 2)`` lower and upper bounds."""
-    draws = np.asarray(draws, dtype=float)
-    return np.asarray(az.hdi(draws[None, ...] if draws.ndim > 1 else draws, hdi_prob=hdi_prob))
 
 
 def _summarise(draws: np.ndarray, hdi_prob: float) -> dict[str, np.ndarray]:
@@ -223,25 +218,14 @@ def adstock_weights(idata: az.InferenceData, spec: ModelSpec, hdi_prob: float = 
 
 
 def fit_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """R², MAPE and NRMSE (RMSE over the observed range) of a point prediction."""
+    """R², MAPE (:func:`mmm_pipeline.metrics.mape`) and NRMSE (RMSE over the observed range)."""
     observed, predicted = np.asarray(observed, dtype=float), np.asarray(predicted, dtype=float)
     residual = observed - predicted
     return {
         "r2": float(1 - (residual**2).sum() / ((observed - observed.mean()) ** 2).sum()),
-        "mape": float(np.mean(np.abs(residual) / np.abs(observed))),
+        "mape": mape(observed, predicted),
         "nrmse": float(np.sqrt(np.mean(residual**2)) / (observed.max() - observed.min())),
     }
-
-
-def crps(draws: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Continuous ranked probability score per week of ``(S, T)`` predictive draws; lower is better.
-
-    ``E|X - y| - E|X - X'| / 2``, with the second term from the sorted draws in ``O(S log S)``.
-    """
-    draws = np.sort(np.asarray(draws, dtype=float), axis=0)
-    n = draws.shape[0]
-    spread = ((2 * np.arange(1, n + 1) - n - 1)[:, None] * draws).sum(axis=0) / n**2
-    return np.abs(draws - np.asarray(observed, dtype=float)).mean(axis=0) - spread
 
 
 def forecast_metrics(prediction: Prediction, observed: np.ndarray) -> dict[str, float]:

@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mmm_pipeline import metrics
 from mmm_pipeline.config import ModelConfig, ProjectConfig
 from mmm_pipeline.ingest.categorical import encode_controls
 from mmm_pipeline.model import insights
@@ -209,7 +210,7 @@ def insight_tables(result: FitResult) -> dict[str, pd.DataFrame]:
     hdi_columns = [c for c in summary.columns if c.startswith("hdi_")]
     summary = summary.rename(columns=dict(zip(hdi_columns, ["hdi_low", "hdi_high"], strict=True)))
     prediction = predict(idata, scaling, spec, data, carry)
-    bounds = insights.hdi(prediction.kpi)
+    bounds = metrics.hdi(prediction.kpi)
     fit_weekly = pd.DataFrame(
         {
             "week": data.dates.date,

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mmm_pipeline.metrics import hdi
 from mmm_pipeline.optimize.constraints import InfeasiblePlanError, Problem, build_problem, require_feasible
-from mmm_pipeline.optimize.objective import ObjectiveFunction, hdi
+from mmm_pipeline.optimize.objective import ObjectiveFunction
 from mmm_pipeline.optimize.plan import Plan
 from mmm_pipeline.optimize.response import ResponseModel
 from mmm_pipeline.optimize.solver import Evaluator, SolveInfo, solve

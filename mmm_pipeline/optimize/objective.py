@@ -55,20 +55,6 @@ def l_weights(n: int, risk: Risk) -> np.ndarray:
     raise ValueError(f"{risk.measure} is not an L-statistic")
 
 
-def hdi(draws: np.ndarray, prob: float = 0.94) -> np.ndarray:
-    """Highest-density interval of ``(S, ...)`` draws along axis 0 (ArviZ's algorithm): ``(..., 2)``."""
-    draws = np.sort(np.asarray(draws, dtype=float), axis=0)
-    n = draws.shape[0]
-    included = int(np.floor(prob * n))
-    if included < 1 or n - included < 1:
-        return np.stack([draws[0], draws[-1]], axis=-1)
-    widths = draws[included:] - draws[: n - included]
-    best = np.argmin(widths, axis=0)
-    low = np.take_along_axis(draws, best[None], axis=0)[0]
-    high = np.take_along_axis(draws, (best + included)[None], axis=0)[0]
-    return np.stack([low, high], axis=-1)
-
-
 @dataclass(frozen=True)
 class ObjectiveFunction:
     """Per-draw value of an allocation from its contribution draws and total spend.

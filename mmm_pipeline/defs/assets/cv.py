@@ -25,7 +25,7 @@ from ...config import ProjectConfig
 from ...model.build import ModelData
 from ...model.calibration import LiftTests
 from ...model.spec import ModelSpec
-from ...warehouse import WarehouseResource
+from ..resources import WarehouseResource
 from .model import MARKETS
 
 

@@ -13,14 +13,13 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from mmm_pipeline.features.calendar import weekly_partitions
+from mmm_pipeline.defs.partitions import weekly_partitions
 from mmm_pipeline.features.sql_models import SqlModel, Window, build_model, commit_model
 from mmm_pipeline.ingest.schemas import MODELING_RULES, modeling_rule_of, modeling_schema
 
 from ...config import ProjectConfig
-from ...warehouse import WarehouseResource
 from ..metadata import table_metadata
-from ..resources import WRITER_POOL
+from ..resources import WRITER_POOL, WarehouseResource
 
 # Single-run backfills are how a historical load stays one run; the parameter is marked beta in 1.13.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)

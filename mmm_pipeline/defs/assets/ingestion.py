@@ -9,8 +9,8 @@ from mmm_pipeline.ingest.ingestion import landed_markets, pending_week_ranges, s
 from mmm_pipeline.ingest.schemas import LANDING_RULES
 
 from ...config import ProjectConfig
-from ...warehouse import WarehouseResource, transaction
-from ..resources import WRITER_POOL
+from ...warehouse import transaction
+from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
 
 #: Metadata key of the queued week ranges, JSON ``[[first, last], ...]`` (read by the follow-up sensor).

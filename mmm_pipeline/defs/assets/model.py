@@ -40,8 +40,7 @@ from mmm_pipeline.model.registry import (
 from ...config import GateConfig, ProjectConfig
 from ...model.calibration import lift_test_agreement
 from ...model.fit import FitResult
-from ...warehouse import WarehouseResource
-from ..resources import WRITER_POOL
+from ..resources import WRITER_POOL, WarehouseResource
 from .monitoring import TRIGGER_TAG
 
 #: One partition per market; the ingestion asset adds markets as their data lands.

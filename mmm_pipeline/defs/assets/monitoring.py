@@ -25,8 +25,8 @@ from ...config import ProjectConfig
 from ...monitoring import drift, store
 from ...monitoring.plots import tracking_chart
 from ...monitoring.tracking import track
-from ...warehouse import WarehouseResource, relation_exists, transaction
-from ..resources import WRITER_POOL
+from ...warehouse import relation_exists, transaction
+from ..resources import WRITER_POOL, WarehouseResource
 
 #: Run tags written by the schedule and sensors (and read back by the assets).
 TRIGGER_TAG = "mmm/trigger"

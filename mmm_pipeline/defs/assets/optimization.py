@@ -29,8 +29,7 @@ from ...model.build import ScalingSpec
 from ...monitoring import store as monitoring_store
 from ...monitoring.plots import allocation_chart, kpi_trend_chart, roas_trend_chart
 from ...optimize import PlanError, load_scenarios
-from ...warehouse import WarehouseResource
-from ..resources import WRITER_POOL
+from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
 
 #: P(uplift > 0) below this raises the ``uplift_positive`` warning.

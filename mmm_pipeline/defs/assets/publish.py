@@ -11,8 +11,7 @@ from mmm_pipeline.publish.bi import publish
 from ...config import ProjectConfig
 from ...monitoring.store import MONITORING_TABLES
 from ...monitoring.store import ensure_schema as ensure_monitoring_schema
-from ...warehouse import WarehouseResource
-from ..resources import WRITER_POOL
+from ..resources import WRITER_POOL, WarehouseResource
 
 
 def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> list[dg.AssetsDefinition]:
