@@ -67,7 +67,7 @@ import duckdb
 import numpy as np
 import yaml
 
-from mmm_pipeline.config import ControlConfig
+from mmm_pipeline.ingest.contract import ControlConfig
 from mmm_testkit import synthetic
 
 #: Fixed seed of the world-spec list (see the module docstring: not to be tuned on).

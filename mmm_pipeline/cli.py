@@ -20,8 +20,9 @@ from mmm_pipeline.ingest.importers.wide import (
     load_wide_mapping,
     read_table,
 )
+from mmm_pipeline.settings import ConfigError
 
-from .config import CONFIG_ENV_VAR, ConfigError, ProjectConfig, load_config
+from .config import CONFIG_ENV_VAR, ProjectConfig, load_config
 from .optimize.plan import PlanError, load_scenarios
 from .report import latest_report, read_manifest
 from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline

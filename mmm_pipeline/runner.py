@@ -319,7 +319,7 @@ def _refit_models(
                 m: champion(conn, m) is not None and not _recommendation_current(conn, cfg, m, plans)
                 for m in weeks
             }
-    current_hash = config_hash(cfg)
+    current_hash = config_hash(cfg, cfg.model)
     report = [REPORT_KEY] if keys is None or REPORT_KEY in keys else []
 
     def run_market(selection: list[dg.AssetKey] | None, market: str) -> None:

@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 from mmm_pipeline.ingest.landing import KINDS
+from mmm_pipeline.settings import ConfigError
 
-from .config import DEFAULT_CONFIG_NAME, ConfigError, load_config
+from .config import DEFAULT_CONFIG_NAME, load_config
 
 EXAMPLES = {
     "case-study": "case_study_config.yaml",

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from mmm_pipeline.config import IDENTIFIER, WEEKDAYS
 from mmm_pipeline.model import transforms
+from mmm_pipeline.settings import IDENTIFIER, WEEKDAYS
 
 #: Default first week: a Monday, so that 156 default weeks end well in the past (2024-12-23).
 DEFAULT_START = dt.date(2022, 1, 3)

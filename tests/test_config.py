@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mmm_pipeline.config import ConfigError, load_config
+from mmm_pipeline.config import load_config
+from mmm_pipeline.settings import ConfigError
 
 BASE = "calendar: {week_start: sunday, start: 2014-08-03}\n"
 

@@ -16,11 +16,12 @@ import pytest
 import yaml
 from conftest import model_runs, query, small_model_config
 
-from mmm_pipeline.config import GateConfig, load_config
+from mmm_pipeline.config import load_config
 from mmm_pipeline.model.build import ModelData
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.promotion import cv_failures, gate_failures
 from mmm_pipeline.model.registry import CVRecord, load_model
+from mmm_pipeline.model.settings import GateConfig
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
 from mmm_testkit.synthetic import generate_world, write_world

@@ -13,7 +13,6 @@ from pydantic import ValidationError
 
 from mmm_pipeline.monitoring import drift
 from mmm_pipeline.monitoring.settings import (
-    ConditionConfig,
     CusumRule,
     IntervalMissRule,
     MonitoringConfig,
@@ -22,6 +21,7 @@ from mmm_pipeline.monitoring.settings import (
 )
 from mmm_pipeline.optimize import plan_from_dict
 from mmm_pipeline.optimize.conditions import apply_conditions, evaluate_conditions
+from mmm_pipeline.optimize.settings import ConditionConfig
 from mmm_testkit.adapters import model_data
 
 START = dt.date(2024, 1, 1)

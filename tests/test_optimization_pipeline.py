@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import small_model_config
 
-from mmm_pipeline.config import ConfigError, load_config
+from mmm_pipeline.config import load_config
 from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import MODEL_JOB
 from mmm_pipeline.optimize import (
@@ -34,6 +34,7 @@ from mmm_pipeline.optimize.recommendations import OPTIMIZATION_TABLES, optimizat
 from mmm_pipeline.optimize.response import SaturationBlock
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
+from mmm_pipeline.settings import ConfigError
 from mmm_testkit.synthetic import generate_world, write_world
 
 MARKETS = ("north", "south")

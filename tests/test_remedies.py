@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import small_model_config
 
-from mmm_pipeline.config import GateConfig, ModelConfig, load_config
+from mmm_pipeline.config import load_config
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.calibration import LiftTests
@@ -29,6 +29,7 @@ from mmm_pipeline.model.promotion import cv_failures, next_steps
 from mmm_pipeline.model.refit import ATTEMPT_COLUMNS, RefitOutcome, refit_market
 from mmm_pipeline.model.registry import CVRecord
 from mmm_pipeline.model.remedies import RemediesConfig, failure_kinds, next_remedy
+from mmm_pipeline.model.settings import GateConfig, ModelConfig
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.scaffold import init_project
 from mmm_testkit.adapters import model_data

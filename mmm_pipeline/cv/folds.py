@@ -120,3 +120,12 @@ def folds_frame(folds: list[Fold], dates: pd.DatetimeIndex) -> pd.DataFrame:
             for f in folds
         ]
     )
+
+
+class CVConfig(CVSpec):
+    """Time-slice cross-validation of every refit (fold layout, baselines, stability: see CVSpec)."""
+
+    enabled: bool = True
+    max_parallel_folds: int = Field(2, ge=1)
+    """Fold steps run at once by the multiprocess executor (UI and schedules). The CLI runs folds one
+    after another in its process, where they share one compiled model graph."""

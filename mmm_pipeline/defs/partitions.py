@@ -20,7 +20,7 @@ def weekly_partitions(cfg: ProjectConfig) -> dg.WeeklyPartitionsDefinition:
     hand, and a time window keeps Dagster's range runs (one run for many weeks) and its calendar views.
     """
     return dg.WeeklyPartitionsDefinition(
-        start_date=first_data_week(cfg).isoformat(),
+        start_date=first_data_week(cfg.calendar, cfg.warehouse_path).isoformat(),
         day_offset=(cfg.calendar.week_start_index + 1) % 7,
         fmt="%Y-%m-%d",
     )

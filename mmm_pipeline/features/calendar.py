@@ -13,7 +13,7 @@ import duckdb
 import holidays
 import pandas as pd
 
-from mmm_pipeline.config import ProjectConfig
+from mmm_pipeline.ingest.contract import CalendarConfig
 
 
 def week_start(dates: pd.Series, week_start_index: int) -> pd.Series:
@@ -32,16 +32,16 @@ def last_complete_week(today: dt.date, week_start_index: int) -> dt.date:
     return week_start_of(today, week_start_index) - dt.timedelta(days=7)
 
 
-def first_data_week(cfg: ProjectConfig) -> dt.date:
+def first_data_week(calendar: CalendarConfig, warehouse_path: Path) -> dt.date:
     """The first week any active landing file holds, else ``calendar.start`` (no data yet).
 
     Read when the code location loads (the UI, the daemon, each CLI run). The warehouse may be locked
     by a running writer then; the last week read is kept beside the warehouse so a load during a run
     sees the same partitions as the one before, never a jump back to ``calendar.start``.
     """
-    memo = Path(f"{cfg.warehouse_path}.first_week")
+    memo = Path(f"{warehouse_path}.first_week")
     try:
-        with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+        with duckdb.connect(str(warehouse_path), read_only=True) as conn:
             (first,) = conn.execute(
                 "SELECT min(min_week) FROM raw.landing_files WHERE status = 'active'"
             ).fetchone()
@@ -49,10 +49,10 @@ def first_data_week(cfg: ProjectConfig) -> dt.date:
         first = dt.date.fromisoformat(memo.read_text().strip()) if memo.exists() else None
     else:
         if first is not None:
-            first = week_start_of(max(first, cfg.calendar.start), cfg.calendar.week_start_index)
+            first = week_start_of(max(first, calendar.start), calendar.week_start_index)
             if not memo.exists() or memo.read_text().strip() != first.isoformat():
                 memo.write_text(first.isoformat())
-    return first or cfg.calendar.start
+    return first or calendar.start
 
 
 def holiday_table(country: str | None, first_year: int, last_year: int) -> pd.DataFrame:

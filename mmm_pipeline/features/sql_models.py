@@ -25,8 +25,8 @@ import duckdb
 import jinja2
 import pandas as pd
 
-from mmm_pipeline.config import ProjectConfig
 from mmm_pipeline.ingest.categorical import NO_LABEL_MARKERS
+from mmm_pipeline.ingest.contract import InputContract
 from mmm_pipeline.warehouse import quote_ident, relation_exists, transaction
 
 LAYERS = ("staging", "intermediate", "marts")
@@ -86,7 +86,7 @@ def _environment(folder: Path) -> jinja2.Environment:
     return env
 
 
-def _context(cfg: ProjectConfig) -> dict[str, Any]:
+def _context(cfg: InputContract) -> dict[str, Any]:
     return {
         "channels": cfg.channel_names,
         "channel_configs": [c.model_dump() for c in cfg.channels],
@@ -108,7 +108,7 @@ def _description(text: str) -> str:
     return " ".join(lines)
 
 
-def render(path: Path, cfg: ProjectConfig, models: dict[str, SqlModel] | None = None) -> tuple[str, dict]:
+def render(path: Path, cfg: InputContract, models: dict[str, SqlModel] | None = None) -> tuple[str, dict]:
     """Render a model's SQL; returns (sql, facts) where facts hold its config, refs and sources."""
     facts: dict[str, Any] = {"config": {}, "refs": [], "sources": []}
 
@@ -137,7 +137,7 @@ def render(path: Path, cfg: ProjectConfig, models: dict[str, SqlModel] | None = 
     return sql, facts
 
 
-def discover_models(folder: Path, cfg: ProjectConfig) -> dict[str, SqlModel]:
+def discover_models(folder: Path, cfg: InputContract) -> dict[str, SqlModel]:
     """All models under ``folder``, keyed by name, in dependency order."""
     models: dict[str, SqlModel] = {}
     for layer in LAYERS:
@@ -204,7 +204,7 @@ BUILD_TABLE = "__model_build"
 def build_model(
     conn: duckdb.DuckDBPyConnection,
     model: SqlModel,
-    cfg: ProjectConfig,
+    cfg: InputContract,
     models: dict[str, SqlModel],
     window: Window | None = None,
 ) -> pd.DataFrame:

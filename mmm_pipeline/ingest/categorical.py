@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mmm_pipeline.config import ControlConfig
+from mmm_pipeline.ingest.contract import ControlConfig
 
 #: Labels that mean "no label" (compared trimmed and lower-case), and the key of that group.
 NO_LABEL_MARKERS = ("", "na", "n/a", "nan", "none", "null", "-")

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from mmm_pipeline.config import ProjectConfig
 from mmm_pipeline.features.calendar import week_start
+from mmm_pipeline.ingest.contract import InputContract
 from mmm_pipeline.ingest.schemas import (
     LANDING_RULES,
     REQUIRED_COLUMNS,
@@ -376,7 +376,7 @@ def _violations(errors: pa.errors.SchemaErrors) -> list[RuleViolation]:
     return out
 
 
-def validate_landing_file(kind: str, path: Path, cfg: ProjectConfig) -> pd.DataFrame:
+def validate_landing_file(kind: str, path: Path, cfg: InputContract) -> pd.DataFrame:
     """Read, validate and normalize one landing file.
 
     Returns rows with columns ``date, week, market`` plus the kind's fields (media: ``channel, spend,
@@ -428,7 +428,7 @@ def _ordered(violations: list[RuleViolation]) -> list[RuleViolation]:
     )
 
 
-def _normalize(kind: str, frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFrame:
+def _normalize(kind: str, frame: pd.DataFrame, cfg: InputContract) -> pd.DataFrame:
     dates = frame["date"]
     out = pd.DataFrame(
         {
@@ -454,7 +454,7 @@ def _normalize(kind: str, frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFra
     return out
 
 
-def _label_hint(violation: RuleViolation, frame: pd.DataFrame, cfg: ProjectConfig) -> RuleViolation:
+def _label_hint(violation: RuleViolation, frame: pd.DataFrame, cfg: InputContract) -> RuleViolation:
     """A ``numeric_values`` failure in a controls file, with how to declare the controls that hold labels.
 
     Labels in a numeric control are not guessed into a categorical one: the config says what the model
@@ -475,7 +475,7 @@ def _label_hint(violation: RuleViolation, frame: pd.DataFrame, cfg: ProjectConfi
     return replace(violation, hint=hint)
 
 
-def _normalize_lift_tests(frame: pd.DataFrame, cfg: ProjectConfig) -> pd.DataFrame:
+def _normalize_lift_tests(frame: pd.DataFrame, cfg: InputContract) -> pd.DataFrame:
     """Rows ``row_number, week, market, channel, start_date, end_date, spend, delta_spend, lift, lift_se``.
 
     ``week`` is the model week holding ``end_date``: a fit uses the tests that ended by its last week,
@@ -503,7 +503,7 @@ HISTORY_COLUMNS = ("market", "series", "n_weeks", "max_week", "median_week")
 
 
 def check_history(
-    kind: str, rows: pd.DataFrame, history: pd.DataFrame, cfg: ProjectConfig
+    kind: str, rows: pd.DataFrame, history: pd.DataFrame, cfg: InputContract
 ) -> tuple[list[RuleViolation], list[RuleViolation]]:
     """``(errors, warnings)`` for a validated file's weeks against the history already loaded.
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from mmm_pipeline.config import ProjectConfig
+from mmm_pipeline.ingest.contract import InputContract
 
 #: Every landing-file rule, in the order they are reported. Names are shown as Dagster asset checks.
 LANDING_RULES: dict[str, str] = {
@@ -125,7 +125,7 @@ def _dates(series: pd.Series) -> pd.Series:
     return pd.to_datetime(series, errors="coerce", format="mixed")
 
 
-def _date_checks(cfg: ProjectConfig) -> list[pa.Check]:
+def _date_checks(cfg: InputContract) -> list[pa.Check]:
     """Range rules on dates already read by :func:`mmm_pipeline.ingest.landing.read_dates` (which reports the
     empty and unparseable ones itself, with the values as delivered)."""
     today = pd.Timestamp(cfg.today())
@@ -179,14 +179,14 @@ def _numeric(series: pd.Series) -> pd.Series:
     return _number(series).notna() | _non_finite(series)
 
 
-def _plausible(cfg: ProjectConfig) -> pa.Check:
+def _plausible(cfg: InputContract) -> pa.Check:
     limit = cfg.validation.max_value
     return pa.Check(
         lambda s: ~((_number(s).abs() > limit) & np.isfinite(_number(s))), name="plausible_magnitude"
     )
 
 
-def _landing_number_checks(cfg: ProjectConfig, sign_rule: pa.Check | None) -> list[pa.Check]:
+def _landing_number_checks(cfg: InputContract, sign_rule: pa.Check | None) -> list[pa.Check]:
     checks = [pa.Check(_no_infinity, name="finite_numbers"), _plausible(cfg)]
     return checks + ([sign_rule] if sign_rule is not None else [])
 
@@ -212,7 +212,7 @@ def _member_of(names: list[str], rule: str) -> pa.Check:
     return pa.Check(lambda s: s.isin(allowed), name=rule)
 
 
-def _market_column(cfg: ProjectConfig) -> pa.Column:
+def _market_column(cfg: InputContract) -> pa.Column:
     if cfg.markets:
         checks = [_member_of(cfg.markets, "known_markets")]
     else:
@@ -227,7 +227,7 @@ def _label_checks(names: list[str], allow_unknown: bool, rule: str) -> list[pa.C
     return [_member_of(names, rule)]
 
 
-def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
+def landing_schema(kind: str, cfg: InputContract) -> pa.DataFrameSchema:
     """The schema a landing file of ``kind`` (media, kpi, controls, lift_tests) is validated against.
 
     No dtype is imposed: CSV fields arrive as text and Parquet columns typed, and the checks parse both.
@@ -302,7 +302,7 @@ def landing_schema(kind: str, cfg: ProjectConfig) -> pa.DataFrameSchema:
     )
 
 
-def lift_test_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
+def lift_test_schema(cfg: InputContract) -> pa.DataFrameSchema:
     """The rules of a lift-test file: the ones :class:`~mmm_pipeline.model.calibration.LiftTests`
     enforces, plus configured channels and markets, so a delivered test can always enter a fit.
 
@@ -362,7 +362,7 @@ def _no_gaps(frame: pd.DataFrame) -> pd.Series:
     return step.isna() | (step == pd.Timedelta(days=7))
 
 
-def modeling_schema(cfg: ProjectConfig) -> pa.DataFrameSchema:
+def modeling_schema(cfg: InputContract) -> pa.DataFrameSchema:
     """Schema of ``fct_modeling_weekly``: columns follow the configured channels and controls."""
     today = pd.Timestamp(cfg.today())
     columns: dict[str, pa.Column] = {

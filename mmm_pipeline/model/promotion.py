@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from mmm_pipeline.config import GateConfig
 from mmm_pipeline.model.registry import CVRecord
+from mmm_pipeline.model.settings import GateConfig
 
 
 def convergence_failures(diagnostics: Mapping[str, float], gate: GateConfig) -> list[str]:

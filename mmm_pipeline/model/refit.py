@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from mmm_pipeline import metrics
-from mmm_pipeline.config import ModelConfig, ProjectConfig
 from mmm_pipeline.ingest.categorical import encode_controls
+from mmm_pipeline.ingest.contract import InputContract
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.calibration import LIFT_TEST_COLUMNS, LiftTests
@@ -32,6 +32,7 @@ from mmm_pipeline.model.fit import FitResult, fit
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.promotion import gate_failures
 from mmm_pipeline.model.remedies import failure_kinds, next_remedy
+from mmm_pipeline.model.settings import ModelConfig
 from mmm_pipeline.warehouse import quote_ident, relation_exists
 
 
@@ -59,7 +60,11 @@ ATTEMPT_COLUMNS = (
 
 
 def training_data(
-    frame: pd.DataFrame, market: str, cfg: ProjectConfig, log: Callable[[str], None] | None = None
+    frame: pd.DataFrame,
+    market: str,
+    contract: InputContract,
+    model: ModelConfig,
+    log: Callable[[str], None] | None = None,
 ) -> ModelData:
     """The market's training window from the modeling table: every week up to ``model.train_end``.
 
@@ -67,23 +72,23 @@ def training_data(
     ``log`` is told each one's baseline and levels.
     """
     rows = frame[frame["market"] == market]
-    if cfg.model.train_end is not None:
-        rows = rows[pd.to_datetime(rows["week"]) <= pd.Timestamp(cfg.model.train_end)]
-    if len(rows) < cfg.model.min_train_weeks:
+    if model.train_end is not None:
+        rows = rows[pd.to_datetime(rows["week"]) <= pd.Timestamp(model.train_end)]
+    if len(rows) < model.min_train_weeks:
         raise RefitError(
             f"market {market!r}: {len(rows)} weeks in marts.fct_modeling_weekly"
-            + (f" up to model.train_end {cfg.model.train_end}" if cfg.model.train_end else "")
-            + f"; the model needs at least model.min_train_weeks = {cfg.model.min_train_weeks}"
+            + (f" up to model.train_end {model.train_end}" if model.train_end else "")
+            + f"; the model needs at least model.min_train_weeks = {model.min_train_weeks}"
         )
     if rows["kpi"].isna().any():
         weeks = ", ".join(str(w)[:10] for w in rows.loc[rows["kpi"].isna(), "week"].head(5))
         raise RefitError(f"market {market!r}: the KPI is missing in weeks {weeks}")
     first, last = (str(w)[:10] for w in (rows["week"].min(), rows["week"].max()))
     where = f"market {market!r}, training weeks {first}..{last}"
-    rows, controls, encodings = encode_controls(rows, cfg.controls, where)
+    rows, controls, encodings = encode_controls(rows, contract.controls, where)
     for encoding in encodings if log else ():
         log(encoding.describe())
-    return ModelData.from_frame(rows, market, channels=cfg.channel_names, controls=controls)
+    return ModelData.from_frame(rows, market, channels=contract.channel_names, controls=controls)
 
 
 def market_lift_tests(conn: duckdb.DuckDBPyConnection, market: str) -> LiftTests:
@@ -233,17 +238,17 @@ def insight_tables(result: FitResult) -> dict[str, pd.DataFrame]:
     }
 
 
-def config_hash(cfg: ProjectConfig) -> str:
+def config_hash(contract: InputContract, model: ModelConfig) -> str:
     """sha256 of what defines the model (spec, channels, controls, KPI), not of paths or the gate."""
     payload = {
-        "spec": cfg.model.spec.model_dump(mode="json"),
-        "channels": cfg.channel_names,
-        "controls": cfg.control_names,
-        "kpi": cfg.kpi.name,
+        "spec": model.spec.model_dump(mode="json"),
+        "channels": contract.channel_names,
+        "controls": contract.control_names,
+        "kpi": contract.kpi.name,
     }
-    if cfg.categorical_controls:  # only then, so the hash of a project without any stays as it was
+    if contract.categorical_controls:  # only then, so the hash of a project without any stays as it was
         payload["categorical"] = {
-            c.name: [c.baseline, c.max_levels] for c in cfg.categorical_controls.values()
+            c.name: [c.baseline, c.max_levels] for c in contract.categorical_controls.values()
         }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

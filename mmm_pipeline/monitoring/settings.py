@@ -1,4 +1,4 @@
-"""Config sections of continuous operation: ``schedule``, ``sensors``, ``monitoring``, ``conditions``.
+"""Config sections of continuous operation: ``schedule``, ``sensors`` and ``monitoring``.
 
 Pydantic models only (no Dagster, no DuckDB), imported by :mod:`mmm_pipeline.config`. Unknown keys are
 errors naming the key, like every other section.
@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from mmm_pipeline.settings import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ScheduleConfig(_Strict):
+class ScheduleConfig(StrictModel):
     """The weekly schedule: ingest, features, refit, CV, optimize for the newest complete week."""
 
     enabled: bool = False
@@ -29,13 +27,13 @@ class ScheduleConfig(_Strict):
     ``false``: the schedule only refreshes data and tracking; refits then come from drift events."""
 
 
-class SensorSettings(_Strict):
+class SensorSettings(StrictModel):
     enabled: bool = False
     """Default status in Dagster (``true``: running); either way togglable in the UI."""
     interval_seconds: int = Field(60, ge=10)
 
 
-class SensorsConfig(_Strict):
+class SensorsConfig(StrictModel):
     """``new_data``: landing files -> ingestion run -> feature runs for exactly the affected weeks.
     ``drift``: open drift events -> one refit + reoptimization run per event."""
 
@@ -43,7 +41,7 @@ class SensorsConfig(_Strict):
     drift: SensorSettings = SensorSettings(interval_seconds=300)
 
 
-class IntervalMissRule(_Strict):
+class IntervalMissRule(StrictModel):
     """Actuals outside the ``interval``% predictive interval in at least ``k`` of the last ``n`` weeks."""
 
     name: str = "outside_interval"
@@ -59,7 +57,7 @@ class IntervalMissRule(_Strict):
         return self
 
 
-class RollingMapeRule(_Strict):
+class RollingMapeRule(StrictModel):
     """MAPE of the predictive mean over the last ``window`` weeks above ``threshold`` (0.1 = 10%),
     once at least ``min_weeks`` weeks have been tracked."""
 
@@ -70,7 +68,7 @@ class RollingMapeRule(_Strict):
     min_weeks: int = Field(4, ge=1)
 
 
-class CusumRule(_Strict):
+class CusumRule(StrictModel):
     """Two-sided CUSUM of the standardized residuals ``z = (actual - pred_mean) / pred_sd``:
     ``S+ = max(0, S+ + z - slack)``, ``S- = max(0, S- - z - slack)``; fires when either exceeds
     ``threshold``. ``slack`` is the allowance per week (half the shift, in sds, it should catch)."""
@@ -81,7 +79,7 @@ class CusumRule(_Strict):
     slack: float = Field(0.5, ge=0)
 
 
-class SpendRangeRule(_Strict):
+class SpendRangeRule(StrictModel):
     """A channel's weekly spend outside ``[min / multiple, max x multiple]`` of its spend in the champion's
     training window, in at least ``k`` of the last ``n`` weeks (the model extrapolates there)."""
 
@@ -101,7 +99,7 @@ def _default_rules() -> list[Any]:
     return [IntervalMissRule(), RollingMapeRule(), CusumRule(), SpendRangeRule()]
 
 
-class MonitoringConfig(_Strict):
+class MonitoringConfig(StrictModel):
     """Performance tracking of each market's champion and the drift rules evaluated on it."""
 
     enabled: bool = True
@@ -120,46 +118,3 @@ class MonitoringConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"drift rule names must be unique, got {names}")
         return self
-
-
-class ConditionWhen(_Strict):
-    """When a market condition holds, from the modeling table's recent weeks.
-
-    A control (``control``) or a channel's spend (``channel``), averaged over the last
-    ``over_last_weeks`` weeks, compared with its own history: ``above_quantile``/``below_quantile``
-    (quantile of its weekly values over all earlier weeks) or ``above``/``below`` (a number).
-    ``months``: the condition holds in these calendar months of the latest week (e.g. holiday season).
-    """
-
-    control: str | None = None
-    channel: str | None = None
-    above_quantile: float | None = Field(None, ge=0, le=1)
-    below_quantile: float | None = Field(None, ge=0, le=1)
-    above: float | None = None
-    below: float | None = None
-    over_last_weeks: int = Field(4, ge=1)
-    months: list[Annotated[int, Field(ge=1, le=12)]] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> ConditionWhen:
-        thresholds = [self.above_quantile, self.below_quantile, self.above, self.below]
-        has_series = self.control is not None or self.channel is not None
-        if self.control is not None and self.channel is not None:
-            raise ValueError("give 'control' or 'channel', not both")
-        if has_series and all(t is None for t in thresholds):
-            raise ValueError("give a threshold: above_quantile, below_quantile, above or below")
-        if not has_series and any(t is not None for t in thresholds):
-            raise ValueError("a threshold needs 'control' or 'channel'")
-        if not has_series and self.months is None:
-            raise ValueError("give 'control', 'channel' or 'months'")
-        return self
-
-
-class ConditionConfig(_Strict):
-    """A market condition and the plan changes it brings (merged into the base plan and every scenario
-    like a scenario's ``changes``; see :func:`mmm_pipeline.optimize.plan.apply_scenario`)."""
-
-    name: str
-    when: ConditionWhen
-    plan_changes: dict[str, Any]
-    description: str = ""

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mmm_pipeline.monitoring.settings import ConditionConfig
 from mmm_pipeline.optimize.plan import Plan, apply_scenario
+from mmm_pipeline.optimize.settings import ConditionConfig
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import duckdb
 import pandas as pd
 
 from mmm_pipeline.model.registry import StoredModel
-from mmm_pipeline.monitoring.settings import ConditionConfig
 from mmm_pipeline.optimize import (
     BudgetResult,
     InfeasiblePlanError,
@@ -33,6 +32,7 @@ from mmm_pipeline.optimize import (
     compare_scenarios,
 )
 from mmm_pipeline.optimize.conditions import ActiveCondition, apply_conditions, evaluate_conditions
+from mmm_pipeline.optimize.settings import ConditionConfig
 from mmm_pipeline.warehouse import quote_ident, relation_exists, transaction
 
 #: The optimization tables. Every row carries ``optimization_id`` (one optimization of a market: a base

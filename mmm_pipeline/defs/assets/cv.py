@@ -85,7 +85,7 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 [record.market, record.train_end],
             ).df()
             lift_tests = market_lift_tests(conn, record.market)
-        data = training_data(frame, record.market, cfg)
+        data = training_data(frame, record.market, cfg, cfg.model)
         try:
             folds = make_folds(data.n_weeks, cv)
         except ValueError as exc:  # too little data for these settings: promotion falls back on the gate

@@ -36,8 +36,9 @@ from mmm_pipeline.model.registry import (
     roas_drift,
     write_artifacts,
 )
+from mmm_pipeline.model.settings import GateConfig
 
-from ...config import GateConfig, ProjectConfig
+from ...config import ProjectConfig
 from ...model.calibration import lift_test_agreement
 from ...model.fit import FitResult
 from ..resources import WRITER_POOL, WarehouseResource
@@ -196,7 +197,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             lift_tests = market_lift_tests(conn, market)
             current = champion(conn, market)
         try:
-            data = training_data(frame, market, cfg, log=context.log.info)
+            data = training_data(frame, market, cfg, cfg.model, log=context.log.info)
         except (RefitError, ValueError) as exc:
             raise dg.Failure(str(exc)) from None
         scaling, source = choose_scaling(data, current, cfg.model.keep_scaling)
@@ -223,7 +224,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             train_start=str(data.dates[0].date()),
             train_end=str(data.dates[-1].date()),
             n_weeks=data.n_weeks,
-            config_hash=config_hash(cfg),
+            config_hash=config_hash(cfg, cfg.model),
             code_version=code_version(),
             model_spec=outcome.fit.spec.model_dump_json(),  # the last attempt's sampler settings
             scaling=scaling.model_dump_json(),

@@ -23,8 +23,9 @@ from mmm_pipeline.optimize.recommendations import (
     spend_history,
     write_optimization,
 )
+from mmm_pipeline.settings import ConfigError
 
-from ...config import ConfigError, ProjectConfig
+from ...config import ProjectConfig
 from ...model.build import ScalingSpec
 from ...monitoring import store as monitoring_store
 from ...monitoring.plots import allocation_chart, kpi_trend_chart, roas_trend_chart

@@ -21,8 +21,8 @@ import pandas as pd
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from mmm_pipeline.config import IDENTIFIER, WEEKDAYS, Identifier, StrictModel, Weekday
 from mmm_pipeline.ingest.categorical import level_key, slugify
+from mmm_pipeline.settings import IDENTIFIER, WEEKDAYS, Identifier, StrictModel, Weekday
 
 _TABLE_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
 

@@ -1,0 +1,71 @@
+"""The model stage's config section (``model:``): structure and sampler, gate, remedies, refresh rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+
+from pydantic import Field, model_validator
+
+from mmm_pipeline.model.remedies import RemediesConfig
+from mmm_pipeline.model.spec import ModelSpec
+from mmm_pipeline.settings import StrictModel
+
+
+class GateConfig(StrictModel):
+    """What a fit must show to be promoted to champion (and serve optimization and reports).
+
+    Convergence is strict and absolute (R-hat, ESS, divergences): a sampler that has not converged says
+    nothing about the model. How well the model must fit is relative to the data at hand: a market whose
+    weekly KPI is mostly noise has a low R² however right the model is, so the default asks the model to
+    forecast better, out of sample, than the seasonal-naive baseline (last year's same week) on the same
+    cross-validation weeks. A fit that misses a rule is registered for inspection but never promoted;
+    the asset checks on ``model_fit`` and ``model_registry`` fail with the figures that missed.
+    """
+
+    max_r_hat: float = Field(1.01, ge=1.0)
+    min_ess_bulk: float = Field(400.0, ge=0)
+    min_ess_tail: float = Field(400.0, ge=0)
+    max_divergences: int = Field(0, ge=0)
+    min_cv_skill: float | None = Field(0.0, le=1.0)
+    """Cross-validated CRPS skill against seasonal-naive (``1 - CRPS_mmm / CRPS_seasonal_naive``, pooled
+    over the CV test weeks) must exceed this: 0 (default) means "forecasts better than last year's same
+    week". Skipped when cross-validation is off or the data are too short for it; ``null`` switches the
+    rule off."""
+    min_r2: float | None = None
+    """In-sample R² of the posterior mean, a fixed floor; ``null`` (default) switches the rule off."""
+    max_mape: float | None = None
+    """In-sample MAPE (0.1 = 10%); ``null`` (default) switches the rule off."""
+
+
+class ModelConfig(StrictModel):
+    """The weekly refit: model structure, priors and sampler (``spec``), gate and refresh rules."""
+
+    spec: ModelSpec = ModelSpec()
+    gate: GateConfig = GateConfig()
+    remedies: RemediesConfig = RemediesConfig()
+    """Automatic refits with adjusted sampler settings when a fit misses the convergence rules."""
+    min_train_weeks: int = Field(52, ge=13)
+    """A market with fewer modeled weeks fails with a clear error instead of fitting noise."""
+    train_end: dt.date | None = None
+    """Fit on weeks up to this date only (a hold-out); default: every week in the modeling table."""
+    keep_scaling: bool = True
+    """Refits reuse the champion's scaling constants (so priors and ROAS keep their meaning) while the
+    channels and controls are unchanged; ``false`` recomputes them from each window."""
+    max_roas_change: float = Field(0.3, gt=0)
+    """A channel whose ROAS moves by more than this share against the champion raises a warning check."""
+    max_cv_crps_increase: float | None = Field(0.1, ge=0)
+    """A challenger whose cross-validated CRPS is more than this share above the champion's is not
+    promoted (0.1: 10% worse); ``null`` switches the rule off."""
+
+    @model_validator(mode="after")
+    def _sampler_installed(self) -> ModelConfig:
+        """A sampler whose package is missing fails here, naming the key, not in the middle of a run."""
+        name = self.spec.sampler.name
+        if importlib.util.find_spec(name) is None:
+            extra = " (with jax and jaxlib)" if name in ("numpyro", "blackjax") else ""
+            raise ValueError(
+                f"spec.sampler.name {name!r} needs the {name} package{extra}, which is not installed in "
+                "this environment; use nutpie (default) or pymc, or install it"
+            )
+        return self
