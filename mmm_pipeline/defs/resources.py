@@ -14,7 +14,7 @@ from filelock import FileLock, Timeout
 from pydantic import Field
 
 from ..config import ProjectConfig
-from ..warehouse import RAW_DDL
+from ..tables import RAW_DDL
 
 #: Dagster pool every warehouse writer joins; the instance limits it to one (DuckDB has one writer).
 WRITER_POOL = "duckdb_writer"

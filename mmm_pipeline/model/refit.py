@@ -203,7 +203,7 @@ def worst_parameters(idata: object, diagnostics: dict[str, float], gate: object,
 
 
 def insight_tables(result: FitResult) -> dict[str, pd.DataFrame]:
-    """The BI tables of a fit (schemas in :data:`mmm_pipeline.model.registry.MODELS_DDL`), without keys."""
+    """The BI tables of a fit (schemas in :data:`mmm_pipeline.tables.MODELS_DDL`), without keys."""
     idata, scaling, spec, data, carry = (
         result.idata,
         result.scaling,

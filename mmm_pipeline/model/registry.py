@@ -26,168 +26,16 @@ import pandas as pd
 
 from mmm_pipeline.model.build import ScalingSpec
 from mmm_pipeline.model.spec import ModelSpec
+from mmm_pipeline.tables import (
+    CHAMPION,
+    CV_TABLES,
+    INSIGHT_TABLES,
+    REJECTED,
+    RETIRED,
+    RUN_TABLES,
+    ensure_models,
+)
 from mmm_pipeline.warehouse import transaction
-
-#: The registry's tables; every insight table is keyed by ``model_id`` and ``market``.
-MODELS_DDL = """
-CREATE SCHEMA IF NOT EXISTS models;
-CREATE TABLE IF NOT EXISTS models.model_runs (
-    model_id VARCHAR PRIMARY KEY,
-    market VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,          -- champion | retired (was champion) | rejected (failed the gate)
-    created_at TIMESTAMP NOT NULL,    -- when the fit finished (UTC)
-    registered_at TIMESTAMP,
-    promoted_at TIMESTAMP,
-    retired_at TIMESTAMP,
-    train_start DATE, train_end DATE, n_weeks INTEGER,
-    config_hash VARCHAR,              -- sha256 of the model config, channels and controls
-    code_version VARCHAR,             -- package version (+ git commit when run from a checkout)
-    model_spec VARCHAR,               -- ModelSpec JSON (structure, priors, sampler)
-    scaling VARCHAR,                  -- ScalingSpec JSON (frozen scaling constants)
-    scaling_source VARCHAR,           -- model_id whose scaling was reused, or 'fresh'
-    previous_champion VARCHAR,        -- the market's champion when this run was fitted
-    sampler VARCHAR, chains INTEGER, draws INTEGER, tune INTEGER, target_accept DOUBLE, seed BIGINT,
-    max_r_hat DOUBLE, min_ess_bulk DOUBLE, min_ess_tail DOUBLE, divergences INTEGER,
-    r2 DOUBLE, mape DOUBLE, nrmse DOUBLE,
-    build_seconds DOUBLE, compile_seconds DOUBLE, sample_seconds DOUBLE, total_seconds DOUBLE,
-    reused_graph BOOLEAN,
-    gate_passed BOOLEAN, gate_failures VARCHAR,
-    artifact_path VARCHAR, dagster_run_id VARCHAR
-);
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_status VARCHAR;  -- ok | partial | failed | skipped
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_note VARCHAR;
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_n_folds INTEGER;      -- folds where the MMM ran
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_folds_failed INTEGER;
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_crps DOUBLE;          -- pooled over test weeks
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_crps_skill DOUBLE;    -- 1 - crps / seasonal-naive's
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_mape DOUBLE;
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_coverage_50 DOUBLE;
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_coverage_94 DOUBLE;
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS cv_unstable_channels VARCHAR;
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS promotion_blocked_by VARCHAR;  -- why not promoted
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS n_lift_tests INTEGER;  -- lift tests in the fit
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS fit_attempts INTEGER;  -- fits tried (model.remedies)
-ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS data_fingerprint VARCHAR;  -- of the training rows
-CREATE TABLE IF NOT EXISTS models.cv_folds (
-    model_id VARCHAR, market VARCHAR, fold INTEGER, status VARCHAR, error VARCHAR,
-    train_start DATE, train_end DATE, test_start DATE, test_end DATE, n_train INTEGER, n_test INTEGER,
-    kpi_scale DOUBLE, n_time INTEGER, fit_seconds DOUBLE, compile_seconds DOUBLE, sample_seconds DOUBLE,
-    reused_graph BOOLEAN, divergences INTEGER, max_r_hat DOUBLE, min_ess_bulk DOUBLE, seconds DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.cv_predictions (
-    model_id VARCHAR, market VARCHAR, fold INTEGER,
-    model VARCHAR,                    -- mmm | seasonal_naive | ridge
-    week DATE, horizon INTEGER, observed DOUBLE, mean DOUBLE, sd DOUBLE,
-    lower_94 DOUBLE, lower_50 DOUBLE, median DOUBLE, upper_50 DOUBLE, upper_94 DOUBLE, crps DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.cv_metrics (
-    model_id VARCHAR, market VARCHAR,
-    scope VARCHAR,                    -- fold | overall (pooled over the folds where the model ran)
-    fold INTEGER, model VARCHAR, status VARCHAR, error VARCHAR, method VARCHAR,
-    n_folds INTEGER, n_folds_failed INTEGER, folds VARCHAR, n_weeks INTEGER,
-    crps DOUBLE, mape DOUBLE, rmse DOUBLE,
-    bias DOUBLE, bias_pct DOUBLE,     -- mean(predicted - observed): positive = over-forecast
-    coverage_50 DOUBLE, coverage_94 DOUBLE,
-    crps_skill DOUBLE                 -- 1 - crps / seasonal-naive crps on the same weeks
-);
-CREATE TABLE IF NOT EXISTS models.cv_fold_parameters (
-    model_id VARCHAR, market VARCHAR, fold INTEGER, channel VARCHAR,
-    parameter VARCHAR,                -- roas | share | alpha | theta | lam | half_sat | slope | beta
-    mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.cv_stability (
-    model_id VARCHAR, market VARCHAR, channel VARCHAR, parameter VARCHAR, n_folds INTEGER,
-    mean DOUBLE, sd DOUBLE, cv DOUBLE, min DOUBLE, max DOUBLE, spread DOUBLE, hdi_overlap BOOLEAN
-);
-CREATE TABLE IF NOT EXISTS models.cv_parameter_stability (
-    model_id VARCHAR, market VARCHAR, channel VARCHAR, n_folds INTEGER,
-    roas_mean DOUBLE, roas_sd DOUBLE, roas_cv DOUBLE, roas_min DOUBLE, roas_max DOUBLE,
-    roas_hdi_overlap BOOLEAN, share_mean DOUBLE, share_min DOUBLE, share_max DOUBLE, share_spread DOUBLE,
-    roas_unstable BOOLEAN,            -- coefficient of variation of fold-mean ROAS > roas_cv_threshold
-    roas_cv_threshold DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.fit_attempts (     -- one row per sampling attempt of the run
-    model_id VARCHAR, market VARCHAR, attempt INTEGER,
-    sampler VARCHAR, chains INTEGER, draws INTEGER, tune INTEGER, target_accept DOUBLE, seed BIGINT,
-    max_r_hat DOUBLE, min_ess_bulk DOUBLE, min_ess_tail DOUBLE, divergences INTEGER,
-    gate_passed BOOLEAN, gate_failures VARCHAR,
-    worst_parameters VARCHAR,         -- parameters with the worst R-hat/ESS, when convergence failed
-    remedy VARCHAR,                   -- what this attempt changed against the previous one, and why
-    seconds DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.parameter_summary (
-    model_id VARCHAR, market VARCHAR, parameter VARCHAR,
-    mean DOUBLE, sd DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE, r_hat DOUBLE, ess_bulk DOUBLE, ess_tail DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.decomposition (
-    model_id VARCHAR, market VARCHAR, week DATE, component VARCHAR,
-    mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.channel_summary (
-    model_id VARCHAR, market VARCHAR, channel VARCHAR, spend DOUBLE,
-    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
-    share_mean DOUBLE, share_hdi_low DOUBLE, share_hdi_high DOUBLE,
-    roas_mean DOUBLE, roas_hdi_low DOUBLE, roas_hdi_high DOUBLE,
-    mroas_mean DOUBLE, mroas_hdi_low DOUBLE, mroas_hdi_high DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.channel_period_summary (   -- from the posterior draws of each period's sum
-    model_id VARCHAR, market VARCHAR,
-    period_type VARCHAR,              -- quarter | year (calendar periods of the week start dates)
-    period VARCHAR,                   -- 2018-Q2 | 2018
-    period_start DATE, period_end DATE, first_week DATE, last_week DATE, n_weeks INTEGER,
-    complete BOOLEAN,                 -- the training window holds every week starting in the period
-    channel VARCHAR, spend DOUBLE,
-    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
-    share_mean DOUBLE, share_hdi_low DOUBLE, share_hdi_high DOUBLE,
-    roas_mean DOUBLE, roas_hdi_low DOUBLE, roas_hdi_high DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.response_curves (
-    model_id VARCHAR, market VARCHAR, channel VARCHAR, weekly_spend DOUBLE,
-    mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.adstock_weights (
-    model_id VARCHAR, market VARCHAR, channel VARCHAR, lag INTEGER,
-    mean DOUBLE, hdi_low DOUBLE, hdi_high DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.fit_weekly (
-    model_id VARCHAR, market VARCHAR, week DATE, actual DOUBLE,
-    predicted_mean DOUBLE, predicted_hdi_low DOUBLE, predicted_hdi_high DOUBLE
-);
-CREATE TABLE IF NOT EXISTS models.roas_drift (
-    model_id VARCHAR, market VARCHAR, champion_model_id VARCHAR, channel VARCHAR,
-    roas_mean DOUBLE, roas_hdi_low DOUBLE, roas_hdi_high DOUBLE,
-    champion_roas_mean DOUBLE, champion_roas_hdi_low DOUBLE, champion_roas_hdi_high DOUBLE,
-    change DOUBLE, relative_change DOUBLE,
-    within_champion_hdi BOOLEAN        -- the new mean lies inside the champion's 94% HDI
-);
-"""
-
-#: Insight tables a fit writes (``tables/<name>.parquet``) and registration copies into ``models``.
-INSIGHT_TABLES = (
-    "fit_attempts",
-    "parameter_summary",
-    "decomposition",
-    "channel_summary",
-    "channel_period_summary",
-    "response_curves",
-    "adstock_weights",
-    "fit_weekly",
-)
-#: Cross-validation tables a CV run writes (``<model_id>.cv/<name>.parquet``), keyed like the insights.
-CV_TABLES = (
-    "cv_folds",
-    "cv_predictions",
-    "cv_metrics",
-    "cv_fold_parameters",
-    "cv_stability",
-    "cv_parameter_stability",
-)
-#: Per-run tables, for BI: each also gets a ``champion_<name>`` view of the current champions' rows.
-RUN_TABLES = (*INSIGHT_TABLES, "roas_drift", *CV_TABLES)
-
-CHAMPION = "champion"
-RETIRED = "retired"
-REJECTED = "rejected"
 
 
 @dataclass
@@ -311,25 +159,6 @@ def new_model_id(market: str, train_end: dt.date) -> str:
     return f"{market}-{train_end:%Y%m%d}-{uuid.uuid4().hex[:8]}"
 
 
-#: Views of ``models.model_runs`` with one row per market, for BI: the serving model and the newest fit.
-RUN_VIEWS = {
-    "champion_model_runs": f"SELECT * FROM models.model_runs WHERE status = '{CHAMPION}'",
-    "latest_model_runs": "SELECT * FROM models.model_runs "
-    "QUALIFY row_number() OVER (PARTITION BY market ORDER BY created_at DESC, model_id DESC) = 1",
-}
-
-
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(MODELS_DDL)
-    for name, sql in RUN_VIEWS.items():
-        conn.execute(f"CREATE OR REPLACE VIEW models.{name} AS {sql}")
-    for name in RUN_TABLES:
-        conn.execute(
-            f"CREATE OR REPLACE VIEW models.champion_{name} AS SELECT t.* FROM models.{name} t "
-            f"JOIN models.model_runs r USING (model_id) WHERE r.status = '{CHAMPION}'"
-        )
-
-
 # --- artifacts -------------------------------------------------------------------------------------
 
 
@@ -403,18 +232,32 @@ def load_model(folder: Path | str) -> StoredModel:
 # --- the registry tables ---------------------------------------------------------------------------
 
 
+def champion_runs(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every market's champion run (``model_runs`` rows), ordered by market; the one champion query.
+
+    A writer first brings the ``models`` schema up to date; a read-only connection (a freshness check)
+    reads it as it is.
+    """
+    (read_only,) = conn.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    if not read_only:
+        ensure_models(conn)
+    return conn.execute(
+        "SELECT * FROM models.model_runs WHERE status = ? ORDER BY market", [CHAMPION]
+    ).df()
+
+
 def champion(conn: duckdb.DuckDBPyConnection, market: str) -> dict[str, object] | None:
     """The market's champion run (its ``model_runs`` row as a dict), or None before the first promotion."""
-    ensure_schema(conn)
-    frame = conn.execute(
-        "SELECT * FROM models.model_runs WHERE market = ? AND status = ?", [market, CHAMPION]
-    ).df()
+    frame = champion_runs(conn)
+    frame = frame[frame["market"] == market]
     return None if frame.empty else frame.iloc[0].to_dict()
 
 
 def latest_run(conn: duckdb.DuckDBPyConnection, market: str) -> dict[str, object] | None:
     """The market's most recently fitted run, whatever its status."""
-    ensure_schema(conn)
+    ensure_models(conn)
     frame = conn.execute(
         "SELECT * FROM models.model_runs WHERE market = ? ORDER BY created_at DESC LIMIT 1", [market]
     ).df()
@@ -434,7 +277,7 @@ def register(
     retired); otherwise it is stored as ``rejected`` with the reasons. Re-registering the same
     ``model_id`` replaces its rows. Returns the status given.
     """
-    ensure_schema(conn)
+    ensure_models(conn)
     promote = not blocked_by
     status = CHAMPION if promote else REJECTED
     row = pd.DataFrame(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mmm_pipeline.model.plots import plt
+from mmm_pipeline.charts import plt
 
 
 def tracking_chart(rows: pd.DataFrame, title: str, events: pd.DataFrame | None = None) -> plt.Figure:

@@ -14,90 +14,11 @@ from collections.abc import Mapping, Sequence
 import duckdb
 import pandas as pd
 
-from ..warehouse import relation_exists, transaction
-
-MONITORING_DDL = """
-CREATE SCHEMA IF NOT EXISTS monitoring;
-CREATE TABLE IF NOT EXISTS monitoring.performance_tracking (
-    market VARCHAR NOT NULL,
-    model_id VARCHAR NOT NULL,        -- the champion whose forecast this is
-    train_end DATE,                   -- its last training week: every tracked week is after it
-    week DATE NOT NULL,               -- the forecast week (its actual KPI has arrived)
-    weeks_since_fit INTEGER,          -- 1 = the first week after train_end
-    actual DOUBLE,                    -- actual KPI
-    pred_mean DOUBLE,                 -- posterior predictive mean, from the spend and controls that happened
-    pred_sd DOUBLE,
-    pred_median DOUBLE,
-    pred_50_low DOUBLE, pred_50_high DOUBLE,   -- 50% central predictive interval
-    pred_94_low DOUBLE, pred_94_high DOUBLE,   -- 94% central predictive interval
-    in_50 BOOLEAN, in_94 BOOLEAN,     -- actual inside the interval
-    error DOUBLE,                     -- actual - pred_mean (positive: the model under-forecast)
-    abs_pct_error DOUBLE,             -- |error| / |actual|
-    z_score DOUBLE,                   -- error / pred_sd (what the CUSUM rule accumulates)
-    rolling_mape DOUBLE,              -- mean abs_pct_error over the last monitoring.rolling_weeks weeks
-    crps DOUBLE,                      -- continuous ranked probability score, KPI units (lower is better)
-    n_spend_flags INTEGER,            -- channels whose spend lies outside their training-window range
-    spend_flags VARCHAR,              -- JSON {channel: {spend, hist_min, hist_max}} of those channels
-    n_draws INTEGER,                  -- posterior draws used
-    tracked_at TIMESTAMP,             -- when this row was (re)computed (UTC)
-    dagster_run_id VARCHAR,
-    PRIMARY KEY (market, model_id, week)
-);
-CREATE TABLE IF NOT EXISTS monitoring.drift_events (
-    event_id VARCHAR PRIMARY KEY,     -- drift-<market>-<detected week>-<hash>; the sensor's run key
-    market VARCHAR NOT NULL,
-    model_id VARCHAR NOT NULL,        -- the champion that drifted
-    rule VARCHAR NOT NULL,            -- the (first) rule that fired
-    rules_fired VARCHAR,              -- every rule firing at detection, comma-separated
-    detected_week DATE,               -- the tracked week in which the event was opened
-    first_fired_week DATE,            -- first week of the run of firing weeks that led to it
-    evidence VARCHAR,                 -- JSON {rule: {kind, figures...}}
-    summary VARCHAR,                  -- the evidence in words
-    status VARCHAR NOT NULL,          -- open | resolved
-    resolution VARCHAR,               -- recovered (quiet for monitoring.recovery_weeks) | new_champion
-    detected_at TIMESTAMP,            -- UTC
-    resolved_at TIMESTAMP,
-    resolved_week DATE,
-    dagster_run_id VARCHAR,           -- the refit + reoptimization run the drift sensor started for it
-    run_status VARCHAR,               -- that run's status when last seen
-    new_model_id VARCHAR              -- the champion that replaced model_id (resolution new_champion)
-);
-CREATE TABLE IF NOT EXISTS monitoring.optimization_history (
-    -- one row per reoptimization x channel; the optimization's summary figures repeat on each row
-    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    dagster_run_id VARCHAR,
-    trigger VARCHAR,                  -- schedule | drift | new_data | manual (run tag mmm/trigger)
-    drift_event_id VARCHAR,           -- the drift event behind it (trigger drift)
-    drift_rule VARCHAR,
-    tags VARCHAR,                     -- JSON of the run's mmm/* tags
-    conditions_active VARCHAR,        -- names of the market conditions that held, comma-separated
-    conditions VARCHAR,               -- JSON [{name, evidence, plan_changes}]
-    plan VARCHAR, plan_hash VARCHAR, mode VARCHAR, weeks INTEGER,
-    budget DOUBLE, total_current DOUBLE, total_recommended DOUBLE,
-    baseline_kpi DOUBLE,              -- champion's non-media weekly KPI (mean of its last current_weeks)
-    expected_kpi DOUBLE,              -- baseline_kpi x weeks + expected media contribution: predicted KPI
-    expected_contribution DOUBLE, expected_contribution_hdi_low DOUBLE, expected_contribution_hdi_high DOUBLE,
-    uplift_mean DOUBLE, prob_uplift_positive DOUBLE, roas_recommended_total DOUBLE,
-    channel VARCHAR, channel_group VARCHAR,
-    current_spend DOUBLE, recommended_spend DOUBLE, change_pct DOUBLE, share_recommended DOUBLE,
-    contribution_mean DOUBLE, roas_recommended DOUBLE, mroas_recommended DOUBLE
-);
-"""
-
-#: Published for BI under these names (Parquet snapshot + view in bi.duckdb).
-MONITORING_TABLES = {
-    "performance_tracking": "monitoring.performance_tracking",
-    "drift_events": "monitoring.drift_events",
-    "optimization_history": "monitoring.optimization_history",
-}
+from mmm_pipeline.tables import ensure_monitoring
+from mmm_pipeline.warehouse import relation_exists, transaction
 
 #: Components of ``models.decomposition`` that are not media.
 BASELINE_COMPONENTS = ("intercept", "trend", "seasonality", "controls")
-
-
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(MONITORING_DDL)
 
 
 def _now() -> dt.datetime:
@@ -250,7 +171,7 @@ def history_rows(
 
 def append_history(conn: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
     """Append one optimization's history rows (replacing them if the same optimization is re-recorded)."""
-    ensure_schema(conn)
+    ensure_monitoring(conn)
     with transaction(conn):
         conn.execute(
             "DELETE FROM monitoring.optimization_history WHERE optimization_id = ?",

@@ -1,7 +1,8 @@
 """Budget recommendations in the warehouse: the champion's optimized plans, as the ``optimization`` schema.
 
 :func:`recommend` runs the base plan and its scenarios (:mod:`mmm_pipeline.optimize`) against a market's
-champion model and its recent spend, and lays the results out as the tables of :data:`OPTIMIZATION_DDL`;
+champion model and its recent spend, and lays the results out as the tables of
+:data:`~mmm_pipeline.tables.OPTIMIZATION_DDL`;
 :func:`write_optimization` records them in one transaction, under a new ``optimization_id``. Every run
 is kept; the ``optimization.latest_<table>`` views show each market's most recent optimization, so a
 run whose base plan is infeasible (nothing written) leaves the last good recommendation serving.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from mmm_pipeline.model.registry import StoredModel
+from mmm_pipeline.model.registry import StoredModel, champion
 from mmm_pipeline.optimize import (
     BudgetResult,
     InfeasiblePlanError,
@@ -33,104 +34,13 @@ from mmm_pipeline.optimize import (
 )
 from mmm_pipeline.optimize.conditions import ActiveCondition, apply_conditions, evaluate_conditions
 from mmm_pipeline.optimize.settings import ConditionConfig
+from mmm_pipeline.tables import OPTIMIZATION_TABLES, ensure_optimization
 from mmm_pipeline.warehouse import quote_ident, relation_exists, transaction
 
 #: The optimization tables. Every row carries ``optimization_id`` (one optimization of a market: a base
 #: plan and its scenarios against one champion), ``market``, ``model_id`` (the champion used) and
 #: ``created_at`` (UTC). Amounts are in the spend currency over the plan's horizon (one week for a
 #: steady-state plan), contributions in KPI units over the same horizon; HDIs are 94%.
-OPTIMIZATION_DDL = """
-CREATE SCHEMA IF NOT EXISTS optimization;
-CREATE TABLE IF NOT EXISTS optimization.plan_summary (   -- one row per optimization: the base plan
-    optimization_id VARCHAR PRIMARY KEY, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    dagster_run_id VARCHAR,
-    plan VARCHAR,                     -- the base plan's name
-    description VARCHAR,
-    plan_source VARCHAR,              -- the plan file
-    plan_hash VARCHAR,                -- sha256 of the base plan and scenarios (their content)
-    scenarios VARCHAR,                -- the scenarios compared with it, comma-separated
-    infeasible_scenarios VARCHAR,     -- scenarios whose rules conflict (see optimization.scenarios)
-    mode VARCHAR,                     -- steady_state (a weekly run rate) | plan (weeks planned one by one)
-    weeks INTEGER,                    -- the plan's horizon
-    objective VARCHAR,                -- kpi | roi | profit | blend
-    risk VARCHAR,                     -- how the posterior draws were summarised (mean, cvar alpha=...)
-    budget DOUBLE, budget_mode VARCHAR,               -- exact | at_most
-    total_current DOUBLE,             -- the current allocation over the horizon (recent weeks' average)
-    total_recommended DOUBLE,
-    objective_current DOUBLE, objective_recommended DOUBLE,
-    contribution_current_mean DOUBLE,
-    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
-    roas_current DOUBLE, roas_recommended DOUBLE,
-    uplift_mean DOUBLE, uplift_hdi_low DOUBLE, uplift_hdi_high DOUBLE,   -- recommended - current, per draw
-    uplift_pct DOUBLE,                -- uplift_mean as % of the current media contribution
-    prob_uplift_positive DOUBLE,      -- share of posterior draws where the recommendation beats current
-    same_mix_uplift_mean DOUBLE, same_mix_uplift_hdi_low DOUBLE, same_mix_uplift_hdi_high DOUBLE,
-    prob_same_mix_uplift_positive DOUBLE,  -- vs the current mix scaled to the recommended total
-    n_flags INTEGER, flags VARCHAR,   -- recommended spend outside the historical range ('; '-separated)
-    n_draws INTEGER,                  -- posterior draws used
-    history_start DATE, history_end DATE,  -- the spend history (up to the champion's last training week)
-    seconds DOUBLE                    -- optimization time of the base plan
-);
-CREATE TABLE IF NOT EXISTS optimization.recommendations (   -- the base plan, one row per channel
-    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    channel VARCHAR, channel_group VARCHAR,
-    current DOUBLE, recommended DOUBLE, change DOUBLE, change_pct DOUBLE,
-    share_current DOUBLE, share_recommended DOUBLE,
-    contribution_current_mean DOUBLE,
-    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
-    roas_current DOUBLE, roas_recommended DOUBLE,      -- posterior means
-    mroas_current DOUBLE, mroas_recommended DOUBLE,    -- extra KPI per extra unit of spend, there
-    hist_weekly_min DOUBLE, hist_weekly_max DOUBLE, recommended_weekly_max DOUBLE,
-    range_flag VARCHAR                -- '' | above_history | below_history | switched_off | never_spent
-);
-CREATE TABLE IF NOT EXISTS optimization.marginal_roi (   -- base plan: each channel at multiples of its
-    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,  -- recommendation
-    created_at TIMESTAMP NOT NULL,
-    channel VARCHAR, level DOUBLE,    -- spend = level x recommended
-    spend DOUBLE, contribution_mean DOUBLE, roas_mean DOUBLE,
-    mroas_mean DOUBLE, mroas_hdi_low DOUBLE, mroas_hdi_high DOUBLE,
-    is_recommended BOOLEAN, is_current BOOLEAN
-);
-CREATE TABLE IF NOT EXISTS optimization.weekly_allocations (   -- base plan, week by week
-    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    week_index INTEGER,               -- 0 = the first week after the history
-    week DATE,                        -- that week's start
-    channel VARCHAR, current DOUBLE, recommended DOUBLE
-);
-CREATE TABLE IF NOT EXISTS optimization.scenarios (   -- the base plan and every scenario, side by side
-    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    scenario VARCHAR, is_base BOOLEAN, description VARCHAR, source VARCHAR,
-    status VARCHAR,                   -- ok | infeasible (no allocation meets every rule)
-    conflicts VARCHAR,                -- infeasible: the conflicting rules, as named in the plan file
-    objective VARCHAR, budget DOUBLE, total_current DOUBLE, total_recommended DOUBLE,
-    objective_recommended DOUBLE,
-    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
-    roas_recommended DOUBLE,
-    uplift_mean DOUBLE, uplift_hdi_low DOUBLE, uplift_hdi_high DOUBLE, prob_uplift_positive DOUBLE,
-    same_mix_uplift_mean DOUBLE, n_flags INTEGER, seconds DOUBLE
-);
-CREATE TABLE IF NOT EXISTS optimization.scenario_allocations (   -- feasible scenarios, per channel
-    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    scenario VARCHAR, channel VARCHAR, current DOUBLE, recommended DOUBLE, change_pct DOUBLE,
-    share_recommended DOUBLE, contribution_mean DOUBLE, mroas_recommended DOUBLE, range_flag VARCHAR
-);
-"""
-
-#: The tables above; each also gets a ``latest_<name>`` view (each market's latest optimization), for BI.
-OPTIMIZATION_TABLES = (
-    "plan_summary",
-    "recommendations",
-    "marginal_roi",
-    "weekly_allocations",
-    "scenarios",
-    "scenario_allocations",
-)
-
 _KEYS = ["optimization_id", "market", "model_id", "created_at"]
 _SUMMARY_FROM_RESULT = [
     "mode", "weeks", "objective", "risk", "budget", "budget_mode", "total_current", "total_recommended",
@@ -140,20 +50,6 @@ _SUMMARY_FROM_RESULT = [
     "same_mix_uplift_hdi_low", "same_mix_uplift_hdi_high", "prob_same_mix_uplift_positive", "n_flags",
     "seconds",
 ]  # fmt: skip
-
-
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the ``optimization`` tables and their ``latest_<table>`` views (idempotent)."""
-    conn.execute(OPTIMIZATION_DDL)
-    conn.execute(
-        "CREATE OR REPLACE VIEW optimization.latest_plan_summary AS SELECT * FROM optimization.plan_summary "
-        "QUALIFY row_number() OVER (PARTITION BY market ORDER BY created_at DESC, optimization_id DESC) = 1"
-    )
-    for name in OPTIMIZATION_TABLES[1:]:
-        conn.execute(
-            f"CREATE OR REPLACE VIEW optimization.latest_{name} AS SELECT * FROM optimization.{name} "
-            "WHERE optimization_id IN (SELECT optimization_id FROM optimization.latest_plan_summary)"
-        )
 
 
 def new_optimization_id(market: str, created_at: dt.datetime) -> str:
@@ -317,7 +213,7 @@ def write_optimization(conn: duckdb.DuckDBPyConnection, opt: Optimization) -> No
     """Record an optimization's tables in one transaction (nothing for an infeasible base plan)."""
     if not opt.tables:
         raise ValueError(f"optimization {opt.optimization_id} has no feasible base plan: nothing to write")
-    ensure_schema(conn)
+    ensure_optimization(conn)
     with transaction(conn):
         for name in OPTIMIZATION_TABLES:
             conn.execute(f"DELETE FROM optimization.{name} WHERE optimization_id = ?", [opt.optimization_id])
@@ -361,9 +257,9 @@ def optimization_is_current(conn: duckdb.DuckDBPyConnection, market: str, plans:
     latest = latest_optimization(conn, market)
     if latest is None:
         return False
-    serving = conn.execute(
-        "SELECT model_id FROM models.model_runs WHERE market = ? AND status = 'champion'", [market]
-    ).fetchone()
+    serving = champion(conn, market)
     return (
-        serving is not None and serving[0] == latest["model_id"] and latest["plan_hash"] == plan_hash(plans)
+        serving is not None
+        and serving["model_id"] == latest["model_id"]
+        and latest["plan_hash"] == plan_hash(plans)
     )

@@ -8,16 +8,13 @@ A4 print: text stays at least 8 pt once scaled to the page width.
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")  # headless: Dagster workers, CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from mmm_pipeline.charts import plt, png_bytes
 
 DPI = 110
 CURRENT, RECOMMENDED = "0.55", "#1f77b4"
@@ -45,10 +42,7 @@ def from_figure(figure: plt.Figure, name: str, title: str) -> Chart:
 
 
 def _render(figure: plt.Figure, name: str, title: str) -> Chart:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
-    return Chart(name, title, buffer.getvalue())
+    return Chart(name, title, png_bytes(figure, DPI))
 
 
 def _short(value: float, _position: object = None) -> str:

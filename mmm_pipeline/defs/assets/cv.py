@@ -16,8 +16,8 @@ import dagster as dg
 import pandas as pd
 
 from mmm_pipeline.cv.folds import CVSpec, make_folds
+from mmm_pipeline.cv.plots import cv_forecast_chart, roas_by_fold_chart
 from mmm_pipeline.cv.run import FoldResult, combine_folds, run_fold
-from mmm_pipeline.model.plots import cv_forecast_chart, roas_by_fold_chart
 from mmm_pipeline.model.refit import market_lift_tests, training_data
 from mmm_pipeline.model.registry import CVRecord, FitRecord, write_cv_artifacts
 

@@ -16,10 +16,11 @@ import json
 import dagster as dg
 import pandas as pd
 
-from mmm_pipeline.model.plots import markdown_image
-from mmm_pipeline.model.registry import ensure_schema as ensure_models_schema
-from mmm_pipeline.model.registry import load_model
+from mmm_pipeline.charts import markdown_image
+from mmm_pipeline.model.registry import champion_runs, load_model
 from mmm_pipeline.publish.bi import publish
+from mmm_pipeline.tables import MONITORING_TABLES, ensure_monitoring
+from mmm_pipeline.tables import ensure_models as ensure_models_schema
 
 from ...config import ProjectConfig
 from ...monitoring import drift, store
@@ -36,8 +37,8 @@ FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 def publish_monitoring(conn, cfg: ProjectConfig) -> dict[str, int]:  # noqa: ANN001 - a DuckDB connection
     """Publish the monitoring tables as a new BI snapshot (the other published tables carried over)."""
-    store.ensure_schema(conn)
-    return publish(conn, store.MONITORING_TABLES, cfg.publish_dir, cfg.bi_database_path)
+    ensure_monitoring(conn)
+    return publish(conn, MONITORING_TABLES, cfg.publish_dir, cfg.bi_database_path)
 
 
 def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
@@ -63,11 +64,8 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             ensure_models_schema(conn)
-            store.ensure_schema(conn)
-            champions = conn.execute(
-                "SELECT market, model_id, train_end, artifact_path FROM models.model_runs "
-                "WHERE status = 'champion' ORDER BY market"
-            ).df()
+            ensure_monitoring(conn)
+            champions = champion_runs(conn)[["market", "model_id", "train_end", "artifact_path"]]
             frames = {}
             if relation_exists(conn, "marts", "fct_modeling_weekly"):
                 frames = {
@@ -144,12 +142,9 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         opened, resolved = [], []
         with warehouse.get_connection() as conn:
             ensure_models_schema(conn)
-            store.ensure_schema(conn)
-            champions = dict(
-                conn.execute(
-                    "SELECT market, model_id FROM models.model_runs WHERE status = 'champion'"
-                ).fetchall()
-            )
+            ensure_monitoring(conn)
+            runs = champion_runs(conn)
+            champions = dict(zip(runs["market"], runs["model_id"], strict=True))
             markets = sorted(set(champions) | {e["market"] for e in store.open_events(conn)})
             inputs = {
                 m: (store.tracking_rows(conn, m, champions[m]) if m in champions else pd.DataFrame(),

@@ -12,8 +12,9 @@ import time
 import dagster as dg
 import pandas as pd
 
-from mmm_pipeline.model.plots import budget_chart, markdown_image
+from mmm_pipeline.charts import markdown_image
 from mmm_pipeline.model.registry import champion, load_model
+from mmm_pipeline.optimize.plots import budget_chart
 from mmm_pipeline.optimize.recommendations import (
     OPTIMIZATION_TABLES,
     Optimization,

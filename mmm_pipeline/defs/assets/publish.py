@@ -3,14 +3,18 @@
 import dagster as dg
 
 from mmm_pipeline.features.sql_models import SqlModel
-from mmm_pipeline.model.registry import RUN_TABLES, RUN_VIEWS, ensure_schema
-from mmm_pipeline.optimize.recommendations import OPTIMIZATION_TABLES
-from mmm_pipeline.optimize.recommendations import ensure_schema as ensure_optimization_schema
 from mmm_pipeline.publish.bi import publish
+from mmm_pipeline.tables import (
+    MONITORING_TABLES,
+    OPTIMIZATION_TABLES,
+    RUN_TABLES,
+    RUN_VIEWS,
+)
+from mmm_pipeline.tables import ensure_models as ensure_schema
+from mmm_pipeline.tables import ensure_monitoring as ensure_monitoring_schema
+from mmm_pipeline.tables import ensure_optimization as ensure_optimization_schema
 
 from ...config import ProjectConfig
-from ...monitoring.store import MONITORING_TABLES
-from ...monitoring.store import ensure_schema as ensure_monitoring_schema
 from ..resources import WRITER_POOL, WarehouseResource
 
 

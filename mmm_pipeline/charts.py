@@ -1,0 +1,30 @@
+"""The chart kit every stage draws with: headless matplotlib, a figure as PNG bytes or inline markdown.
+
+Dagster metadata (model, CV and monitoring charts) and the executive report render figures the same
+way, so a change of backend or of how a figure is saved happens here once.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: Dagster workers, CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["markdown_image", "plt", "png_bytes"]
+
+
+def png_bytes(figure: plt.Figure, dpi: int) -> bytes:
+    """The figure as PNG bytes (tight bounding box); closes the figure so workers do not leak memory."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def markdown_image(figure: plt.Figure, alt: str, dpi: int = 80) -> str:
+    """The figure as an inline (base64 PNG) markdown image, as the Dagster UI renders metadata."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png_bytes(figure, dpi)).decode()})"
