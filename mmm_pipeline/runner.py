@@ -17,8 +17,8 @@ import duckdb
 import pandas as pd
 from dagster import DagsterInstance
 
-from mmm_pipeline.features.calendar import last_complete_week
 from mmm_pipeline.features.data_version import modeling_fingerprint, training_rows
+from mmm_pipeline.ingest.calendar import last_complete_week
 from mmm_pipeline.ingest.ingestion import pending_week_ranges
 from mmm_pipeline.model.refit import config_hash
 from mmm_pipeline.model.registry import champion, latest_run

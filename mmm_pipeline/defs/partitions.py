@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ..config import ProjectConfig
-from ..features.calendar import first_data_week
+from ..ingest.calendar import first_data_week
 
 
 def weekly_partitions(cfg: ProjectConfig) -> dg.WeeklyPartitionsDefinition:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from mmm_pipeline.features.calendar import last_complete_week
+from mmm_pipeline.ingest.calendar import last_complete_week
 
 from ..config import ProjectConfig
 from .assets.monitoring import TRIGGER_TAG

@@ -14,6 +14,11 @@ from pydantic import Field, field_validator, model_validator
 
 from mmm_pipeline.settings import WEEKDAYS, ConfigError, Identifier, StrictModel, Weekday
 
+#: Columns of a lift-test table (landing file, DuckDB table), in order.
+LIFT_TEST_COLUMNS = (
+    "market", "channel", "start_date", "end_date", "spend", "delta_spend", "lift", "lift_se",
+)  # fmt: skip
+
 
 class ChannelConfig(StrictModel):
     """A media channel. ``aliases`` are the names platform exports use for it (e.g. 'Facebook Ads')."""

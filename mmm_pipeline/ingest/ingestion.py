@@ -35,7 +35,8 @@ import duckdb
 import pandas as pd
 
 from mmm_pipeline.config import ProjectConfig
-from mmm_pipeline.features.calendar import last_complete_week
+from mmm_pipeline.ingest.calendar import last_complete_week
+from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS
 from mmm_pipeline.ingest.landing import (
     HISTORY_COLUMNS,
     LandingFileError,
@@ -46,7 +47,6 @@ from mmm_pipeline.ingest.landing import (
     sha256_of,
     validate_landing_file,
 )
-from mmm_pipeline.model.calibration import LIFT_TEST_COLUMNS
 from mmm_pipeline.warehouse import transaction
 
 LANDED_COLUMNS = {

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from mmm_pipeline.features.calendar import week_start
+from mmm_pipeline.ingest.calendar import week_start
 from mmm_pipeline.ingest.contract import InputContract
 from mmm_pipeline.ingest.schemas import (
     LANDING_RULES,

@@ -35,12 +35,6 @@ from mmm_pipeline.metrics import hdi
 #: Lift-test rows are padded to a multiple of this, so a new test rarely changes the compiled graph.
 PAD_TESTS_TO = 8
 
-#: Columns of a lift-test table (landing file, DuckDB table), in order.
-LIFT_TEST_COLUMNS = (
-    "market", "channel", "start_date", "end_date", "spend", "delta_spend", "lift", "lift_se",
-)  # fmt: skip
-
-
 @dataclass(frozen=True)
 class LiftTests:
     """Lift tests of one market, raw units (currency a week, KPI a week); one entry per test."""
@@ -72,7 +66,8 @@ class LiftTests:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, market: str | None = None) -> LiftTests:
-        """From a lift-test table (:data:`LIFT_TEST_COLUMNS`); ``market`` keeps that market's rows."""
+        """From a lift-test table (:data:`mmm_pipeline.ingest.contract.LIFT_TEST_COLUMNS`); ``market``
+        keeps that market's rows."""
         if market is not None and "market" in frame.columns:
             frame = frame[frame["market"] == market]
         frame = frame.sort_values(["end_date", "channel"])

@@ -24,10 +24,10 @@ import pandas as pd
 
 from mmm_pipeline import metrics
 from mmm_pipeline.ingest.categorical import encode_controls
-from mmm_pipeline.ingest.contract import InputContract
+from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS, InputContract
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec
-from mmm_pipeline.model.calibration import LIFT_TEST_COLUMNS, LiftTests
+from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import FitResult, fit
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.promotion import gate_failures

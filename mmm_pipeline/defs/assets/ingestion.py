@@ -4,7 +4,7 @@ from collections import defaultdict
 
 import dagster as dg
 
-from mmm_pipeline.features.calendar import holiday_table
+from mmm_pipeline.ingest.calendar import holiday_table
 from mmm_pipeline.ingest.ingestion import landed_markets, pending_week_ranges, scan_landing
 from mmm_pipeline.ingest.schemas import LANDING_RULES
 
