@@ -192,7 +192,7 @@ class SyntheticWorld:
     week_start: str
     seed: int
     lift_tests: pd.DataFrame | None = None
-    """Experiments run in this world (:data:`~mmm_pipeline.model.calibration.LIFT_TEST_COLUMNS`), or
+    """Experiments run in this world (:data:`~mmm_pipeline.ingest.contract.LIFT_TEST_COLUMNS`), or
     ``None``; see :func:`design_lift_tests`."""
 
     @property

@@ -62,7 +62,7 @@ class Remedy:
 def failure_kinds(diagnostics: Mapping[str, float], gate: object) -> tuple[bool, bool]:
     """``(diverged, poorly_mixed)`` against the gate's convergence thresholds.
 
-    ``gate`` is a :class:`mmm_pipeline.config.GateConfig` (read by attribute, so this module does not
+    ``gate`` is a :class:`mmm_pipeline.model.settings.GateConfig` (read by attribute, so this module does not
     import the project config).
     """
     d = diagnostics
