@@ -50,6 +50,10 @@ run_monitoring:
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+#: Scope of the runs that hash a market's inputs again (in the run list the CLI prints).
+INPUTS_SCOPE = " (inputs hash)"
+
+
 class PipelineRunError(RuntimeError):
     """A run that failed; the message says which step or check and why."""
 
@@ -300,12 +304,12 @@ def _refit_models(
     if missing := sorted(set(weeks) - known):
         instance.add_dynamic_partitions(MARKETS.name, missing)
 
-    def run_market(selection: list[dg.AssetKey], market: str) -> bool:
+    def run_market(selection: list[dg.AssetKey], market: str, scope: str = "") -> bool:
         result = run_job(defs, MODEL_JOB, instance, selection, partition_key=market)
-        _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
+        _record(summary, MODEL_JOB, result, market + scope, prefix=f"market {market}: ")
         return result.success
 
-    observed = [m for m in sorted(weeks) if run_market([INPUTS_KEY], m)]
+    observed = [m for m in sorted(weeks) if run_market([INPUTS_KEY], m, INPUTS_SCOPE)]
     job_keys = keys if keys is not None else defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
     graph = defs.resolve_asset_graph()
     plans = model_plans(instance, graph, job_keys, observed, force_fit=force)
@@ -322,15 +326,6 @@ def _refit_models(
                 log(f"market {market}: out of date: {plan.reasons()}: running {_names(plan.selection)}")
         if plan.selection:
             run_market(list(plan.selection), market)
-    if not any(p.selection for p in plans):
-        return
-    # A market's run publishes BI for every market, so a report written before it is stale now (its
-    # input, the published catalog, has changed). Ask Dagster once more; this pass publishes nothing new
-    # unless a market's own assets are stale, so it ends there.
-    for plan in model_plans(instance, graph, job_keys, observed):
-        if plan.selection:
-            log(f"market {plan.market}: {plan.reasons()}: running {_names(plan.selection)}")
-            run_market(list(plan.selection), plan.market)
 
 
 def _names(keys: tuple[dg.AssetKey, ...]) -> str:

@@ -29,8 +29,8 @@ from mmm_pipeline.synthetic import generate_world, write_world
 
 MARKETS = ("north", "south")
 LIFT_FILE = "lift_tests/experiments.csv"
-FIT, RECOMMENDATION, REPORT = (
-    dg.AssetKey(k) for k in ("model_fit", "budget_recommendation", "executive_report")
+FIT, RECOMMENDATION, BI, REPORT = (
+    dg.AssetKey(k) for k in ("model_fit", "budget_recommendation", "bi_model_snapshots", "executive_report")
 )
 
 
@@ -72,42 +72,38 @@ def _run(config_path: Path, **kwargs: object) -> tuple[RunSummary, list[str], se
     return summary, lines, done
 
 
-def _three_answers(cfg: ProjectConfig) -> tuple[set, set, set]:
-    """What the CLI would run, what the daemon's sensor requests and what Dagster reports stale or missing
-    (closed downstream within the model job), each as {(market, asset)}."""
+def _three_answers(cfg: ProjectConfig) -> tuple[set, set]:
+    """What the CLI would run and what the daemon's sensor requests, each as {(market, asset)}, after
+    checking that the CLI's reasons are exactly what Dagster's stale status reports (missing or stale
+    assets of the model job, per market partition; unpartitioned ones once)."""
     defs = build_definitions(cfg)
     instance = project_instance(cfg)
     graph = defs.resolve_asset_graph()
     job_keys = defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
-    cli = {(p.market, k) for p in model_plans(instance, graph, job_keys, MARKETS) for k in p.selection}
+    plans = model_plans(instance, graph, job_keys, MARKETS)
+    cli = {(p.market, k) for p in plans for k in p.selection}
     with dg.partition_loading_context(dynamic_partitions_store=instance):
         tick = defs.get_sensor_def(STALE_MODEL_SENSOR).evaluate_tick(
             dg.build_sensor_context(instance=instance, definitions=defs)
         )
     daemon = {(r.partition_key, k) for r in tick.run_requests for k in r.asset_selection}
     resolver = stale_resolver(instance, graph)
-    reported = set()
-    for market in MARKETS:
-        roots = [
-            k
-            for k in sorted(job_keys - {INPUTS_KEY})
-            if resolver.get_status(k, market if graph.get(k).is_partitioned else None).value
-            in ("STALE", "MISSING")
-        ]
-        below = dg.AssetSelection.assets(*roots).downstream().resolve(graph) & job_keys if roots else set()
-        reported |= {(market, k) for k in below}
-    # Unpartitioned assets (BI publish, monitoring) go with the first market that runs in the plans.
-    shared = {k for k in job_keys if not graph.get(k).is_partitioned}
-    strip = lambda pairs: {(m, k) for m, k in pairs if k not in shared}  # noqa: E731
-    assert {k for _, k in cli} & shared == {k for _, k in reported} & shared
-    return strip(cli), strip(daemon), strip(reported)
+    reported = {
+        (market, k)
+        for k in job_keys - {INPUTS_KEY}
+        for market in (MARKETS if graph.get(k).is_partitioned else [None])
+        if resolver.get_status(k, market).value in ("STALE", "MISSING")
+    }
+    roots = {(p.market if graph.get(k).is_partitioned else None, k) for p in plans for k in p.roots}
+    assert roots == reported
+    return cli, daemon
 
 
 def test_before_any_fit_cli_daemon_and_dagster_agree_everything_is_missing(tmp_path: Path) -> None:
     cfg = load_config(init_project(tmp_path / "project", "synthetic"))
     project_instance(cfg).add_dynamic_partitions("market", list(MARKETS))  # as the first ingestion does
-    cli, daemon, reported = _three_answers(cfg)
-    assert cli == daemon == reported
+    cli, daemon = _three_answers(cfg)
+    assert cli == daemon
     assert {(m, FIT) for m in MARKETS} | {(m, REPORT) for m in MARKETS} <= cli
 
 
@@ -120,7 +116,7 @@ def test_plan_change_reoptimizes_and_corrected_lift_test_refits(tmp_path: Path) 
     assert {("model_fit", m) for m in MARKETS} <= done, log
 
     # (a) A second run: every market current, nothing model-side but the re-hash of the inputs.
-    assert _three_answers(cfg) == (set(), set(), set())
+    assert _three_answers(cfg) == (set(), set())
     second, log, done = _run(config_path)
     assert second.ok, second.problems
     assert done == {("market_training_data", m) for m in MARKETS}, log
@@ -130,13 +126,13 @@ def test_plan_change_reoptimizes_and_corrected_lift_test_refits(tmp_path: Path) 
     plan = cfg.optimization_plan_path
     plan.write_text(plan.read_text().replace("digital_floor: {group: digital, min: 0.40}",
                                              "digital_floor: {group: digital, min: 0.45}"))  # fmt: skip
-    cli, daemon, reported = _three_answers(cfg)
-    assert cli == daemon == reported == {(m, k) for m in MARKETS for k in (RECOMMENDATION, REPORT)}
+    cli, daemon = _three_answers(cfg)
+    assert cli == daemon == {(m, k) for m in MARKETS for k in (RECOMMENDATION, BI, REPORT)}
     third, log, done = _run(config_path)
     assert third.ok, third.problems
     assert {k for k, _ in done} == {"market_training_data", "budget_recommendation", "bi_model_snapshots",
                                      "executive_report"}, log  # fmt: skip
-    assert _three_answers(cfg) == (set(), set(), set())
+    assert _three_answers(cfg) == (set(), set())
 
     # (c) North's lift test corrected in place (same count): north refits, south does not.
     tests = pd.read_csv(cfg.landing_dir / LIFT_FILE)
@@ -144,11 +140,11 @@ def test_plan_change_reoptimizes_and_corrected_lift_test_refits(tmp_path: Path) 
     tests.to_csv(cfg.landing_dir / LIFT_FILE, index=False)
     hashed, _, _ = _run(config_path, select="+key:market_training_data")  # ingest, stage, re-hash only
     assert hashed.ok, hashed.problems
-    cli, daemon, reported = _three_answers(cfg)
-    assert cli == daemon == reported
-    assert ("north", FIT) in cli and not any(m == "south" for m, _ in cli), cli
+    cli, daemon = _three_answers(cfg)
+    assert cli == daemon
+    assert ("north", FIT) in cli and ("south", FIT) not in cli, cli
     fourth, log, done = _run(config_path)
     assert fourth.ok, fourth.problems
     assert ("model_fit", "north") in done and ("model_fit", "south") not in done, log
     assert any("market north: fitting the model" in line for line in log), log
-    assert _three_answers(cfg) == (set(), set(), set())
+    assert _three_answers(cfg) == (set(), set())

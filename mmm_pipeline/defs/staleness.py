@@ -89,9 +89,10 @@ def model_plans(
     """Per market, the model job's assets Dagster reports missing or stale, closed downstream.
 
     ``job_keys``: the model job's assets (or the part of them a user selected). Unpartitioned assets
-    of the job (the BI publish, monitoring) go with the first market that runs; if no market needs a run
-    but one of them is stale, the first market runs just them. ``force_fit`` (``run --refit``) adds
-    the fit as a root for every market (every selected asset if the selection leaves the fit out).
+    of the job (performance tracking, drift events) go with the first market that runs; if no market
+    needs a run but one of them is stale, the first market runs just them. ``force_fit``
+    (``run --refit``) adds the fit as a root for every market (every selected asset if the selection
+    leaves the fit out).
     """
     keys = set(job_keys) - {INPUTS_KEY}
     resolver = stale_resolver(instance, asset_graph)

@@ -17,6 +17,7 @@ import dagster as dg
 import pandas as pd
 
 from ...config import ProjectConfig
+from ...data_version import modeling_fingerprint
 from ...monitoring import drift, store
 from ...monitoring.plots import tracking_chart
 from ...monitoring.tracking import track
@@ -196,6 +197,8 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         shown = events[["event_id", "market", "model_id", "rule", "detected_week", "status", "resolution",
                         "dagster_run_id", "summary"]] if len(events) else events  # fmt: skip
         return dg.MaterializeResult(
+            # The events' content: an update that changes no event leaves the reports that read it current.
+            data_version=dg.DataVersion(modeling_fingerprint(events)),
             metadata={
                 "open_events": int((events["status"] == drift.OPEN).sum()) if len(events) else 0,
                 "opened_now": dg.MetadataValue.md(
