@@ -13,16 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-import duckdb
-import pandas as pd
 from dagster import DagsterInstance
 
-from mmm_pipeline.features.data_version import modeling_fingerprint, training_rows
 from mmm_pipeline.ingest.calendar import last_complete_week
 from mmm_pipeline.ingest.ingestion import pending_week_ranges
-from mmm_pipeline.model.refit import config_hash
-from mmm_pipeline.model.registry import champion, latest_run
-from mmm_pipeline.optimize.recommendations import optimization_is_current, plans_in_force
+from mmm_pipeline.model.registry import latest_run
 
 from .config import ProjectConfig
 from .definitions import build_definitions
@@ -31,8 +26,7 @@ from .defs.execution import execute_in_location
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL, WarehouseResource
-from .optimize import Plan, PlanError, load_scenarios
-from .report import report_is_current
+from .defs.staleness import INPUTS_KEY, model_plans
 from .warehouse import relation_exists
 
 #: How far a run goes: ``ingest`` only, ``features`` (ingest + feature tables), ``model`` (+ refits).
@@ -53,12 +47,12 @@ run_monitoring:
   free_slots_after_run_end_seconds: 60
 """
 
-
-#: The executive report: written after each refit, and when a market's newest report is out of date.
-REPORT_KEY = dg.AssetKey("executive_report")
-
 #: Console logging for headless runs: our progress messages, not Dagster's step-by-step debug events.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+#: Scope of the runs that hash a market's inputs again (in the run list the CLI prints).
+INPUTS_SCOPE = " (inputs hash)"
 
 
 class PipelineRunError(RuntimeError):
@@ -218,9 +212,10 @@ def run_pipeline(
     """Scan the landing folder, rebuild features for the queued (or requested) weeks, publish, refit.
 
     ``select`` limits the runs to the assets it picks (e.g. ``group:marts`` or ``stg_media+``).
-    ``until`` stops after a stage (:data:`STAGES`). A market's model is refitted when its modeling
-    table has a week, a model config or lift tests its latest fit has not seen, or a value in its
-    training weeks changed since (a corrected week), or always with ``refit``.
+    ``until`` stops after a stage (:data:`STAGES`). Each market's model run materializes what Dagster
+    reports missing or stale (:mod:`mmm_pipeline.defs.staleness`): the fit when the content of its
+    training rows or lift tests or the model config changed (or always with ``refit``), the
+    recommendation when the plans changed, the report when its settings changed, and what lies below.
     Valid files are built even when others in the same delivery were rejected; the rejections are
     returned as problems so the caller can exit non-zero.
     """
@@ -290,10 +285,13 @@ def _refit_models(
     summary: RunSummary,
     log: Callable[[str], None],
 ) -> None:
-    """One model run per market whose data or model config is newer than its latest fit.
+    """One model run per market with what Dagster reports missing or stale for it (defs/staleness.py).
 
-    Markets run one after another in this process, so the compiled model graph is reused between
-    markets of the same shape; from the UI or a schedule each market is its own partitioned run.
+    First each market's ``market_training_data`` is hashed again (a run per market): its data version is
+    the content of what the fit reads, so the fit turns stale exactly when that changed. Then every
+    market runs the stale part of the model job. Markets run one after another in this process, so the
+    compiled model graph is reused between markets of the same shape; the daemon's
+    ``stale_model_sensor`` starts the same runs, each market its own partitioned run.
     """
     with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
         if not relation_exists(conn, "marts", "fct_modeling_weekly"):
@@ -303,77 +301,33 @@ def _refit_models(
             conn.execute("SELECT market, max(week) FROM marts.fct_modeling_weekly GROUP BY 1").fetchall()
         )
         latest = {market: latest_run(conn, market) for market in weeks}
-        last_weeks = {m: min(w, cfg.model.train_end) if cfg.model.train_end else w for m, w in weeks.items()}
-        lift_tests = {m: _lift_tests_by(conn, m, last_weeks[m]) for m in weeks}
-        # The rows each latest fit trained on, as they are now: a corrected old week changes them.
-        fingerprints = {
-            m: modeling_fingerprint(training_rows(conn, m, run["train_end"]))
-            for m, run in latest.items()
-            if run is not None and not pd.isna(run.get("data_fingerprint"))
-        }
-        reoptimize = {}
-        if cfg.optimization.enabled and (keys is None or dg.AssetKey("budget_recommendation") in keys):
-            files = cfg.optimization_files()
-            plans = load_scenarios(files[0], files[1:])
-            reoptimize = {
-                m: champion(conn, m) is not None and not _recommendation_current(conn, cfg, m, plans)
-                for m in weeks
-            }
-    current_hash = config_hash(cfg, cfg.model)
-    report = [REPORT_KEY] if keys is None or REPORT_KEY in keys else []
-
-    def run_market(selection: list[dg.AssetKey] | None, market: str) -> None:
-        result = run_job(defs, MODEL_JOB, instance, selection, partition_key=market)
-        _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
-
     known = set(instance.get_dynamic_partitions(MARKETS.name))
     if missing := sorted(set(weeks) - known):
         instance.add_dynamic_partitions(MARKETS.name, missing)
-    for market in sorted(weeks):
-        last_week = last_weeks[market]
-        run = latest[market]
-        fitted_tests = 0 if run is None or pd.isna(run.get("n_lift_tests")) else int(run["n_lift_tests"])
-        if run is not None and fitted_tests != lift_tests[market]:
-            log(f"market {market}: {lift_tests[market]} lift test(s) ended by {last_week}, the model used "
-                f"{fitted_tests}: refitting")  # fmt: skip
-        elif run is not None and market in fingerprints and fingerprints[market] != run["data_fingerprint"]:
-            log(f"market {market}: data of weeks up to {pd.Timestamp(run['train_end']).date()} changed since "
-                f"model {run['model_id']} was fitted: refitting")  # fmt: skip
-        elif (
-            not force
-            and run is not None
-            and pd.Timestamp(run["train_end"]).date() == last_week
-            and run["config_hash"] == current_hash
-        ):
+
+    def run_market(selection: list[dg.AssetKey], market: str, scope: str = "") -> bool:
+        result = run_job(defs, MODEL_JOB, instance, selection, partition_key=market)
+        _record(summary, MODEL_JOB, result, market + scope, prefix=f"market {market}: ")
+        return result.success
+
+    observed = [m for m in sorted(weeks) if run_market([INPUTS_KEY], m, INPUTS_SCOPE)]
+    job_keys = keys if keys is not None else defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
+    graph = defs.resolve_asset_graph()
+    plans = model_plans(instance, graph, job_keys, observed, force_fit=force)
+    for plan in plans:
+        market, run = plan.market, latest[plan.market]
+        last_week = min(weeks[market], cfg.model.train_end) if cfg.model.train_end else weeks[market]
+        if plan.refit or run is None:
+            if run is not None:
+                log(f"market {market}: model {run['model_id']} is out of date ({plan.reasons()})")
+            log(f"market {market}: fitting the model on weeks up to {last_week}")
+        else:
             log(f"market {market}: model {run['model_id']} ({run['status']}) already covers {last_week}")
-            if reoptimize.get(market):
-                log(f"market {market}: the budget plans or the champion changed: re-optimizing")
-                run_market(
-                    [dg.AssetKey("budget_recommendation"), dg.AssetKey("bi_model_snapshots"), *report], market
-                )
-            elif report and not report_is_current(cfg.reports_dir, cfg.bi_database_path, market):
-                log(f"market {market}: no report of the current champion and recommendation yet: writing it")
-                run_market(report, market)
-            continue
-        log(f"market {market}: fitting the model on weeks up to {last_week}")
-        run_market(keys, market)
+            if plan.roots:
+                log(f"market {market}: out of date: {plan.reasons()}: running {_names(plan.selection)}")
+        if plan.selection:
+            run_market(list(plan.selection), market)
 
 
-def _lift_tests_by(conn: duckdb.DuckDBPyConnection, market: str, last_week: object) -> int:
-    """How many of the market's stored lift tests a fit up to ``last_week`` uses (filed by end week)."""
-    if not relation_exists(conn, "staging", "stg_lift_tests"):
-        return 0
-    sql = "SELECT count(*) FROM staging.stg_lift_tests WHERE market = ? AND week <= ?"
-    return int(conn.execute(sql, [market, last_week]).fetchone()[0])
-
-
-def _recommendation_current(
-    conn: duckdb.DuckDBPyConnection, cfg: ProjectConfig, market: str, plans: list[Plan]
-) -> bool:
-    """Whether the market's latest recommendation used its champion and the plans in force now (market
-    conditions applied). A condition that cannot be evaluated counts as out of date, so the optimization
-    asset runs and fails with its message."""
-    try:
-        return optimization_is_current(conn, market, plans_in_force(conn, market, plans, cfg.conditions)[0])
-    except (ValueError, PlanError):
-        return False
+def _names(keys: tuple[dg.AssetKey, ...]) -> str:
+    return ", ".join(k.to_user_string() for k in keys)

@@ -129,7 +129,7 @@ def test_unchanged_data_is_not_refitted(project: dict) -> None:
 def test_a_corrected_week_refits_the_market(project: dict) -> None:
     assert project["corrected"].ok, project["corrected"].problems
     logs = project["logs"]["corrected"]
-    assert any("changed since model" in line and "refitting" in line for line in logs), logs
+    assert any("is out of date" in line and "market_training_data" in line for line in logs), logs
     before, after = project["after_first"].iloc[0], project["after_corrected"].iloc[-1]
     assert len(project["after_corrected"]) == 2
     assert after["train_end"] == before["train_end"]  # no new week: the correction alone refitted

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mmm_pipeline.features.data_version import modeling_fingerprint
+from mmm_pipeline.features.data_version import market_inputs_version, modeling_fingerprint
 
 
 def _rows() -> pd.DataFrame:
@@ -41,3 +41,30 @@ def test_any_changed_value_changes_the_fingerprint() -> None:
     fingerprints = {name: modeling_fingerprint(change(_rows())) for name, change in changes.items()}
     assert base not in fingerprints.values()
     assert len(set(fingerprints.values())) == len(changes)
+
+
+def _lift_tests() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "market": ["north", "north"],
+            "channel": ["tv", "search"],
+            "start_date": pd.to_datetime(["2024-01-01", "2024-01-08"]).date,
+            "end_date": pd.to_datetime(["2024-01-28", "2024-02-04"]).date,
+            "spend": [1000.0, 500.0],
+            "delta_spend": [500.0, 250.0],
+            "lift": [120.0, 40.0],
+            "lift_se": [30.0, 10.0],
+        }
+    )
+
+
+def test_a_lift_test_corrected_in_place_changes_the_inputs_version() -> None:
+    """The fit's data version follows the lift tests' content, not their count or order."""
+    base = market_inputs_version(_rows(), _lift_tests())
+    assert market_inputs_version(_rows(), _lift_tests().iloc[::-1]) == base
+    corrected = _lift_tests()
+    corrected.loc[0, "lift"] = 121.0
+    assert len(corrected) == len(_lift_tests())
+    assert market_inputs_version(_rows(), corrected) != base
+    assert market_inputs_version(_rows(), _lift_tests().iloc[:0]) != base
+    assert market_inputs_version(_rows().iloc[:2], _lift_tests()) != base

@@ -71,7 +71,9 @@ def test_graph_groups_lineage_and_checks(config_path: Path) -> None:
     # The model: one partition per market, fitted from the modeling table, registered, published.
     assert groups["model_fit"] == groups["model_registry"] == "model"
     assert graph.get(dg.AssetKey("model_fit")).partitions_def.name == "market"
-    assert dg.AssetKey("fct_modeling_weekly") in graph.get(dg.AssetKey("model_fit")).parent_keys
+    # The fit reads the modeling table and the lift tests through their content hash (a data version).
+    assert graph.get(dg.AssetKey("model_fit")).parent_keys == {dg.AssetKey("market_training_data")}
+    assert dg.AssetKey("fct_modeling_weekly") in graph.get(dg.AssetKey("market_training_data")).parent_keys
     assert dg.AssetKey("model_fit") in graph.get(dg.AssetKey("model_registry")).parent_keys
     assert dg.AssetKey("model_registry") in graph.get(dg.AssetKey("bi_model_snapshots")).parent_keys
     assert {("model_fit", "convergence"), ("model_fit", "fit_quality")} <= checks

@@ -158,7 +158,8 @@ def test_each_lift_test_rule_names_file_row_and_rule(tmp_path: Path, rows: str, 
 
 def test_refits_report_their_lift_tests_and_a_new_test_triggers_one(project: ProjectConfig) -> None:
     """The weekly run's fit and CV say how many tests entered them (only those ended by their data's last
-    week), and the run refits a market when a newly delivered test would enter its fit, and only then."""
+    week), and the run refits a market when a newly delivered test would enter its fit, and only then
+    (Dagster reports the fit stale: the content hash of what it reads, market_training_data, changed)."""
     cfg = project
     instance = project_instance(cfg)
     model_assets = "key:model_fit or key:model_cv or key:model_registry"
@@ -194,5 +195,6 @@ def test_refits_report_their_lift_tests_and_a_new_test_triggers_one(project: Pro
     second.to_csv(cfg.landing_dir / "lift_tests" / "second.csv", index=False)
     assert run(cfg).ok  # ingest and stage it
     lines = run_model()
-    assert any("2 lift test(s) ended by" in line and "used 1: refitting" in line for line in lines), lines
+    assert any("is out of date" in line and "market_training_data" in line for line in lines), lines
+    assert any("fitting the model" in line for line in lines), lines
     assert query(cfg, "SELECT n_lift_tests FROM models.latest_model_runs") == [(2,)]

@@ -142,7 +142,9 @@ def test_weekly_schedule_targets_the_newest_complete_week(project) -> None:
     assert default.get_schedule_def(WEEKLY_SCHEDULE).default_status == dg.DefaultScheduleStatus.STOPPED
 
 
-def test_follow_up_after_weekly_update_refits_every_market(project) -> None:
+def test_follow_up_after_weekly_update_rehashes_every_market(project) -> None:
+    """After the weekly update each market's inputs are hashed again (a cheap run), never a blind refit:
+    the stale_model_sensor then refits only the markets whose hash changed (tests/test_staleness.py)."""
     cfg, world = project
     defs = build_definitions(cfg)
     instance = project_instance(cfg)
@@ -159,8 +161,14 @@ def test_follow_up_after_weekly_update_refits_every_market(project) -> None:
         dagster_instance=instance, dagster_run=result.dagster_run,
     )  # fmt: skip
     requests = defs.get_sensor_def(FOLLOW_UP_SENSOR)(context)
-    got = sorted((r.job_name, r.partition_key, r.tags["mmm/trigger"], r.run_key) for r in requests)
-    assert got == [(MODEL_JOB, m, "schedule", f"{result.run_id}:{m}") for m in ("all", "north", "south")]
+    got = sorted(
+        (r.job_name, r.partition_key, tuple(r.asset_selection), r.tags["mmm/trigger"], r.run_key)
+        for r in requests
+    )
+    assert got == [
+        (MODEL_JOB, m, (dg.AssetKey("market_training_data"),), "schedule", f"{result.run_id}:{m}")
+        for m in ("all", "north", "south")
+    ]
 
 
 def test_drift_sensor_one_run_per_open_event(project) -> None:

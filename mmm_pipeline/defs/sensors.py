@@ -6,7 +6,11 @@
 - ``follow_up_sensor`` (a run-status sensor): when an ingestion run succeeds, one feature run per
   contiguous range of the weeks it queued (read from the run's ``landing_files`` materialization: the
   weeks can only be known after the files were read, de-duplicated and compared with what was there);
-  when the weekly update succeeds, a refit per market (``schedule.refit``).
+  when a feature run or the weekly update succeeds, one run per market that hashes what its fit reads
+  again (``market_training_data``).
+- ``stale_model_sensor``: per market, a model run of what Dagster reports missing or stale
+  (:func:`mmm_pipeline.defs.staleness.model_plans`, the same decision ``mmm-pipeline run`` takes and
+  the UI shows as "unsynced"); nothing for a market whose model is current (``schedule.refit``).
 - ``drift_sensor``: reads the published ``drift_events`` relation (through the read-only BI catalog,
   never the working warehouse, so it never waits for or blocks the DuckDB writer) and starts one
   refit + reoptimization run per open event, tagged with the rule and its evidence; the run key is
@@ -24,6 +28,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 
 from mmm_pipeline.ingest.landing import discover, sha256_of
 
@@ -32,10 +37,12 @@ from .assets.ingestion import PENDING_RANGES_KEY
 from .assets.model import MARKETS
 from .assets.monitoring import EVENT_TAG, TRIGGER_TAG, evidence_summary
 from .jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB, WEEKLY_JOB
+from .staleness import INPUTS_KEY, MarketPlan, model_plans
 
 NEW_DATA_SENSOR = "new_data_sensor"
 FOLLOW_UP_SENSOR = "follow_up_sensor"
 DRIFT_SENSOR = "drift_sensor"
+STALE_MODEL_SENSOR = "stale_model_sensor"
 #: Drift events remembered in the drift sensor's cursor (the run key de-duplicates older ones too).
 CURSOR_EVENTS = 500
 
@@ -103,14 +110,15 @@ def build_sensors(
     @dg.run_status_sensor(
         name=FOLLOW_UP_SENSOR,
         run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=[by_name[INGEST_JOB], by_name[WEEKLY_JOB]],
+        monitored_jobs=[by_name[INGEST_JOB], by_name[FEATURES_JOB], by_name[WEEKLY_JOB]],
         request_jobs=[by_name[FEATURES_JOB], by_name[MODEL_JOB]],
         default_status=_status(sensors_cfg.new_data.enabled or cfg.schedule.enabled),
         minimum_interval_seconds=30,
         description=(
             "After a successful ingestion run: one feature run per contiguous range of the weeks it queued "
-            "(each also refreshes tracking and drift events). After a successful weekly update: a refit, "
-            "CV, optimization and publishing run per market (if schedule.refit)."
+            "(each also refreshes tracking and drift events). After a successful feature run or weekly "
+            "update: one run per market that hashes what its fit reads (market_training_data), so the "
+            "stale_model_sensor sees which models are out of date (if schedule.refit)."
         ),
     )
     def follow_up_sensor(context: dg.RunStatusSensorContext):
@@ -134,13 +142,14 @@ def build_sensors(
                 )
                 for start, end in ranges
             ]
-        if run.job_name == WEEKLY_JOB and cfg.schedule.refit:
+        if run.job_name in (FEATURES_JOB, WEEKLY_JOB) and cfg.schedule.refit:
             markets = context.instance.get_dynamic_partitions(MARKETS.name)
             return [
                 dg.RunRequest(
                     run_key=f"{run.run_id}:{market}",
                     job_name=MODEL_JOB,
                     partition_key=market,
+                    asset_selection=[INPUTS_KEY],
                     tags={
                         TRIGGER_TAG: trigger,
                         "mmm/after_run": run.run_id,
@@ -194,7 +203,74 @@ def build_sensors(
         context.update_cursor(json.dumps(requested))
         return requests
 
-    return [new_data_sensor, follow_up_sensor, drift_sensor]
+    @dg.sensor(
+        name=STALE_MODEL_SENSOR,
+        job=by_name[MODEL_JOB],
+        minimum_interval_seconds=60,
+        default_status=_status(cfg.schedule.refit and (cfg.schedule.enabled or sensors_cfg.new_data.enabled)),
+        description=(
+            "Per market, one refit_model run of exactly what Dagster reports missing or stale (the UI's "
+            "'unsynced'): the fit when what it reads (market_training_data) or the model config changed, "
+            "the recommendation when a plan file changed, the report when its settings changed, and what "
+            "lies below. The same decision as `mmm-pipeline run`. No run for a current market, none while "
+            "the market has a run in progress, none twice for the same state."
+        ),
+    )
+    def stale_model_sensor(context: dg.SensorEvaluationContext):
+        plans = stale_model_requests(context.instance, context.repository_def)
+        if not plans:
+            return dg.SkipReason("every market's model, recommendation and report are current")
+        busy = _markets_in_progress(context.instance)
+        requests = []
+        for plan in plans:
+            if plan.market in busy:
+                context.log.info(f"market {plan.market}: a model run is in progress; deciding after it")
+                continue
+            context.log.info(f"market {plan.market}: {plan.reasons()}")
+            requests.append(
+                dg.RunRequest(
+                    run_key=_state_key(context.instance, context.repository_def.asset_graph, plan),
+                    partition_key=plan.market,
+                    asset_selection=list(plan.selection),
+                    tags={TRIGGER_TAG: "stale", "mmm/stale": plan.reasons()[:250]},
+                )
+            )
+        return requests or dg.SkipReason(f"market(s) {', '.join(sorted(busy))} have a model run in progress")
+
+    return [new_data_sensor, follow_up_sensor, drift_sensor, stale_model_sensor]
+
+
+def stale_model_requests(
+    instance: dg.DagsterInstance, repository: dg.RepositoryDefinition
+) -> list[MarketPlan]:
+    """The markets with something to run, as :func:`model_plans` decides for the whole model job."""
+    job_keys = repository.get_job(MODEL_JOB).asset_layer.selected_asset_keys
+    markets = instance.get_dynamic_partitions(MARKETS.name)
+    plans = model_plans(instance, repository.asset_graph, job_keys, markets)
+    return [p for p in plans if p.selection]
+
+
+def _markets_in_progress(instance: dg.DagsterInstance) -> set[str]:
+    runs = instance.get_runs(
+        dg.RunsFilter(
+            job_name=MODEL_JOB,
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                      dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+        )
+    )  # fmt: skip
+    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
+
+
+def _state_key(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph, plan: MarketPlan) -> str:
+    """A run key for this market in this state: the latest event of each root and of the market's inputs.
+    The same stale state (say a run that failed) is not requested twice; any new materialization is a
+    new state."""
+    parts = [plan.market, *(k.to_user_string() for k in plan.selection), plan.reasons()]
+    for key in sorted({*plan.roots, INPUTS_KEY}):
+        partition = plan.market if asset_graph.get(key).is_partitioned else None
+        record = instance.get_latest_data_version_record(key, False, partition)
+        parts.append(str(record.storage_id if record else None))
+    return "stale-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def pending_ranges(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:

@@ -1,10 +1,10 @@
-"""Data versions of the modeling table: a fingerprint of the rows a model was trained on.
+"""Data versions of what a market's fit reads: fingerprints of its training rows and lift tests.
 
 A model is stale when any value it was fitted on changed (a corrected KPI, spend or control in an old
-week), not only when a week was added. The fit records the fingerprint of its training rows with the
-model run (``models.model_runs.data_fingerprint``); the runner recomputes it over the same weeks and
-refits when they differ. :func:`modeling_fingerprint` is pure so it can serve as the modeling table's
-Dagster data version later.
+week, a corrected lift test), not only when a week or a test was added. :func:`market_inputs_version`
+is the Dagster data version of the ``market_training_data`` asset, which ``model_fit`` depends on, so
+Dagster itself reports the fit stale when it changes. The fit also records the fingerprint of its
+training rows with the model run (``models.model_runs.data_fingerprint``) for the registry's readers.
 """
 
 from __future__ import annotations
@@ -38,6 +38,14 @@ def modeling_fingerprint(rows: pd.DataFrame) -> str:
     keys = [k for k in ("market", "week") if k in frame.columns]
     frame = frame.sort_values(keys, kind="stable") if keys else frame
     text = frame.to_csv(index=False, float_format="%.17g", lineterminator="\n")
+    return f"{FINGERPRINT_FORMAT}:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def market_inputs_version(rows: pd.DataFrame, lift_tests: pd.DataFrame) -> str:
+    """One fingerprint of a fit's inputs: its training rows and the lift tests that enter it, by content
+    (a lift test corrected in place changes it although the count stays)."""
+    tests = modeling_fingerprint(lift_tests.sort_values(sorted(lift_tests.columns), kind="stable"))
+    text = f"{modeling_fingerprint(rows)}|{tests}"
     return f"{FINGERPRINT_FORMAT}:" + hashlib.sha256(text.encode()).hexdigest()
 
 

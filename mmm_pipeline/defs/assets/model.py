@@ -12,7 +12,13 @@ separate steps any Dagster executor can spread over processes or machines.
 import dagster as dg
 import pandas as pd
 
-from mmm_pipeline.features.data_version import modeling_fingerprint
+from mmm_pipeline.features.data_version import (
+    FINGERPRINT_FORMAT,
+    market_inputs_version,
+    modeling_fingerprint,
+    training_rows,
+)
+from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS
 from mmm_pipeline.model.plots import fit_chart, roas_chart
 from mmm_pipeline.model.promotion import convergence_failures, cv_failures, fit_quality_failures, next_steps
 from mmm_pipeline.model.refit import (
@@ -37,6 +43,7 @@ from mmm_pipeline.model.registry import (
     write_artifacts,
 )
 from mmm_pipeline.model.settings import GateConfig
+from mmm_pipeline.warehouse import relation_exists
 
 from ...config import ProjectConfig
 from ...model.calibration import lift_test_agreement
@@ -142,19 +149,69 @@ def _attempts_markdown(attempts: pd.DataFrame) -> str:
     return table.fillna("").to_markdown(index=False)
 
 
+def _lift_tests_ended_by(conn, market: str, last_week: object) -> pd.DataFrame:  # noqa: ANN001 - DuckDB
+    """The market's lift tests that a fit ending ``last_week`` uses (as ``LiftTests.ended_by`` keeps)."""
+    if not relation_exists(conn, "staging", "stg_lift_tests"):
+        return pd.DataFrame(columns=list(LIFT_TEST_COLUMNS))
+    columns = ", ".join(f'"{c}"' for c in LIFT_TEST_COLUMNS)
+    return conn.execute(
+        f"SELECT {columns} FROM staging.stg_lift_tests WHERE market = ? AND end_date < ? + INTERVAL 7 DAY",
+        [market, last_week],
+    ).df()
+
+
 def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     gate = cfg.model.gate
     sampler = cfg.model.spec.sampler
 
     @dg.asset(
         group_name="model",
-        kinds={"pymc", "arviz"},
+        kinds={"duckdb"},
         partitions_def=MARKETS,
         # A market's fit reads its lift tests of every week (stg_lift_tests is weekly-partitioned).
+        # Dagster does not follow staleness across that mapping (a time-window parent under an
+        # AllPartitionMapping is skipped), so runs re-hash this asset every time instead of trusting
+        # its stale status; hashing the same content again leaves everything below it fresh.
         deps=[
             "fct_modeling_weekly",
             dg.AssetDep("stg_lift_tests", partition_mapping=dg.AllPartitionMapping()),
         ],
+        code_version=f"{FINGERPRINT_FORMAT}:{cfg.model.train_end}",
+        description=(
+            "What the market's fit reads, as a content hash (its Dagster data version): the modeling "
+            "rows of the training window (up to model.train_end) and the lift tests that ended by its "
+            "last week. A new week, a corrected value or a corrected lift test (same count) gives a new "
+            "data version and makes model_fit stale; the same content keeps it fresh. Writes nothing."
+        ),
+    )
+    def market_training_data(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        market = context.partition_key
+        with warehouse.get_connection() as conn:
+            last = conn.execute(
+                "SELECT max(week) FROM marts.fct_modeling_weekly WHERE market = ?", [market]
+            ).fetchone()[0]
+            if last is None:
+                raise dg.Failure(f"market {market}: no rows in marts.fct_modeling_weekly")
+            if cfg.model.train_end is not None:
+                last = min(last, cfg.model.train_end)
+            rows = training_rows(conn, market, last)
+            tests = _lift_tests_ended_by(conn, market, last)
+        version = market_inputs_version(rows, tests)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(version),
+            metadata={"last_week": str(last), "weeks": len(rows), "lift_tests": len(tests),
+                      "fingerprint": version},
+        )  # fmt: skip
+
+    @dg.asset(
+        group_name="model",
+        kinds={"pymc", "arviz"},
+        partitions_def=MARKETS,
+        deps=["market_training_data"],
+        # What changes a fit: the model config (spec, channels, controls, KPI). The gate is not in it.
+        code_version=config_hash(cfg, cfg.model),
         description=(
             "Fits the Bayesian MMM of one market on every modeled week (PyMC model, "
             f"{sampler.name} sampler, {sampler.chains} chains x {sampler.draws} draws), calibrated by the "
@@ -248,6 +305,8 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         context.log.info(f"model {model_id} {verdict}")
         yield dg.Output(
             record,
+            # Each fit is a new model: whatever read the previous one is stale until it ran again.
+            data_version=dg.DataVersion(model_id),
             metadata={
                 "model_id": model_id,
                 "train_window": f"{record.train_start}..{record.train_end}",
@@ -409,4 +468,4 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             },
         )
 
-    return [model_fit, model_registry]
+    return [market_training_data, model_fit, model_registry]

@@ -17,6 +17,7 @@ import dagster as dg
 import pandas as pd
 
 from mmm_pipeline.charts import markdown_image
+from mmm_pipeline.features.data_version import modeling_fingerprint
 from mmm_pipeline.model.registry import champion_runs, load_model
 from mmm_pipeline.publish.bi import publish
 from mmm_pipeline.tables import MONITORING_TABLES, ensure_monitoring
@@ -192,6 +193,8 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         shown = events[["event_id", "market", "model_id", "rule", "detected_week", "status", "resolution",
                         "dagster_run_id", "summary"]] if len(events) else events  # fmt: skip
         return dg.MaterializeResult(
+            # The events' content: an update that changes no event leaves the reports that read it current.
+            data_version=dg.DataVersion(modeling_fingerprint(events)),
             metadata={
                 "open_events": int((events["status"] == drift.OPEN).sum()) if len(events) else 0,
                 "opened_now": dg.MetadataValue.md(

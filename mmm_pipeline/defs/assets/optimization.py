@@ -7,6 +7,8 @@ the champion and the market's spend history briefly, optimizes the project's bas
 the ``plan_feasible`` check with the conflicting rules, so the last good recommendation keeps serving.
 """
 
+import hashlib
+import json
 import time
 
 import dagster as dg
@@ -69,6 +71,22 @@ def _conflicts(opt: Optimization) -> list[str]:
     return out
 
 
+def plan_code_version(cfg: ProjectConfig) -> str:
+    """What changes a recommendation besides the champion: the plan and scenario files' content, the
+    optimization settings, the market conditions and the channel groups. A file that cannot be read
+    gives a version of its own (the asset fails with the reason when it runs)."""
+    digest = hashlib.sha256()
+    digest.update(cfg.optimization.model_dump_json().encode())
+    digest.update(json.dumps([c.model_dump(mode="json") for c in cfg.conditions], sort_keys=True).encode())
+    digest.update(json.dumps({c.name: c.group for c in cfg.channels}, sort_keys=True).encode())
+    try:
+        for path in cfg.optimization_files():
+            digest.update(str(path.name).encode() + b"\0" + path.read_bytes())
+    except (ConfigError, OSError) as exc:
+        digest.update(f"unreadable: {exc}".encode())
+    return digest.hexdigest()[:16]
+
+
 def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     settings = cfg.optimization
     if not settings.enabled:
@@ -83,6 +101,8 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         partitions_def=MARKETS,
         deps=["model_registry"],
         pool=WRITER_POOL,
+        # A changed plan file re-optimizes with the same champion: no refit.
+        code_version=plan_code_version(cfg),
         description=(
             "Recommends the market's media budget split with its champion model only (never a rejected "
             "fit): the base budget plan (optimization.plan; business rules on budget, channels, shares, "
@@ -242,7 +262,9 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     _history_chart(roas_trend_chart, history, f"{market}: ROAS at recommendation")
                 ),
             }
-        yield dg.MaterializeResult(metadata=metadata)
+        # Each recorded recommendation is new data for what reads it (the BI publish, the report).
+        recorded = None if base is None else dg.DataVersion(opt.optimization_id)
+        yield dg.MaterializeResult(metadata=metadata, data_version=recorded)
         yield dg.AssetCheckResult(
             check_name="plan_feasible",
             passed=bool(not conflicts),

@@ -16,6 +16,7 @@ from mmm_pipeline.tables import ensure_optimization as ensure_optimization_schem
 
 from ...config import ProjectConfig
 from ..resources import WRITER_POOL, WarehouseResource
+from .model import MARKETS
 
 
 def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> list[dg.AssetsDefinition]:
@@ -50,8 +51,13 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         kinds={"duckdb", "parquet"},
         deps=["model_registry", *(["budget_recommendation"] if optimization else [])],
         pool=WRITER_POOL,
+        # One partition per market: a materialization publishes every market's tables, and its partition
+        # says whose new model or recommendation it carries. So another market's publish leaves this
+        # market's report current (Dagster's stale status follows the market's own partition).
+        partitions_def=MARKETS,
         description=(
-            "Publishes the model registry for BI the same way: model_runs (with champion_model_runs and "
+            "Publishes the market's new model or recommendation (with every other market's tables) for "
+            "BI the same way: model_runs (with champion_model_runs and "
             "latest_model_runs, one row per market), every run's insight tables (model_<table>) and the "
             "current champions' rows (champion_<table>) as Parquet snapshots "
             "behind the BI catalog; likewise the budget recommendations: every optimization "

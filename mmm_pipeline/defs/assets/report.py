@@ -6,6 +6,7 @@ renamed into place (``paths.reports``/<market>/<date>/), and the Markdown is sho
 """
 
 import datetime as dt
+import hashlib
 
 import dagster as dg
 
@@ -87,6 +88,8 @@ def build_report_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             )
         ],
         metadata={"reports_folder": str(cfg.reports_dir)},
+        # What changes a report besides its data: the thresholds it judges by and the KPI's name.
+        code_version=hashlib.sha256(f"{thresholds}|{cfg.kpi.name}".encode()).hexdigest()[:16],
     )
     def executive_report(context: dg.AssetExecutionContext):
         market = context.partition_key
