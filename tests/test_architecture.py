@@ -23,11 +23,6 @@ PROJECT_CONFIG_ALLOWED = (
     "mmm_pipeline.defs", "mmm_pipeline.definitions", "mmm_pipeline.runner", "mmm_pipeline.cli",
     "mmm_pipeline.config",
 )  # fmt: skip
-#: Stage modules that still take the whole ``ProjectConfig``: registration reads the landing and
-#: quarantine paths besides the input contract (its pending-weeks logic is being rewritten). The list
-#: may only shrink (see the test below).
-PROJECT_CONFIG_PENDING = {"mmm_pipeline.ingest.ingestion"}
-
 #: Product modules that may import the test kit, each inside a function: the CLI's ``synthetic``
 #: command writes a generated world into a project's landing folder.
 TESTKIT_ALLOWED = {"mmm_pipeline.cli"}
@@ -129,15 +124,13 @@ def test_no_import_cycles(graph):
 
 def test_stage_packages_import_downhill_only(graph):
     """Packages (ingest, features, model, cv, optimize, monitoring, ...) form no loop either, so each
-    stage can be read with only the stages below it (the pending module's config import aside)."""
+    stage can be read with only the stages below it."""
 
     def package(module: str) -> str:
         return ".".join(module.split(".")[:2])
 
     packages: dict[str, set[str]] = {}
     for module, deps in graph.items():
-        if module in PROJECT_CONFIG_PENDING:
-            deps = deps - {"mmm_pipeline.config"}
         packages.setdefault(package(module), set()).update(
             package(d) for d in deps if within(d, (PACKAGE,)) and package(d) != package(module)
         )
@@ -165,15 +158,14 @@ def test_only_the_top_sees_project_config():
         if "ProjectConfig" in imported_names(path)
         and not within(name := module_name(path), PROJECT_CONFIG_ALLOWED)
     }
-    assert users - PROJECT_CONFIG_PENDING == set(), "a stage module imports ProjectConfig"
-    assert PROJECT_CONFIG_PENDING - users == set(), "now off ProjectConfig: drop it from the pending list"
+    assert users == set(), "a stage module imports ProjectConfig"
 
 
 def test_config_flows_downhill(graph):
     """Stage packages define their sections; only the top composes them, so none imports ``config``."""
     importers = {m for m, deps in graph.items() if "mmm_pipeline.config" in deps}
     allowed = {m for m in importers if within(m, PROJECT_CONFIG_ALLOWED)} | {"mmm_pipeline.scaffold"}
-    assert importers - allowed - PROJECT_CONFIG_PENDING == set()
+    assert importers - allowed == set()
 
 
 def test_product_does_not_import_the_test_kit(graph):

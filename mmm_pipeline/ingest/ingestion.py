@@ -34,9 +34,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from mmm_pipeline.config import ProjectConfig
 from mmm_pipeline.ingest.calendar import last_complete_week
-from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS
+from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS, InputContract
 from mmm_pipeline.ingest.landing import (
     HISTORY_COLUMNS,
     LandingFileError,
@@ -112,11 +111,15 @@ def _history(conn: duckdb.DuckDBPyConnection, kind: str) -> pd.DataFrame:
 
 
 def scan_landing(
-    conn: duckdb.DuckDBPyConnection, cfg: ProjectConfig, log: logging.Logger | None = None
+    conn: duckdb.DuckDBPyConnection,
+    cfg: InputContract,
+    landing: Path,
+    quarantine: Path,
+    log: logging.Logger | None = None,
 ) -> ScanResult:
-    """Register every new or changed landing file; quarantine the ones that break a rule."""
+    """Register every new or changed file under ``landing`` (validated against the input contract);
+    move the ones that break a rule to ``quarantine``."""
     log = log or logging.getLogger(__name__)
-    landing = cfg.landing_dir
     landing.mkdir(parents=True, exist_ok=True)
     last = {
         path: (delivery_id, sha, size, mtime)
@@ -138,7 +141,7 @@ def scan_landing(
         problem = layout_problem(landing, kind, path)
         if problem is not None:
             error = LandingFileError(path, kind, [problem])
-            _quarantine(conn, cfg, kind, path, rel, sha, error)
+            _quarantine(conn, quarantine, kind, path, rel, sha, error)
             result.rejected.append(error)
             result.files.append((rel, f"quarantined ({problem.rule})"))
             log.error(str(error))
@@ -165,7 +168,7 @@ def scan_landing(
             if errors:
                 raise LandingFileError(path, kind, errors)
         except LandingFileError as error:
-            _quarantine(conn, cfg, kind, path, rel, sha, error)
+            _quarantine(conn, quarantine, kind, path, rel, sha, error)
             result.rejected.append(error)
             result.files.append((rel, f"quarantined ({', '.join(error.rules)})"))
             log.error(str(error))
@@ -291,7 +294,7 @@ def _accept(
 
 def _quarantine(
     conn: duckdb.DuckDBPyConnection,
-    cfg: ProjectConfig,
+    quarantine: Path,
     kind: str,
     path: Path,
     rel: str,
@@ -300,7 +303,7 @@ def _quarantine(
 ) -> None:
     """Move a rejected file out of the landing folder, with its error report beside it."""
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
-    target = cfg.quarantine_dir / kind / f"{stamp}__{path.name}"
+    target = quarantine / kind / f"{stamp}__{path.name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(path), target)
     report = {**error.report(), "file": rel, "sha256": sha, "moved_to": str(target)}
@@ -311,7 +314,7 @@ def _quarantine(
     )
 
 
-def pending_week_ranges(conn: duckdb.DuckDBPyConnection, cfg: ProjectConfig) -> list[tuple[dt.date, dt.date]]:
+def pending_week_ranges(conn: duckdb.DuckDBPyConnection, cfg: InputContract) -> list[tuple[dt.date, dt.date]]:
     """Queued weeks as contiguous (first, last) ranges, limited to complete weeks.
 
     Each range is one run of the weekly-partitioned models (a single-run backfill), so the historical

@@ -40,7 +40,7 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
-            result = scan_landing(conn, cfg, context.log)
+            result = scan_landing(conn, cfg, cfg.landing_dir, cfg.quarantine_dir, context.log)
             ranges = pending_week_ranges(conn, cfg)
             markets = landed_markets(conn)
             files = conn.execute("SELECT count(*) FROM raw.landing_files WHERE status = 'active'").fetchone()[
