@@ -83,7 +83,11 @@ CREATE TABLE IF NOT EXISTS optimization.recommendations (   -- the base plan, on
     roas_current DOUBLE, roas_recommended DOUBLE,      -- posterior means
     mroas_current DOUBLE, mroas_recommended DOUBLE,    -- extra KPI per extra unit of spend, there
     hist_weekly_min DOUBLE, hist_weekly_max DOUBLE, recommended_weekly_max DOUBLE,
-    range_flag VARCHAR                -- '' | above_history | below_history | switched_off | never_spent
+    range_flag VARCHAR,               -- '' | above_history | below_history | switched_off | never_spent
+    binding_rule VARCHAR,             -- the plan rule(s) holding the channel there (plan-file keys)
+    binding_kind VARCHAR,             -- bound | share | ratio | history cap | total | off | none
+    binding_description VARCHAR,      -- the rule in words
+    shadow_price DOUBLE               -- objective gained per unit the rule is loosened (KPI per unit)
 );
 CREATE TABLE IF NOT EXISTS optimization.marginal_roi (   -- base plan: each channel at multiples of its
     optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,  -- recommendation
@@ -131,6 +135,10 @@ OPTIMIZATION_TABLES = (
     "scenario_allocations",
 )
 
+#: Columns added to ``optimization.recommendations`` after its first release (added on older warehouses).
+BINDING_COLUMNS = {"binding_rule": "VARCHAR", "binding_kind": "VARCHAR", "binding_description": "VARCHAR",
+                   "shadow_price": "DOUBLE"}  # fmt: skip
+
 _KEYS = ["optimization_id", "market", "model_id", "created_at"]
 _SUMMARY_FROM_RESULT = [
     "mode", "weeks", "objective", "risk", "budget", "budget_mode", "total_current", "total_recommended",
@@ -145,6 +153,8 @@ _SUMMARY_FROM_RESULT = [
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the ``optimization`` tables and their ``latest_<table>`` views (idempotent)."""
     conn.execute(OPTIMIZATION_DDL)
+    for column, kind in BINDING_COLUMNS.items():  # warehouses created before these columns existed
+        conn.execute(f"ALTER TABLE optimization.recommendations ADD COLUMN IF NOT EXISTS {column} {kind}")
     conn.execute(
         "CREATE OR REPLACE VIEW optimization.latest_plan_summary AS SELECT * FROM optimization.plan_summary "
         "QUALIFY row_number() OVER (PARTITION BY market ORDER BY created_at DESC, optimization_id DESC) = 1"
