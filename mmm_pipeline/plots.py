@@ -10,6 +10,18 @@ import matplotlib
 matplotlib.use("Agg")  # headless: runs in Dagster workers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+
+def _short(value: float, _position: object = None) -> str:
+    """Axis numbers at a glance: 1.2k, 3.4M, 2B instead of a 1e8 offset above the axis."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+SHORT = FuncFormatter(_short)
 
 
 def markdown_image(figure: plt.Figure, alt: str) -> str:
@@ -30,7 +42,9 @@ def fit_chart(fit_weekly: pd.DataFrame, title: str) -> str:
     ax.plot(weeks, fit_weekly["predicted_mean"], label="model")
     ax.plot(weeks, fit_weekly["actual"], "k.", markersize=3, label="actual")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylabel("KPI per week")
+    ax.yaxis.set_major_formatter(SHORT)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return markdown_image(figure, title)
 
 
@@ -55,7 +69,8 @@ def cv_forecast_chart(predictions: pd.DataFrame, title: str) -> str:
     actual = predictions.drop_duplicates("week").sort_values("week")
     ax.plot(pd.to_datetime(actual["week"]), actual["observed"], "k.", markersize=3, label="actual")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=7, ncol=4)
+    ax.yaxis.set_major_formatter(SHORT)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return markdown_image(figure, title)
 
 
@@ -78,8 +93,9 @@ def roas_by_fold_chart(parameters: pd.DataFrame, title: str) -> str:
     return markdown_image(figure, title)
 
 
-def budget_chart(recommendation: pd.DataFrame, title: str) -> str:
-    """Current against recommended spend per channel (a budget recommendation's ``recommendation`` table)."""
+def budget_chart(recommendation: pd.DataFrame, title: str, horizon: str = "per week") -> str:
+    """Current against recommended spend per channel (a budget recommendation's ``recommendation`` table);
+    ``horizon`` says what the amounts cover (``per week`` for a steady-state plan)."""
     table = recommendation.sort_values("recommended")
     figure, ax = plt.subplots(figsize=(7, 0.5 * len(table) + 1))
     y = range(len(table))
@@ -90,7 +106,8 @@ def budget_chart(recommendation: pd.DataFrame, title: str) -> str:
             ax.annotate(f"{pct:+.0f}%", (rec, i - 0.2), xytext=(3, 0), textcoords="offset points",
                         va="center", fontsize=7)  # fmt: skip
     ax.set_yticks(list(y), table["channel"])
-    ax.set_xlabel("spend over the plan's horizon")
+    ax.set_xlabel(f"spend {horizon}")
+    ax.xaxis.set_major_formatter(SHORT)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     return markdown_image(figure, title)

@@ -15,7 +15,7 @@ import pandas as pd
 from ...config import ConfigError, ProjectConfig
 from ...model.build import ScalingSpec
 from ...monitoring import store as monitoring_store
-from ...monitoring.plots import allocation_chart, kpi_trend_chart, roas_trend_chart
+from ...monitoring.plots import allocation_chart, kpi_trend_chart, optimizations, roas_trend_chart
 from ...optimize import PlanError, load_scenarios
 from ...plots import budget_chart, markdown_image
 from ...recommendations import (
@@ -29,6 +29,7 @@ from ...recommendations import (
 )
 from ...registry import champion, load_model
 from ...warehouse import WarehouseResource
+from ..metadata import markdown_table, ui_metadata
 from ..resources import WRITER_POOL
 from .model import MARKETS
 
@@ -37,17 +38,51 @@ MIN_PROB_UPLIFT = 0.5
 
 
 def _recommendation_markdown(recommendation: pd.DataFrame) -> str:
-    columns = {"channel": "channel", "current": "current", "recommended": "recommended",
-               "change_pct": "change %", "share_recommended": "share", "roas_recommended": "ROAS",
-               "mroas_recommended": "marginal ROAS", "range_flag": "flag"}  # fmt: skip
-    table = recommendation[list(columns)].rename(columns=columns)
-    return table.to_markdown(index=False, floatfmt=",.2f")
+    """The recommendation per channel, narrow enough for the UI's metadata panel (whole numbers, short
+    headers; the binding rule's kind and shadow price say why a channel stops where it does)."""
+    table = pd.DataFrame(
+        {
+            "channel": recommendation["channel"],
+            "current": recommendation["current"],
+            "recommended": recommendation["recommended"],
+            "change": recommendation["change_pct"] / 100,
+            "share now → rec.": [
+                f"{a:.0%} → {b:.0%}"
+                for a, b in zip(
+                    recommendation["share_current"], recommendation["share_recommended"], strict=True
+                )
+            ],
+            "mROAS now → rec.": [
+                f"{a:.2f} → {b:.2f}"
+                for a, b in zip(
+                    recommendation["mroas_current"], recommendation["mroas_recommended"], strict=True
+                )
+            ],
+            "held by": recommendation["binding_kind"],
+            "shadow price": recommendation["shadow_price"],
+            "flag": recommendation["range_flag"].str.replace("_", " "),
+        }
+    )
+    formats = {"current": ",.0f", "recommended": ",.0f", "change": "+.0%", "shadow price": ",.2f"}
+    return markdown_table(table, formats)
 
 
 def _scenarios_markdown(table: pd.DataFrame) -> str:
-    columns = ["scenario", "status", "budget", "total_recommended", "uplift_mean", "uplift_hdi_low",
-               "uplift_hdi_high", "prob_uplift_positive", "conflicts"]  # fmt: skip
-    return table[columns].to_markdown(index=False, floatfmt=",.2f")
+    shown = pd.DataFrame(
+        {
+            "scenario": table["scenario"],
+            "status": table["status"],
+            "budget": table["budget"],
+            "uplift vs today": table["uplift_mean"],
+            "94% interval": [
+                "–" if pd.isna(lo) else f"{lo:+,.0f} to {hi:+,.0f}"
+                for lo, hi in zip(table["uplift_hdi_low"], table["uplift_hdi_high"], strict=True)
+            ],
+            "P(uplift > 0)": table["prob_uplift_positive"],
+            "conflicting rules": table["conflicts"],
+        }
+    )
+    return markdown_table(shown, {"budget": ",.0f", "uplift vs today": "+,.0f", "P(uplift > 0)": ".0%"})
 
 
 def _uplift_text(summary: pd.Series, kpi: str) -> str:
@@ -226,7 +261,13 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "prob_uplift_positive": float(summary["prob_uplift_positive"]),
                 "recommendation": dg.MetadataValue.md(_recommendation_markdown(base.recommendation)),
                 "chart": dg.MetadataValue.md(
-                    budget_chart(base.recommendation, f"{market}: current vs recommended spend")
+                    budget_chart(
+                        base.recommendation,
+                        f"{market}: current vs recommended spend",
+                        "per week"
+                        if base.problem.steady_state
+                        else f"over the {base.problem.weeks}-week plan",
+                    )
                 ),
                 "trigger": context.run.tags.get("mmm/trigger", "manual"),
                 "conditions": ", ".join(c.name for c in active) or "none",
@@ -240,7 +281,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     _history_chart(roas_trend_chart, history, f"{market}: ROAS at recommendation")
                 ),
             }
-        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=ui_metadata(metadata))
         yield dg.AssetCheckResult(
             check_name="plan_feasible",
             passed=bool(not conflicts),
@@ -264,14 +305,24 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             severity=dg.AssetCheckSeverity.WARN,
             metadata=not_evaluated
             if base is None
-            else {
-                "prob_uplift_positive": float(base.summary.iloc[0]["prob_uplift_positive"]),
-                "uplift": _uplift_text(base.summary.iloc[0], cfg.kpi.name),
-            },
+            else ui_metadata(
+                {
+                    "prob_uplift_positive": float(base.summary.iloc[0]["prob_uplift_positive"]),
+                    "uplift": _uplift_text(base.summary.iloc[0], cfg.kpi.name),
+                }
+            ),
         )
 
     return [budget_recommendation]
 
 
 def _history_chart(draw, history: pd.DataFrame, title: str) -> str:  # noqa: ANN001 - a monitoring.plots drawer
+    """The chart, once there is a trend to show; before that, text saying so (a chart of one point is a
+    dot, and a stacked area of one point is empty)."""
+    n = optimizations(history)
+    if n < 2:
+        return (
+            f"{n} recommendation so far: the trend over time shows from the second one on "
+            "(the current recommendation is in `recommendation` and `chart`)."
+        )
     return markdown_image(draw(history, title), title)
