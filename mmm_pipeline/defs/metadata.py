@@ -53,11 +53,15 @@ def markdown_table(frame: pd.DataFrame, formats: Mapping[str, str] | None = None
             return format(value, formats[column])
         if isinstance(value, float | np.floating):
             shown = ui_number(value)
-            return shown if isinstance(shown, str) else f"{shown:,}"
+            if isinstance(shown, str):
+                return shown
+            return f"{int(shown):,}" if shown.is_integer() else f"{shown:,}"
         return md_text(str(value))
 
-    text = frame.astype(object).apply(lambda col: [cell(str(col.name), v) for v in col])
-    return text.to_markdown(index=False, disable_numparse=True) if len(frame) else "(empty)"
+    if frame.empty:
+        return "(empty)"
+    text = pd.DataFrame({str(c): [cell(str(c), v) for v in frame[c].astype(object)] for c in frame.columns})
+    return text.to_markdown(index=False, disable_numparse=True)
 
 
 def md_text(text: str) -> str:

@@ -29,7 +29,7 @@ from ...recommendations import (
 )
 from ...registry import champion, load_model
 from ...warehouse import WarehouseResource
-from ..metadata import markdown_table, ui_metadata
+from ..metadata import markdown_table, md_text, ui_metadata
 from ..resources import WRITER_POOL
 from .model import MARKETS
 
@@ -38,33 +38,43 @@ MIN_PROB_UPLIFT = 0.5
 
 
 def _recommendation_markdown(recommendation: pd.DataFrame) -> str:
-    """The recommendation per channel, narrow enough for the UI's metadata panel (whole numbers, short
-    headers; the binding rule's kind and shadow price say why a channel stops where it does)."""
+    """The recommendation per channel, narrow enough for the UI's metadata column (four columns; the
+    reasons are in ``why_there``)."""
     table = pd.DataFrame(
         {
             "channel": recommendation["channel"],
             "current": recommendation["current"],
             "recommended": recommendation["recommended"],
             "change": recommendation["change_pct"] / 100,
-            "share now → rec.": [
-                f"{a:.0%} → {b:.0%}"
-                for a, b in zip(
-                    recommendation["share_current"], recommendation["share_recommended"], strict=True
-                )
-            ],
-            "mROAS now → rec.": [
-                f"{a:.2f} → {b:.2f}"
-                for a, b in zip(
-                    recommendation["mroas_current"], recommendation["mroas_recommended"], strict=True
-                )
-            ],
-            "held by": recommendation["binding_kind"],
-            "shadow price": recommendation["shadow_price"],
-            "flag": recommendation["range_flag"].str.replace("_", " "),
         }
     )
-    formats = {"current": ",.0f", "recommended": ",.0f", "change": "+.0%", "shadow price": ",.2f"}
-    return markdown_table(table, formats)
+    return markdown_table(table, {"current": ",.0f", "recommended": ",.0f", "change": "+.0%"})
+
+
+def _why_there_markdown(recommendation: pd.DataFrame, unit: str) -> str:
+    """Why each channel stops where it does, one bullet per channel (wraps in a narrow column): the
+    binding rule, its shadow price, and the marginal ROAS now and at the recommendation."""
+    lines = []
+    for r in recommendation.itertuples():
+        if r.binding_kind in ("bound", "share", "ratio", "history cap"):
+            held = (
+                f"held by the {r.binding_kind} rule `{r.binding_rule}` ({md_text(r.binding_description)}); "
+                f"loosening it adds {r.shadow_price:,.2f} {unit} per unit of budget"
+            )
+        elif r.binding_kind == "total":
+            held = (
+                f"held by the total budget (its next unit returns {r.shadow_price:,.2f} {unit}, as elsewhere)"
+            )
+        elif r.binding_kind == "off":
+            held = "switched off: its first unit returns less than the budget earns elsewhere"
+        else:
+            held = "more spend adds nothing"
+        change = "new" if pd.isna(r.change_pct) else f"{r.change_pct:+.0f}%"
+        lines.append(
+            f"- **{r.channel}** {change}: {held}; marginal ROAS {r.mroas_current:,.2f} → "
+            f"{r.mroas_recommended:,.2f}"
+        )
+    return "\n".join(lines)
 
 
 def _scenarios_markdown(table: pd.DataFrame) -> str:
@@ -260,6 +270,12 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "uplift_hdi_high": float(summary["uplift_hdi_high"]),
                 "prob_uplift_positive": float(summary["prob_uplift_positive"]),
                 "recommendation": dg.MetadataValue.md(_recommendation_markdown(base.recommendation)),
+                "why_there": dg.MetadataValue.md(
+                    _why_there_markdown(
+                        base.recommendation,
+                        cfg.kpi.name if opt.base_plan.objective.kind == "kpi" else "objective units",
+                    )
+                ),
                 "chart": dg.MetadataValue.md(
                     budget_chart(
                         base.recommendation,
