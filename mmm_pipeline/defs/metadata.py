@@ -1,5 +1,5 @@
 """Metadata helpers so every asset shows the same things in the UI: rows, columns, a preview, and figures
-a person can read (``1.006``, ``1,079,762.73``; ``–`` for a missing value, as the report shows it)
+a person can read (``1.006``, ``1079763``; ``–`` for a missing value, as the report shows it)
 instead of ``1.0063717687281377`` and ``nan``."""
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ MISSING = "–"
 
 
 def ui_number(value: float) -> float | str:
-    """A float rounded for reading: 4 significant digits below 100, cents above; ``–`` when missing."""
+    """A float rounded for reading: 4 significant digits below 1,000, whole units above (amounts of
+    currency or KPI: cents say nothing there); ``–`` when missing."""
     value = float(value)
     if not math.isfinite(value):
         return MISSING
-    if abs(value) >= 100:
-        return round(value, 2)
+    if abs(value) >= 1000:
+        return float(round(value))
     return float(f"{value:.4g}")
 
 

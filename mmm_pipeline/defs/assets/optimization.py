@@ -29,7 +29,7 @@ from ...recommendations import (
 )
 from ...registry import champion, load_model
 from ...warehouse import WarehouseResource
-from ..metadata import markdown_table, md_text, ui_metadata
+from ..metadata import md_text, ui_metadata
 from ..resources import WRITER_POOL
 from .model import MARKETS
 
@@ -38,17 +38,13 @@ MIN_PROB_UPLIFT = 0.5
 
 
 def _recommendation_markdown(recommendation: pd.DataFrame) -> str:
-    """The recommendation per channel, narrow enough for the UI's metadata column (four columns; the
-    reasons are in ``why_there``)."""
-    table = pd.DataFrame(
-        {
-            "channel": recommendation["channel"],
-            "current": recommendation["current"],
-            "recommended": recommendation["recommended"],
-            "change": recommendation["change_pct"] / 100,
-        }
+    """The recommendation per channel as a list, which wraps in the UI's narrow metadata column (a table
+    is cut off there); the reasons are in ``why_there``, the full table in the BI catalog."""
+    return "\n".join(
+        f"- **{r.channel}**: {r.current:,.0f} → {r.recommended:,.0f}"
+        + ("" if pd.isna(r.change_pct) else f" ({r.change_pct:+.0f}%)")
+        for r in recommendation.itertuples()
     )
-    return markdown_table(table, {"current": ",.0f", "recommended": ",.0f", "change": "+.0%"})
 
 
 def _why_there_markdown(recommendation: pd.DataFrame, unit: str) -> str:
@@ -78,21 +74,18 @@ def _why_there_markdown(recommendation: pd.DataFrame, unit: str) -> str:
 
 
 def _scenarios_markdown(table: pd.DataFrame) -> str:
-    shown = pd.DataFrame(
-        {
-            "scenario": table["scenario"],
-            "status": table["status"],
-            "budget": table["budget"],
-            "uplift vs today": table["uplift_mean"],
-            "94% interval": [
-                "–" if pd.isna(lo) else f"{lo:+,.0f} to {hi:+,.0f}"
-                for lo, hi in zip(table["uplift_hdi_low"], table["uplift_hdi_high"], strict=True)
-            ],
-            "P(uplift > 0)": table["prob_uplift_positive"],
-            "conflicting rules": table["conflicts"],
-        }
-    )
-    return markdown_table(shown, {"budget": ",.0f", "uplift vs today": "+,.0f", "P(uplift > 0)": ".0%"})
+    """Each scenario on its own line (wraps in the UI's narrow column), uplift against today's allocation."""
+    lines = []
+    for r in table.itertuples():
+        if r.status != "ok":
+            lines.append(f"- **{r.scenario}**: infeasible; conflicting rules: {md_text(str(r.conflicts))}")
+            continue
+        lines.append(
+            f"- **{r.scenario}**: budget {r.budget:,.0f}; uplift vs today's allocation {r.uplift_mean:+,.0f} "
+            f"(94% interval {r.uplift_hdi_low:+,.0f} to {r.uplift_hdi_high:+,.0f}), "
+            f"P(uplift > 0) {r.prob_uplift_positive:.0%}"
+        )
+    return "\n".join(lines)
 
 
 def _uplift_text(summary: pd.Series, kpi: str) -> str:
