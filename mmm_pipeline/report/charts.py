@@ -251,6 +251,6 @@ def roas_by_fold_chart(fold_parameters: pd.DataFrame, full: pd.DataFrame) -> Cha
                     color="k" if label == "full fit" else None)  # fmt: skip
     ax.set_yticks(np.arange(len(channels)) + 0.4 - width / 2, channels)
     ax.set_xlabel("ROAS")
-    ax.legend(fontsize=7, ncol=len(series), loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # off the data
     _style(ax)
     return _render(figure, "roas_by_fold", "ROAS across cross-validation folds")
