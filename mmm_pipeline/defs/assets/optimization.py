@@ -246,6 +246,8 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 ).df()
             summary = base.summary.iloc[0]
             uplift = _uplift_text(summary, cfg.kpi.name)
+            # the report's order: the largest increase first, the largest cut last
+            ordered = base.recommendation.sort_values(["change", "channel"], ascending=[False, True])
             context.log.info(
                 f"market {market}: recorded {opt.optimization_id} "
                 f"({', '.join(f'{n} {len(opt.tables[n])}' for n in OPTIMIZATION_TABLES)} rows); "
@@ -262,10 +264,10 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "uplift_hdi_low": float(summary["uplift_hdi_low"]),
                 "uplift_hdi_high": float(summary["uplift_hdi_high"]),
                 "prob_uplift_positive": float(summary["prob_uplift_positive"]),
-                "recommendation": dg.MetadataValue.md(_recommendation_markdown(base.recommendation)),
+                "recommendation": dg.MetadataValue.md(_recommendation_markdown(ordered)),
                 "why_there": dg.MetadataValue.md(
                     _why_there_markdown(
-                        base.recommendation,
+                        ordered,
                         cfg.kpi.name if opt.base_plan.objective.kind == "kpi" else "objective units",
                     )
                 ),
