@@ -329,7 +329,8 @@ def _visible_text(html: str) -> str:
 #: a timestamp to the microsecond.
 RAW = {
     "raw float": re.compile(r"\d\.\d{5,}"),
-    "scientific notation": re.compile(r"\d(?:\.\d+)?e[+-]?\d", re.I),
+    # a number on its own, not a hex run inside an id such as north-20231225-5e8c1f2a
+    "scientific notation": re.compile(r"(?<![\w.-])\d(?:\.\d+)?e[+-]?\d+(?![\w-])", re.I),
     "nan/None": re.compile(r"\b(?:nan|NaN|None|NaT|inf)\b"),
     "microseconds": re.compile(r"\d{2}:\d{2}:\d{2}\.\d"),
 }
@@ -348,6 +349,7 @@ def test_a_reader_sees_readable_figures_only(project: dict) -> None:
     assert "against today's allocation" in html and "vs today's allocation" in html
     # the patterns do catch what they are for
     assert set(_raw_figures("R-hat 1.0063717687281377, CRPS 1.874e+07, nan, 21:02:03.081145")) == set(RAW)
+    assert _raw_figures("model north-20231225-5e8c1f2a, all-20180729-41e31917") == {}
 
 
 def test_every_recommended_change_is_an_action_with_its_binding_rule(project: dict) -> None:
