@@ -13,8 +13,21 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: Dagster workers, CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-__all__ = ["markdown_image", "plt", "png_bytes"]
+__all__ = ["SHORT", "markdown_image", "plt", "png_bytes"]
+
+
+def _short(value: float, _position: object = None) -> str:
+    """Axis numbers at a glance: 1.2k, 3.4M, 2B instead of a 1e8 offset above the axis."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+#: Axis tick formatter for amounts (``ax.yaxis.set_major_formatter(SHORT)``).
+SHORT = FuncFormatter(_short)
 
 
 def png_bytes(figure: plt.Figure, dpi: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import warnings
@@ -315,7 +316,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    print(" ".join(command))
+    print(" ".join(command), flush=True)
+    # A script's background job (`mmm-pipeline ui &`) starts with SIGINT ignored, and an ignored signal
+    # stays ignored across exec. `dagster dev` maps SIGTERM to its SIGINT handler, so it would then
+    # ignore TERM too and never stop. Restore the default, so TERM and INT both stop it cleanly (it
+    # interrupts its webserver and daemon and waits for them).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execvpe(command[0], command, env)
     return 0  # not reached
 

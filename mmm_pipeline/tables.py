@@ -284,6 +284,13 @@ CREATE TABLE IF NOT EXISTS optimization.recommendations (   -- the base plan, on
     hist_weekly_min DOUBLE, hist_weekly_max DOUBLE, recommended_weekly_max DOUBLE,
     range_flag VARCHAR                -- '' | above_history | below_history | switched_off | never_spent
 );
+ALTER TABLE optimization.recommendations ADD COLUMN IF NOT EXISTS binding_rule VARCHAR;  -- the plan rule(s)
+                                  -- holding the channel there (plan-file keys)
+ALTER TABLE optimization.recommendations ADD COLUMN IF NOT EXISTS binding_kind VARCHAR;
+                                  -- bound | share | ratio | history cap | total | off | none
+ALTER TABLE optimization.recommendations ADD COLUMN IF NOT EXISTS binding_description VARCHAR;  -- in words
+ALTER TABLE optimization.recommendations ADD COLUMN IF NOT EXISTS shadow_price DOUBLE;
+                                  -- objective gained per unit the rule is loosened (KPI per unit)
 CREATE TABLE IF NOT EXISTS optimization.marginal_roi (   -- base plan: each channel at multiples of its
     optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,  -- recommendation
     created_at TIMESTAMP NOT NULL,

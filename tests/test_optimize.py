@@ -850,3 +850,62 @@ def test_risk_on_the_gain_over_the_current_plan():
     assert out["cvar", "gain"].objective_value > 0
     moved = {on: abs(out["cvar", on].recommended[0, 1] - current[1]) for on in ("value", "gain")}
     assert moved["gain"] < moved["value"], moved
+
+
+# --- binding rules and shadow prices -----------------------------------------------------------------------
+
+
+def test_binding_rule_and_shadow_price_match_a_re_solve(resp3):
+    """tv's cap binds: it is named, and its shadow price is what one more unit of cap adds when the plan is
+    re-optimized (a finite difference of two solves), i.e. tv's marginal return minus the budget's."""
+    current = np.array([60_000.0, 40_000.0, 50_000.0])
+
+    def solve_with(cap: float):
+        plan = {"budget": {"change_pct": 0}, "channels": {"tv": {"max": cap}}}
+        return optimize_budget(plan_from_dict(plan), resp3, current=current)
+
+    result = solve_with(20_000.0)
+    rec = result.recommendation.set_index("channel")
+    tv = rec.loc["tv"]
+    assert np.isclose(tv["recommended"], 20_000.0)
+    assert tv["binding_rule"] == "channels.tv.max" and tv["binding_kind"] == "bound"
+    assert "tv <= 20,000" in tv["binding_description"]
+    # the others are interior: held by the budget, whose price is their (equal) marginal return
+    for channel in ("search", "social"):
+        assert rec.loc[channel, "binding_kind"] == "total"
+        assert rec.loc[channel, "binding_rule"] == "budget.change_pct"
+        np.testing.assert_allclose(rec.loc[channel, "shadow_price"], rec.loc[channel, "mroas_recommended"],
+                                   rtol=1e-3)  # fmt: skip
+    price = tv["shadow_price"]
+    assert price > 0
+    np.testing.assert_allclose(price, tv["mroas_recommended"] - rec.loc["search", "mroas_recommended"],
+                               rtol=1e-3)  # fmt: skip
+    step = 200.0
+    gained = solve_with(20_000.0 + step).objective_value - result.objective_value
+    np.testing.assert_allclose(price, gained / step, rtol=0.02)
+
+
+def test_share_ratio_and_off_channels_are_named(resp3):
+    current = np.array([60_000.0, 40_000.0, 50_000.0])
+    plan = plan_from_dict(
+        {
+            "budget": {"change_pct": 0},
+            "shares": {"cap": {"each": True, "max": 0.5}},
+            "ratios": {"social_vs_search": {"lhs": "social", "rhs": "search", "max": 0.1}},
+        }
+    )
+    rec = optimize_budget(plan, resp3, current=current).recommendation.set_index("channel")
+    kinds = rec["binding_kind"].to_dict()
+    # social is held down by its ratio to search (a ratio rule names both channels it ties)
+    assert kinds["social"] == "ratio" and rec.loc["social", "binding_rule"] == "ratios.social_vs_search.max"
+    assert rec.loc["social", "shadow_price"] > 0
+    assert set(kinds.values()) <= {"share", "ratio", "total"}
+    shared = rec[rec["binding_kind"] == "share"]
+    assert all(r.startswith("shares.cap.max[") for r in shared["binding_rule"])
+    assert (shared["share_recommended"] > 0.5 - 1e-6).all()
+    # a small budget goes to one channel: the others stop at zero spend
+    small = plan_from_dict({"budget": {"total": 30_000.0}})
+    off = optimize_budget(small, resp3, current=current).recommendation
+    zero = off[off["recommended"] <= 1e-6]
+    assert len(zero) == 2 and (zero["binding_kind"] == "off").all() and zero["shadow_price"].isna().all()
+    assert (off.loc[off["recommended"] > 1e-6, "binding_kind"] == "total").all()

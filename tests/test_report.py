@@ -54,6 +54,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         out["first"] = run_pipeline(cfg, instance=instance, log=lambda _m: None)
         out["folder"] = latest_report(cfg.reports_dir, MARKET)
         out["event"] = instance.get_latest_materialization_event(dg.AssetKey("executive_report"))
+        out["ui_metadata"] = {
+            name: instance.get_latest_materialization_event(dg.AssetKey(name)).asset_materialization.metadata
+            for name in ("model_fit", "model_registry", "budget_recommendation", "executive_report")
+        }
         check = dg.AssetCheckKey(dg.AssetKey("executive_report"), "report_complete")
         out["check"] = instance.event_log_storage.get_latest_asset_check_execution_by_key([check]).get(check)
         # Nothing new: no refit, and the report is current, so it is not written again.
@@ -306,3 +310,104 @@ def test_weak_figures_get_plain_language_warnings(project: dict) -> None:
     assert "Data-quality checks failed: known_channels on landing_files" in report.markdown
     assert "2 landing file(s) were quarantined" in report.markdown
     assert f"Spend outside the historical range ({channel})" in report.markdown
+
+
+# --- what a reader sees --------------------------------------------------------------------------------
+
+
+def _visible_text(html: str) -> str:
+    """The HTML's text as a browser shows it: no tags, styles or embedded images; entities decoded."""
+    import html as html_lib
+
+    body = re.sub(r"<style.*?</style>", " ", html, flags=re.S)
+    body = re.sub(r"</?(?:td|th|tr|li|p|div|h\d|table|ul|br|figure|figcaption|section)\b[^>]*>", " ", body)
+    body = re.sub(r"<[^>]+>", "", body)  # inline tags (strong, span) join their text
+    return re.sub(r"\s+", " ", html_lib.unescape(body))
+
+
+#: What a reader should never meet: a float's raw digits, scientific notation, a missing value's code name,
+#: a timestamp to the microsecond.
+RAW = {
+    "raw float": re.compile(r"\d\.\d{5,}"),
+    # a number on its own, not a hex run inside an id such as north-20231225-5e8c1f2a
+    "scientific notation": re.compile(r"(?<![\w.-])\d(?:\.\d+)?e[+-]?\d+(?![\w-])", re.I),
+    "nan/None": re.compile(r"\b(?:nan|NaN|None|NaT|inf)\b"),
+    "microseconds": re.compile(r"\d{2}:\d{2}:\d{2}\.\d"),
+}
+
+
+def _raw_figures(text: str) -> dict[str, list[str]]:
+    return {name: pattern.findall(text) for name, pattern in RAW.items() if pattern.findall(text)}
+
+
+def test_a_reader_sees_readable_figures_only(project: dict) -> None:
+    folder = project["folder"]
+    html = _visible_text((folder / "report.html").read_text())
+    markdown = re.sub(r"!\[[^\]]*\]\([^)]+\)", "", (folder / "report.md").read_text())
+    for text in (html, markdown):
+        assert _raw_figures(text) == {}, _raw_figures(text)
+    assert "against today's allocation" in html and "vs today's allocation" in html
+    # the patterns do catch what they are for
+    assert set(_raw_figures("R-hat 1.0063717687281377, CRPS 1.874e+07, nan, 21:02:03.081145")) == set(RAW)
+    assert _raw_figures("model north-20231225-5e8c1f2a, all-20180729-41e31917") == {}
+
+
+def test_every_recommended_change_is_an_action_with_its_binding_rule(project: dict) -> None:
+    cfg, folder = project["cfg"], project["folder"]
+    html = (folder / "report.html").read_text()
+    actions = re.search(r'<ul class="actions">(.*?)</ul>', html, re.S).group(1)
+    items = [_visible_text(li) for li in re.findall(r"<li>(.*?)</li>", actions, re.S)]
+    rec = _bi(cfg, "SELECT * FROM latest_recommendations WHERE market = ?", [MARKET])
+    rec = rec.sort_values(["change", "channel"], ascending=[False, True])
+    changed = rec[(rec["recommended"] - rec["current"]).abs() >= 0.005 * rec["current"]]
+    assert len(changed) >= 2
+    # every change is listed, in the order of the table and chart beside it (largest increase first)
+    listed = [re.match(r"\s*(?:Increase|Decrease|Stop|Start) (\S+):", item) for item in items]
+    assert [m.group(1) for m in listed if m] == list(changed["channel"])
+    table = re.search(r'<section id="actions">.*?<table>(.*?)</table>', html, re.S).group(1)
+    rows = [_visible_text(r).split()[0] for r in re.findall(r"<tr><td>(.*?)</td>", table, re.S)]
+    assert rows == list(rec["channel"])
+    # each change says what holds it (this plan's optimum is held by the budget and by zero spend)
+    kinds = ["bound", "share", "ratio", "history cap", "total", "off", "none"]
+    assert rec["binding_kind"].isin(kinds).all()
+    for r in changed.itertuples():
+        item = next(i for i in items if f" {r.channel}:" in i)
+        expected = {"total": f"held by the total budget: its next unit returns {fmt_ratio(r.shadow_price)}",
+                    "off": "switched off"}.get(r.binding_kind, r.binding_rule)  # fmt: skip
+        assert expected in item, item
+    assert "rank" in " ".join(items)
+
+
+def test_a_channel_held_by_a_plan_rule_names_it_and_its_shadow_price(project: dict) -> None:
+    cfg = project["cfg"]
+    data = load_report_data(cfg.bi_database_path, MARKET, cfg.kpi.name)
+    i = data.recommendations["change"].idxmax()
+    channel = data.recommendations.loc[i, "channel"]
+    data.recommendations.loc[i, ["binding_rule", "binding_kind", "binding_description", "shadow_price"]] = [
+        f"channels.{channel}.max_change_pct", "bound", f"{channel} <= 1,234 (+50% of current 823)", 12.345
+    ]  # fmt: skip
+    report = build_report(data)
+    item = _visible_text(
+        re.search(rf"<li><strong>\w+ {channel}</strong>.*?</li>", report.html, re.S).group(0)
+    )
+    assert f"held by the plan's bound rule channels.{channel}.max_change_pct ({channel} <= 1,234" in item
+    assert "loosening it would add 12.35 sales per extra unit of budget" in item, item
+    assert f"bound: channels.{channel}.max_change_pct (12.35)" in _visible_text(report.html)
+    assert f"held by the plan's bound rule channels.{channel}.max_change_pct" in report.markdown
+
+
+def test_dagster_metadata_shows_no_raw_floats(project: dict) -> None:
+    for asset, metadata in project["ui_metadata"].items():
+        for key, value in metadata.items():
+            if isinstance(value, dg.FloatMetadataValue):
+                shown = repr(value.value)
+                assert not RAW["raw float"].search(shown) or abs(value.value) < 1e-3, (asset, key, shown)
+                assert value.value == value.value, (asset, key)  # no NaN
+            elif isinstance(value, dg.MarkdownMetadataValue | dg.TextMetadataValue):
+                text = re.sub(r"\(data:image/png;base64,[^)]+\)", "", str(value.value))
+                assert _raw_figures(text) == {}, (asset, key, _raw_figures(text))
+    why = project["ui_metadata"]["budget_recommendation"]["why_there"].value
+    rec = _bi(project["cfg"], "SELECT * FROM latest_recommendations WHERE market = ?", [MARKET])
+    assert len(why.splitlines()) == len(rec)
+    for r in rec.itertuples():
+        assert f"- **{r.channel}**" in why and "marginal ROAS" in why

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mmm_pipeline.charts import markdown_image, plt
+from mmm_pipeline.charts import SHORT, markdown_image, plt
 
 
 def cv_forecast_chart(predictions: pd.DataFrame, title: str) -> str:
@@ -17,7 +17,8 @@ def cv_forecast_chart(predictions: pd.DataFrame, title: str) -> str:
     actual = predictions.drop_duplicates("week").sort_values("week")
     ax.plot(pd.to_datetime(actual["week"]), actual["observed"], "k.", markersize=3, label="actual")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=7, ncol=4)
+    ax.yaxis.set_major_formatter(SHORT)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return markdown_image(figure, title)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mmm_pipeline.charts import markdown_image, plt
+from mmm_pipeline.charts import SHORT, markdown_image, plt
 
 
 def fit_chart(fit_weekly: pd.DataFrame, title: str) -> str:
@@ -17,7 +17,9 @@ def fit_chart(fit_weekly: pd.DataFrame, title: str) -> str:
     ax.plot(weeks, fit_weekly["predicted_mean"], label="model")
     ax.plot(weeks, fit_weekly["actual"], "k.", markersize=3, label="actual")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylabel("KPI per week")
+    ax.yaxis.set_major_formatter(SHORT)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return markdown_image(figure, title)
 
 

@@ -3,14 +3,15 @@ images for the Dagster UI (``markdown_image``) and the executive report into emb
 the same drawing.
 
 ``tracking_chart``: forecast vs actual since the champion was fitted, with drift events marked.
-``kpi_trend_chart``, ``allocation_chart``, ``roas_trend_chart``: the optimization history over time.
+``kpi_trend_chart``, ``allocation_chart``, ``roas_trend_chart``: the optimization history over time (a
+trend needs two recommendations: callers show text instead below that, see :func:`optimizations`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from mmm_pipeline.charts import plt
+from mmm_pipeline.charts import SHORT, plt
 
 
 def tracking_chart(rows: pd.DataFrame, title: str, events: pd.DataFrame | None = None) -> plt.Figure:
@@ -32,8 +33,14 @@ def tracking_chart(rows: pd.DataFrame, title: str, events: pd.DataFrame | None =
             ax.axvline(week, color="r", linestyle="--", linewidth=1)
             ax2.axvline(week, color="r", linestyle="--", linewidth=1)
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=7, ncol=5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    ax.yaxis.set_major_formatter(SHORT)
     return figure
+
+
+def optimizations(history: pd.DataFrame) -> int:
+    """How many recommendations the history holds (a trend chart needs at least two)."""
+    return int(history["optimization_id"].nunique()) if len(history) else 0
 
 
 def _summaries(history: pd.DataFrame) -> pd.DataFrame:
@@ -52,8 +59,20 @@ def kpi_trend_chart(history: pd.DataFrame, title: str) -> plt.Figure:
     for x, y, trigger in zip(when, s["expected_kpi"], s["trigger"], strict=True):
         ax.annotate(str(trigger), (x, y), xytext=(0, 5), textcoords="offset points", fontsize=6)
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=7)
+    _legend_outside(ax)
+    _dates_and_numbers(ax)
     return figure
+
+
+def _legend_outside(ax: plt.Axes) -> None:
+    """The legend right of the plot, where it cannot hide a point (a channel's latest mark, say)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+
+
+def _dates_and_numbers(ax: plt.Axes) -> None:
+    """Readable axes: dates without overlapping labels, and 1.2M instead of an offset like 1e8."""
+    ax.figure.autofmt_xdate()
+    ax.yaxis.set_major_formatter(SHORT)
 
 
 def allocation_chart(history: pd.DataFrame, title: str) -> plt.Figure:
@@ -63,7 +82,8 @@ def allocation_chart(history: pd.DataFrame, title: str) -> plt.Figure:
     ax.stackplot(pd.to_datetime(wide.index), wide.fillna(0).T.to_numpy(), labels=list(wide.columns))
     ax.set_ylabel("recommended spend")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=7, ncol=4)
+    _legend_outside(ax)
+    _dates_and_numbers(ax)
     return figure
 
 
@@ -75,5 +95,6 @@ def roas_trend_chart(history: pd.DataFrame, title: str) -> plt.Figure:
         ax.plot(pd.to_datetime(wide.index), wide[channel], "o-", markersize=3, label=channel)
     ax.set_ylabel("ROAS at recommendation")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=7, ncol=4)
+    _legend_outside(ax)
+    _dates_and_numbers(ax)
     return figure

@@ -7,7 +7,8 @@ Pure functions on plain inputs (no Dagster): a :class:`ResponseModel` built from
 
 Modules: ``plan`` (YAML schema), ``response`` (media maths over draws with analytic gradients),
 ``objective`` (KPI / ROI / profit / blend, risk measures), ``constraints`` (linear rules, feasibility,
-conflicting-rule search), ``solver`` (SLSQP multi-start, on/off branch-and-bound), ``budget`` (API, tables).
+conflicting-rule search), ``solver`` (SLSQP multi-start, on/off branch-and-bound), ``binding`` (each
+channel's binding rule and its shadow price at the optimum), ``budget`` (API, tables).
 """
 
 from mmm_pipeline.optimize.budget import (

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mmm_pipeline.metrics import hdi
+from mmm_pipeline.optimize.binding import binding_rules
 from mmm_pipeline.optimize.constraints import InfeasiblePlanError, Problem, build_problem, require_feasible
 from mmm_pipeline.optimize.objective import ObjectiveFunction
 from mmm_pipeline.optimize.plan import Plan
@@ -41,7 +42,9 @@ class BudgetResult:
     hist_weekly_min, hist_weekly_max, recommended_weekly_max, range_flag`` (ROAS and marginal ROAS are
     posterior means; ``range_flag``: ``""``, ``above_history`` (the plan's largest adstocked weekly spend,
     the saturation curve's input, above ``flag_multiple`` x the largest the history's adstock reached),
-    ``below_history``, ``switched_off`` (off, but on in every week of the history) or ``never_spent``).
+    ``below_history``, ``switched_off`` (off, but on in every week of the history) or ``never_spent``),
+    ``binding_rule, binding_kind, binding_description, shadow_price`` (what holds the channel there and
+    what loosening it by one unit of spend would add to the objective: :mod:`mmm_pipeline.optimize.binding`).
 
     ``summary`` (one row): ``plan, mode, weeks, objective, risk, budget, budget_mode, total_current,
     total_recommended, objective_current, objective_recommended, contribution_current_mean,
@@ -200,6 +203,8 @@ def optimize_budget(
     evaluator = Evaluator(problem, response, objective)
     recommended, value, info = solve(problem, evaluator, n_starts=n_starts, seed=seed)
     objective_current = evaluator.value(current_plan)
+    _, gradient = evaluator.value_and_grad(recommended)
+    bindings = binding_rules(problem, gradient, recommended)
 
     shape = _direction(recommended, current_plan)
     g_rec, mroas_rec = _channel_metrics(response, problem, recommended, shape)
@@ -231,6 +236,10 @@ def optimize_budget(
                 "hist_weekly_max": np.nan if problem.hist_max is None else problem.hist_max,
                 "recommended_weekly_max": recommended.max(axis=0),
                 "range_flag": labels,
+                "binding_rule": [b.rule for b in bindings],
+                "binding_kind": [b.kind for b in bindings],
+                "binding_description": [b.description for b in bindings],
+                "shadow_price": [b.shadow_price for b in bindings],
             }
         )
 

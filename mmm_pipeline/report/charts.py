@@ -62,26 +62,42 @@ def _style(ax: plt.Axes) -> None:
 
 
 def roas_chart(channels: pd.DataFrame) -> Chart:
-    """ROAS per channel with its 94% interval, and marginal ROAS (the return of the next unit)."""
+    """ROAS per channel with its 94% interval, marginal ROAS (the return of the next unit), and the
+    break-even line at 1. When ROAS spans orders of magnitude the axis is logarithmic, so the line at 1
+    and the weak channels stay visible beside a channel at 300."""
     table = channels.sort_values("roas_mean")
-    figure, ax = plt.subplots(figsize=(7.5, 0.45 * len(table) + 1.2))
+    figure, ax = plt.subplots(figsize=(7.5, 0.45 * len(table) + 1.4))
     y = np.arange(len(table))
+    values = pd.concat([table["roas_hdi_high"], table["roas_mean"], table["mroas_mean"]])
+    # the axis starts below the smallest estimate, not at the near-0 end of a wide interval
+    positive = pd.concat([table["roas_mean"], table["mroas_mean"]])
+    positive = positive[positive > 0]
+    log = bool(len(positive)) and values.max() > 20 and values.max() / positive.min() > 50
     errors = [table["roas_mean"] - table["roas_hdi_low"], table["roas_hdi_high"] - table["roas_mean"]]
-    ax.barh(
-        y, table["roas_mean"], xerr=errors, capsize=3, color=RECOMMENDED, alpha=0.8, label="ROAS (94% HDI)"
-    )
+    left = 0.0
+    if log:
+        left = min(0.5, float(positive.min()) * 0.5)
+        ax.set_xscale("log")
+        # an interval reaching 0 ends at the axis
+        errors[0] = np.minimum(errors[0], table["roas_mean"] - left)
+    ax.barh(y, table["roas_mean"] - left, left=left, xerr=errors, capsize=3, color=RECOMMENDED, alpha=0.8,
+            label="ROAS (94% interval)")  # fmt: skip
     ax.plot(table["mroas_mean"], y, "D", color="#d62728", markersize=5, label="marginal ROAS")
     ax.set_yticks(y, table["channel"])
-    ax.axvline(1.0, color="0.3", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("KPI per unit of spend")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.axvline(1.0, color="#b42318", linewidth=1.6, linestyle="--", label="break-even (ROAS 1)")
+    if log:
+        ax.set_xlim(left=left)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+    ax.set_xlabel("KPI per unit of spend" + (" (log scale)" if log else ""))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     _style(ax)
     return _render(figure, "roas", "ROAS and marginal ROAS by channel")
 
 
-def budget_chart(recommendations: pd.DataFrame) -> Chart:
-    """Current against recommended spend per channel, with the change in %."""
-    table = recommendations.sort_values("recommended")
+def budget_chart(recommendations: pd.DataFrame, horizon: str = "per week") -> Chart:
+    """Current against recommended spend per channel, with the change in %, channels top to bottom in
+    the order given (the action list's); ``horizon`` says what the amounts cover."""
+    table = recommendations.iloc[::-1]  # barh draws bottom-up
     figure, ax = plt.subplots(figsize=(7.5, 0.5 * len(table) + 1.2))
     y = np.arange(len(table))
     ax.barh(y + 0.2, table["current"], height=0.4, label="current", color=CURRENT)
@@ -91,9 +107,9 @@ def budget_chart(recommendations: pd.DataFrame) -> Chart:
             ax.annotate(f"{pct:+.0f}%", (rec, i - 0.2), xytext=(3, 0), textcoords="offset points",
                         va="center", fontsize=8)  # fmt: skip
     ax.set_yticks(y, table["channel"])
-    ax.set_xlabel("spend over the plan's horizon")
+    ax.set_xlabel(f"spend {horizon}")
     ax.xaxis.set_major_formatter(SHORT)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     _style(ax)
     return _render(figure, "budget", "Current and recommended spend by channel")
 
@@ -179,20 +195,34 @@ def decomposition_chart(decomposition: pd.DataFrame, fit_weekly: pd.DataFrame) -
 def waterfall_chart(totals: pd.DataFrame) -> Chart:
     """Total contribution of each component over the window, as a waterfall ending in the total.
 
-    ``totals``: ``component, label, total`` in display order.
+    ``totals``: ``component, label, total`` in display order. Positive steps are green, negative ones red
+    and hatched (they take away), and every step is labelled with its value, so a step too small to see
+    still reads.
     """
-    figure, ax = plt.subplots(figsize=(9, 3.6))
+    figure, ax = plt.subplots(figsize=(9, 3.8))
     running = 0.0
     for i, row in enumerate(totals.itertuples()):
-        color = "#2ca02c" if row.total >= 0 else "#d62728"
-        ax.bar(i, row.total, bottom=running, color=color if i >= 4 else "0.6")
+        negative = row.total < 0
+        ax.bar(i, row.total, bottom=running, color="#d62728" if negative else "#2ca02c",
+               hatch="//" if negative else None, edgecolor="white", linewidth=0.5)  # fmt: skip
+        top = running + max(row.total, 0.0)
+        ax.annotate(("−" if negative else "+") + _short(abs(row.total)), (i, top),
+                    xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                    color="#b42318" if negative else "0.2")  # fmt: skip
+        if i + 1 < len(totals):
+            end = running + row.total
+            ax.plot([i + 0.4, i + 0.6], [end, end], color="0.5", linewidth=0.6)
         running += row.total
     ax.bar(len(totals), running, color=RECOMMENDED)
+    ax.annotate(_short(running), (len(totals), max(running, 0.0)), xytext=(0, 2), textcoords="offset points",
+                ha="center", va="bottom", fontsize=7)  # fmt: skip
+    ax.axhline(0, color="0.3", linewidth=0.6)
     ax.set_xticks(range(len(totals) + 1), [*totals["label"], "total"], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("KPI over the window")
     ax.yaxis.set_major_formatter(SHORT)
+    ax.margins(y=0.08)
     ax.spines[["top", "right"]].set_visible(False)
-    return _render(figure, "waterfall", "Total contribution by component (waterfall)")
+    return _render(figure, "waterfall", "Total contribution by component (waterfall; red, hatched: negative)")
 
 
 def roas_by_fold_chart(fold_parameters: pd.DataFrame, full: pd.DataFrame) -> Chart:
@@ -215,6 +245,6 @@ def roas_by_fold_chart(fold_parameters: pd.DataFrame, full: pd.DataFrame) -> Cha
                     color="k" if label == "full fit" else None)  # fmt: skip
     ax.set_yticks(np.arange(len(channels)) + 0.4 - width / 2, channels)
     ax.set_xlabel("ROAS")
-    ax.legend(fontsize=7, ncol=len(series), loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # off the data
     _style(ax)
     return _render(figure, "roas_by_fold", "ROAS across cross-validation folds")

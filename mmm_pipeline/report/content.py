@@ -79,11 +79,52 @@ def headline(data: ReportData) -> dict | None:
     }
 
 
-def actions(data: ReportData, n: int = 3) -> dict[str, list[dict]]:
-    """The largest increases and decreases (current -> recommended), each with its marginal-ROAS reason."""
-    rec = data.recommendations
+#: A change smaller than this (% of current spend) is "keep as is", not an action.
+MIN_ACTION_PCT = 0.5
+
+
+def recommendation_order(data: ReportData) -> pd.DataFrame:
+    """The recommendations in the one order section 2 uses everywhere (action list, chart, table): the
+    largest increase first, the largest cut last."""
+    return data.recommendations.sort_values(["change", "channel"], ascending=[False, True])
+
+
+def shadow_unit(data: ReportData) -> str:
+    """What a shadow price counts: KPI for a KPI objective, else the objective's own units."""
+    kind = None if data.plan is None else data.plan.get("objective")
+    return data.kpi if kind in (None, "kpi") else f"{kind} objective units"
+
+
+def binding_text(r: pd.Series | dict, data: ReportData) -> str:
+    """Why a channel's recommendation stops where it does, in words: the binding rule and its worth."""
+    kind = r.get("binding_kind")
+    if not isinstance(kind, str) or not kind:
+        return ""
+    price, unit = r.get("shadow_price"), shadow_unit(data)
+    if kind == "off":
+        return (
+            f"switched off: its first unit would return {r['mroas_recommended']:.2f} {data.kpi}, "
+            "less than the budget earns elsewhere"
+        )
+    if kind == "none":
+        return "more spend would add nothing here"
+    if kind == "total":
+        return (
+            f"held by the total budget: its next unit returns {price:.2f} {unit}, as much as the budget "
+            "earns anywhere else"
+        )
+    return (
+        f"held by the plan's {kind} rule {r['binding_rule']} ({r['binding_description']}); "
+        f"loosening it would add {price:.2f} {unit} per extra unit of budget"
+    )
+
+
+def actions(data: ReportData) -> dict[str, list[dict]]:
+    """Every recommended change (in :func:`recommendation_order`), each with its marginal-ROAS reason and
+    the rule that holds it; channels kept within :data:`MIN_ACTION_PCT` are listed as unchanged."""
+    rec = recommendation_order(data)
     if rec.empty:
-        return {"increases": [], "decreases": []}
+        return {"changes": [], "unchanged": []}
     rank = rec["mroas_current"].rank(ascending=False, method="min").astype(int)
 
     def row(i: int, r: pd.Series) -> dict:
@@ -91,13 +132,30 @@ def actions(data: ReportData, n: int = 3) -> dict[str, list[dict]]:
             f"the next unit of spend returns {r['mroas_current']:.2f} {data.kpi} here now "
             f"(rank {rank[i]} of {len(rec)} channels), {r['mroas_recommended']:.2f} at the recommended level"
         )
-        return {**r.to_dict(), "why": why}
+        if r["recommended"] == 0 and r["current"] > 0:
+            verb = "Stop"
+        elif r["current"] == 0:
+            verb = "Start"
+        else:
+            verb = "Increase" if r["change"] > 0 else "Decrease"
+        return {**r.to_dict(), "why": why, "verb": verb, "held_by": binding_text(r, data)}
 
-    ordered = rec.sort_values("change", ascending=False)
+    def changed(r: pd.Series) -> bool:
+        if r["current"] > 0:
+            return abs(r["recommended"] / r["current"] - 1) * 100 >= MIN_ACTION_PCT
+        return r["recommended"] > 0
+
     return {
-        "increases": [row(i, r) for i, r in ordered.head(n).iterrows() if r["change"] > 0],
-        "decreases": [row(i, r) for i, r in ordered.iloc[::-1].head(n).iterrows() if r["change"] < 0],
+        "changes": [row(i, r) for i, r in rec.iterrows() if changed(r)],
+        "unchanged": [str(r["channel"]) for _, r in rec.iterrows() if not changed(r)],
     }
+
+
+def recommendation_rows(data: ReportData) -> list[dict]:
+    """Section 2's table rows (same order as the action list), each with its binding rule in words."""
+    return [
+        {**r.to_dict(), "held_by": binding_text(r, data)} for _, r in recommendation_order(data).iterrows()
+    ]
 
 
 def adstock_lengths(data: ReportData, share: float) -> pd.DataFrame:
@@ -140,6 +198,24 @@ def waterfall_totals(data: ReportData) -> pd.DataFrame:
     return pd.DataFrame(
         {"component": order, "label": [labels.get(c, c) for c in order], "total": [totals[c] for c in order]}
     )
+
+
+def scenario_rows(data: ReportData) -> dict:
+    """The scenarios, and whether a spend column is worth showing (only when some scenario spends less
+    than its budget: otherwise it repeats the budget) and whether a budget cut with a gain needs saying."""
+    rows = data.scenarios.to_dict("records")
+    spends_less = any(
+        abs(r["total_recommended"] - r["budget"]) > 0.005 * r["budget"]
+        for r in rows
+        if pd.notna(r.get("budget")) and pd.notna(r.get("total_recommended"))
+    )
+    cut_with_gain = [
+        r["scenario"]
+        for r in rows
+        if pd.notna(r.get("uplift_mean")) and pd.notna(r.get("total_current"))
+        and r["budget"] < r["total_current"] and r["uplift_mean"] > 0
+    ]  # fmt: skip
+    return {"rows": rows, "show_spend": spends_less, "cut_with_gain": cut_with_gain}
 
 
 def cv_overall(data: ReportData) -> pd.DataFrame:
@@ -229,7 +305,15 @@ def warnings(data: ReportData, t: Thresholds) -> list[str]:
     if wide:
         out.append(
             f"The ROAS of {len(wide)} of {len(data.channels)} channels is very uncertain (94% interval wider "
-            "than the estimate itself): " + "; ".join(wide) + ". Rank channels with care."
+            "than the estimate itself): "
+            + "; ".join(wide)
+            + ". Rank channels with care."
+            + (
+                " (That they count as stable in section 5 is no contradiction: the cross-validation folds "
+                "agree on each estimate, but the data leave each one a wide range.)"
+                if not data.cv_stability.empty and not data.cv_stability["roas_unstable"].any()
+                else ""
+            )
         )
     for r in data.recommendations.itertuples():
         if r.range_flag:
@@ -256,9 +340,11 @@ def warnings(data: ReportData, t: Thresholds) -> list[str]:
             m = mmm.iloc[0]
             for b in overall[(overall["model"] != "mmm") & (overall["crps"] <= m["crps"])].itertuples():
                 out.append(
-                    f"Out of sample, the {b.model.replace('_', '-')} baseline forecast as well as or "
-                    f"better than the model (CRPS {b.crps:,.4g} vs {m['crps']:,.4g}): the model's forecasts "
-                    "add little."
+                    f"Out of sample (weeks held back in cross-validation), the simple "
+                    f"{b.model.replace('_', '-')} baseline forecast {data.kpi} as well as or better than the "
+                    f"media model: its forecast error (CRPS, in {data.kpi} per week; lower is better) was "
+                    f"{b.crps:,.0f} against the model's {m['crps']:,.0f}. The model's forecasts add little; "
+                    "its channel estimates rest on the fit, not on a forecasting edge."
                 )
             if pd.notna(m["coverage_94"]) and m["coverage_94"] < t.min_coverage_94:
                 out.append(
@@ -338,6 +424,8 @@ def context(data: ReportData, t: Thresholds) -> dict:
         "sections": SECTIONS,
         "headline": headline(data),
         "actions": actions(data),
+        "recommendation_rows": recommendation_rows(data),
+        "shadow_unit": shadow_unit(data),
         "channels": data.channels.to_dict("records"),
         "last_quarter": last_quarter(data).to_dict("records"),
         "adstock": adstock_lengths(data, t.effect_share).to_dict("records"),
@@ -348,7 +436,7 @@ def context(data: ReportData, t: Thresholds) -> dict:
         "dq": data_quality(data),
         "tracking": tracking_summary(data),
         "history": history_summary(data),
-        "scenarios": data.scenarios.to_dict("records"),
+        "scenarios": scenario_rows(data),
         "warnings": warnings(data, t),
         "next_steps": next_steps(data, t),
         "thresholds": t,

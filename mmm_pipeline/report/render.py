@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..monitoring import plots as monitoring_plots
 from . import charts
-from .content import SECTIONS, Thresholds, context, history_summary, waterfall_totals
+from .content import SECTIONS, Thresholds, context, history_summary, recommendation_order, waterfall_totals
 from .data import ReportData, serving_ids
 
 MANIFEST = "report.json"
@@ -78,13 +78,18 @@ def fmt_day(value: object) -> str:
     return "–" if _missing(value) else str(pd.Timestamp(value).date())
 
 
+def fmt_minute(value: object) -> str:
+    """A timestamp to the minute (seconds and microseconds say nothing to a reader)."""
+    return "–" if _missing(value) else f"{pd.Timestamp(value):%Y-%m-%d %H:%M}"
+
+
 def fmt(value: object, kind: str) -> str:
     """Format by kind: ``ratio`` (ROAS), ``pct`` (a share, one decimal) or ``num`` (KPI, currency)."""
     return {"ratio": fmt_ratio, "pct": lambda v: fmt_pct(v, 1), "num": fmt_num}[kind](value)
 
 
 FILTERS = {"num": fmt_num, "signed": fmt_signed, "pct": fmt_pct, "signed_pct": fmt_signed_pct,
-           "ratio": fmt_ratio, "fmt": fmt, "day": fmt_day}  # fmt: skip
+           "ratio": fmt_ratio, "fmt": fmt, "day": fmt_day, "minute": fmt_minute}  # fmt: skip
 
 
 def environment() -> jinja2.Environment:
@@ -111,7 +116,8 @@ def _charts(data: ReportData) -> list[charts.Chart]:
             current_weekly=lambda f: f["current"] / weeks,
             recommended_weekly=lambda f: f["recommended"] / weeks,
         )[["channel", "current_weekly", "recommended_weekly"]]
-        out.insert(0, charts.budget_chart(data.recommendations))
+        horizon = "per week" if data.plan["mode"] == "steady_state" else f"over the {weeks}-week plan"
+        out.insert(0, charts.budget_chart(recommendation_order(data), horizon))
     out.append(charts.response_chart(data.response_curves, marks))
     out.append(charts.adstock_chart(data.adstock))
     out.append(charts.decomposition_chart(data.decomposition, data.fit_weekly))

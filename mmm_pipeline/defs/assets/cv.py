@@ -25,6 +25,7 @@ from ...config import ProjectConfig
 from ...model.build import ModelData
 from ...model.calibration import LiftTests
 from ...model.spec import ModelSpec
+from ..metadata import markdown_table
 from ..resources import WarehouseResource
 from .model import MARKETS
 
@@ -173,11 +174,15 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     ", ".join(f"fold {r.fold.index}: {r.lift_tests}" for r in combined.fold_results)
                 ),
                 "failed_folds": dg.MetadataValue.md("\n".join(f"- {f}" for f in failed) or "none"),
-                "overall": dg.MetadataValue.md(overall[columns].to_markdown(floatfmt=".4g")),
+                "overall": dg.MetadataValue.md(
+                    markdown_table(overall[columns].reset_index(), {"crps": ",.0f", "rmse": ",.0f"})
+                ),
                 "roas_stability": dg.MetadataValue.md(
-                    combined.channel_stability[
-                        ["channel", "n_folds", "roas_mean", "roas_cv", "share_spread", "roas_unstable"]
-                    ].to_markdown(index=False, floatfmt=".3f")
+                    markdown_table(
+                        combined.channel_stability[
+                            ["channel", "n_folds", "roas_mean", "roas_cv", "share_spread", "roas_unstable"]
+                        ]
+                    )
                 ),
                 "forecasts": dg.MetadataValue.md(
                     cv_forecast_chart(mmm_predictions, f"{record.market}: out-of-sample forecasts by fold")

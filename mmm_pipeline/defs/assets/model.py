@@ -48,6 +48,7 @@ from mmm_pipeline.warehouse import relation_exists
 from ...config import ProjectConfig
 from ...model.calibration import lift_test_agreement
 from ...model.fit import FitResult
+from ..metadata import markdown_table, ui_metadata, ui_number
 from ..resources import WRITER_POOL, WarehouseResource
 from .monitoring import TRIGGER_TAG
 
@@ -65,10 +66,16 @@ def _check(
         check_name=name,
         passed=not failures,
         severity=severity,
-        metadata={
-            **({"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))} if failures else {}),
-            **metadata,
-        },
+        metadata=ui_metadata(
+            {
+                **(
+                    {"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))}
+                    if failures
+                    else {}
+                ),
+                **metadata,
+            }
+        ),
     )
 
 
@@ -95,7 +102,7 @@ def _lift_test_check(result: FitResult) -> dg.AssetCheckResult:
         dg.AssetCheckSeverity.WARN,
         lift_tests=len(tests),
         max_abs_z=float(table["z"].abs().max()),
-        tests=dg.MetadataValue.md(table.round(2).to_markdown(index=False)),
+        tests=dg.MetadataValue.md(markdown_table(table)),
     )
 
 
@@ -146,7 +153,7 @@ def _attempts_markdown(attempts: pd.DataFrame) -> str:
     ].copy()  # fmt: skip
     table["max_r_hat"] = table["max_r_hat"].round(4)
     table[["min_ess_bulk", "min_ess_tail"]] = table[["min_ess_bulk", "min_ess_tail"]].round(0)
-    return table.fillna("").to_markdown(index=False)
+    return markdown_table(table.fillna(""))
 
 
 def _lift_tests_ended_by(conn, market: str, last_week: object) -> pd.DataFrame:  # noqa: ANN001 - DuckDB
@@ -417,10 +424,11 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "blocked_by": "; ".join(blocked_by) or "nothing",
                 "champion": serving["model_id"] if serving else "none",
                 "cv_status": cv.status,
-                "cv_crps": cv.overall.get("mmm", {}).get("crps") or float("nan"),
+                "cv_crps": ui_number(cv.overall.get("mmm", {}).get("crps") or float("nan")),
                 "roas_drift": dg.MetadataValue.md(
-                    drift[["channel", "champion_roas_mean", "roas_mean", "relative_change"]].to_markdown(
-                        index=False, floatfmt=".3f"
+                    markdown_table(
+                        drift[["channel", "champion_roas_mean", "roas_mean", "relative_change"]],
+                        {"relative_change": "+.0%"},
                     )
                     if not drift.empty
                     else "first model of this market: nothing to compare"

@@ -28,6 +28,7 @@ from ...monitoring import drift, store
 from ...monitoring.plots import tracking_chart
 from ...monitoring.tracking import track
 from ...warehouse import relation_exists, transaction
+from ..metadata import markdown_table
 from ..resources import WRITER_POOL, WarehouseResource
 
 #: Run tags written by the schedule and sensors (and read back by the assets).
@@ -113,7 +114,9 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             )
         table = pd.DataFrame(summary)
         metadata["summary"] = dg.MetadataValue.md(
-            table.to_markdown(index=False) if len(table) else "no champion"
+            markdown_table(table, {"rolling_mape": ".1%", "coverage_94": ".0%", "mean_crps": ",.0f"})
+            if len(table)
+            else "no champion"
         )
         context.log.info(
             "tracking: "
@@ -204,9 +207,7 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "firing_now": dg.MetadataValue.json(
                     {m: [f.rule for f in d.firings] for m, d in decisions.items()}
                 ),
-                "events": dg.MetadataValue.md(
-                    shown.head(20).to_markdown(index=False) if len(shown) else "none"
-                ),
+                "events": dg.MetadataValue.md(markdown_table(shown.head(20)) if len(shown) else "none"),
                 "published": dg.MetadataValue.json(counts),
                 **({"dagster/row_count": len(events)} if len(events) else {}),
             }

@@ -31,8 +31,9 @@ from mmm_pipeline.settings import ConfigError
 from ...config import ProjectConfig
 from ...model.build import ScalingSpec
 from ...monitoring import store as monitoring_store
-from ...monitoring.plots import allocation_chart, kpi_trend_chart, roas_trend_chart
+from ...monitoring.plots import allocation_chart, kpi_trend_chart, optimizations, roas_trend_chart
 from ...optimize import PlanError, load_scenarios
+from ..metadata import md_text, ui_metadata
 from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
 
@@ -41,17 +42,54 @@ MIN_PROB_UPLIFT = 0.5
 
 
 def _recommendation_markdown(recommendation: pd.DataFrame) -> str:
-    columns = {"channel": "channel", "current": "current", "recommended": "recommended",
-               "change_pct": "change %", "share_recommended": "share", "roas_recommended": "ROAS",
-               "mroas_recommended": "marginal ROAS", "range_flag": "flag"}  # fmt: skip
-    table = recommendation[list(columns)].rename(columns=columns)
-    return table.to_markdown(index=False, floatfmt=",.2f")
+    """The recommendation per channel as a list, which wraps in the UI's narrow metadata column (a table
+    is cut off there); the reasons are in ``why_there``, the full table in the BI catalog."""
+    return "\n".join(
+        f"- **{r.channel}**: {r.current:,.0f} → {r.recommended:,.0f}"
+        + ("" if pd.isna(r.change_pct) else f" ({r.change_pct:+.0f}%)")
+        for r in recommendation.itertuples()
+    )
+
+
+def _why_there_markdown(recommendation: pd.DataFrame, unit: str) -> str:
+    """Why each channel stops where it does, one bullet per channel (wraps in a narrow column): the
+    binding rule, its shadow price, and the marginal ROAS now and at the recommendation."""
+    lines = []
+    for r in recommendation.itertuples():
+        if r.binding_kind in ("bound", "share", "ratio", "history cap"):
+            held = (
+                f"held by the {r.binding_kind} rule `{r.binding_rule}` ({md_text(r.binding_description)}); "
+                f"loosening it adds {r.shadow_price:,.2f} {unit} per unit of budget"
+            )
+        elif r.binding_kind == "total":
+            held = (
+                f"held by the total budget (its next unit returns {r.shadow_price:,.2f} {unit}, as elsewhere)"
+            )
+        elif r.binding_kind == "off":
+            held = "switched off: its first unit returns less than the budget earns elsewhere"
+        else:
+            held = "more spend adds nothing"
+        change = "new" if pd.isna(r.change_pct) else f"{r.change_pct:+.0f}%"
+        lines.append(
+            f"- **{r.channel}** {change}: {held}; marginal ROAS {r.mroas_current:,.2f} → "
+            f"{r.mroas_recommended:,.2f}"
+        )
+    return "\n".join(lines)
 
 
 def _scenarios_markdown(table: pd.DataFrame) -> str:
-    columns = ["scenario", "status", "budget", "total_recommended", "uplift_mean", "uplift_hdi_low",
-               "uplift_hdi_high", "prob_uplift_positive", "conflicts"]  # fmt: skip
-    return table[columns].to_markdown(index=False, floatfmt=",.2f")
+    """Each scenario on its own line (wraps in the UI's narrow column), uplift against today's allocation."""
+    lines = []
+    for r in table.itertuples():
+        if r.status != "ok":
+            lines.append(f"- **{r.scenario}**: infeasible; conflicting rules: {md_text(str(r.conflicts))}")
+            continue
+        lines.append(
+            f"- **{r.scenario}**: budget {r.budget:,.0f}; uplift vs today's allocation {r.uplift_mean:+,.0f} "
+            f"(94% interval {r.uplift_hdi_low:+,.0f} to {r.uplift_hdi_high:+,.0f}), "
+            f"P(uplift > 0) {r.prob_uplift_positive:.0%}"
+        )
+    return "\n".join(lines)
 
 
 def _uplift_text(summary: pd.Series, kpi: str) -> str:
@@ -230,6 +268,8 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 ).df()
             summary = base.summary.iloc[0]
             uplift = _uplift_text(summary, cfg.kpi.name)
+            # the report's order: the largest increase first, the largest cut last
+            ordered = base.recommendation.sort_values(["change", "channel"], ascending=[False, True])
             context.log.info(
                 f"market {market}: recorded {opt.optimization_id} "
                 f"({', '.join(f'{n} {len(opt.tables[n])}' for n in OPTIMIZATION_TABLES)} rows); "
@@ -246,9 +286,21 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "uplift_hdi_low": float(summary["uplift_hdi_low"]),
                 "uplift_hdi_high": float(summary["uplift_hdi_high"]),
                 "prob_uplift_positive": float(summary["prob_uplift_positive"]),
-                "recommendation": dg.MetadataValue.md(_recommendation_markdown(base.recommendation)),
+                "recommendation": dg.MetadataValue.md(_recommendation_markdown(ordered)),
+                "why_there": dg.MetadataValue.md(
+                    _why_there_markdown(
+                        ordered,
+                        cfg.kpi.name if opt.base_plan.objective.kind == "kpi" else "objective units",
+                    )
+                ),
                 "chart": dg.MetadataValue.md(
-                    budget_chart(base.recommendation, f"{market}: current vs recommended spend")
+                    budget_chart(
+                        base.recommendation,
+                        f"{market}: current vs recommended spend",
+                        "per week"
+                        if base.problem.steady_state
+                        else f"over the {base.problem.weeks}-week plan",
+                    )
                 ),
                 "trigger": context.run.tags.get("mmm/trigger", "manual"),
                 "conditions": ", ".join(c.name for c in active) or "none",
@@ -264,7 +316,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             }
         # Each recorded recommendation is new data for what reads it (the BI publish, the report).
         recorded = None if base is None else dg.DataVersion(opt.optimization_id)
-        yield dg.MaterializeResult(metadata=metadata, data_version=recorded)
+        yield dg.MaterializeResult(metadata=ui_metadata(metadata), data_version=recorded)
         yield dg.AssetCheckResult(
             check_name="plan_feasible",
             passed=bool(not conflicts),
@@ -288,14 +340,24 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             severity=dg.AssetCheckSeverity.WARN,
             metadata=not_evaluated
             if base is None
-            else {
-                "prob_uplift_positive": float(base.summary.iloc[0]["prob_uplift_positive"]),
-                "uplift": _uplift_text(base.summary.iloc[0], cfg.kpi.name),
-            },
+            else ui_metadata(
+                {
+                    "prob_uplift_positive": float(base.summary.iloc[0]["prob_uplift_positive"]),
+                    "uplift": _uplift_text(base.summary.iloc[0], cfg.kpi.name),
+                }
+            ),
         )
 
     return [budget_recommendation]
 
 
 def _history_chart(draw, history: pd.DataFrame, title: str) -> str:  # noqa: ANN001 - a monitoring.plots drawer
+    """The chart, once there is a trend to show; before that, text saying so (a chart of one point is a
+    dot, and a stacked area of one point is empty)."""
+    n = optimizations(history)
+    if n < 2:
+        return (
+            f"{n} recommendation so far: the trend over time shows from the second one on "
+            "(the current recommendation is in `recommendation` and `chart`)."
+        )
     return markdown_image(draw(history, title), title)

@@ -58,10 +58,10 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         description=(
             "Publishes the market's new model or recommendation (with every other market's tables) for "
             "BI the same way: model_runs (with champion_model_runs and "
-            "latest_model_runs, one row per market), every run's insight tables (model_<table>) and the "
-            "current champions' rows (champion_<table>) as Parquet snapshots "
+            "latest_model_runs, one row per market), every run's insight tables (`model_<table>`) and the "
+            "current champions' rows (`champion_<table>`) as Parquet snapshots "
             "behind the BI catalog; likewise the budget recommendations: every optimization "
-            "(optimization_<table>) and each market's latest one (latest_<table>)."
+            "(`optimization_<table>`) and each market's latest one (`latest_<table>`)."
         ),
         metadata={"bi_database": str(cfg.bi_database_path), "publish_folder": str(cfg.publish_dir)},
     )

@@ -78,7 +78,7 @@ def build_report_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "and adstock, decomposition and waterfall, convergence, CV against the baselines, ROAS "
             "stability, data quality, warnings, scenarios and next steps. Writes a self-contained HTML "
             "(charts embedded, print stylesheet) and a Markdown version into "
-            f"{cfg.reports_dir}/<market>/<date>/, atomically."
+            f"`{cfg.reports_dir}/<market>/<date>/`, atomically."
         ),
         check_specs=[
             dg.AssetCheckSpec(
