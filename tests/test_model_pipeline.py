@@ -33,20 +33,15 @@ def _run(config_path: Path, refit: bool = False):
     return run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None, refit=refit)
 
 
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    directory = tmp_path_factory.mktemp("model_project")
-    config_path = init_project(directory, "synthetic")
-    small_model_config(config_path)
-    cfg = load_config(config_path)
-    world = generate_world(seed=5, n_weeks=104, start=cfg.calendar.start, markets=MARKETS)
-    write_world(world, cfg.landing_dir, directory / "truth")
-    home = directory / "dagster_home"
-    stages: dict[str, object] = {"config": config_path}
+def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
+    """The suite's shared first run (seed 5, 104 weeks, both markets fitted and promoted), in a copy
+    taken through a run with no new data, a forced refit and a refit under an impossible gate."""
+    config_path, first = two_markets_project
+    home = config_path.parent / "dagster_home"
+    stages: dict[str, object] = {"config": config_path, "first": first}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(home))
-        stages["first"] = _run(config_path)
         stages["after_first"] = model_runs(config_path)
         stages["unchanged"] = _run(config_path)
         stages["after_unchanged"] = model_runs(config_path)
