@@ -27,6 +27,7 @@ from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL, WarehouseResource
 from .defs.staleness import INPUTS_KEY, model_plans
+from .report import latest_report
 from .warehouse import relation_exists
 
 #: How far a run goes: ``ingest`` only, ``features`` (ingest + feature tables), ``model`` (+ refits).
@@ -46,6 +47,9 @@ run_monitoring:
   start_timeout_seconds: 180
   free_slots_after_run_end_seconds: 60
 """
+
+#: The executive report: written again when its folder was deleted (see ``_refit_models``).
+REPORT_KEY = dg.AssetKey("executive_report")
 
 #: Console logging for headless runs: our progress messages, not Dagster's step-by-step debug events.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -325,8 +329,15 @@ def _refit_models(
             log(f"market {market}: model {run['model_id']} ({run['status']}) already covers {last_week}")
             if plan.roots:
                 log(f"market {market}: out of date: {plan.reasons()}: running {_names(plan.selection)}")
-        if plan.selection:
-            run_market(list(plan.selection), market)
+        selection = list(plan.selection)
+        report_gone = latest_report(cfg.reports_dir, market) is None
+        if REPORT_KEY in job_keys and REPORT_KEY not in selection and report_gone:
+            # Dagster tracks materializations, not the files they wrote: a deleted report folder is not
+            # stale to it. The one rule of the runner's own: write the report again (nothing else).
+            log(f"market {market}: no report folder under {cfg.reports_dir}: writing the report again")
+            selection.append(REPORT_KEY)
+        if selection:
+            run_market(selection, market)
 
 
 def _names(keys: tuple[dg.AssetKey, ...]) -> str:

@@ -14,6 +14,7 @@ from mmm_pipeline.config import ProjectConfig, load_config
 from mmm_pipeline.ingest.importers.wide import import_wide, load_wide_mapping
 from mmm_pipeline.runner import RunSummary, project_instance, run_pipeline
 from mmm_pipeline.scaffold import demo_file, init_project
+from mmm_testkit.synthetic import generate_world, write_world
 
 CASE_STUDY = demo_file("case_study_weekly.csv")
 
@@ -110,3 +111,43 @@ def case_study(loaded_case_study: Path, tmp_path: Path) -> ProjectConfig:
     directory = tmp_path / "project"
     shutil.copytree(loaded_case_study, directory, ignore=shutil.ignore_patterns("*.lock", "*dagster_home"))
     return load_config(directory / "mmm_pipeline.yaml")
+
+
+TWO_MARKETS = ("north", "south")
+
+
+@pytest.fixture(scope="session")
+def fitted_two_markets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunSummary]:
+    """A synthetic project with two markets (seed 5, 104 weeks, :func:`small_model_config`) after its first
+    full run: ingested, both markets fitted, cross-validated, promoted, optimized, published, reported.
+
+    The most expensive state the suite needs, built once: the model and the optimization tests start
+    from it. Never change it: use :func:`two_markets_project`, a copy.
+    """
+    directory = tmp_path_factory.mktemp("two_markets")
+    config_path = init_project(directory, "synthetic")
+    small_model_config(config_path)
+    cfg = load_config(config_path)
+    world = generate_world(seed=5, n_weeks=104, start=cfg.calendar.start, markets=TWO_MARKETS)
+    write_world(world, cfg.landing_dir, directory / "truth")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(directory / "dagster_home"))
+        summary = run_pipeline(cfg, instance=project_instance(cfg), log=lambda _msg: None)
+    return directory, summary
+
+
+@pytest.fixture(scope="module")
+def two_markets_project(
+    fitted_two_markets: tuple[Path, RunSummary], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, RunSummary]:
+    """A test module's private copy of :func:`fitted_two_markets` (its config path, and the summary of
+    the first run), safe to change.
+
+    The copy takes the Dagster instance along (``dagster_home``), so it knows what already ran. Registry
+    rows keep their absolute ``artifact_path`` and BI views read the source's snapshot files until the
+    copy publishes again: both stay valid because the source is never changed.
+    """
+    source, first = fitted_two_markets
+    target = tmp_path_factory.mktemp("two_markets_copy") / "project"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.lock"))
+    return target / "mmm_pipeline.yaml", first

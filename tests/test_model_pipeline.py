@@ -2,7 +2,8 @@
 
 One synthetic project with two markets goes through a first fit (both markets promoted), a run with no
 new data (nothing refitted), a forced refit (new champions reusing the old scaling, drift recorded) and
-a refit under an impossible gate (kept as rejected; the champion keeps serving; the run fails loudly).
+a refit under an impossible gate (kept as rejected; the champion keeps serving; the run fails loudly),
+then a refit asking for more history than the data has (fails naming the setting).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import duckdb
 import numpy as np
 import pytest
 import yaml
-from conftest import model_runs, query, small_model_config
+from conftest import model_runs, query
 
 from mmm_pipeline.config import load_config
 from mmm_pipeline.model.build import ModelData
@@ -23,8 +24,6 @@ from mmm_pipeline.model.promotion import cv_failures, gate_failures
 from mmm_pipeline.model.registry import CVRecord, load_model
 from mmm_pipeline.model.settings import GateConfig
 from mmm_pipeline.runner import project_instance, run_pipeline
-from mmm_pipeline.scaffold import init_project
-from mmm_testkit.synthetic import generate_world, write_world
 
 MARKETS = ("north", "south")
 
@@ -34,20 +33,15 @@ def _run(config_path: Path, refit: bool = False):
     return run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None, refit=refit)
 
 
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    directory = tmp_path_factory.mktemp("model_project")
-    config_path = init_project(directory, "synthetic")
-    small_model_config(config_path)
-    cfg = load_config(config_path)
-    world = generate_world(seed=5, n_weeks=104, start=cfg.calendar.start, markets=MARKETS)
-    write_world(world, cfg.landing_dir, directory / "truth")
-    home = directory / "dagster_home"
-    stages: dict[str, object] = {"config": config_path}
+def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
+    """The suite's shared first run (seed 5, 104 weeks, both markets fitted and promoted), in a copy
+    taken through a run with no new data, a forced refit and a refit under an impossible gate."""
+    config_path, first = two_markets_project
+    home = config_path.parent / "dagster_home"
+    stages: dict[str, object] = {"config": config_path, "first": first}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(home))
-        stages["first"] = _run(config_path)
         stages["after_first"] = model_runs(config_path)
         stages["unchanged"] = _run(config_path)
         stages["after_unchanged"] = model_runs(config_path)
@@ -60,6 +54,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["strict"] = _run(config_path, refit=True)
         stages["after_strict"] = model_runs(config_path)
+        # More history required than the project has: the refit fails and the message names the setting.
+        raw["model"]["min_train_weeks"] = 200
+        config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        stages["short"] = _run(config_path, refit=True)
     return stages
 
 
@@ -215,14 +213,10 @@ def test_failing_gate_keeps_the_fit_but_not_as_champion(project: dict) -> None:
     assert (second["draws"] == 800).all() and second["remedy"].str.contains("R-hat/ESS short").all()
 
 
-def test_too_little_history_names_the_setting(tmp_path: Path) -> None:
-    config_path = init_project(tmp_path, "synthetic")
-    small_model_config(config_path, min_train_weeks=80)
-    cfg = load_config(config_path)
-    write_world(generate_world(seed=2, n_weeks=60, start=cfg.calendar.start), cfg.landing_dir, tmp_path / "t")
-    summary = run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None)
+def test_too_little_history_names_the_setting(project: dict) -> None:
+    summary = project["short"]
     assert not summary.ok
-    assert any("60 weeks" in p and "model.min_train_weeks = 80" in p for p in summary.problems), (
+    assert any("104 weeks" in p and "model.min_train_weeks = 200" in p for p in summary.problems), (
         summary.problems
     )
 

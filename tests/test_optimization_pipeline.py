@@ -1,9 +1,10 @@
 """Budget recommendations as Dagster assets on a real project: champion only, tables, BI, infeasible plans.
 
-One synthetic project with two markets is fitted once (both champions) and recommends a budget with the
-example plans; then a scenario whose rules conflict is reported while the base plan is still recorded;
-then a base plan whose rules conflict fails ``plan_feasible``, writes nothing, and the last good
-recommendation keeps serving; a market without a champion fails with a clear message.
+One synthetic project with two markets, fitted once (both champions; the suite's shared first run, in a
+copy), recommends a budget with the example plans; then a scenario whose rules conflict is reported
+while the base plan is still recorded; then a base plan whose rules conflict fails ``plan_feasible``,
+writes nothing, and the last good recommendation keeps serving; a market without a champion fails with a
+clear message.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import small_model_config
 
 from mmm_pipeline.config import load_config
 from mmm_pipeline.definitions import build_definitions
@@ -35,7 +35,6 @@ from mmm_pipeline.optimize.response import SaturationBlock
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
 from mmm_pipeline.settings import ConfigError
-from mmm_testkit.synthetic import generate_world, write_world
 
 MARKETS = ("north", "south")
 SCENARIOS = ["plans/synthetic/recession.yaml", "plans/synthetic/growth.yaml",
@@ -88,18 +87,14 @@ def _snapshot(config_path: Path) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    directory = tmp_path_factory.mktemp("optimization_project")
-    config_path = init_project(directory, "synthetic")
-    small_model_config(config_path)
+def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
+    config_path, first = two_markets_project  # the suite's shared first run, in a copy of its own
+    directory = config_path.parent
     cfg = load_config(config_path)
-    world = generate_world(seed=5, n_weeks=104, start=cfg.calendar.start, markets=MARKETS)
-    write_world(world, cfg.landing_dir, directory / "truth")
-    stages: dict[str, object] = {"config": config_path, "directory": directory}
+    stages: dict[str, object] = {"config": config_path, "directory": directory, "first": first}
     stages["scenario_paths"] = cfg.optimization_scenario_paths
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(directory / "dagster_home"))
-        stages["first"] = _run(config_path)
         stages["after_first"] = _snapshot(config_path)
         # A scenario whose rules conflict: reported with its rules; the base plan is still recorded.
         (directory / "plans" / "squeeze.yaml").write_text(SQUEEZE)

@@ -13,7 +13,6 @@ from .render import (
     html_problems,
     latest_report,
     read_manifest,
-    report_is_current,
     write_report,
 )
 from .untrusted import UntrustedData, build_untrusted_page, load_untrusted_data
@@ -34,6 +33,5 @@ __all__ = [
     "latest_report",
     "load_report_data",
     "read_manifest",
-    "report_is_current",
     "write_report",
 ]

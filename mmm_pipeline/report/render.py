@@ -25,7 +25,7 @@ import pandas as pd
 from ..monitoring import plots as monitoring_plots
 from . import charts
 from .content import SECTIONS, Thresholds, context, history_summary, recommendation_order, waterfall_totals
-from .data import ReportData, serving_ids
+from .data import ReportData
 
 MANIFEST = "report.json"
 
@@ -208,19 +208,6 @@ def latest_report(reports_dir: Path, market: str) -> Path | None:
 
 def read_manifest(folder: Path) -> dict[str, object]:
     return json.loads((folder / MANIFEST).read_text())
-
-
-def report_is_current(reports_dir: Path, bi_database: Path, market: str) -> bool:
-    """Whether the market's newest report shows its published champion and latest recommendation.
-
-    A runner writes the report again when this is false although nothing was refitted (a report that
-    was never written, a new recommendation, a deleted report folder).
-    """
-    folder = latest_report(reports_dir, market)
-    if folder is None:
-        return False
-    manifest = read_manifest(folder)
-    return (manifest.get("model_id"), manifest.get("optimization_id")) == serving_ids(bi_database, market)
 
 
 #: An attribute or CSS reference that would make the browser fetch something over the network.
