@@ -16,6 +16,23 @@ from mmm_pipeline.runner import RunSummary, project_instance, run_pipeline
 from mmm_pipeline.scaffold import demo_file, init_project
 from mmm_testkit.synthetic import generate_world, write_world
 
+#: Session fixtures that fit or load a whole project once. Under pytest-xdist (``scripts/test.sh`` runs
+#: ``-n 2 --dist loadgroup``) every test that uses one runs on the same worker, so each is built once in
+#: the suite, not once per worker; the other worker takes the remaining tests meanwhile.
+SHARED_PROJECTS = {
+    "fitted_two_markets": "two_markets",
+    "two_markets_project": "two_markets",
+    "loaded_case_study": "case_study",
+    "case_study": "case_study",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        groups = {SHARED_PROJECTS[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_PROJECTS}
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(sorted(groups)[0]))
+
 CASE_STUDY = demo_file("case_study_weekly.csv")
 
 
