@@ -15,10 +15,10 @@ matplotlib.use("Agg")  # headless: Dagster workers, CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-__all__ = ["SHORT", "markdown_image", "plt", "png_bytes"]
+__all__ = ["SHORT", "markdown_image", "plt", "png_bytes", "short_amount"]
 
 
-def _short(value: float, _position: object = None) -> str:
+def short_amount(value: float, _position: object = None) -> str:
     """Axis numbers at a glance: 1.2k, 3.4M, 2B instead of a 1e8 offset above the axis."""
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= size:
@@ -27,7 +27,7 @@ def _short(value: float, _position: object = None) -> str:
 
 
 #: Axis tick formatter for amounts (``ax.yaxis.set_major_formatter(SHORT)``).
-SHORT = FuncFormatter(_short)
+SHORT = FuncFormatter(short_amount)
 
 
 def png_bytes(figure: plt.Figure, dpi: int) -> bytes:

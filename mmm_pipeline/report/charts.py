@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from mmm_pipeline.charts import plt, png_bytes
+from mmm_pipeline.charts import SHORT, plt, png_bytes, short_amount
 
 DPI = 110
 CURRENT, RECOMMENDED = "0.55", "#1f77b4"
@@ -43,17 +43,6 @@ def from_figure(figure: plt.Figure, name: str, title: str) -> Chart:
 
 def _render(figure: plt.Figure, name: str, title: str) -> Chart:
     return Chart(name, title, png_bytes(figure, DPI))
-
-
-def _short(value: float, _position: object = None) -> str:
-    """Axis numbers a reader can take in at a glance: 1.2k, 3.4M, 2B instead of 1e6 offsets."""
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= size:
-            return f"{value / size:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
-SHORT = FuncFormatter(_short)
 
 
 def _style(ax: plt.Axes) -> None:
@@ -206,7 +195,7 @@ def waterfall_chart(totals: pd.DataFrame) -> Chart:
         ax.bar(i, row.total, bottom=running, color="#d62728" if negative else "#2ca02c",
                hatch="//" if negative else None, edgecolor="white", linewidth=0.5)  # fmt: skip
         top = running + max(row.total, 0.0)
-        ax.annotate(("−" if negative else "+") + _short(abs(row.total)), (i, top),
+        ax.annotate(("−" if negative else "+") + short_amount(abs(row.total)), (i, top),
                     xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7,
                     color="#b42318" if negative else "0.2")  # fmt: skip
         if i + 1 < len(totals):
@@ -214,8 +203,8 @@ def waterfall_chart(totals: pd.DataFrame) -> Chart:
             ax.plot([i + 0.4, i + 0.6], [end, end], color="0.5", linewidth=0.6)
         running += row.total
     ax.bar(len(totals), running, color=RECOMMENDED)
-    ax.annotate(_short(running), (len(totals), max(running, 0.0)), xytext=(0, 2), textcoords="offset points",
-                ha="center", va="bottom", fontsize=7)  # fmt: skip
+    ax.annotate(short_amount(running), (len(totals), max(running, 0.0)), xytext=(0, 2),
+                textcoords="offset points", ha="center", va="bottom", fontsize=7)  # fmt: skip
     ax.axhline(0, color="0.3", linewidth=0.6)
     ax.set_xticks(range(len(totals) + 1), [*totals["label"], "total"], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("KPI over the window")
