@@ -160,7 +160,7 @@ def _print_champions(cfg: ProjectConfig) -> None:
                 print(f"  cross-validation, {cv[0][1]} folds (lower CRPS is better):")
                 for model, _, crps, cv_mape, coverage, skill in cv:
                     print(
-                        f"    {model:<15} CRPS {crps:>12,.4g}  MAPE {cv_mape:6.1%}  94% coverage "
+                        f"    {model:<15} CRPS {crps:>14,.0f}  MAPE {cv_mape:6.1%}  94% coverage "
                         f"{coverage:4.0%}  skill vs seasonal-naive {skill:+.2f}"
                     )
             rows = bi.execute(
