@@ -116,12 +116,5 @@ def model_plans(
 
 def _closure(asset_graph: BaseAssetGraph, roots: Iterable[dg.AssetKey], keys: set[dg.AssetKey]) -> tuple:
     """``roots`` and their descendants among ``keys``, in a stable order."""
-    out: set[dg.AssetKey] = set()
-    todo = list(roots)
-    while todo:
-        key = todo.pop()
-        if key in out or key not in keys:
-            continue
-        out.add(key)
-        todo.extend(asset_graph.get(key).child_keys)
-    return tuple(sorted(out))
+    below = dg.AssetSelection.assets(*roots).downstream().resolve(asset_graph)
+    return tuple(sorted(below & keys))
