@@ -66,7 +66,9 @@ def run_child(seed: int, compiledir: Path, numba_dir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="cold/warm pairs, each with new directories")
@@ -78,12 +80,17 @@ def main() -> None:
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             compiledir, numba_dir = Path(tmp) / "pytensor", Path(tmp) / "numba"
-            for label, seed in (("cold", args.seed), ("warm", args.seed), ("warm, other data", args.seed + 1)):
+            for label, seed in (
+                ("cold", args.seed),
+                ("warm", args.seed),
+                ("warm, other data", args.seed + 1),
+            ):
                 row = run_child(seed, compiledir, numba_dir)
                 rows.append((repeat, label, row))
                 print(
-                    f"repeat {repeat} {label:<17} compile {row['compile']:6.1f} s  sample {row['sample']:5.1f} s  "
-                    f"fit {row['total']:6.1f} s  process {row['process_wall']:6.1f} s",
+                    f"repeat {repeat} {label:<17} compile {row['compile']:6.1f} s  "
+                    f"sample {row['sample']:5.1f} s  fit {row['total']:6.1f} s  "
+                    f"process {row['process_wall']:6.1f} s",
                     flush=True,
                 )
     cold = [r["compile"] for _, label, r in rows if label == "cold"]
