@@ -5,6 +5,7 @@ import dagster as dg
 from mmm_pipeline.features.sql_models import SqlModel
 from mmm_pipeline.publish.bi import publish
 from mmm_pipeline.tables import (
+    GEO_OPTIMIZATION_TABLES,
     MONITORING_TABLES,
     OPTIMIZATION_TABLES,
     RUN_TABLES,
@@ -17,6 +18,7 @@ from mmm_pipeline.tables import ensure_optimization as ensure_optimization_schem
 from ...config import ProjectConfig
 from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
+from .optimization import GEO_ASSET
 
 
 def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> list[dg.AssetsDefinition]:
@@ -85,7 +87,35 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         context.log.info(f"published {len(counts)} model and optimization table(s) to {cfg.bi_database_path}")
         return dg.MaterializeResult(metadata={"tables": dg.MetadataValue.md(_row_counts(counts))})
 
-    return [bi_snapshots, bi_model_snapshots]
+    geo_assets: list[dg.AssetsDefinition] = []
+    if optimization and cfg.optimization_geo_plan_path is not None:
+
+        @dg.asset(
+            group_name="publish",
+            kinds={"duckdb", "parquet"},
+            deps=[GEO_ASSET],
+            pool=WRITER_POOL,
+            description=(
+                "Publishes the geo budget recommendations for BI the same way: every geo optimization "
+                "(`optimization_geo_plan_summary`, `optimization_geo_market_totals`, "
+                "`optimization_geo_allocations`) and the latest one (`latest_geo_<table>`)."
+            ),
+            metadata={"bi_database": str(cfg.bi_database_path), "publish_folder": str(cfg.publish_dir)},
+        )
+        def bi_geo_snapshots(
+            context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        ) -> dg.MaterializeResult:
+            relations = {f"optimization_{name}": f"optimization.{name}" for name in GEO_OPTIMIZATION_TABLES}
+            relations |= {f"latest_{name}": f"optimization.latest_{name}" for name in GEO_OPTIMIZATION_TABLES}
+            with warehouse.get_connection() as conn:
+                ensure_optimization_schema(conn)
+                counts = publish(conn, relations, cfg.publish_dir, cfg.bi_database_path)
+            context.log.info(f"published {len(counts)} geo budget table(s) to {cfg.bi_database_path}")
+            return dg.MaterializeResult(metadata={"tables": dg.MetadataValue.md(_row_counts(counts))})
+
+        geo_assets.append(bi_geo_snapshots)
+
+    return [bi_snapshots, bi_model_snapshots, *geo_assets]
 
 
 def _row_counts(counts: dict[str, int]) -> str:
