@@ -63,7 +63,8 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
             "latest_model_runs, one row per market), every run's insight tables (`model_<table>`) and the "
             "current champions' rows (`champion_<table>`) as Parquet snapshots "
             "behind the BI catalog; likewise the budget recommendations: every optimization "
-            "(`optimization_<table>`) and each market's latest one (`latest_<table>`)."
+            "(`optimization_<table>`) and each market's latest one (`latest_<table>`), and the geo budget "
+            "tables (`optimization_geo_<table>`, `latest_geo_<table>`; empty without a geo plan)."
         ),
         metadata={"bi_database": str(cfg.bi_database_path), "publish_folder": str(cfg.publish_dir)},
     )
@@ -77,6 +78,8 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         if optimization:
             relations |= {f"optimization_{name}": f"optimization.{name}" for name in OPTIMIZATION_TABLES}
             relations |= {f"latest_{name}": f"optimization.latest_{name}" for name in OPTIMIZATION_TABLES}
+            # the geo tables too (empty without a geo plan): the catalog's relations never depend on config
+            relations |= _geo_relations()
         relations |= MONITORING_TABLES  # performance_tracking, drift_events, optimization_history
         with warehouse.get_connection() as conn:
             ensure_schema(conn)
@@ -105,8 +108,7 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         def bi_geo_snapshots(
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
-            relations = {f"optimization_{name}": f"optimization.{name}" for name in GEO_OPTIMIZATION_TABLES}
-            relations |= {f"latest_{name}": f"optimization.latest_{name}" for name in GEO_OPTIMIZATION_TABLES}
+            relations = _geo_relations()
             with warehouse.get_connection() as conn:
                 ensure_optimization_schema(conn)
                 counts = publish(conn, relations, cfg.publish_dir, cfg.bi_database_path)
@@ -116,6 +118,12 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         geo_assets.append(bi_geo_snapshots)
 
     return [bi_snapshots, bi_model_snapshots, *geo_assets]
+
+
+def _geo_relations() -> dict[str, str]:
+    """BI name -> warehouse relation of the geo budget tables: every geo optimization and the latest."""
+    relations = {f"optimization_{name}": f"optimization.{name}" for name in GEO_OPTIMIZATION_TABLES}
+    return relations | {f"latest_{name}": f"optimization.latest_{name}" for name in GEO_OPTIMIZATION_TABLES}
 
 
 def _row_counts(counts: dict[str, int]) -> str:
