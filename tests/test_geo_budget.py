@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from mmm_pipeline.cli import main
 from mmm_pipeline.config import load_config
 from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import GEO_JOB, MODEL_JOB
@@ -37,6 +39,8 @@ from mmm_pipeline.optimize.response import SaturationBlock
 from mmm_pipeline.optimize.solver import Evaluator
 from mmm_pipeline.report import build_report, load_report_data
 from mmm_pipeline.runner import project_instance
+from mmm_pipeline.scaffold import init_project
+from mmm_pipeline.settings import ConfigError
 
 GEO_PLAN = (
     Path(__file__).resolve().parent.parent / "mmm_pipeline" / "demo" / "plans" / "synthetic" / "geo_plan.yaml"
@@ -289,3 +293,29 @@ def test_the_geo_job_records_and_publishes_through_dagster(geo_project: dict) ->
     report = build_report(load_report_data(cfg.bi_database_path, "north", cfg.kpi.name))
     assert "One budget across markets" in report.markdown
     assert "**north**" in report.markdown and "One budget across markets" in report.html
+
+
+def test_the_geo_plan_file_is_checked_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A missing geo plan is a config error naming the key; a market plan given as the geo plan stops the
+    CLI (exit 2) naming the file and the key, before any run."""
+    config_path = init_project(tmp_path, "synthetic")
+    raw = yaml.safe_load(config_path.read_text())
+    raw["optimization"]["geo_plan"] = "plans/nope.yaml"
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"optimization\.geo_plan.*plans/nope\.yaml does not exist"):
+        load_config(config_path)
+    raw["optimization"]["geo_plan"] = "plans/synthetic/base_plan.yaml"
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["--config", str(config_path), "run"]) == 2
+    assert (
+        "base_plan.yaml: scope: optimization.geo_plan needs a plan with 'scope: geo'"
+        in capsys.readouterr().err
+    )
+    raw["optimization"]["geo_plan"] = "plans/synthetic/geo_plan.yaml"  # copied by init
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    graph = build_definitions(load_config(config_path)).resolve_asset_graph()
+    geo_key = dg.AssetKey("geo_budget_recommendation")
+    assert graph.get(geo_key).group_name == "optimization" and not graph.get(geo_key).is_partitioned
+    assert graph.get(dg.AssetKey("bi_geo_snapshots")).parent_keys == {geo_key}
