@@ -156,6 +156,9 @@ def test_national_and_market_rules_hold(responses: dict) -> None:
     assert cells.loc["north"].sum() <= 1.3 * 115_000 + 1e-6  # markets.* applies to north
     rules = set(result.cells["binding_rule"])
     assert any("markets." in r or "channels.tv" in r or "shares." in r for r in rules)
+    kinds = dict(zip(result.cells["binding_rule"], result.cells["binding_kind"], strict=True))
+    assert all(kinds[r] == "share" for r in kinds if r.startswith("markets.south.min_share"))
+    assert all(kinds[r] == "bound" for r in kinds if r.startswith("markets.south.channels."))
 
 
 def test_a_fixed_market_keeps_its_allocation(responses: dict) -> None:
