@@ -34,6 +34,18 @@ the quarter's budget, ``channels.tv.max`` the quarter's TV spend). Percentages a
 current spend over the same horizon. Shares are of the plan's total spend. Channel bounds apply whether
 a channel is on or off, so a channel with ``min_on`` can only be off if its lower bound is 0.
 
+A geo plan (``scope: geo``) splits one total over every market x channel
+(:mod:`mmm_pipeline.optimize.geo`): ``budget``, ``channels``, ``shares`` and ``ratios`` are then national
+(a channel's spend summed over the markets), and ``markets`` holds per-market rules::
+
+    scope: geo
+    budget: {change_pct: 0}             # the national total
+    channels: {tv: {max_change_pct: 30}}
+    markets:
+      north: {fixed: true}              # keep its current allocation, cell by cell
+      south: {min_share: 0.2, channels: {radio: {min_on: 5000}}}
+      "*": {min_change_pct: -40, max_change_pct: 40}   # every other market's total
+
 A scenario file changes a base plan::
 
     scenario: recession
