@@ -216,6 +216,15 @@ def test_plan_errors_name_the_key(responses: dict) -> None:
 # --- the pipeline: the two fitted markets ---------------------------------------------------------------
 
 
+CONFLICTING_GEO = """scope: geo
+name: conflicting
+budget: {change_pct: 0}
+markets:
+  north: {min_share: 0.7}
+  south: {min_share: 0.5}
+"""
+
+
 def _champion_inputs(cfg) -> tuple[dict[str, ResponseModel], dict[str, pd.DataFrame]]:
     responses, histories = {}, {}
     with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
@@ -224,7 +233,7 @@ def _champion_inputs(cfg) -> tuple[dict[str, ResponseModel], dict[str, pd.DataFr
             channels = ScalingSpec.model_validate_json(str(run["scaling"])).channels
             histories[market] = spend_history(conn, market, channels, pd.Timestamp(run["train_end"]).date())
             model = load_model(str(run["artifact_path"]))
-            responses[market] = ResponseModel.from_idata(model.idata, model.scaling, model.spec, 200)
+            responses[market] = ResponseModel.from_idata(model.idata, model.scaling, model.spec, 100)
     return responses, histories
 
 
@@ -244,6 +253,17 @@ def geo_project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
         out["model_job_keys"] = defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
         out["result"] = defs.resolve_job_def(GEO_JOB).execute_in_process(
             instance=project_instance(cfg), raise_on_error=False
+        )
+        with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+            out["rows_after_first"] = conn.execute(
+                "SELECT count(*) FROM optimization.geo_allocations"
+            ).fetchone()
+        # rules that cannot hold together: the run fails naming them, and nothing is written
+        (directory / "plans" / "geo.yaml").write_text(CONFLICTING_GEO)
+        out["conflicting"] = (
+            build_definitions(cfg)
+            .resolve_job_def(GEO_JOB)
+            .execute_in_process(instance=project_instance(cfg), raise_on_error=False)
         )
     return out
 
@@ -322,3 +342,19 @@ def test_the_geo_plan_file_is_checked_before_anything_runs(
     geo_key = dg.AssetKey("geo_budget_recommendation")
     assert graph.get(geo_key).group_name == "optimization" and not graph.get(geo_key).is_partitioned
     assert graph.get(dg.AssetKey("bi_geo_snapshots")).parent_keys == {geo_key}
+
+
+def test_a_geo_plan_whose_rules_conflict_writes_nothing_and_names_them(geo_project: dict) -> None:
+    result, cfg = geo_project["conflicting"], geo_project["cfg"]
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = str(failure.event_specific_data.error.message)
+    assert "markets.north.min_share" in message and "markets.south.min_share" in message
+    first = geo_project["result"].asset_materializations_for_node("geo_budget_recommendation")[0]
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+        (latest,) = conn.execute(
+            "SELECT geo_optimization_id FROM optimization.latest_geo_plan_summary"
+        ).fetchone()
+        rows = conn.execute("SELECT count(*) FROM optimization.geo_allocations").fetchone()
+    assert latest == first.metadata["geo_optimization_id"].value  # the last good one keeps serving
+    assert rows == geo_project["rows_after_first"]
