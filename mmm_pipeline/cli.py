@@ -24,19 +24,22 @@ from mmm_pipeline.ingest.importers.wide import (
 from mmm_pipeline.settings import ConfigError
 
 from .config import CONFIG_ENV_VAR, ProjectConfig, load_config
-from .optimize.plan import PlanError, load_scenarios
+from .optimize.plan import PlanError, load_plan, load_scenarios
 from .report import latest_report, read_manifest
 from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline
 from .scaffold import EXAMPLES, demo_file, init_project
 
 
 def _config(args: argparse.Namespace) -> ProjectConfig:
-    """The project config, with its plan and scenario files validated too: a bad plan is an error
-    naming the file and the key before anything runs (exit 2, like a config error)."""
+    """The project config, with its plan, scenario and geo plan files validated too: a bad plan is an
+    error naming the file and the key before anything runs (exit 2, like a config error)."""
     cfg = load_config(args.config)
     if cfg.optimization.enabled:
         files = cfg.optimization_files()
         load_scenarios(files[0], files[1:])
+        geo = cfg.optimization_geo_plan_path
+        if geo is not None and load_plan(geo).scope != "geo":
+            raise PlanError(str(geo), "scope", "optimization.geo_plan needs a plan with 'scope: geo'")
     return cfg
 
 

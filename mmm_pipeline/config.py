@@ -149,6 +149,14 @@ class ProjectConfig(InputContract):
             for p in map(Path, self.optimization.scenarios)
         ]
 
+    @property
+    def optimization_geo_plan_path(self) -> Path | None:
+        """The geo budget plan (``optimization.geo_plan``) resolved, or None when there is none."""
+        if self.optimization.geo_plan is None:
+            return None
+        p = Path(self.optimization.geo_plan)
+        return p if p.is_absolute() else (self.root / p).resolve()
+
     def optimization_files(self) -> list[Path]:
         """The plan and scenario files; a missing one is a :class:`ConfigError` naming its key and path."""
         named = [("optimization.plan", self.optimization_plan_path)]
@@ -196,4 +204,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ProjectConfig:
             cfg.optimization_files()
         except ConfigError as exc:
             raise ConfigError(f"{resolved}: {exc}") from None
+        geo = cfg.optimization_geo_plan_path
+        if geo is not None and not geo.is_file():
+            raise ConfigError(
+                f"{resolved}: key 'optimization.geo_plan': plan file {geo} does not exist "
+                f"(paths are relative to {cfg.root})"
+            )
     return cfg

@@ -327,6 +327,63 @@ CREATE TABLE IF NOT EXISTS optimization.scenario_allocations (   -- feasible sce
 );
 """
 
+GEO_OPTIMIZATION_DDL = """
+CREATE TABLE IF NOT EXISTS optimization.geo_plan_summary (   -- one row per geo optimization: one total
+    geo_optimization_id VARCHAR PRIMARY KEY,                  -- split over every market x channel
+    created_at TIMESTAMP NOT NULL,
+    dagster_run_id VARCHAR,
+    plan VARCHAR, description VARCHAR, plan_source VARCHAR,
+    plan_hash VARCHAR,                -- sha256 of the geo plan's content
+    markets VARCHAR,                  -- the markets optimized together, comma-separated
+    model_ids VARCHAR,                -- JSON {market: champion model_id} whose posteriors were used
+    n_markets INTEGER, n_cells INTEGER,   -- cells: market x channel
+    mode VARCHAR, weeks INTEGER, objective VARCHAR, risk VARCHAR,
+    budget DOUBLE, budget_mode VARCHAR,   -- the national total
+    total_current DOUBLE, total_recommended DOUBLE,
+    objective_current DOUBLE, objective_recommended DOUBLE,
+    contribution_current_mean DOUBLE,
+    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
+    roas_current DOUBLE, roas_recommended DOUBLE,
+    uplift_mean DOUBLE, uplift_hdi_low DOUBLE, uplift_hdi_high DOUBLE,   -- national, per joint draw
+    uplift_pct DOUBLE, prob_uplift_positive DOUBLE,
+    same_mix_uplift_mean DOUBLE, same_mix_uplift_hdi_low DOUBLE, same_mix_uplift_hdi_high DOUBLE,
+    prob_same_mix_uplift_positive DOUBLE,  -- vs every cell's current spend scaled to the new total
+    n_flags INTEGER, flags VARCHAR,   -- cells outside their market's historical range
+    n_draws INTEGER,                  -- joint posterior draws used
+    history_end DATE,                 -- the last week of the spend histories (aligned at their end)
+    seconds DOUBLE
+);
+CREATE TABLE IF NOT EXISTS optimization.geo_market_totals (   -- one row per market of a geo optimization
+    geo_optimization_id VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+    market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    current DOUBLE, recommended DOUBLE, change DOUBLE, change_pct DOUBLE,
+    share_current DOUBLE, share_recommended DOUBLE,   -- of the national total
+    contribution_current_mean DOUBLE,
+    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
+    uplift_mean DOUBLE, uplift_hdi_low DOUBLE, uplift_hdi_high DOUBLE,   -- in this market, per draw
+    prob_uplift_positive DOUBLE,
+    roas_current DOUBLE, roas_recommended DOUBLE
+);
+CREATE TABLE IF NOT EXISTS optimization.geo_allocations (   -- one row per market x channel
+    geo_optimization_id VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+    market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    channel VARCHAR, channel_group VARCHAR,
+    current DOUBLE, recommended DOUBLE, change DOUBLE, change_pct DOUBLE,
+    share_current DOUBLE, share_recommended DOUBLE,   -- of the national total
+    contribution_current_mean DOUBLE,
+    contribution_mean DOUBLE, contribution_hdi_low DOUBLE, contribution_hdi_high DOUBLE,
+    roas_current DOUBLE, roas_recommended DOUBLE, mroas_current DOUBLE, mroas_recommended DOUBLE,
+    hist_weekly_min DOUBLE, hist_weekly_max DOUBLE, recommended_weekly_max DOUBLE,
+    range_flag VARCHAR,               -- as optimization.recommendations, against the market's history
+    binding_rule VARCHAR,             -- the geo plan's rule(s) holding the cell there (plan-file keys)
+    binding_kind VARCHAR, binding_description VARCHAR,
+    shadow_price DOUBLE               -- objective gained per unit the rule is loosened
+);
+"""
+
+#: The geo tables; each also gets a ``latest_<name>`` view (the latest geo optimization), for BI.
+GEO_OPTIMIZATION_TABLES = ("geo_plan_summary", "geo_market_totals", "geo_allocations")
+
 #: The tables above; each also gets a ``latest_<name>`` view (each market's latest optimization), for BI.
 OPTIMIZATION_TABLES = (
     "plan_summary",
@@ -339,7 +396,8 @@ OPTIMIZATION_TABLES = (
 
 
 def ensure_optimization(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the ``optimization`` tables and their ``latest_<table>`` views (idempotent)."""
+    """Create the ``optimization`` tables (per market and geo) and their ``latest_<table>`` views
+    (idempotent)."""
     conn.execute(OPTIMIZATION_DDL)
     conn.execute(
         "CREATE OR REPLACE VIEW optimization.latest_plan_summary AS SELECT * FROM optimization.plan_summary "
@@ -349,6 +407,18 @@ def ensure_optimization(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(
             f"CREATE OR REPLACE VIEW optimization.latest_{name} AS SELECT * FROM optimization.{name} "
             "WHERE optimization_id IN (SELECT optimization_id FROM optimization.latest_plan_summary)"
+        )
+    conn.execute(GEO_OPTIMIZATION_DDL)
+    conn.execute(
+        "CREATE OR REPLACE VIEW optimization.latest_geo_plan_summary AS "
+        "SELECT * FROM optimization.geo_plan_summary "
+        "QUALIFY row_number() OVER (ORDER BY created_at DESC, geo_optimization_id DESC) = 1"
+    )
+    for name in GEO_OPTIMIZATION_TABLES[1:]:
+        conn.execute(
+            f"CREATE OR REPLACE VIEW optimization.latest_{name} AS SELECT * FROM optimization.{name} "
+            "WHERE geo_optimization_id IN "
+            "(SELECT geo_optimization_id FROM optimization.latest_geo_plan_summary)"
         )
 
 

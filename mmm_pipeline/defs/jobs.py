@@ -32,12 +32,29 @@ MODEL_SELECTION = (
     | dg.AssetSelection.assets("bi_model_snapshots")
     | MONITORING_SELECTION
 )
+#: One budget across markets (``optimization.geo_plan``): the geo recommendation and its BI publish.
+GEO_JOB = "geo_budget"
+GEO_ASSETS = ("geo_budget_recommendation", "bi_geo_snapshots")
 #: What the weekly schedule runs in its first run (extend by adding groups, e.g. "report").
 WEEKLY_SELECTION = INGEST_SELECTION | FEATURES_SELECTION
 
 
 def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
+    geo = cfg.optimization.enabled and cfg.optimization_geo_plan_path is not None
+    # The geo budget reads every market's champion: it runs on its own, never inside one market's run.
+    model_selection = MODEL_SELECTION - dg.AssetSelection.assets(*GEO_ASSETS) if geo else MODEL_SELECTION
+    geo_jobs = [
+        dg.define_asset_job(
+            GEO_JOB,
+            selection=dg.AssetSelection.assets(*GEO_ASSETS),
+            description=(
+                "Split one national budget over every market x channel with each market's champion "
+                "(optimization.geo_plan), record it and publish it for BI."
+            ),
+        )
+    ]
     return [
+        *(geo_jobs if geo else []),
         dg.define_asset_job(
             INGEST_JOB,
             selection=INGEST_SELECTION,
@@ -54,7 +71,7 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
         ),
         dg.define_asset_job(
             MODEL_JOB,
-            selection=MODEL_SELECTION,
+            selection=model_selection,
             partitions_def=MARKETS,
             # UI and schedule runs spread CV fold steps over processes; the CLI runs them in-process.
             executor_def=dg.multiprocess_executor.configured({"max_concurrent": cfg.cv.max_parallel_folds}),

@@ -54,6 +54,10 @@ class Binding:
 
 
 def rule_kind(name: str) -> str:
+    """The kind of rule a plan-file key names; a geo plan's market rules (``markets.``) are bounds on the
+    market's total or channels, or shares of the national total (``min_share``/``max_share``)."""
+    if name.startswith("markets.") and ".channels." not in name and "_share" in name:
+        return "share"
     return next((kind for prefix, kind in KINDS if name.startswith(prefix)), "bound")
 
 

@@ -74,6 +74,10 @@ class BudgetResult:
     uplift_draws: np.ndarray
     info: SolveInfo
     flags: list[str] = field(default_factory=list)
+    contribution_current_draws: np.ndarray | None = None
+    """``(S, C)`` per-draw contribution of each channel under the current allocation."""
+    contribution_draws: np.ndarray | None = None
+    """``(S, C)`` the same under the recommendation (sums over channels give per-draw totals)."""
 
 
 def _direction(plan: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -187,6 +191,19 @@ def optimize_budget(
     every rule; both before any optimization.
     """
     problem = build_problem(plan, response.channels, current=current, history=history, groups=groups)
+    return optimize_problem(problem, response, n_starts=n_starts, seed=seed)
+
+
+def optimize_problem(
+    problem: Problem, response: ResponseModel, *, n_starts: int = 3, seed: int = 0
+) -> BudgetResult:
+    """Optimize a resolved :class:`Problem` (its rules, current allocation and history) with ``response``,
+    whose channels are the problem's: :func:`optimize_budget` for one market,
+    :func:`mmm_pipeline.optimize.geo.optimize_geo_budget` for every market x channel cell at once.
+
+    Raises :class:`InfeasiblePlanError` (naming the conflicting rules) before any optimization.
+    """
+    plan = problem.plan
     require_feasible(problem)
     observed_max = None
     if problem.hist_max is not None:
@@ -293,7 +310,7 @@ def optimize_budget(
     )
     return BudgetResult(
         plan, problem, recommended, value, objective_current, recommendation, summary,
-        marginal_table(response, problem, recommended), weekly, uplift, info, flags,
+        marginal_table(response, problem, recommended), weekly, uplift, info, flags, g_current, g_rec,
     )  # fmt: skip
 
 

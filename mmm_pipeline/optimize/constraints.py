@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
-from mmm_pipeline.optimize.plan import Plan, PlanError
+from mmm_pipeline.optimize.plan import ChannelRule, Plan, PlanError
 
 _EPS = 1e-9
 
@@ -167,6 +167,119 @@ def _resolve_groups(
     return out
 
 
+def amount_rules(
+    key: str,
+    suffix: str,
+    name: str,
+    row: np.ndarray,
+    current_amount: float,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_change_pct: float | None = None,
+    max_change_pct: float | None = None,
+) -> list[Rule]:
+    """Bounds on one sum of spend (``row @ x``: a channel's total, a market's, a channel's over markets):
+    absolute ``min``/``max`` and changes in % of ``current_amount``, named ``<key>.<rule><suffix>``."""
+    row = np.asarray(row, dtype=float)[None]
+    rules = []
+    if minimum is not None:
+        rules.append(
+            Rule(
+                f"{key}.min{suffix}",
+                f"{name} >= {minimum:,.0f}",
+                row,
+                np.array([minimum]),
+                np.array([np.inf]),
+            )
+        )
+    if maximum is not None:
+        rules.append(
+            Rule(
+                f"{key}.max{suffix}",
+                f"{name} <= {maximum:,.0f}",
+                row,
+                np.array([-np.inf]),
+                np.array([maximum]),
+            )
+        )
+    for side, pct in (("min", min_change_pct), ("max", max_change_pct)):
+        if pct is None:
+            continue
+        amount = current_amount * (1 + pct / 100)
+        lo, hi = (amount, np.inf) if side == "min" else (-np.inf, amount)
+        op = ">=" if side == "min" else "<="
+        rules.append(
+            Rule(
+                f"{key}.{side}_change_pct{suffix}",
+                f"{name} {op} {amount:,.0f} ({pct:+g}% of current {current_amount:,.0f})",
+                row,
+                np.array([lo]),
+                np.array([hi]),
+            )  # fmt: skip
+        )
+    return rules
+
+
+def channel_rules(
+    rule: ChannelRule, key: str, suffix: str, name: str, c: int, current_plan: np.ndarray
+) -> list[Rule]:
+    """One channel's rules (column ``c`` of an ``(H, C)`` allocation whose current one is
+    ``current_plan``), named ``<key>.<rule><suffix>`` as in the plan file."""
+    weeks, n_ch = current_plan.shape
+    current_total = float(current_plan[:, c].sum())
+    if rule.fixed is not None and rule.fixed is not False:
+        amount = current_total if rule.fixed is True else float(rule.fixed)
+        pattern = current_plan[:, c] if current_total > 0 else np.full(weeks, 1.0 / weeks)
+        pattern = pattern / pattern.sum() * amount
+        fixed = {t * n_ch + c: float(pattern[t]) for t in range(weeks)}
+        return [
+            Rule(f"{key}.fixed{suffix}", f"{name} fixed at {amount:,.0f}", var_lb=fixed, var_ub=dict(fixed))
+        ]
+    row = np.zeros(weeks * n_ch)
+    row[c::n_ch] = 1.0
+    rules = amount_rules(
+        key, suffix, name, row, current_total, rule.min, rule.max, rule.min_change_pct, rule.max_change_pct
+    )
+    if rule.min_on is not None:
+        rules.append(
+            Rule(f"{key}.min_on{suffix}", f"{name} is 0 or >= {rule.min_on:,.0f}", min_on=(c, rule.min_on))
+        )
+    return rules
+
+
+def history_rules(
+    plan: Plan, hist: np.ndarray | None, channels: Sequence[str], weeks: int
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, list[Rule]]:
+    """Each channel's historical weekly range (smallest non-zero and largest week, whether it spent in
+    every week) over the plan's ``history.weeks`` of ``hist`` ``(W, C)``, and the ``history.cap_multiple``
+    rules it sets."""
+    src, n_ch = plan.source, len(channels)
+    rules: list[Rule] = []
+    hist_min = hist_max = always_on = None
+    if hist is not None and hist.shape[0]:
+        window = hist if plan.history.weeks is None else hist[-plan.history.weeks :]
+        hist_max = window.max(axis=0)
+        positive = np.where(window > 0, window, np.inf).min(axis=0)
+        hist_min = np.where(np.isfinite(positive), positive, 0.0)
+        always_on = (window > 0).all(axis=0)
+    if plan.history.cap_multiple is not None:
+        if hist_max is None:
+            raise PlanError(src, "history.cap_multiple", "needs the spend history")
+        for c, name in enumerate(channels):
+            cap = plan.history.cap_multiple * float(hist_max[c])
+            ub = {t * n_ch + c: cap for t in range(weeks)}
+            rules.append(
+                Rule(
+                    f"history.cap_multiple[{name}]",
+                    f"{name} weekly spend <= {plan.history.cap_multiple:g} x historical max "
+                    f"{hist_max[c]:,.0f}",
+                    var_ub=ub,
+                )
+            )
+
+    return hist_min, hist_max, always_on, rules
+
+
 def build_problem(
     plan: Plan,
     channels: Sequence[str],
@@ -185,6 +298,10 @@ def build_problem(
     ``groups``: channel -> group (the project config's ``group``) or group -> channels; the plan's own
     ``groups`` take precedence.
     """
+    if plan.scope == "geo":
+        raise PlanError(
+            plan.source, "scope", "a geo plan budgets across markets: optimize it with optimize_geo_budget"
+        )
     channels = tuple(channels)
     n_ch, weeks = len(channels), plan.horizon.weeks
     steady = plan.horizon.resolved_mode == "steady_state"
@@ -267,60 +384,7 @@ def build_problem(
             (c, plan.channels["*"], "channels.*", f"[{c}]") for c in channels if c not in plan.channels
         ]
     for name, rule, key, suffix in entries:
-        c = channels.index(name)
-        row = total_row([c])[None]
-        if rule.fixed is not None and rule.fixed is not False:
-            amount = current_total[c] if rule.fixed is True else float(rule.fixed)
-            pattern = current_plan[:, c] if current_total[c] > 0 else np.full(weeks, 1.0 / weeks)
-            pattern = pattern / pattern.sum() * amount
-            fixed = {t * n_ch + c: float(pattern[t]) for t in range(weeks)}
-            rules.append(
-                Rule(
-                    f"{key}.fixed{suffix}", f"{name} fixed at {amount:,.0f}", var_lb=fixed, var_ub=dict(fixed)
-                )
-            )
-            continue
-        if rule.min is not None:
-            rules.append(
-                Rule(
-                    f"{key}.min{suffix}",
-                    f"{name} >= {rule.min:,.0f}",
-                    row,
-                    np.array([rule.min]),
-                    np.array([np.inf]),
-                )
-            )
-        if rule.max is not None:
-            rules.append(
-                Rule(
-                    f"{key}.max{suffix}",
-                    f"{name} <= {rule.max:,.0f}",
-                    row,
-                    np.array([-np.inf]),
-                    np.array([rule.max]),
-                )
-            )
-        for side, pct in (("min", rule.min_change_pct), ("max", rule.max_change_pct)):
-            if pct is None:
-                continue
-            amount = current_total[c] * (1 + pct / 100)
-            lo, hi = (amount, np.inf) if side == "min" else (-np.inf, amount)
-            op = ">=" if side == "min" else "<="
-            rules.append(
-                Rule(
-                    f"{key}.{side}_change_pct{suffix}",
-                    f"{name} {op} {amount:,.0f} ({pct:+g}% of current {current_total[c]:,.0f})",
-                    row,
-                    np.array([lo]),
-                    np.array([hi]),
-                )  # fmt: skip
-            )
-        if rule.min_on is not None:
-            rules.append(
-                Rule(
-                    f"{key}.min_on{suffix}", f"{name} is 0 or >= {rule.min_on:,.0f}", min_on=(c, rule.min_on)
-                )
-            )
+        rules += channel_rules(rule, key, suffix, name, channels.index(name), current_plan)
 
     for name, rule in plan.shares.items():
         key = f"shares.{name}"
@@ -370,27 +434,8 @@ def build_problem(
                 Rule(f"{key}.{side}", f"{lname} {op} {ratio:g} x {rname}", a, np.array([lo]), np.array([hi]))
             )
 
-    hist_min = hist_max = always_on = None
-    if hist is not None and hist.shape[0]:
-        window = hist if plan.history.weeks is None else hist[-plan.history.weeks :]
-        hist_max = window.max(axis=0)
-        positive = np.where(window > 0, window, np.inf).min(axis=0)
-        hist_min = np.where(np.isfinite(positive), positive, 0.0)
-        always_on = (window > 0).all(axis=0)
-    if plan.history.cap_multiple is not None:
-        if hist_max is None:
-            raise PlanError(src, "history.cap_multiple", "needs the spend history")
-        for c, name in enumerate(channels):
-            cap = plan.history.cap_multiple * float(hist_max[c])
-            ub = {t * n_ch + c: cap for t in range(weeks)}
-            rules.append(
-                Rule(
-                    f"history.cap_multiple[{name}]",
-                    f"{name} weekly spend <= {plan.history.cap_multiple:g} x historical max "
-                    f"{hist_max[c]:,.0f}",
-                    var_ub=ub,
-                )
-            )
+    hist_min, hist_max, always_on, cap_rules = history_rules(plan, hist, channels, weeks)
+    rules += cap_rules
 
     carry_in = None if hist is None else hist
     after = current_plan[-1] if plan.horizon.after == "current" else None
@@ -532,8 +577,11 @@ def conflicting_rules(problem: Problem) -> list[Rule]:
     kept = list(problem.rules)
     # Rules tried first are the likeliest to be dropped when several conflicts exist: try per-channel
     # details first, so the budget and the share rules, the usual culprits, are kept and reported.
-    order = ("history.", "channels.", "ratios.", "shares.", "horizon.", "budget.")
-    trial_order = sorted(kept, key=lambda r: next(i for i, p in enumerate(order) if r.name.startswith(p)))
+    # In a geo plan the per-market rules (``markets.``) are the details, the national ones the culprits.
+    order = ("history.", "markets.", "channels.", "ratios.", "shares.", "horizon.", "budget.")
+    trial_order = sorted(
+        kept, key=lambda r: next((i for i, p in enumerate(order) if r.name.startswith(p)), len(order))
+    )
     for rule in trial_order:
         trial = [r for r in kept if r is not rule]
         if not check_feasible(problem, trial):

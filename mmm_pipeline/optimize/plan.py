@@ -34,6 +34,18 @@ the quarter's budget, ``channels.tv.max`` the quarter's TV spend). Percentages a
 current spend over the same horizon. Shares are of the plan's total spend. Channel bounds apply whether
 a channel is on or off, so a channel with ``min_on`` can only be off if its lower bound is 0.
 
+A geo plan (``scope: geo``) splits one total over every market x channel
+(:mod:`mmm_pipeline.optimize.geo`): ``budget``, ``channels``, ``shares`` and ``ratios`` are then national
+(a channel's spend summed over the markets), and ``markets`` holds per-market rules::
+
+    scope: geo
+    budget: {change_pct: 0}             # the national total
+    channels: {tv: {max_change_pct: 30}}
+    markets:
+      north: {fixed: true}              # keep its current allocation, cell by cell
+      south: {min_share: 0.2, channels: {radio: {min_on: 5000}}}
+      "*": {min_change_pct: -40, max_change_pct: 40}   # every other market's total
+
 A scenario file changes a base plan::
 
     scenario: recession
@@ -273,9 +285,57 @@ class HistoryRules(_Strict):
     data's. ``posterior``: the fitted curve as it is."""
 
 
+class MarketRule(_Strict):
+    """A geo plan's rules for one market (``markets.<market>``; ``"*"``: every market without its own entry).
+
+    Amounts are the market's total over all its channels and the horizon; ``min_share``/``max_share`` are
+    of the national total; ``fixed: true`` keeps the market's current allocation, channel by channel and
+    week by week. ``channels`` holds rules for the market's own channels (a :class:`ChannelRule` each,
+    ``"*"`` for every channel of the market without its own entry).
+    """
+
+    min: float | None = Field(None, ge=0)
+    max: float | None = Field(None, ge=0)
+    min_change_pct: float | None = Field(None, ge=-100)
+    max_change_pct: float | None = Field(None, ge=-100)
+    min_share: float | None = Field(None, ge=0, le=1)
+    max_share: float | None = Field(None, ge=0, le=1)
+    fixed: bool = False
+    channels: dict[str, ChannelRule] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> MarketRule:
+        if self.fixed:
+            others = [
+                k
+                for k in (
+                    "min",
+                    "max",
+                    "min_change_pct",
+                    "max_change_pct",
+                    "min_share",
+                    "max_share",
+                    "channels",
+                )
+                if getattr(self, k)
+            ]
+            if others:
+                raise ValueError(f"a fixed market takes no other rules (got {others})")
+        for lo, hi in (("min", "max"), ("min_change_pct", "max_change_pct"), ("min_share", "max_share")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} {a} > {hi} {b}")
+        return self
+
+
 class Plan(_Strict):
     """A budget plan (see the module docstring). ``source`` is where it came from, for messages."""
 
+    scope: Literal["market", "geo"] = "market"
+    """``market``: one market's channels (``optimize_budget``). ``geo``: one total over every market x
+    channel (:func:`mmm_pipeline.optimize.geo.optimize_geo_budget`): ``budget``, ``channels``, ``shares``
+    and ``ratios`` are then national (a channel's spend summed over the markets) and ``markets`` holds the
+    per-market rules."""
     name: str = "plan"
     description: str = ""
     horizon: Horizon = Horizon()
@@ -290,7 +350,22 @@ class Plan(_Strict):
     shares: dict[str, ShareRule] = Field(default_factory=dict)
     ratios: dict[str, RatioRule] = Field(default_factory=dict)
     history: HistoryRules = HistoryRules()
+    markets: dict[str, MarketRule] = Field(default_factory=dict)
+    """``scope: geo`` only: rules by market name (``"*"``: every market without its own entry)."""
     source: str = Field("<plan>", exclude=True)
+
+    @model_validator(mode="after")
+    def _check_scope(self) -> Plan:
+        if self.scope != "geo" and self.markets:
+            raise ValueError("'markets' rules need 'scope: geo' (one budget across markets)")
+        if self.scope == "geo":
+            for name, rule in self.channels.items():
+                if rule.min_on is not None:
+                    raise ValueError(
+                        f"channels.{name}.min_on: a national channel total cannot be 'off or at least'; "
+                        "give min_on per market (markets.<market>.channels)"
+                    )
+        return self
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -60,6 +60,10 @@ def new_optimization_id(market: str, created_at: dt.datetime) -> str:
 def plan_hash(plans: Sequence[Plan]) -> str:
     """sha256 of the plans' content (not their file names): what a re-optimization would change."""
     payload = [p.model_dump(mode="json") for p in plans]
+    for dumped in payload:  # a market plan hashes as before geo plans existed (no spurious re-optimization)
+        if dumped.get("scope") == "market" and not dumped.get("markets"):
+            dumped.pop("scope")
+            dumped.pop("markets")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

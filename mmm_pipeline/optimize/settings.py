@@ -22,6 +22,10 @@ class OptimizationConfig(StrictModel):
     """Scenario files, each a change of the base plan, compared with it (relative to the config folder)."""
     max_draws: int = Field(1000, ge=10)
     """Posterior draws the optimizer uses (thinned evenly): fewer is faster, more is smoother."""
+    geo_plan: str | None = None
+    """A geo budget plan (``scope: geo``), relative to the config file's folder: one total split over every
+    market x channel with each market's champion (the ``geo_budget_recommendation`` asset and the
+    ``geo_budget`` job); default (null): no geo budget."""
 
 
 class ConditionWhen(StrictModel):

@@ -218,6 +218,14 @@ def scenario_rows(data: ReportData) -> dict:
     return {"rows": rows, "show_spend": spends_less, "cut_with_gain": cut_with_gain}
 
 
+def geo_budget(data: ReportData) -> dict | None:
+    """The latest geo budget (one total across markets), by market, this market marked; None without one."""
+    if data.geo_plan is None or data.geo_markets.empty:
+        return None
+    rows = [{**r, "is_this": r["market"] == data.market} for r in data.geo_markets.to_dict("records")]
+    return {"plan": data.geo_plan.to_dict(), "rows": rows}
+
+
 def cv_overall(data: ReportData) -> pd.DataFrame:
     metrics = data.cv_metrics
     if metrics.empty:
@@ -437,6 +445,7 @@ def context(data: ReportData, t: Thresholds) -> dict:
         "tracking": tracking_summary(data),
         "history": history_summary(data),
         "scenarios": scenario_rows(data),
+        "geo": geo_budget(data),
         "warnings": warnings(data, t),
         "next_steps": next_steps(data, t),
         "thresholds": t,

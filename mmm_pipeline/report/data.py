@@ -63,6 +63,11 @@ class ReportData:
     """The market's ``optimization_history`` rows (optimization x channel), oldest first."""
     drift_events: pd.DataFrame
     checks: list[CheckStatus] = field(default_factory=list)
+    geo_plan: pd.Series | None = None
+    """The latest geo optimization's ``latest_geo_plan_summary`` row (one budget across markets); None
+    when no geo plan is configured or published."""
+    geo_markets: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Its ``latest_geo_market_totals``: every market's row, not only this one's."""
 
     @property
     def model_id(self) -> str:
@@ -115,6 +120,11 @@ def load_report_data(
         latest = read("latest_model_runs", "model_id")
         plans = read("latest_plan_summary", "market")
         deliveries = _deliveries(bi, published)
+        geo_plan, geo_markets = None, pd.DataFrame()
+        if {"latest_geo_plan_summary", "latest_geo_market_totals"} <= set(published):
+            geo = bi.execute("SELECT * FROM latest_geo_plan_summary").df()
+            geo_plan = None if geo.empty else geo.iloc[0]
+            geo_markets = bi.execute("SELECT * FROM latest_geo_market_totals ORDER BY market").df()
     return ReportData(
         market=market,
         kpi=kpi,
@@ -125,6 +135,8 @@ def load_report_data(
         plan=None if plans.empty else plans.iloc[0],
         deliveries=deliveries,
         checks=list(checks or []),
+        geo_plan=geo_plan,
+        geo_markets=geo_markets,
         **frames,
     )
 

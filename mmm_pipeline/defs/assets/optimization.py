@@ -15,7 +15,8 @@ import dagster as dg
 import pandas as pd
 
 from mmm_pipeline.charts import markdown_image
-from mmm_pipeline.model.registry import champion, load_model
+from mmm_pipeline.model.registry import champion, champion_runs, load_model
+from mmm_pipeline.optimize.geo_recommendations import recommend_geo, write_geo_optimization
 from mmm_pipeline.optimize.plots import budget_chart
 from mmm_pipeline.optimize.recommendations import (
     OPTIMIZATION_TABLES,
@@ -32,7 +33,7 @@ from ...config import ProjectConfig
 from ...model.build import ScalingSpec
 from ...monitoring import store as monitoring_store
 from ...monitoring.plots import allocation_chart, kpi_trend_chart, optimizations, roas_trend_chart
-from ...optimize import PlanError, load_scenarios
+from ...optimize import InfeasiblePlanError, PlanError, load_plan, load_scenarios
 from ..metadata import md_text, ui_metadata
 from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
@@ -114,7 +115,8 @@ def plan_code_version(cfg: ProjectConfig) -> str:
     optimization settings, the market conditions and the channel groups. A file that cannot be read
     gives a version of its own (the asset fails with the reason when it runs)."""
     digest = hashlib.sha256()
-    digest.update(cfg.optimization.model_dump_json().encode())
+    # the geo plan is the geo asset's, not a market's
+    digest.update(cfg.optimization.model_dump_json(exclude={"geo_plan"}).encode())
     digest.update(json.dumps([c.model_dump(mode="json") for c in cfg.conditions], sort_keys=True).encode())
     digest.update(json.dumps({c.name: c.group for c in cfg.channels}, sort_keys=True).encode())
     try:
@@ -348,7 +350,160 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             ),
         )
 
-    return [budget_recommendation]
+    return [budget_recommendation, *build_geo_assets(cfg)]
+
+
+#: The geo asset's name, for the job that runs it and the publish asset below it.
+GEO_ASSET = "geo_budget_recommendation"
+
+
+def build_geo_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
+    """The ``geo_budget_recommendation`` asset, when the config names a geo plan
+    (``optimization.geo_plan``); none otherwise."""
+    geo_path = cfg.optimization_geo_plan_path
+    if geo_path is None:
+        return []
+    groups = {c.name: c.group for c in cfg.channels}
+
+    def code_version() -> str:
+        digest = hashlib.sha256(str(cfg.optimization.max_draws).encode())
+        digest.update(json.dumps(groups, sort_keys=True).encode())
+        try:
+            digest.update(geo_path.read_bytes())
+        except OSError as exc:
+            digest.update(f"unreadable: {exc}".encode())
+        return digest.hexdigest()[:16]
+
+    @dg.asset(
+        name=GEO_ASSET,
+        group_name="optimization",
+        kinds={"scipy", "duckdb"},
+        deps=["model_registry"],
+        pool=WRITER_POOL,
+        code_version=code_version(),
+        description=(
+            "One budget across markets: the geo plan (optimization.geo_plan) splits a national total over "
+            "every market x channel with each market's champion model, under national rules (total, "
+            "channel bounds and shares summed over markets) and per-market rules (a market's total or "
+            "share, its channels' bounds, fixed markets), over the joint posterior draws; recorded in "
+            "optimization.geo_plan_summary, geo_market_totals and geo_allocations (latest_geo_* views) in "
+            "one transaction. Every market needs a champion; an infeasible plan writes nothing and fails "
+            "with the conflicting rules, so the last good geo recommendation keeps serving."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "geo_within_history",
+                asset=GEO_ASSET,
+                description="no market x channel's recommended weekly spend lies outside that market's "
+                "historical range, where its model would extrapolate (a warning)",
+            ),
+            dg.AssetCheckSpec(
+                "geo_uplift_positive",
+                asset=GEO_ASSET,
+                description=f"the national recommendation beats the current allocation in at least "
+                f"{MIN_PROB_UPLIFT:.0%} of joint posterior draws (a warning)",
+            ),
+        ],
+        metadata={"geo_plan": str(geo_path)},
+    )
+    def geo_budget_recommendation(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        try:
+            plan = load_plan(geo_path)
+        except PlanError as exc:
+            raise dg.Failure(f"geo budget: {exc}") from None
+        if plan.scope != "geo":
+            raise dg.Failure(f"geo budget: {geo_path}: scope: set 'scope: geo' for a plan across markets")
+        markets = sorted(context.instance.get_dynamic_partitions(MARKETS.name))
+        with warehouse.get_connection() as conn:
+            serving = champion_runs(conn).set_index("market")
+            missing = [m for m in markets if m not in serving.index]
+            if not markets or missing:
+                raise dg.Failure(
+                    "geo budget: every market needs a champion model to share one budget; "
+                    + (f"none yet for {missing}" if markets else "no market is known yet")
+                    + " (their fits have not passed the gate: see the model_registry checks)"
+                )
+            histories = {}
+            for m in markets:
+                run = serving.loc[m]
+                channels = ScalingSpec.model_validate_json(str(run["scaling"])).channels
+                try:
+                    histories[m] = spend_history(conn, m, channels, pd.Timestamp(run["train_end"]).date())
+                except ValueError as exc:
+                    raise dg.Failure(f"geo budget: market {m}: {exc}") from None
+        # Optimize outside any connection: the writer lock is held only for the write below.
+        started = time.perf_counter()
+        models = {m: load_model(str(serving.loc[m, "artifact_path"])) for m in markets}
+        try:
+            opt = recommend_geo(
+                models,
+                plan,
+                histories,
+                groups=groups,
+                max_draws=cfg.optimization.max_draws,
+                dagster_run_id=context.run_id,
+            )
+        except InfeasiblePlanError as exc:
+            raise dg.Failure(
+                f"geo budget: {exc}",
+                metadata={
+                    "conflicting_rules": dg.MetadataValue.md(
+                        "\n".join(f"- `{name}`: {md_text(text)}" for name, text in exc.conflicts)
+                    )
+                },
+            ) from None
+        except (PlanError, ValueError) as exc:
+            raise dg.Failure(f"geo budget: {exc}") from None
+        seconds = time.perf_counter() - started
+        with warehouse.get_connection() as conn:
+            write_geo_optimization(conn, opt)
+        result = opt.result
+        summary = result.summary.iloc[0]
+        context.log.info(
+            f"geo budget: recorded {opt.geo_optimization_id}: {len(markets)} markets, "
+            f"{len(result.cells)} cells, {opt.n_draws} draws, {seconds:.1f}s; uplift "
+            f"{_uplift_text(summary, cfg.kpi.name)}"
+        )
+        totals = result.market_totals
+        yield dg.MaterializeResult(
+            metadata=ui_metadata(
+                {
+                    "geo_optimization_id": opt.geo_optimization_id,
+                    "plan": plan.name,
+                    "plan_source": plan.source,
+                    "markets": ", ".join(markets),
+                    "draws": opt.n_draws,
+                    "seconds": seconds,
+                    "budget": float(summary["budget"]),
+                    "uplift": _uplift_text(summary, cfg.kpi.name),
+                    "prob_uplift_positive": float(summary["prob_uplift_positive"]),
+                    "by_market": dg.MetadataValue.md(
+                        "\n".join(
+                            f"- **{r.market}**: {r.current:,.0f} → {r.recommended:,.0f}"
+                            + ("" if pd.isna(r.change_pct) else f" ({r.change_pct:+.0f}%)")
+                            + f"; uplift {r.uplift_mean:+,.0f} "
+                            + f"[{r.uplift_hdi_low:+,.0f}, {r.uplift_hdi_high:+,.0f}]"
+                            for r in totals.itertuples()
+                        )
+                    ),
+                }
+            ),
+            data_version=dg.DataVersion(opt.geo_optimization_id),
+        )
+        yield dg.AssetCheckResult(
+            check_name="geo_within_history",
+            passed=not result.flags,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"flags": dg.MetadataValue.md("\n".join(f"- {f}" for f in result.flags) or "none")},
+        )
+        yield dg.AssetCheckResult(
+            check_name="geo_uplift_positive",
+            passed=bool(summary["prob_uplift_positive"] >= MIN_PROB_UPLIFT),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=ui_metadata({"prob_uplift_positive": float(summary["prob_uplift_positive"])}),
+        )
+
+    return [geo_budget_recommendation]
 
 
 def _history_chart(draw, history: pd.DataFrame, title: str) -> str:  # noqa: ANN001 - a monitoring.plots drawer

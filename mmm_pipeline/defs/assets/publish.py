@@ -5,6 +5,7 @@ import dagster as dg
 from mmm_pipeline.features.sql_models import SqlModel
 from mmm_pipeline.publish.bi import publish
 from mmm_pipeline.tables import (
+    GEO_OPTIMIZATION_TABLES,
     MONITORING_TABLES,
     OPTIMIZATION_TABLES,
     RUN_TABLES,
@@ -17,6 +18,7 @@ from mmm_pipeline.tables import ensure_optimization as ensure_optimization_schem
 from ...config import ProjectConfig
 from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
+from .optimization import GEO_ASSET
 
 
 def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> list[dg.AssetsDefinition]:
@@ -61,7 +63,8 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
             "latest_model_runs, one row per market), every run's insight tables (`model_<table>`) and the "
             "current champions' rows (`champion_<table>`) as Parquet snapshots "
             "behind the BI catalog; likewise the budget recommendations: every optimization "
-            "(`optimization_<table>`) and each market's latest one (`latest_<table>`)."
+            "(`optimization_<table>`) and each market's latest one (`latest_<table>`), and the geo budget "
+            "tables (`optimization_geo_<table>`, `latest_geo_<table>`; empty without a geo plan)."
         ),
         metadata={"bi_database": str(cfg.bi_database_path), "publish_folder": str(cfg.publish_dir)},
     )
@@ -75,6 +78,8 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         if optimization:
             relations |= {f"optimization_{name}": f"optimization.{name}" for name in OPTIMIZATION_TABLES}
             relations |= {f"latest_{name}": f"optimization.latest_{name}" for name in OPTIMIZATION_TABLES}
+            # the geo tables too (empty without a geo plan): the catalog's relations never depend on config
+            relations |= _geo_relations()
         relations |= MONITORING_TABLES  # performance_tracking, drift_events, optimization_history
         with warehouse.get_connection() as conn:
             ensure_schema(conn)
@@ -85,7 +90,40 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
         context.log.info(f"published {len(counts)} model and optimization table(s) to {cfg.bi_database_path}")
         return dg.MaterializeResult(metadata={"tables": dg.MetadataValue.md(_row_counts(counts))})
 
-    return [bi_snapshots, bi_model_snapshots]
+    geo_assets: list[dg.AssetsDefinition] = []
+    if optimization and cfg.optimization_geo_plan_path is not None:
+
+        @dg.asset(
+            group_name="publish",
+            kinds={"duckdb", "parquet"},
+            deps=[GEO_ASSET],
+            pool=WRITER_POOL,
+            description=(
+                "Publishes the geo budget recommendations for BI the same way: every geo optimization "
+                "(`optimization_geo_plan_summary`, `optimization_geo_market_totals`, "
+                "`optimization_geo_allocations`) and the latest one (`latest_geo_<table>`)."
+            ),
+            metadata={"bi_database": str(cfg.bi_database_path), "publish_folder": str(cfg.publish_dir)},
+        )
+        def bi_geo_snapshots(
+            context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        ) -> dg.MaterializeResult:
+            relations = _geo_relations()
+            with warehouse.get_connection() as conn:
+                ensure_optimization_schema(conn)
+                counts = publish(conn, relations, cfg.publish_dir, cfg.bi_database_path)
+            context.log.info(f"published {len(counts)} geo budget table(s) to {cfg.bi_database_path}")
+            return dg.MaterializeResult(metadata={"tables": dg.MetadataValue.md(_row_counts(counts))})
+
+        geo_assets.append(bi_geo_snapshots)
+
+    return [bi_snapshots, bi_model_snapshots, *geo_assets]
+
+
+def _geo_relations() -> dict[str, str]:
+    """BI name -> warehouse relation of the geo budget tables: every geo optimization and the latest."""
+    relations = {f"optimization_{name}": f"optimization.{name}" for name in GEO_OPTIMIZATION_TABLES}
+    return relations | {f"latest_{name}": f"optimization.latest_{name}" for name in GEO_OPTIMIZATION_TABLES}
 
 
 def _row_counts(counts: dict[str, int]) -> str:
