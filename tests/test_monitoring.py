@@ -285,21 +285,26 @@ def test_calibrated_thresholds_give_the_stated_rate_on_new_null_years() -> None:
     assert (calibration.year_statistic(CusumRule(threshold=5), z, 1) > 5).mean() > 0.3
 
 
-def test_year_statistic_is_what_the_rules_do() -> None:
-    """The simulated statistic fires exactly when the real rules (``drift.history``) fire from week 4 on."""
+def test_simulated_statistics_are_what_the_rules_do() -> None:
+    """The vectorized statistics the calibration simulates fire in exactly the weeks (from week 4 on) in
+    which the real rules (``drift.history`` on tracking rows) fire."""
     cal = _calibrate(_cv(TRUTH, folds=6, seed=2), rate=0.6)  # a high rate: many years fire, many do not
-    z = TRUTH.simulate(np.random.default_rng(7), 16, calibration.YEAR_WEEKS)
-    outcomes = []
-    for path in z:
-        ape = calibration.ape(path, np.full_like(path, 0.05))
-        frame = rows(list(path), ape=list(ape))
-        fired = {f.rule for _, firings in drift.history(ERROR_RULES, frame, cal)[3:] for f in firings}
+    z = TRUTH.simulate(np.random.default_rng(7), 12, calibration.YEAR_WEEKS)
+    ape = calibration.ape(z, np.full_like(z, 0.05))
+    simulated = {
+        r.name: calibration.weekly_statistic(r, ape if r.kind == "rolling_mape" else z, 4)
+        > cal.thresholds[r.name]
+        for r in ERROR_RULES
+    }
+    for i in range(len(z)):
+        history = drift.history(ERROR_RULES, rows(list(z[i]), ape=list(ape[i])), cal)
         for rule in ERROR_RULES:
-            paths = (ape if rule.kind == "rolling_mape" else path)[None, :]
-            simulated = bool(calibration.year_statistic(rule, paths, 4)[0] > cal.thresholds[rule.name])
-            assert simulated == (rule.name in fired), rule.name
-            outcomes.append(simulated)
-    assert 5 < sum(outcomes) < len(outcomes) - 5
+            real = [rule.name in {f.rule for f in firings} for _, firings in history]
+            assert real[3:] == simulated[rule.name][i, 3:].tolist(), rule.name
+    years = np.array([simulated[r.name].any(axis=1) for r in ERROR_RULES])
+    assert 3 < years.sum() < years.size - 3
+    fired = calibration.year_statistic(ERROR_RULES[2], z, 4) > cal.thresholds[ERROR_RULES[2].name]
+    assert (fired == simulated[ERROR_RULES[2].name].any(axis=1)).all()
 
 
 def test_calibrated_rules_detect_a_shift() -> None:

@@ -156,37 +156,43 @@ def _start(rule: DriftRule, min_weeks: int) -> int:
     return max(min_weeks, own.get(rule.kind, 1))
 
 
-def year_statistic(rule: DriftRule, paths: np.ndarray, min_weeks: int) -> np.ndarray:
-    """Per simulated path, the largest value the rule's statistic takes in the weeks it may fire in; the
-    rule fires in that year iff this exceeds its threshold. ``paths``: standardized errors ``z`` for the
-    CUSUM and interval rules, absolute percentage errors for the MAPE rule (paths x weeks)."""
+def weekly_statistic(rule: DriftRule, paths: np.ndarray, min_weeks: int) -> np.ndarray:
+    """The rule's statistic as of each week of each simulated path (paths x weeks), ``-inf`` in the
+    weeks it cannot fire in; the rule fires in a week iff it exceeds the threshold there. ``paths``:
+    standardized errors ``z`` for the CUSUM and interval rules, absolute percentage errors for the MAPE
+    rule. Vectorized twins of :mod:`mmm_pipeline.monitoring.drift`'s rules (tested equal)."""
     start = _start(rule, min_weeks)
-    n_weeks = paths.shape[1]
+    n_paths, n_weeks = paths.shape
+    out = np.full((n_paths, n_weeks), -np.inf)
     if start > n_weeks:
-        return np.full(paths.shape[0], -np.inf)
+        return out
     if isinstance(rule, CusumRule):
-        up = np.zeros(paths.shape[0])
-        down = np.zeros(paths.shape[0])
-        best = np.full(paths.shape[0], -np.inf)
+        up = np.zeros(n_paths)
+        down = np.zeros(n_paths)
         for t in range(n_weeks):
             up = np.maximum(0.0, up + paths[:, t] - rule.slack)
             down = np.maximum(0.0, down - paths[:, t] - rule.slack)
-            if t + 1 >= start:
-                best = np.maximum(best, np.maximum(up, down))
-        return best
-    if isinstance(rule, IntervalMissRule):
+            out[:, t] = np.maximum(up, down)
+    elif isinstance(rule, IntervalMissRule):
         # Fires when at least k of the last n |z| exceed the bound, i.e. the k-th largest does.
         windows = np.sort(sliding_window_view(np.abs(paths), rule.n, axis=1), axis=2)[:, :, rule.n - rule.k]
-        return windows[:, start - rule.n :].max(axis=1)
-    if isinstance(rule, RollingMapeRule):
-        ape = np.abs(paths)
-        cumulative = np.cumsum(ape, axis=1)
+        out[:, rule.n - 1 :] = windows
+    elif isinstance(rule, RollingMapeRule):
+        cumulative = np.cumsum(np.abs(paths), axis=1)
         t = np.arange(1, n_weeks + 1)
-        lagged = np.concatenate([np.zeros((paths.shape[0], 1)), cumulative], axis=1)
+        lagged = np.concatenate([np.zeros((n_paths, 1)), cumulative], axis=1)
         lower = np.maximum(0, t - rule.window)
-        rolling = (cumulative - lagged[:, lower]) / (t - lower)
-        return rolling[:, start - 1 :].max(axis=1)
-    raise ValueError(f"rule kind {rule.kind!r} is not calibrated")
+        out = (cumulative - lagged[:, lower]) / (t - lower)
+    else:
+        raise ValueError(f"rule kind {rule.kind!r} is not calibrated")
+    out[:, : start - 1] = -np.inf
+    return out
+
+
+def year_statistic(rule: DriftRule, paths: np.ndarray, min_weeks: int) -> np.ndarray:
+    """Per simulated path, the largest value the rule's statistic takes in the weeks it may fire in; the
+    rule fires in that year iff this exceeds its threshold (see :func:`weekly_statistic`)."""
+    return weekly_statistic(rule, paths, min_weeks).max(axis=1)
 
 
 def fixed_threshold(rule: DriftRule) -> float | None:

@@ -49,15 +49,13 @@ def publish_monitoring(conn, cfg: ProjectConfig) -> dict[str, int]:  # noqa: ANN
 
 
 def champion_calibrations(
-    conn,  # noqa: ANN001 - a DuckDB connection
-    cfg: ProjectConfig,
-    champions: dict[str, str],
+    errors: dict[str, dict | None], cfg: ProjectConfig
 ) -> dict[str, Calibration | None]:
-    """Each market's champion's calibrated drift thresholds (``None``: no CV errors and no in-sample
-    residuals to calibrate on). Reads the errors through ``conn``; the simulation is numpy, well under
-    a second per champion."""
+    """Each market's champion's calibrated drift thresholds from its errors
+    (:func:`~mmm_pipeline.monitoring.store.calibration_errors`, read beforehand: the simulation, numpy
+    and well under a second per champion, runs outside any DuckDB connection). ``None``: no CV errors
+    and no in-sample residuals to calibrate on."""
     settings = cfg.monitoring
-    errors = {m: store.calibration_errors(conn, model_id) for m, model_id in champions.items()}
     return {
         m: None
         if e is None
@@ -70,7 +68,7 @@ def champion_calibrations(
             settings.min_weeks_before_event,
             e["source"],
             e["reference_mape"],
-        )  # fmt: skip
+        )
         for m, e in errors.items()
     }
 
@@ -133,8 +131,10 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     for m in champions["market"]
                 }
             events = conn.execute("SELECT model_id, detected_week FROM monitoring.drift_events").df()
-            serving = dict(zip(champions["market"], champions["model_id"], strict=True))
-            calibrations = champion_calibrations(conn, cfg, serving)
+            errors = {
+                row.market: store.calibration_errors(conn, row.model_id) for row in champions.itertuples()
+            }
+        calibrations = champion_calibrations(errors, cfg)
         results = {}
         for row in champions.itertuples():
             if row.market not in frames:
@@ -215,7 +215,8 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     store.open_events(conn, m))
                 for m in markets
             }  # fmt: skip
-            calibrations = champion_calibrations(conn, cfg, champions)
+            errors = {m: store.calibration_errors(conn, model_id) for m, model_id in champions.items()}
+        calibrations = champion_calibrations(errors, cfg)
         decisions = {
             m: drift.decide(
                 settings.drift_rules,
@@ -226,7 +227,7 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 settings.recovery_weeks,
                 calibrations.get(m),
                 settings.min_weeks_before_event,
-            )  # fmt: skip
+            )
             for m, (rows, events) in inputs.items()
         }
         with warehouse.get_connection() as conn:
