@@ -14,9 +14,10 @@ tracking rows, and the script stops if the two disagree.
    calibrated on them, then it is tracked for 52 stable weeks of the same process (a new level error).
    Processes (standardized errors z; the forecast is calibrated overall, sd 1): independent; AR(1)
    rho 0.3; a level error shared by the champion's weeks (sd 0.5, the rest independent, sd 0.87);
-   both. The KPI forecast is 1 with forecast sd ``sigma_rel`` (0.05: MAPE about 4%; 0.25: about 22%,
-   near the case study's CV MAPE of 27%). "Fixed" are the rules as they were (94% interval 3 of 4 weeks,
-   MAPE 10%, CUSUM 5 / slack 0.5, events from the first tracked week); "calibrated" the defaults.
+   both. The KPI forecast is 1 with forecast sd ``sigma_rel`` (0.05: MAPE about 4%; for the last
+   process also 0.25: about 22%, near the case study's CV MAPE of 27%). "Fixed" are the rules as they
+   were (94% interval 3 of 4 weeks, MAPE 10%, CUSUM 5 / slack 0.5, events from the first tracked week);
+   "calibrated" the defaults.
 2. **Detection delay** on the break simulation's world (``mmm_testkit.synthetic``, seed 3, market
    ``all``; the champion fitted on 104 weeks, tracked 8 stable weeks, then the break). Refitting the
    MMM for hundreds of replications is too slow on this machine, so the forecast errors a champion
@@ -28,7 +29,8 @@ tracking rows, and the script stops if the two disagree.
    break week (0) to the first week at or after it in which a rule fires (an event opens there unless
    one is already open); not found within the 26 post-break weeks counts as never (``inf``).
 
-    .venv/bin/python benchmarks/bench_alarms.py [--years 1000] [--replications 500] [--seed 0]
+    .venv/bin/python benchmarks/bench_alarms.py [--years 1000] [--replications 500] [--error-sd 1 2]
+        [--check 20] [--seed 0] [--part all|false|detection]
 """
 
 from __future__ import annotations
@@ -131,37 +133,39 @@ def false_alarms(years: int, seed: int, n_check: int) -> None:
           f"{'calibrated, by rule (interval / MAPE / CUSUM)':<46} {'median thresholds':<30}")  # fmt: skip
     names = ("outside_interval", "rolling_mape", "residual_shift")
     fixed_thresholds = {"outside_interval": 1.8808, "rolling_mape": 0.1, "residual_shift": 5.0}
-    for sigma_rel in (0.05, 0.25):
-        for name, (level_sd, rho) in PROCESSES.items():
-            null = process(level_sd, rho)
-            rng = np.random.default_rng([seed, int(sigma_rel * 100), int(level_sd * 10), int(rho * 10)])
-            fixed = new = 0
-            by_rule = dict.fromkeys(names, 0)
-            thresholds = []
-            for year in range(years):
-                errors, groups = cv_errors(null, rng, sigma_rel)
-                calibration = calibrated(cfg, errors, np.ones_like(errors), groups, sigma_rel)
-                thresholds.append(calibration.thresholds)
-                z = null.simulate(rng, 1, 52)
-                ape = calibration_ape(z, np.full_like(z, sigma_rel))
-                old = firing(FIXED_RULES, fixed_thresholds, z, ape, 1)[0]
-                now = firing(cfg.drift_rules, calibration.thresholds, z, ape, cfg.min_weeks_before_event)[0]
-                fixed += bool(old.any())
-                new += bool(now.any())
-                for rule in cfg.drift_rules:
-                    if rule.kind in ERROR_RULES:
-                        paths = ape if rule.kind == "rolling_mape" else z
-                        stat = weekly_statistic(rule, paths, cfg.min_weeks_before_event)[0]
-                        by_rule[rule.name] += bool((stat > calibration.thresholds[rule.name]).any())
-                if year < n_check:
-                    rows = tracking_rows(np.ones(52), 1.0 + sigma_rel * z[0], sigma_rel)
-                    check(FIXED_RULES, rows, None, 1, old)
-                    check(cfg.drift_rules, rows, calibration, cfg.min_weeks_before_event, now)
-            med = pd.DataFrame(thresholds).median()
-            rules = " / ".join(f"{by_rule[r] / years:.1%}" for r in names)
-            print(f"{name:<36} {sigma_rel:>9.2f}  {fixed / years:>11.1%}  {new / years:>10.1%}  {rules:<46} "
-                  f"|z| {med['outside_interval']:.2f}, MAPE {med['rolling_mape']:.1%}, "
-                  f"CUSUM {med['residual_shift']:.1f}")  # fmt: skip
+    # Every process at MAPE ~4%; the most realistic one (level error + AR(1)) also at ~22%.
+    last = list(PROCESSES)[-1]
+    for sigma_rel, name in [(0.05, p) for p in PROCESSES] + [(0.25, last)]:
+        level_sd, rho = PROCESSES[name]
+        null = process(level_sd, rho)
+        rng = np.random.default_rng([seed, int(sigma_rel * 100), int(level_sd * 10), int(rho * 10)])
+        fixed = new = 0
+        by_rule = dict.fromkeys(names, 0)
+        thresholds = []
+        for year in range(years):
+            errors, groups = cv_errors(null, rng, sigma_rel)
+            calibration = calibrated(cfg, errors, np.ones_like(errors), groups, sigma_rel)
+            thresholds.append(calibration.thresholds)
+            z = null.simulate(rng, 1, 52)
+            ape = calibration_ape(z, np.full_like(z, sigma_rel))
+            old = firing(FIXED_RULES, fixed_thresholds, z, ape, 1)[0]
+            now = firing(cfg.drift_rules, calibration.thresholds, z, ape, cfg.min_weeks_before_event)[0]
+            fixed += bool(old.any())
+            new += bool(now.any())
+            for rule in cfg.drift_rules:
+                if rule.kind in ERROR_RULES:
+                    paths = ape if rule.kind == "rolling_mape" else z
+                    stat = weekly_statistic(rule, paths, cfg.min_weeks_before_event)[0]
+                    by_rule[rule.name] += bool((stat > calibration.thresholds[rule.name]).any())
+            if year < n_check:
+                rows = tracking_rows(np.ones(52), 1.0 + sigma_rel * z[0], sigma_rel)
+                check(FIXED_RULES, rows, None, 1, old)
+                check(cfg.drift_rules, rows, calibration, cfg.min_weeks_before_event, now)
+        med = pd.DataFrame(thresholds).median()
+        rules = " / ".join(f"{by_rule[r] / years:.1%}" for r in names)
+        print(f"{name:<36} {sigma_rel:>9.2f}  {fixed / years:>11.1%}  {new / years:>10.1%}  {rules:<46} "
+              f"|z| {med['outside_interval']:.2f}, MAPE {med['rolling_mape']:.1%}, "
+              f"CUSUM {med['residual_shift']:.1f}")  # fmt: skip
 
 
 def world_truth(seed: int, history: int, stable: int, post: int, channel: str) -> dict[str, np.ndarray]:
@@ -236,7 +240,7 @@ def main() -> int:
     parser.add_argument("--years", type=int, default=1000)
     parser.add_argument("--replications", type=int, default=500)
     parser.add_argument("--check", type=int, default=20, help="champions per row also run by drift.decide")
-    parser.add_argument("--error-sd", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--error-sd", type=float, nargs="+", default=[1.0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--part", choices=["all", "false", "detection"], default="all")
     args = parser.parse_args()
