@@ -254,10 +254,10 @@ def test_calibrated_thresholds_give_the_stated_rate_on_new_null_years() -> None:
     assert abs(fitted.level_sd - 0.5) < 0.06 and abs(fitted.rho - 0.3) < 0.06
     assert abs(fitted.noise_sd - 0.75**0.5) < 0.05
     assert all(cal.calibrated[r.name] for r in ERROR_RULES)
-    # The 5% split evenly: each rule fires in the same share of the years, all together in 5%.
-    share = cal.simulated_rates["outside_interval"]
-    assert 0.05 / 3 <= share < 0.05 and cal.simulated_rates["all"] == pytest.approx(0.05, abs=0.001)
+    # The 5% split evenly over the three error rules; together they fire in less (a union bound).
+    share = 0.05 / 3
     assert all(cal.simulated_rates[r.name] == pytest.approx(share, abs=0.001) for r in ERROR_RULES)
+    assert 0.025 < cal.simulated_rates["all"] <= 0.05
     # Stable years of the fitted null process, drawn with another seed than the calibration's: the
     # same rates within Monte-Carlo error (of both simulations).
     n = 8000
@@ -273,7 +273,8 @@ def test_calibrated_thresholds_give_the_stated_rate_on_new_null_years() -> None:
         hit = statistic > cal.thresholds[rule.name]
         fired |= hit
         assert abs(hit.mean() - share) < tolerance(share), (rule.name, hit.mean())
-    assert abs(fired.mean() - 0.05) < tolerance(0.05), fired.mean()
+    assert abs(fired.mean() - cal.simulated_rates["all"]) < tolerance(0.05), fired.mean()
+    assert fired.mean() <= 0.05 + tolerance(0.05)
     # The true process (the fit is close, not exact): the rate stays near the stated one, while the
     # fixed CUSUM (threshold 5 from the first week) fires in most stable years of it.
     z = TRUTH.simulate(np.random.default_rng(54321), n, calibration.YEAR_WEEKS)
@@ -355,7 +356,7 @@ def test_rolling_mape_is_relative_to_the_champions_cv_mape() -> None:
 
 def test_new_champion_opens_no_event_before_min_weeks() -> None:
     cal = _calibrate(_cv(TRUTH, folds=4, seed=9))
-    far_off = [-15.0] * 6  # a refit that still over-forecasts badly from its first week
+    far_off = [-30.0] * 6  # a refit that still over-forecasts badly from its first week
     opened = [
         drift.decide(RULES, rows(far_off[:i], ape=[0.3] * i), "m", "new", [], 4, cal, min_weeks=4).open
         for i in range(1, 7)
