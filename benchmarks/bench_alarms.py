@@ -70,10 +70,10 @@ def process(level_sd: float, rho: float) -> NullErrors:
     return NullErrors(level_sd, float(np.sqrt(1.0 - level_sd**2)), rho, 0, 0)
 
 
-def cv_errors(null: NullErrors, rng: np.random.Generator, scale: float) -> tuple[np.ndarray, ...]:
+def cv_errors(null: NullErrors, rng: np.random.Generator, scale: float, folds: int) -> tuple[np.ndarray, ...]:
     """A champion's CV errors in KPI units (each fold with its own level error) and their groups."""
-    errors = null.simulate(rng, CV_FOLDS, CV_HORIZON).ravel() * scale
-    return errors, np.repeat(np.arange(CV_FOLDS), CV_HORIZON)
+    errors = null.simulate(rng, folds, CV_HORIZON).ravel() * scale
+    return errors, np.repeat(np.arange(folds), CV_HORIZON)
 
 
 def tracking_rows(pred: np.ndarray, actual: np.ndarray, sd: float) -> pd.DataFrame:
@@ -125,10 +125,10 @@ def check(rules, rows: pd.DataFrame, calibration, min_weeks: int, fires: np.ndar
         raise SystemExit(f"real rules: first event in week {real}, vectorized statistics: {expected}")
 
 
-def false_alarms(years: int, seed: int, n_check: int) -> None:
+def false_alarms(years: int, seed: int, n_check: int, folds: int) -> None:
     cfg = MonitoringConfig()
     print(f"\n=== 1. false alarms per stable year ({years} simulated years per row: a new champion each, "
-          f"CV {CV_FOLDS}x{CV_HORIZON} weeks, tracked 52 weeks) ===")  # fmt: skip
+          f"CV {folds}x{CV_HORIZON} weeks, tracked 52 weeks) ===")  # fmt: skip
     print(f"{'process':<36} {'sigma_rel':>9}  {'fixed rules':>11}  {'calibrated':>10}  "
           f"{'calibrated, by rule (interval / MAPE / CUSUM)':<46} {'median thresholds':<30}")  # fmt: skip
     names = ("outside_interval", "rolling_mape", "residual_shift")
@@ -143,7 +143,7 @@ def false_alarms(years: int, seed: int, n_check: int) -> None:
         by_rule = dict.fromkeys(names, 0)
         thresholds = []
         for year in range(years):
-            errors, groups = cv_errors(null, rng, sigma_rel)
+            errors, groups = cv_errors(null, rng, sigma_rel, folds)
             calibration = calibrated(cfg, errors, np.ones_like(errors), groups, sigma_rel)
             thresholds.append(calibration.thresholds)
             z = null.simulate(rng, 1, 52)
@@ -181,7 +181,9 @@ def world_truth(seed: int, history: int, stable: int, post: int, channel: str) -
             "noise_sd": float(world.truth.noise_sd["all"])}  # fmt: skip
 
 
-def detection(replications: int, seed: int, error_sd: float, n_check: int, post: int = 26) -> None:
+def detection(
+    replications: int, seed: int, error_sd: float, n_check: int, folds: int, post: int = 26
+) -> None:
     cfg = MonitoringConfig()
     history, stable, channel = 104, 8, "search"
     truth = world_truth(3, history, stable, post, channel)
@@ -213,7 +215,7 @@ def detection(replications: int, seed: int, error_sd: float, n_check: int, post:
             delays: dict[str, list[float]] = {"fixed": [], "calibrated": []}
             early = {"fixed": 0, "calibrated": 0}
             for rep in range(replications):
-                errors, groups = cv_errors(null, rng, sd)
+                errors, groups = cv_errors(null, rng, sd, folds)
                 calibration = calibrated(cfg, errors, np.full(errors.size, level), groups, sd)
                 e = null.simulate(rng, 1, stable + post)[0] * sd
                 actual = expected + e + shift
@@ -242,14 +244,15 @@ def main() -> int:
     parser.add_argument("--check", type=int, default=20, help="champions per row also run by drift.decide")
     parser.add_argument("--error-sd", type=float, nargs="+", default=[1.0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cv-folds", type=int, default=CV_FOLDS, help="CV folds of each champion (13 weeks)")
     parser.add_argument("--part", choices=["all", "false", "detection"], default="all")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.part in ("all", "false"):
-        false_alarms(args.years, args.seed, args.check)
+        false_alarms(args.years, args.seed, args.check, args.cv_folds)
     if args.part in ("all", "detection"):
         for error_sd in args.error_sd:
-            detection(args.replications, args.seed, error_sd, args.check)
+            detection(args.replications, args.seed, error_sd, args.check, args.cv_folds)
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
 
