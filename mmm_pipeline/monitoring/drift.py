@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .calibration import ERROR_RULES, Calibration
+from .calibration import ERROR_RULES, Calibration, fixed_threshold
 from .settings import CusumRule, DriftRule, IntervalMissRule, RollingMapeRule, SpendRangeRule
 
 OPEN = "open"
@@ -81,12 +81,7 @@ def _threshold(rule: DriftRule, calibration: Calibration | None) -> tuple[float 
     champion's calibrated one; ``None`` when the rule needs a calibration and there is none."""
     if calibration is not None and rule.name in calibration.thresholds:
         return calibration.thresholds[rule.name], calibration.rule_evidence(rule.name)
-    fixed = None
-    if isinstance(rule, CusumRule | RollingMapeRule):
-        fixed = rule.threshold
-    elif isinstance(rule, IntervalMissRule) and rule.interval is not None:
-        fixed = float(rule.interval)
-    return fixed, {"calibrated": False}
+    return fixed_threshold(rule), {"calibrated": False}
 
 
 def _rule(
