@@ -296,7 +296,7 @@ def calibrate(
     # Split evenly (a union bound). Splitting on the rules' joint behaviour instead (each rule more,
     # all together exactly the rate under the fitted model) was tried: with four CV folds the fitted
     # level error is often too small, and the actual rate came out at 7.5-11% a year where there is a
-    # level error; the union bound's slack covers that estimation error (benchmarks/bench_alarms.py).
+    # level error; the even split's slack covers part of that (6-8.5%, benchmarks/README.md).
     share = rate_per_year / max(len(error_rules), 1)
     thresholds, calibrated, rates = {}, {}, {}
     fired = np.zeros(n_paths, dtype=bool)
