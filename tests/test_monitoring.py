@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from mmm_pipeline.monitoring import drift
+from mmm_pipeline.monitoring import calibration, drift
 from mmm_pipeline.monitoring.settings import (
     CusumRule,
     IntervalMissRule,
@@ -45,7 +45,7 @@ def rows(z: list[float], in_94: list[bool] | None = None, ape: list[float] | Non
 
 
 def test_interval_misses_k_of_n() -> None:
-    rule = IntervalMissRule(k=3, n=4)
+    rule = IntervalMissRule(interval=94, k=3, n=4)  # the fixed rule: the nominal 94% interval
     assert drift.evaluate([rule], rows([0.1, 3, 3, 0.2])) == []  # 2 of 4
     fired = drift.evaluate([rule], rows([3, 3, 0.1, 3]))
     assert [f.rule for f in fired] == ["outside_interval"]
@@ -116,6 +116,12 @@ def test_event_lifecycle_one_event_per_drift() -> None:
 def test_monitoring_config_defaults_and_errors() -> None:
     cfg = MonitoringConfig()
     assert [r.kind for r in cfg.drift_rules] == ["interval_misses", "rolling_mape", "cusum", "spend_range"]
+    assert cfg.false_alarm_rate_per_year == 0.05 and cfg.min_weeks_before_event == 4
+    # Calibrated by default; without a calibration those rules cannot fire and are named as such.
+    assert drift.uncalibrated(cfg.drift_rules, None) == ["outside_interval", "rolling_mape", "residual_shift"]
+    assert drift.evaluate(cfg.drift_rules, rows([9.0] * 8, ape=[0.9] * 8)) == []
+    with pytest.raises(ValidationError, match="false_alarm_rate_per_year"):
+        MonitoringConfig.model_validate({"false_alarm_rate_per_year": 1.5})
     parsed = MonitoringConfig.model_validate({"drift_rules": [{"kind": "cusum", "threshold": 4}]})
     assert isinstance(parsed.drift_rules[0], CusumRule) and parsed.drift_rules[0].threshold == 4
     with pytest.raises(ValidationError):
@@ -223,3 +229,179 @@ def test_tracking_forecasts_the_weeks_after_the_fit_with_carry_in() -> None:
     np.testing.assert_allclose(out["rolling_mape"].iloc[2], out["abs_pct_error"].iloc[:3].mean())
     assert (out["crps"] > 0).all()
     assert track(model, frame, "all", data.dates[-1].date()).empty  # nothing after the last week yet
+
+
+# --- calibrated alarms (issue 18) -------------------------------------------------------------------
+
+RULES = MonitoringConfig().drift_rules
+ERROR_RULES = [r for r in RULES if r.kind in calibration.ERROR_RULES]
+TRUTH = calibration.NullErrors(level_sd=0.5, noise_sd=0.75**0.5, rho=0.3, n_residuals=0, n_groups=0)
+
+
+def _cv(truth: calibration.NullErrors, folds: int, seed: int, sd_rel: float = 0.05) -> dict:
+    """CV errors of a champion whose forecast errors follow ``truth`` (KPI 1, forecast sd ``sd_rel``)."""
+    z = truth.simulate(np.random.default_rng(seed), folds, 13).ravel()
+    return {"z": z, "forecast_cv": np.full(z.size, sd_rel), "groups": np.repeat(np.arange(folds), 13)}
+
+
+def _calibrate(cv: dict, rate: float = 0.05, source: str = "cv", **kwargs) -> calibration.Calibration:
+    return calibration.calibrate(RULES, cv["z"], cv["forecast_cv"], cv["groups"], rate, 4, source, **kwargs)
+
+
+def test_calibrated_thresholds_give_the_stated_rate_on_new_null_years() -> None:
+    cal = _calibrate(_cv(TRUTH, folds=400, seed=1), seed=0)
+    fitted = cal.z_null
+    assert abs(fitted.level_sd - 0.5) < 0.06 and abs(fitted.rho - 0.3) < 0.06
+    assert abs(fitted.noise_sd - 0.75**0.5) < 0.05
+    assert all(cal.calibrated[r.name] for r in ERROR_RULES)
+    # The 5% split evenly over the three error rules; together they fire in less (a union bound).
+    share = 0.05 / 3
+    assert all(cal.simulated_rates[r.name] == pytest.approx(share, abs=0.001) for r in ERROR_RULES)
+    assert 0.025 < cal.simulated_rates["all"] <= 0.05
+    # Stable years of the fitted null process, drawn with another seed than the calibration's: the
+    # same rates within Monte-Carlo error (of both simulations).
+    n = 8000
+    z = fitted.simulate(np.random.default_rng(12345), n, calibration.YEAR_WEEKS)
+    ape = calibration.ape(z, np.full_like(z, 0.05))
+    fired = np.zeros(n, dtype=bool)
+
+    def tolerance(p: float) -> float:
+        return 4 * (p * (1 - p) / n) ** 0.5 + 4 * (p * (1 - p) / cal.n_paths) ** 0.5
+
+    for rule in ERROR_RULES:
+        statistic = calibration.year_statistic(rule, ape if rule.kind == "rolling_mape" else z, 4)
+        hit = statistic > cal.thresholds[rule.name]
+        fired |= hit
+        assert abs(hit.mean() - share) < tolerance(share), (rule.name, hit.mean())
+    assert abs(fired.mean() - cal.simulated_rates["all"]) < tolerance(0.05), fired.mean()
+    assert fired.mean() <= 0.05 + tolerance(0.05)
+    # The true process (the fit is close, not exact): the rate stays near the stated one, while the
+    # fixed CUSUM (threshold 5 from the first week) fires in most stable years of it.
+    z = TRUTH.simulate(np.random.default_rng(54321), n, calibration.YEAR_WEEKS)
+    true_rate = np.zeros(n, dtype=bool)
+    for rule in ERROR_RULES:
+        paths = calibration.ape(z, np.full_like(z, 0.05)) if rule.kind == "rolling_mape" else z
+        true_rate |= calibration.year_statistic(rule, paths, 4) > cal.thresholds[rule.name]
+    assert true_rate.mean() < 0.08
+    assert (calibration.year_statistic(CusumRule(threshold=5), z, 1) > 5).mean() > 0.3
+
+
+def test_simulated_statistics_are_what_the_rules_do() -> None:
+    """The vectorized statistics the calibration simulates fire in exactly the weeks (from week 4 on) in
+    which the real rules (``drift.history`` on tracking rows) fire."""
+    cal = _calibrate(_cv(TRUTH, folds=6, seed=2), rate=0.6)  # a high rate: many years fire, many do not
+    z = TRUTH.simulate(np.random.default_rng(7), 12, calibration.YEAR_WEEKS)
+    ape = calibration.ape(z, np.full_like(z, 0.05))
+    simulated = {
+        r.name: calibration.weekly_statistic(r, ape if r.kind == "rolling_mape" else z, 4)
+        > cal.thresholds[r.name]
+        for r in ERROR_RULES
+    }
+    for i in range(len(z)):
+        history = drift.history(ERROR_RULES, rows(list(z[i]), ape=list(ape[i])), cal)
+        for rule in ERROR_RULES:
+            real = [rule.name in {f.rule for f in firings} for _, firings in history]
+            assert real[3:] == simulated[rule.name][i, 3:].tolist(), rule.name
+    years = np.array([simulated[r.name].any(axis=1) for r in ERROR_RULES])
+    assert 3 < years.sum() < years.size - 3
+    fired = calibration.year_statistic(ERROR_RULES[2], z, 4) > cal.thresholds[ERROR_RULES[2].name]
+    assert (fired == simulated[ERROR_RULES[2].name].any(axis=1)).all()
+
+
+def test_calibrated_rules_detect_a_shift() -> None:
+    cal = _calibrate(_cv(TRUTH, folds=4, seed=3))
+    rng = np.random.default_rng(4)
+    detected = []
+    for _ in range(10):
+        z = TRUTH.simulate(rng, 1, 20)[0]
+        z[8:] -= 3.0  # from week 9 the actuals fall 3 forecast sds below the forecast
+        events = [
+            len(frame)
+            for i in range(4, 21)
+            if drift.decide(
+                RULES, (frame := rows(list(z[:i]), ape=list(np.abs(z[:i]) * 0.05))), "m", "c", [], 4, cal, 4
+            ).open
+            is not None  # fmt: skip
+        ]
+        detected.append(events[0] - 8 if events else None)
+    assert sum(d is not None and 0 < d <= 8 for d in detected) >= 8, detected
+
+
+def test_rolling_mape_is_relative_to_the_champions_cv_mape() -> None:
+    """A champion whose honest out-of-sample MAPE is 27% is not an alarm by itself (the fixed 10% rule
+    fires on it every week); a stable year of the same errors does not fire the calibrated rule."""
+    stable = calibration.NullErrors(0.2, 0.98, 0.2, 0, 0)
+    cv = _cv(stable, folds=4, seed=4, sd_rel=0.3)
+    cal = _calibrate(cv)
+    assert 0.265 < cal.reference_mape < 0.285  # the CV MAPE: 27%
+    mape_rule = next(r for r in RULES if r.kind == "rolling_mape")
+    assert cal.thresholds["rolling_mape"] > cal.reference_mape
+    z = stable.simulate(np.random.default_rng(6), 1, calibration.YEAR_WEEKS)[0]
+    ape = list(calibration.ape(z, np.full_like(z, 0.3)))
+    history = drift.history([mape_rule], rows(list(z), ape=ape), cal)
+    assert not any(fired for _, fired in history[3:])
+    fixed = drift.history([RollingMapeRule(threshold=0.1)], rows(list(z), ape=ape))
+    assert all(fired for _, fired in fixed[3:])
+    # Over many stable years of the same errors (another seed): within the rule's share of the rate.
+    z = stable.simulate(np.random.default_rng(8), 4000, calibration.YEAR_WEEKS)
+    years = calibration.ape(z, np.full_like(z, 0.3))
+    rate = (calibration.year_statistic(mape_rule, years, 4) > cal.thresholds["rolling_mape"]).mean()
+    assert rate < cal.simulated_rates["rolling_mape"] + 0.01
+    # The evidence states the rate, the threshold and the CV MAPE it is relative to.
+    (firing,) = drift.evaluate([mape_rule], rows([0.0] * 8, ape=[5.0] * 8), cal)
+    assert firing.evidence["calibrated"] and firing.evidence["false_alarm_rate_per_year"] == 0.05
+    assert firing.evidence["reference_mape"] == round(cal.reference_mape, 4)
+    assert "x the CV MAPE 27" in firing.summary() and "5% false alarms per stable year" in firing.summary()
+
+
+def test_new_champion_opens_no_event_before_min_weeks() -> None:
+    cal = _calibrate(_cv(TRUTH, folds=4, seed=9))
+    far_off = [-30.0] * 6  # a refit that still over-forecasts badly from its first week
+    opened = [
+        drift.decide(RULES, rows(far_off[:i], ape=[0.3] * i), "m", "new", [], 4, cal, min_weeks=4).open
+        for i in range(1, 7)
+    ]
+    assert opened[:3] == [None, None, None] and opened[3] is not None
+    assert opened[3]["detected_week"] == START + dt.timedelta(weeks=3)
+    evidence = json.loads(opened[3]["evidence"])
+    assert all(
+        e["calibrated"] and e["calibration_source"] == "cv" for e in evidence.values() if "calibrated" in e
+    )
+    # The rules still fire on the first weeks (shown in metadata); only the event waits.
+    early = drift.decide(RULES, rows(far_off[:3], ape=[0.3] * 3), "m", "new", [], 4, cal, min_weeks=4)
+    assert early.firings and early.open is None
+
+
+def test_in_sample_fallback_says_so(tmp_path) -> None:
+    import duckdb
+
+    from mmm_pipeline.monitoring import store
+    from mmm_pipeline.tables import ensure_models
+
+    rng = np.random.default_rng(10)
+    weeks = pd.date_range("2023-01-02", periods=60, freq="W-MON")
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_models(conn)
+        assert store.calibration_errors(conn, "m1") is None  # nothing to calibrate on
+        actual = 1000 + 20 * rng.standard_normal(60)
+        fit = {"model_id": "m1", "market": "all", "week": weeks.date, "actual": actual,
+               "predicted_mean": 1000.0, "predicted_hdi_low": 1000 - 1.8808 * 20,
+               "predicted_hdi_high": 1000 + 1.8808 * 20}  # fmt: skip
+        conn.register("fit", pd.DataFrame(fit))
+        conn.execute("INSERT INTO models.fit_weekly BY NAME SELECT * FROM fit")
+        errors = store.calibration_errors(conn, "m1")
+        assert errors["source"] == "in_sample" and len(errors["z"]) == 60
+        np.testing.assert_allclose(errors["z"], (actual - 1000) / 20)
+        cv = {"model_id": "m1", "market": "all", "fold": np.repeat([0, 1], 8), "model": "mmm",
+              "week": weeks[:16].date, "observed": actual[:16], "mean": 990.0, "sd": 25.0}  # fmt: skip
+        conn.register("cv", pd.DataFrame(cv))
+        conn.execute("INSERT INTO models.cv_predictions BY NAME SELECT * FROM cv")
+        errors = store.calibration_errors(conn, "m1")
+        assert errors["source"] == "cv" and errors["groups"].tolist() == [0] * 8 + [1] * 8
+    cal = _calibrate({"z": (actual - 1000) / 20, "forecast_cv": np.full(60, 0.02), "groups": np.zeros(60)},
+                     source="in_sample")  # fmt: skip
+    assert (
+        cal.z_null.level_sd == 0.0 and "in-sample residuals" in cal.note and "no cross-validation" in cal.note
+    )
+    (firing,) = drift.evaluate([CusumRule()], rows([-3.0] * 12), cal)
+    assert firing.evidence["calibration_source"] == "in_sample"

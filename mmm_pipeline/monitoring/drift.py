@@ -1,11 +1,13 @@
 """Drift rules on the tracking table, and the lifecycle of a drift event. Pure functions.
 
 :func:`evaluate` runs the configured rules (``monitoring.drift_rules``) on one champion's tracking rows
-as of their last week and returns the rules that fire with their evidence. :func:`decide` turns that into
-what should happen to the market's drift events: open a new event (only when none is open for the
-market's champion), keep the open one (no storm of events while the same drift persists), or resolve it
-(``recovered``: ``recovery_weeks`` quiet weeks in a row; ``new_champion``: the model it was about is no
-longer serving).
+as of their last week and returns the rules that fire with their evidence. Rules without a fixed
+threshold take theirs from a :class:`~mmm_pipeline.monitoring.calibration.Calibration` of the champion
+(its stated false-alarm rate per year). :func:`decide` turns that into what should happen to the
+market's drift events: open a new event (only when none is open for the market's champion and the
+champion has tracked ``min_weeks`` weeks), keep the open one (no storm of events while the same drift
+persists), or resolve it (``recovered``: ``recovery_weeks`` quiet weeks in a row; ``new_champion``: the
+model it was about is no longer serving).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .calibration import ERROR_RULES, Calibration, fixed_threshold
 from .settings import CusumRule, DriftRule, IntervalMissRule, RollingMapeRule, SpendRangeRule
 
 OPEN = "open"
@@ -36,13 +39,27 @@ class Firing:
 
     def summary(self) -> str:
         e = self.evidence
+        rate = (
+            f" (calibrated: {e['false_alarm_rate_per_year']:.0%} false alarms per stable year)"
+            if e.get("calibrated")
+            else ""
+        )
         if self.kind == "interval_misses":
-            return f"{e['misses']} of the last {e['n']} weeks outside the {e['interval']}% interval"
+            where = f"the {e['interval']}% interval" if e.get("interval") else f"|z| {e['bound']:.2f}"
+            return f"{e['misses']} of the last {e['n']} weeks outside {where}{rate}"
         if self.kind == "rolling_mape":
-            return f"MAPE {e['mape']:.1%} over {e['weeks']} weeks > {e['threshold']:.1%}"
+            reference = e.get("reference_mape")
+            which = "CV" if e.get("calibration_source") == "cv" else "in-sample"
+            relative = ""
+            if reference:
+                relative = f" ({e['threshold'] / reference:.1f}x the {which} MAPE {reference:.1%})"
+            return f"MAPE {e['mape']:.1%} over {e['weeks']} weeks > {e['threshold']:.1%}{relative}{rate}"
         if self.kind == "cusum":
             side = "above" if e["s_pos"] >= e["s_neg"] else "below"
-            return f"CUSUM {max(e['s_pos'], e['s_neg']):.1f} > {e['threshold']} (actuals {side} forecast)"
+            return (
+                f"CUSUM {max(e['s_pos'], e['s_neg']):.1f} > {e['threshold']:.1f} (actuals {side} forecast)"
+                f"{rate}"
+            )
         if self.kind == "spend_range":
             return f"spend outside the training range: {', '.join(e['channels'])}"
         return self.rule
@@ -59,38 +76,55 @@ def cusum(z: np.ndarray, slack: float) -> tuple[np.ndarray, np.ndarray]:
     return s_pos, s_neg
 
 
-def _rule(rule: DriftRule, rows: pd.DataFrame, week: dt.date) -> Firing | None:
+def _threshold(rule: DriftRule, calibration: Calibration | None) -> tuple[float | None, dict]:
+    """The threshold a rule uses now and what the evidence says about it: the configured one, else the
+    champion's calibrated one; ``None`` when the rule needs a calibration and there is none."""
+    if calibration is not None and rule.name in calibration.thresholds:
+        return calibration.thresholds[rule.name], calibration.rule_evidence(rule.name)
+    return fixed_threshold(rule), {"calibrated": False}
+
+
+def _rule(
+    rule: DriftRule, rows: pd.DataFrame, week: dt.date, calibration: Calibration | None
+) -> Firing | None:
+    threshold, stated = _threshold(rule, calibration) if rule.kind in ERROR_RULES else (None, {})
+    if rule.kind in ERROR_RULES and threshold is None:
+        return None  # calibrated rule, no calibration: the caller states that it was not evaluated
     if rule.kind == "interval_misses":
-        assert isinstance(rule, IntervalMissRule)
+        assert isinstance(rule, IntervalMissRule) and threshold is not None
         last = rows.tail(rule.n)
         if len(last) < rule.n:
             return None
-        outside = ~last[f"in_{rule.interval}"].astype(bool)
+        if rule.interval is not None:
+            outside = ~last[f"in_{rule.interval}"].astype(bool)
+        else:
+            outside = last["z_score"].abs() > threshold
         if outside.sum() < rule.k:
             return None
         return Firing(rule.name, rule.kind, week, {
             "misses": int(outside.sum()), "k": rule.k, "n": rule.n, "interval": rule.interval,
-            "weeks_outside": [str(pd.Timestamp(w).date()) for w in last.loc[outside, "week"]],
+            **({} if rule.interval is not None else {"bound": round(threshold, 4)}),
+            "weeks_outside": [str(pd.Timestamp(w).date()) for w in last.loc[outside, "week"]], **stated,
         })  # fmt: skip
     if rule.kind == "rolling_mape":
-        assert isinstance(rule, RollingMapeRule)
+        assert isinstance(rule, RollingMapeRule) and threshold is not None
         if len(rows) < rule.min_weeks:
             return None
         last = rows.tail(rule.window)
         mape = float(last["abs_pct_error"].mean())
-        if not mape > rule.threshold:
+        if not mape > threshold:
             return None
-        return Firing(rule.name, rule.kind, week,
-                      {"mape": mape, "threshold": rule.threshold, "weeks": len(last)})  # fmt: skip
+        evidence = {"mape": mape, "threshold": round(threshold, 4), "weeks": len(last), **stated}
+        return Firing(rule.name, rule.kind, week, evidence)
     if rule.kind == "cusum":
-        assert isinstance(rule, CusumRule)
+        assert isinstance(rule, CusumRule) and threshold is not None
         s_pos, s_neg = cusum(rows["z_score"].to_numpy(float), rule.slack)
-        if max(s_pos[-1], s_neg[-1]) <= rule.threshold:
+        if max(s_pos[-1], s_neg[-1]) <= threshold:
             return None
         return Firing(rule.name, rule.kind, week, {
-            "s_pos": float(s_pos[-1]), "s_neg": float(s_neg[-1]), "threshold": rule.threshold,
+            "s_pos": float(s_pos[-1]), "s_neg": float(s_neg[-1]), "threshold": round(threshold, 4),
             "slack": rule.slack, "mean_error": float(rows["error"].mean()),
-            "last_z": [round(float(v), 2) for v in rows["z_score"].tail(6)],
+            "last_z": [round(float(v), 2) for v in rows["z_score"].tail(6)], **stated,
         })  # fmt: skip
     if rule.kind == "spend_range":
         assert isinstance(rule, SpendRangeRule)
@@ -112,28 +146,43 @@ def _rule(rule: DriftRule, rows: pd.DataFrame, week: dt.date) -> Firing | None:
     raise ValueError(f"unknown drift rule kind {rule.kind!r}")
 
 
-def evaluate(rules: Sequence[DriftRule], rows: pd.DataFrame) -> list[Firing]:
-    """The rules that fire on one champion's tracking rows (sorted by week) as of their last week."""
+def evaluate(
+    rules: Sequence[DriftRule], rows: pd.DataFrame, calibration: Calibration | None = None
+) -> list[Firing]:
+    """The rules that fire on one champion's tracking rows (sorted by week) as of their last week.
+    Error rules without a fixed threshold use ``calibration``'s; without one they are not evaluated."""
     if rows.empty:
         return []
     rows = rows.sort_values("week")
     week = pd.Timestamp(rows["week"].iloc[-1]).date()
-    return [f for rule in rules if (f := _rule(rule, rows, week)) is not None]
+    return [f for rule in rules if (f := _rule(rule, rows, week, calibration)) is not None]
 
 
-def history(rules: Sequence[DriftRule], rows: pd.DataFrame) -> list[tuple[dt.date, list[Firing]]]:
+def uncalibrated(rules: Sequence[DriftRule], calibration: Calibration | None) -> list[str]:
+    """Names of the rules that need a calibration and have none (they cannot fire)."""
+    return [r.name for r in rules if r.kind in ERROR_RULES and _threshold(r, calibration)[0] is None]
+
+
+def history(
+    rules: Sequence[DriftRule], rows: pd.DataFrame, calibration: Calibration | None = None
+) -> list[tuple[dt.date, list[Firing]]]:
     """:func:`evaluate` as of each tracked week in turn (what the rules said week after week)."""
     rows = rows.sort_values("week").reset_index(drop=True)
     return [
-        (pd.Timestamp(rows["week"].iloc[i]).date(), evaluate(rules, rows.iloc[: i + 1]))
+        (pd.Timestamp(rows["week"].iloc[i]).date(), evaluate(rules, rows.iloc[: i + 1], calibration))
         for i in range(len(rows))
     ]
 
 
-def quiet_weeks(rules: Sequence[DriftRule], rows: pd.DataFrame, after: dt.date | None = None) -> int:
+def quiet_weeks(
+    rules: Sequence[DriftRule],
+    rows: pd.DataFrame,
+    after: dt.date | None = None,
+    calibration: Calibration | None = None,
+) -> int:
     """Trailing tracked weeks (after ``after``) in which no rule fired."""
     count = 0
-    for week, firings in reversed(history(rules, rows)):
+    for week, firings in reversed(history(rules, rows, calibration)):
         if (after is not None and week <= after) or firings:
             break
         count += 1
@@ -162,26 +211,34 @@ def decide(
     champion_id: str | None,
     open_events: Sequence[dict],
     recovery_weeks: int,
+    calibration: Calibration | None = None,
+    min_weeks: int = 1,
 ) -> Decision:
-    """Resolve the market's open events that no longer apply, open a new one if a rule fires and none is
-    open for the champion. ``rows``: the champion's tracking rows; ``open_events``: the market's open
-    ``drift_events`` rows (dicts with at least ``event_id``, ``model_id``, ``detected_week``)."""
-    decision = Decision(firings=evaluate(rules, rows))
+    """Resolve the market's open events that no longer apply, open a new one if a rule fires, none is
+    open for the champion and the champion has tracked at least ``min_weeks`` weeks (a champion that
+    just replaced a drifted one is not judged on its first weeks: no chain of refits). ``rows``: the
+    champion's tracking rows; ``open_events``: the market's open ``drift_events`` rows (dicts with at
+    least ``event_id``, ``model_id``, ``detected_week``); ``calibration``: the champion's calibrated
+    thresholds (see :func:`evaluate`)."""
+    decision = Decision(firings=evaluate(rules, rows, calibration))
     still_open = []
     for event in open_events:
         if event["model_id"] != champion_id:
             decision.resolve.append((event["event_id"], "new_champion"))
-        elif quiet_weeks(rules, rows, after=pd.Timestamp(event["detected_week"]).date()) >= recovery_weeks:
+        elif (
+            quiet_weeks(rules, rows, pd.Timestamp(event["detected_week"]).date(), calibration)
+            >= recovery_weeks
+        ):
             decision.resolve.append((event["event_id"], "recovered"))
         else:
             still_open.append(event)
-    if still_open or not decision.firings or champion_id is None:
+    if still_open or not decision.firings or champion_id is None or len(rows) < min_weeks:
         return decision
     first = decision.firings[0]
     week = first.week
     # The first week of this run of firing weeks: how long the drift had been showing when detected.
     onset = week
-    for past_week, past in reversed(history(rules, rows)):
+    for past_week, past in reversed(history(rules, rows, calibration)):
         if not past:
             break
         onset = past_week

@@ -42,11 +42,14 @@ class SensorsConfig(StrictModel):
 
 
 class IntervalMissRule(StrictModel):
-    """Actuals outside the ``interval``% predictive interval in at least ``k`` of the last ``n`` weeks."""
+    """Actuals beyond a bound on ``|z|`` (``z = error / pred_sd``) in at least ``k`` of the last ``n``
+    weeks. ``interval`` unset (default): the bound is calibrated to ``false_alarm_rate_per_year`` on
+    the champion's own errors (:mod:`mmm_pipeline.monitoring.calibration`); ``50`` / ``94``: the fixed
+    rule "outside the nominal 50% / 94% predictive interval" (rate not controlled)."""
 
     name: str = "outside_interval"
     kind: Literal["interval_misses"] = "interval_misses"
-    interval: Literal[50, 94] = 94
+    interval: Literal[50, 94] | None = None
     k: int = Field(3, ge=1)
     n: int = Field(4, ge=1)
 
@@ -59,11 +62,13 @@ class IntervalMissRule(StrictModel):
 
 class RollingMapeRule(StrictModel):
     """MAPE of the predictive mean over the last ``window`` weeks above ``threshold`` (0.1 = 10%),
-    once at least ``min_weeks`` weeks have been tracked."""
+    once at least ``min_weeks`` weeks have been tracked. ``threshold`` unset (default): calibrated on
+    the champion's own relative CV errors, so it sits above the champion's CV MAPE by what a stable
+    year's rolling MAPE can reach at the stated false-alarm rate."""
 
     name: str = "rolling_mape"
     kind: Literal["rolling_mape"] = "rolling_mape"
-    threshold: float = Field(0.1, gt=0)
+    threshold: float | None = Field(None, gt=0)
     window: int = Field(8, ge=1)
     min_weeks: int = Field(4, ge=1)
 
@@ -71,11 +76,13 @@ class RollingMapeRule(StrictModel):
 class CusumRule(StrictModel):
     """Two-sided CUSUM of the standardized residuals ``z = (actual - pred_mean) / pred_sd``:
     ``S+ = max(0, S+ + z - slack)``, ``S- = max(0, S- - z - slack)``; fires when either exceeds
-    ``threshold``. ``slack`` is the allowance per week (half the shift, in sds, it should catch)."""
+    ``threshold``. ``slack`` is the allowance per week (half the shift, in sds, it should catch).
+    ``threshold`` unset (default): calibrated on the champion's own CV errors (their level error and
+    autocorrelation) to ``false_alarm_rate_per_year``."""
 
     name: str = "residual_shift"
     kind: Literal["cusum"] = "cusum"
-    threshold: float = Field(5.0, gt=0)
+    threshold: float | None = Field(None, gt=0)
     slack: float = Field(0.5, ge=0)
 
 
@@ -111,6 +118,14 @@ class MonitoringConfig(StrictModel):
     recovery_weeks: int = Field(4, ge=1)
     """An open drift event is resolved after this many consecutive tracked weeks in which no rule fires
     (or at once when a new champion is promoted)."""
+    false_alarm_rate_per_year: float = Field(0.05, gt=0, lt=1)
+    """Chance that the error rules open an event in a stable year of one champion's tracking. Rules
+    without a fixed threshold are calibrated to it (split evenly over the error rules) on the champion's
+    CV errors, or its in-sample residuals when it has no CV (the evidence says which)."""
+    min_weeks_before_event: int = Field(4, ge=1)
+    """A champion opens no drift event before it has tracked this many weeks: a refit after a break
+    still over-forecasts for a while, and must not start the next refit on its first week (damps refit
+    chains). The rules are still evaluated and shown."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> MonitoringConfig:

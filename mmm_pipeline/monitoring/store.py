@@ -12,11 +12,15 @@ import json
 from collections.abc import Mapping, Sequence
 
 import duckdb
+import numpy as np
 import pandas as pd
 
+from mmm_pipeline.monitoring.calibration import MIN_RESIDUALS
 from mmm_pipeline.tables import ensure_monitoring
 from mmm_pipeline.warehouse import relation_exists, transaction
 
+#: Half-width of a central 94% interval of a normal distribution, in sds.
+Z_94 = 1.8808
 #: Components of ``models.decomposition`` that are not media.
 BASELINE_COMPONENTS = ("intercept", "trend", "seasonality", "controls")
 
@@ -44,6 +48,52 @@ def tracking_rows(conn: duckdb.DuckDBPyConnection, market: str, model_id: str) -
         "SELECT * FROM monitoring.performance_tracking WHERE market = ? AND model_id = ? ORDER BY week",
         [market, model_id],
     ).df()
+
+
+def calibration_errors(conn: duckdb.DuckDBPyConnection, model_id: str) -> dict | None:
+    """A champion's forecast errors for :func:`mmm_pipeline.monitoring.calibration.calibrate`: its
+    time-slice CV errors (``models.cv_predictions``, the MMM's rows, one group per fold) with its CV
+    MAPE, else its in-sample residuals (``models.fit_weekly``, one group; sd from the 94% interval),
+    else ``None``. Keys: ``z``, ``forecast_cv`` (sd / |mean|), ``groups``, ``source`` (``cv`` /
+    ``in_sample``), ``reference_mape``."""
+    if relation_exists(conn, "models", "cv_predictions"):
+        cv = conn.execute(
+            "SELECT fold, observed, mean, sd FROM models.cv_predictions WHERE model_id = ? AND model = 'mmm' "
+            "AND observed IS NOT NULL AND mean IS NOT NULL AND sd > 0 ORDER BY fold, week",
+            [model_id],
+        ).df()
+        if len(cv) >= MIN_RESIDUALS:
+            error = cv["observed"] - cv["mean"]
+            mape = conn.execute(
+                "SELECT mape FROM models.cv_metrics "
+                "WHERE model_id = ? AND model = 'mmm' AND scope = 'overall'",
+                [model_id],
+            ).fetchone()
+            return {
+                "z": (error / cv["sd"]).to_numpy(float),
+                "forecast_cv": (cv["sd"] / cv["mean"].abs()).to_numpy(float),
+                "groups": cv["fold"].to_numpy(),
+                "source": "cv",
+                "reference_mape": None if mape is None or mape[0] is None else float(mape[0]),
+            }
+    if relation_exists(conn, "models", "fit_weekly"):
+        fit = conn.execute(
+            "SELECT actual, predicted_mean, predicted_hdi_low, predicted_hdi_high FROM models.fit_weekly "
+            "WHERE model_id = ? AND actual IS NOT NULL ORDER BY week",
+            [model_id],
+        ).df()
+        sd = (fit["predicted_hdi_high"] - fit["predicted_hdi_low"]) / (2 * Z_94)
+        fit = fit[sd > 0]
+        if len(fit) >= MIN_RESIDUALS:
+            error = fit["actual"] - fit["predicted_mean"]
+            return {
+                "z": (error / sd[sd > 0]).to_numpy(float),
+                "forecast_cv": (sd[sd > 0] / fit["predicted_mean"].abs()).to_numpy(float),
+                "groups": np.zeros(len(fit), dtype=int),
+                "source": "in_sample",
+                "reference_mape": None,
+            }
+    return None
 
 
 def open_events(conn: duckdb.DuckDBPyConnection, market: str | None = None) -> list[dict]:

@@ -7,6 +7,10 @@ drift rules (``monitoring.drift_rules``) on those rows, opens an event when a ru
 open for the market's champion, resolves events on recovery or a new champion, links each event to the
 run the drift sensor started for it, and publishes the monitoring tables for BI (and for the sensor).
 
+Both state the false-alarm rate per stable year (``monitoring.false_alarm_rate_per_year``) and each
+champion's calibrated thresholds (:mod:`mmm_pipeline.monitoring.calibration`, on its CV errors or,
+without CV, its in-sample residuals) in their metadata; the events' evidence repeats them.
+
 Both are unpartitioned (they cover every market) and run in the feature runs (a new week arrived), in
 the weekly update and in the refit runs (a new champion resets tracking and resolves its events).
 """
@@ -25,6 +29,7 @@ from mmm_pipeline.tables import ensure_models as ensure_models_schema
 
 from ...config import ProjectConfig
 from ...monitoring import drift, store
+from ...monitoring.calibration import Calibration, calibrate
 from ...monitoring.plots import tracking_chart
 from ...monitoring.tracking import track
 from ...warehouse import relation_exists, transaction
@@ -43,6 +48,51 @@ def publish_monitoring(conn, cfg: ProjectConfig) -> dict[str, int]:  # noqa: ANN
     return publish(conn, MONITORING_TABLES, cfg.publish_dir, cfg.bi_database_path)
 
 
+def champion_calibrations(
+    errors: dict[str, dict | None], cfg: ProjectConfig
+) -> dict[str, Calibration | None]:
+    """Each market's champion's calibrated drift thresholds from its errors
+    (:func:`~mmm_pipeline.monitoring.store.calibration_errors`, read beforehand: the simulation, numpy
+    and well under a second per champion, runs outside any DuckDB connection). ``None``: no CV errors
+    and no in-sample residuals to calibrate on."""
+    settings = cfg.monitoring
+    return {
+        m: None
+        if e is None
+        else calibrate(
+            settings.drift_rules,
+            e["z"],
+            e["forecast_cv"],
+            e["groups"],
+            settings.false_alarm_rate_per_year,
+            settings.min_weeks_before_event,
+            e["source"],
+            e["reference_mape"],
+        )
+        for m, e in errors.items()
+    }
+
+
+def calibration_metadata(calibrations: dict[str, Calibration | None], cfg: ProjectConfig) -> dict:
+    """Dagster metadata: the stated rate and each champion's thresholds (and what they rest on)."""
+    settings = cfg.monitoring
+    uncalibrated = {
+        m: drift.uncalibrated(settings.drift_rules, c) for m, c in calibrations.items() if c is None
+    }
+    return {
+        "false_alarm_rate_per_year": settings.false_alarm_rate_per_year,
+        "min_weeks_before_event": settings.min_weeks_before_event,
+        "calibration": dg.MetadataValue.json(
+            {
+                m: c.as_dict()
+                if c is not None
+                else {"note": f"no CV errors or in-sample residuals: rules {uncalibrated[m]} not evaluated"}
+                for m, c in calibrations.items()
+            }
+        ),
+    }
+
+
 def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     settings = cfg.monitoring
     if not settings.enabled:
@@ -59,7 +109,11 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "and sd, 50%/94% intervals and in-interval flags, error, absolute % error, rolling MAPE, CRPS, "
             "and channels whose spend left the training range (monitoring.performance_tracking)."
         ),
-        metadata={"table": "monitoring.performance_tracking", "rolling_weeks": settings.rolling_weeks},
+        metadata={
+            "table": "monitoring.performance_tracking",
+            "rolling_weeks": settings.rolling_weeks,
+            "false_alarm_rate_per_year": settings.false_alarm_rate_per_year,
+        },
     )
     def performance_tracking(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
@@ -77,6 +131,10 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     for m in champions["market"]
                 }
             events = conn.execute("SELECT model_id, detected_week FROM monitoring.drift_events").df()
+            errors = {
+                row.market: store.calibration_errors(conn, row.model_id) for row in champions.itertuples()
+            }
+        calibrations = champion_calibrations(errors, cfg)
         results = {}
         for row in champions.itertuples():
             if row.market not in frames:
@@ -90,7 +148,7 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         with warehouse.get_connection() as conn, transaction(conn):
             for market, (model_id, rows) in results.items():
                 store.replace_tracking(conn, market, model_id, rows, context.run_id)
-        metadata: dict[str, object] = {"markets": len(results)}
+        metadata: dict[str, object] = {"markets": len(results), **calibration_metadata(calibrations, cfg)}
         summary = []
         for market, (model_id, rows) in results.items():
             if rows.empty:
@@ -139,6 +197,8 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         metadata={
             "table": "monitoring.drift_events",
             "rules": ", ".join(r.name for r in settings.drift_rules),
+            "false_alarm_rate_per_year": settings.false_alarm_rate_per_year,
+            "min_weeks_before_event": settings.min_weeks_before_event,
         },
     )
     def drift_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -155,8 +215,19 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     store.open_events(conn, m))
                 for m in markets
             }  # fmt: skip
+            errors = {m: store.calibration_errors(conn, model_id) for m, model_id in champions.items()}
+        calibrations = champion_calibrations(errors, cfg)
         decisions = {
-            m: drift.decide(settings.drift_rules, rows, m, champions.get(m), events, settings.recovery_weeks)
+            m: drift.decide(
+                settings.drift_rules,
+                rows,
+                m,
+                champions.get(m),
+                events,
+                settings.recovery_weeks,
+                calibrations.get(m),
+                settings.min_weeks_before_event,
+            )
             for m, (rows, events) in inputs.items()
         }
         with warehouse.get_connection() as conn:
@@ -208,9 +279,10 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     {m: [f.rule for f in d.firings] for m, d in decisions.items()}
                 ),
                 "events": dg.MetadataValue.md(markdown_table(shown.head(20)) if len(shown) else "none"),
+                **calibration_metadata(calibrations, cfg),
                 "published": dg.MetadataValue.json(counts),
                 **({"dagster/row_count": len(events)} if len(events) else {}),
-            }
+            },
         )
 
     return [performance_tracking, drift_events]

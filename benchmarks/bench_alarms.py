@@ -1,0 +1,261 @@
+"""Drift alarms: false alarms per stable year and detection delay, fixed rules vs calibrated rules.
+
+Prints figures; not a test. Thresholds come from the real calibration (``monitoring.calibration.
+calibrate`` with the product's defaults: 5% per year, 20,000 simulated years, no event before 4 tracked
+weeks), one calibration per simulated champion on its own simulated CV errors. Whether a rule fires in a
+week is computed with ``calibration.weekly_statistic``, the vectorized twin of the rules in
+``monitoring.drift`` (tested equal week by week in ``tests/test_monitoring.py``); the first
+``--check`` champions of every row are also run through the real ``drift.decide`` week by week on
+tracking rows, and the script stops if the two disagree.
+
+1. **False alarms per stable year.** Each simulated year is a new champion: its time-slice CV errors
+   (the product's default CV layout, 4 folds x 13 weeks; each fold forecast from its own origin, so
+   with its own level error) are drawn from a residual process, the champion's thresholds are
+   calibrated on them, then it is tracked for 52 stable weeks of the same process (a new level error).
+   Processes (standardized errors z; the forecast is calibrated overall, sd 1): independent; AR(1)
+   rho 0.3; a level error shared by the champion's weeks (sd 0.5, the rest independent, sd 0.87);
+   both. The KPI forecast is 1 with forecast sd ``sigma_rel`` (0.05: MAPE about 4%; for the last
+   process also 0.25: about 22%, near the case study's CV MAPE of 27%). "Fixed" are the rules as they
+   were (94% interval 3 of 4 weeks, MAPE 10%, CUSUM 5 / slack 0.5, events from the first tracked week);
+   "calibrated" the defaults.
+2. **Detection delay** on the break simulation's world (``mmm_testkit.synthetic``, seed 3, market
+   ``all``; the champion fitted on 104 weeks, tracked 8 stable weeks, then the break). Refitting the
+   MMM for hundreds of replications is too slow on this machine, so the forecast errors a champion
+   would see are simulated from the known truth: the champion's forecast is the world's expected KPI
+   without the break, its errors follow the processes above with sd ``error_sd`` x the world's noise sd
+   (its CV errors likewise, for calibration), and from the break week on the actual KPI moves by the
+   break's true effect: ``-0.3 x`` the channel's true weekly contribution (its effect 30% lower) or
+   ``+-5%`` of the true baseline (intercept, trend, seasonality and controls). Delay = weeks from the
+   break week (0) to the first week at or after it in which a rule fires (an event opens there unless
+   one is already open); not found within the 26 post-break weeks counts as never (``inf``).
+
+    .venv/bin/python benchmarks/bench_alarms.py [--years 1000] [--replications 500] [--error-sd 1 2]
+        [--check 20] [--seed 0] [--part all|false|detection]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from mmm_pipeline.monitoring import drift
+from mmm_pipeline.monitoring.calibration import ERROR_RULES, NullErrors, calibrate, weekly_statistic
+from mmm_pipeline.monitoring.calibration import ape as calibration_ape
+from mmm_pipeline.monitoring.settings import (
+    CusumRule,
+    IntervalMissRule,
+    MonitoringConfig,
+    RollingMapeRule,
+    SpendRangeRule,
+)
+
+FIXED_RULES = [IntervalMissRule(interval=94), RollingMapeRule(threshold=0.1), CusumRule(threshold=5.0),
+               SpendRangeRule()]  # fmt: skip
+CV_FOLDS, CV_HORIZON = 4, 13
+LEVEL_SD = 0.5
+PROCESSES = {  # name -> (level sd, AR(1) rho); the total sd is 1
+    "independent": (0.0, 0.0),
+    "AR(1) rho 0.3": (0.0, 0.3),
+    "level error sd 0.5": (LEVEL_SD, 0.0),
+    "level error sd 0.5 + AR(1) rho 0.3": (LEVEL_SD, 0.3),
+}
+START = pd.Timestamp("2024-01-01")
+
+
+def process(level_sd: float, rho: float) -> NullErrors:
+    return NullErrors(level_sd, float(np.sqrt(1.0 - level_sd**2)), rho, 0, 0)
+
+
+def cv_errors(null: NullErrors, rng: np.random.Generator, scale: float, folds: int) -> tuple[np.ndarray, ...]:
+    """A champion's CV errors in KPI units (each fold with its own level error) and their groups."""
+    errors = null.simulate(rng, folds, CV_HORIZON).ravel() * scale
+    return errors, np.repeat(np.arange(folds), CV_HORIZON)
+
+
+def tracking_rows(pred: np.ndarray, actual: np.ndarray, sd: float) -> pd.DataFrame:
+    """Tracking rows with the columns the rules read (the forecast sd ``sd``, Gaussian intervals)."""
+    error = actual - pred
+    z = error / sd
+    return pd.DataFrame({
+        "week": START + pd.to_timedelta(7 * np.arange(len(z)), unit="D"), "z_score": z, "error": error,
+        "in_94": np.abs(z) <= 1.8808, "in_50": np.abs(z) <= 0.6745,
+        "abs_pct_error": np.abs(error) / np.abs(actual), "spend_flags": None,
+    })  # fmt: skip
+
+
+def first_event(rules, rows: pd.DataFrame, calibration, min_weeks: int, after: int = 0) -> int | None:  # noqa: ANN001
+    """Index (0-based week) of the first week at or after ``after`` in which ``decide`` opens an event."""
+    for i in range(max(after, min_weeks - 1), len(rows)):
+        d = drift.decide(rules, rows.iloc[: i + 1], "m", "champion", [], 4, calibration, min_weeks)
+        if d.open is not None:
+            return i
+    return None
+
+
+def firing(rules, thresholds: dict[str, float], z: np.ndarray, ape: np.ndarray, min_weeks: int) -> np.ndarray:  # noqa: ANN001
+    """Weeks (paths x weeks) in which any error rule fires (``weekly_statistic`` above its threshold)."""
+    out = np.zeros(z.shape, dtype=bool)
+    for rule in rules:
+        if rule.kind in ERROR_RULES:
+            paths = ape if rule.kind == "rolling_mape" else z
+            out |= weekly_statistic(rule, paths, min_weeks) > thresholds[rule.name]
+    return out
+
+
+def first_week(fires: np.ndarray, after: int = 0) -> float:
+    weeks = np.flatnonzero(fires[after:])
+    return float(weeks[0] + after) if weeks.size else np.inf
+
+
+def calibrated(cfg: MonitoringConfig, errors: np.ndarray, kpi: np.ndarray, groups: np.ndarray, sd: float):  # noqa: ANN201
+    """The product's calibration on a champion's CV errors (forecast ``kpi``, forecast sd ``sd``)."""
+    return calibrate(cfg.drift_rules, errors / sd, sd / np.abs(kpi), groups, cfg.false_alarm_rate_per_year,
+                     cfg.min_weeks_before_event, "cv")  # fmt: skip
+
+
+def check(rules, rows: pd.DataFrame, calibration, min_weeks: int, fires: np.ndarray, after: int = 0) -> None:  # noqa: ANN001
+    """Stop unless the real ``drift.decide`` opens its first event in the week the statistics say."""
+    real = first_event(rules, rows, calibration, min_weeks, after)
+    expected = first_week(fires, after)
+    if (np.inf if real is None else real) != expected:
+        raise SystemExit(f"real rules: first event in week {real}, vectorized statistics: {expected}")
+
+
+def false_alarms(years: int, seed: int, n_check: int, folds: int) -> None:
+    cfg = MonitoringConfig()
+    print(f"\n=== 1. false alarms per stable year ({years} simulated years per row: a new champion each, "
+          f"CV {folds}x{CV_HORIZON} weeks, tracked 52 weeks) ===")  # fmt: skip
+    print(f"{'process':<36} {'sigma_rel':>9}  {'fixed rules':>11}  {'calibrated':>10}  "
+          f"{'calibrated, by rule (interval / MAPE / CUSUM)':<46} {'median thresholds':<30}")  # fmt: skip
+    names = ("outside_interval", "rolling_mape", "residual_shift")
+    fixed_thresholds = {"outside_interval": 1.8808, "rolling_mape": 0.1, "residual_shift": 5.0}
+    # Every process at MAPE ~4%; the most realistic one (level error + AR(1)) also at ~22%.
+    last = list(PROCESSES)[-1]
+    for sigma_rel, name in [(0.05, p) for p in PROCESSES] + [(0.25, last)]:
+        level_sd, rho = PROCESSES[name]
+        null = process(level_sd, rho)
+        rng = np.random.default_rng([seed, int(sigma_rel * 100), int(level_sd * 10), int(rho * 10)])
+        fixed = new = 0
+        by_rule = dict.fromkeys(names, 0)
+        thresholds = []
+        for year in range(years):
+            errors, groups = cv_errors(null, rng, sigma_rel, folds)
+            calibration = calibrated(cfg, errors, np.ones_like(errors), groups, sigma_rel)
+            thresholds.append(calibration.thresholds)
+            z = null.simulate(rng, 1, 52)
+            ape = calibration_ape(z, np.full_like(z, sigma_rel))
+            old = firing(FIXED_RULES, fixed_thresholds, z, ape, 1)[0]
+            now = firing(cfg.drift_rules, calibration.thresholds, z, ape, cfg.min_weeks_before_event)[0]
+            fixed += bool(old.any())
+            new += bool(now.any())
+            for rule in cfg.drift_rules:
+                if rule.kind in ERROR_RULES:
+                    paths = ape if rule.kind == "rolling_mape" else z
+                    stat = weekly_statistic(rule, paths, cfg.min_weeks_before_event)[0]
+                    by_rule[rule.name] += bool((stat > calibration.thresholds[rule.name]).any())
+            if year < n_check:
+                rows = tracking_rows(np.ones(52), 1.0 + sigma_rel * z[0], sigma_rel)
+                check(FIXED_RULES, rows, None, 1, old)
+                check(cfg.drift_rules, rows, calibration, cfg.min_weeks_before_event, now)
+        med = pd.DataFrame(thresholds).median()
+        rules = " / ".join(f"{by_rule[r] / years:.1%}" for r in names)
+        print(f"{name:<36} {sigma_rel:>9.2f}  {fixed / years:>11.1%}  {new / years:>10.1%}  {rules:<46} "
+              f"|z| {med['outside_interval']:.2f}, MAPE {med['rolling_mape']:.1%}, "
+              f"CUSUM {med['residual_shift']:.1f}")  # fmt: skip
+
+
+def world_truth(seed: int, history: int, stable: int, post: int, channel: str) -> dict[str, np.ndarray]:
+    from mmm_testkit.synthetic import generate_world
+
+    world = generate_world(seed=seed, n_weeks=history + stable + post, markets=("all",))
+    d = world.truth.decomposition
+    d = d[d["market"] == "all"].reset_index(drop=True)
+    media = list(world.channels)
+    expected = d[world.kpi_name].to_numpy(float) - d["noise"].to_numpy(float)
+    baseline = expected - d[media].sum(axis=1).to_numpy(float)
+    return {"expected": expected, "baseline": baseline, "channel": d[channel].to_numpy(float),
+            "noise_sd": float(world.truth.noise_sd["all"])}  # fmt: skip
+
+
+def detection(
+    replications: int, seed: int, error_sd: float, n_check: int, folds: int, post: int = 26
+) -> None:
+    cfg = MonitoringConfig()
+    history, stable, channel = 104, 8, "search"
+    truth = world_truth(3, history, stable, post, channel)
+    sd = error_sd * truth["noise_sd"]
+    tracked = slice(history, history + stable + post)
+    expected = truth["expected"][tracked]
+    level = float(truth["expected"][:history].mean())
+    shifts = {
+        f"{channel} effect -30%": -0.3 * truth["channel"][tracked],
+        "baseline +5%": 0.05 * truth["baseline"][tracked],
+        "baseline -5%": -0.05 * truth["baseline"][tracked],
+    }
+    for shift in shifts.values():
+        shift[:stable] = 0.0
+    print(
+        f"\n=== 2. detection delay, break simulation world (seed 3, {channel}), {replications} "
+        f"replications, forecast error sd {error_sd:g} x noise sd ({sd:,.0f}; KPI ~{level:,.0f}/week), "
+        "8 stable weeks ==="
+    )
+    print("  break size in error sds (mean over the post-break weeks): " + ", ".join(
+        f"{k} {np.mean(np.abs(v[stable:])) / sd:.2f}" for k, v in shifts.items()))  # fmt: skip
+    print(f"{'break':<20} {'process':<36} {'rules':<11} {'median delay':>12} {'<= 8 weeks':>10} "
+          f"{'found <= 26':>11} {'false alarm in the 8 stable weeks':>34}")  # fmt: skip
+    fixed_thresholds = {"outside_interval": 1.8808, "rolling_mape": 0.1, "residual_shift": 5.0}
+    for name, (level_sd, rho) in list(PROCESSES.items())[1:]:
+        null = process(level_sd, rho)
+        for label, shift in shifts.items():
+            rng = np.random.default_rng([seed, int(level_sd * 10), int(rho * 10), len(label)])
+            delays: dict[str, list[float]] = {"fixed": [], "calibrated": []}
+            early = {"fixed": 0, "calibrated": 0}
+            for rep in range(replications):
+                errors, groups = cv_errors(null, rng, sd, folds)
+                calibration = calibrated(cfg, errors, np.full(errors.size, level), groups, sd)
+                e = null.simulate(rng, 1, stable + post)[0] * sd
+                actual = expected + e + shift
+                z = ((actual - expected) / sd)[None, :]
+                ape = (np.abs(actual - expected) / np.abs(actual))[None, :]
+                for kind, rules, thresholds, min_weeks, cal in (
+                    ("fixed", FIXED_RULES, fixed_thresholds, 1, None),
+                    ("calibrated", cfg.drift_rules, calibration.thresholds, cfg.min_weeks_before_event,
+                     calibration),
+                ):  # fmt: skip
+                    fires = firing(rules, thresholds, z, ape, min_weeks)[0]
+                    early[kind] += bool(fires[:stable].any())
+                    delays[kind].append(first_week(fires, stable) - stable)
+                    if rep < n_check:
+                        check(rules, tracking_rows(expected, actual, sd), cal, min_weeks, fires, stable)
+            for kind, values in delays.items():
+                v = np.array(values)
+                print(f"{label:<20} {name:<36} {kind:<11} {np.median(v):>12} {np.mean(v <= 8):>10.1%} "
+                      f"{np.mean(np.isfinite(v)):>11.1%} {early[kind] / replications:>34.1%}")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--years", type=int, default=1000)
+    parser.add_argument("--replications", type=int, default=500)
+    parser.add_argument("--check", type=int, default=20, help="champions per row also run by drift.decide")
+    parser.add_argument("--error-sd", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cv-folds", type=int, default=CV_FOLDS, help="CV folds of each champion (13 weeks)")
+    parser.add_argument("--part", choices=["all", "false", "detection"], default="all")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if args.part in ("all", "false"):
+        false_alarms(args.years, args.seed, args.check, args.cv_folds)
+    if args.part in ("all", "detection"):
+        for error_sd in args.error_sd:
+            detection(args.replications, args.seed, error_sd, args.check, args.cv_folds)
+    print(f"\n({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
