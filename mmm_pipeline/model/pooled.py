@@ -24,6 +24,7 @@ single-market insight reads unchanged.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -392,10 +393,16 @@ def fit_pooled(
         "sample": sample_s,
         "total": time.perf_counter() - start,
     }
-    idata.attrs["scalings"] = {m: s.model_dump_json() for m, s in scalings.items()}
+    idata.attrs["scalings"] = scalings_attr(scalings)
     idata.attrs["model_spec"] = spec.model_dump_json()
     idata.attrs["n_lift_tests"] = n_tests
     return PooledFitResult(idata, spec, markets, scalings, dict(data), carry, n_time, timings, reused, tests)
+
+
+def scalings_attr(scalings: Mapping[str, ScalingSpec]) -> str:
+    """Every market's scaling as one JSON string, the pooled posterior's ``scalings`` attribute (a plain
+    string, as the single-market ``scaling`` is, so that the posterior saves to netCDF)."""
+    return json.dumps({m: json.loads(s.model_dump_json()) for m, s in scalings.items()})
 
 
 def market_posterior(idata: az.InferenceData, market: str) -> az.InferenceData:
@@ -418,5 +425,5 @@ def market_posterior(idata: az.InferenceData, market: str) -> az.InferenceData:
     view = az.InferenceData(**groups)
     view.attrs.update({k: v for k, v in idata.attrs.items() if k != "scalings"})
     if "scalings" in idata.attrs:
-        view.attrs["scaling"] = idata.attrs["scalings"][market]
+        view.attrs["scaling"] = json.dumps(json.loads(idata.attrs["scalings"])[market])
     return view
