@@ -101,6 +101,32 @@ class ChannelTruth:
 
 
 @dataclass(frozen=True)
+class MarketVariation:
+    """How one channel works in one market compared with the national (reference) channel.
+
+    Why: markets share channel behaviour but not exactly (audiences, competition, media prices differ),
+    which is what a partially pooled model assumes and has to recover. ``effect`` multiplies ``beta``;
+    ``curve`` stretches the saturation curve along the spend axis (``half_sat`` times it, ``lam`` over
+    it: the market needs ``curve`` times the spend to reach the same point); ``alpha`` replaces the
+    adstock's decay. All apply on top of the market's size (:meth:`ChannelTruth.in_market`).
+    """
+
+    effect: float = 1.0
+    curve: float = 1.0
+    alpha: float | None = None
+
+    def apply(self, truth: ChannelTruth) -> ChannelTruth:
+        """``truth`` (already in the market's size) with this market's own effect, curve and decay."""
+        params = dict(truth.saturation_params)
+        if "lam" in params:
+            params["lam"] /= self.curve
+        if "half_sat" in params:
+            params["half_sat"] *= self.curve
+        alpha = truth.alpha if self.alpha is None else self.alpha
+        return replace(truth, saturation_params=params, beta=truth.beta * self.effect, alpha=alpha)
+
+
+@dataclass(frozen=True)
 class _Setup:
     """How a channel is bought (spend pattern, typical weekly spend, price) and how it works (response)."""
 
@@ -173,10 +199,16 @@ class Truth:
     trend_per_year: float = _TREND_PER_YEAR
     seasonal_amplitude: float = _SEASONAL_AMPLITUDE
     event_effects: dict[str, float] = field(default_factory=dict)
+    variation: dict[str, dict[str, MarketVariation]] = field(default_factory=dict)
+    """``variation[market][channel]``: how the channel works in that market beyond its size (empty in
+    worlds without ``market_variation``: every market then has the reference curve, scaled)."""
 
     def channel(self, name: str, market: str) -> ChannelTruth:
-        """The channel's true response in ``market`` (parameters scaled by the market's size)."""
-        return self.channels[name].in_market(self.market_scale[market])
+        """The channel's true response in ``market`` (parameters scaled by the market's size, then the
+        market's own :class:`MarketVariation`, if any)."""
+        truth = self.channels[name].in_market(self.market_scale[market])
+        variation = self.variation.get(market, {}).get(name)
+        return truth if variation is None else variation.apply(truth)
 
 
 @dataclass
@@ -283,6 +315,8 @@ class SyntheticWorld:
                     m: {
                         "beta": self.truth.channel(name, m).beta,
                         "saturation_params": dict(self.truth.channel(name, m).saturation_params),
+                        # Only in worlds whose markets differ beyond size: default truth files stay.
+                        **({"alpha": self.truth.channel(name, m).alpha} if self.truth.variation else {}),
                         **{k: float(v) for k, v in by_market[m].loc[name].items()},
                     }
                     for m in self.markets
@@ -369,6 +403,9 @@ def generate_world(
     event_control: bool = False,
     seasonal_amplitude: float = _SEASONAL_AMPLITUDE,
     trend_per_year: float = _TREND_PER_YEAR,
+    market_scales: Mapping[str, float] | None = None,
+    market_noise: Mapping[str, float] | None = None,
+    market_variation: float = 0.0,
 ) -> SyntheticWorld:
     """Generate a world, deterministic given the arguments.
 
@@ -394,6 +431,14 @@ def generate_world(
     2022-01-03. Market ``i`` draws from its own random stream seeded by ``(seed, i)``; the first market
     has scale 1, the others a random scale in ``[0.4, 1.6]``. Breaks do not change any random draw, so a
     world with a break differs from the same world without it only by the changed media effect.
+
+    Many markets (issue 17): ``market_scales`` gives markets their sizes instead (the random scale is
+    still drawn, so nothing else moves); ``market_noise`` a market's own ``noise_share``; and
+    ``market_variation`` > 0 makes each channel work differently in each market beyond its size
+    (:class:`MarketVariation`): its effect and the spend scale of its curve are multiplied by
+    ``exp(N(0, market_variation))`` and its adstock decay moved by ``N(0, market_variation / 2)`` on
+    the logit scale, drawn from a fourth stream ``(seed, i, 3)`` (0: none, the world as without it).
+    The pooled ROAS over markets is calibrated to each channel's target with the variations in force.
     """
     week_start = week_start.lower()
     if week_start not in WEEKDAYS:
@@ -427,6 +472,17 @@ def generate_world(
         raise ValueError(f"controls must be distinct names out of {list(_CONTROL_COEF)}, got {controls}")
     if not (noise_share >= 0 and np.isfinite([noise_share, seasonal_amplitude, trend_per_year]).all()):
         raise ValueError("noise_share must be >= 0; seasonal_amplitude and trend_per_year finite")
+    for option, values in (("market_scales", market_scales), ("market_noise", market_noise)):
+        unknown = sorted(set(values or {}) - set(markets))
+        if unknown:
+            raise ValueError(f"{option} names markets {unknown} that are not in markets {markets}")
+        bad = {m: v for m, v in (values or {}).items() if not (np.isfinite(v) and v >= 0)}
+        if bad or (option == "market_scales" and any(v == 0 for v in (values or {}).values())):
+            raise ValueError(
+                f"{option} must be positive (scales) or non-negative (noise), got {bad or values}"
+            )
+    if not (np.isfinite(market_variation) and market_variation >= 0):
+        raise ValueError(f"market_variation must be >= 0, got {market_variation}")
     for b in breaks:
         if b.channel not in channels or not 0 <= b.week_index < n_weeks or b.effect_multiplier < 0:
             raise ValueError(
@@ -440,15 +496,23 @@ def generate_world(
     for i, market in enumerate(markets):
         rng = np.random.default_rng([seed, i])
         scale = 1.0 if i == 0 else round(float(rng.uniform(0.4, 1.6)), 3)
+        scale = float((market_scales or {}).get(market, scale))
         drawn[market] = _draw_market(rng, np.random.default_rng([seed, i, 1]), scale, season, years, setups)
         if event_control:
             labels = _event_labels(np.random.default_rng([seed, i, 2]), n_weeks)
             drawn[market]["controls"][EVENT_CONTROL] = labels
 
+    variation = {
+        m: _draw_variation(np.random.default_rng([seed, i, 3]), channels, market_variation)
+        for i, m in enumerate(markets)
+        if market_variation > 0
+    }
     # Calibrate beta: pooled true ROAS over the window equals the target before any break.
     unit = {
         m: _media_response(
-            [_unit_truth(name).in_market(d["scale"]) for name in channels], d["spend"], history=None
+            [_in_market(_unit_truth(name), d["scale"], variation.get(m, {}).get(name)) for name in channels],
+            d["spend"],
+            history=None,
         )
         for m, d in drawn.items()
     }
@@ -464,7 +528,8 @@ def generate_world(
     for market, d in drawn.items():
         scale = d["scale"]
         coef = {c: _CONTROL_COEF[c] * (scale if _CONTROL_COEF_SCALES[c] else 1.0) for c in controls}
-        control_coef[market], noise_sd[market] = coef, noise_share * _BASELINE * scale
+        share = (market_noise or {}).get(market, noise_share)
+        control_coef[market], noise_sd[market] = coef, share * _BASELINE * scale
         parts = {
             "baseline": np.full(n_weeks, _BASELINE * scale),
             "trend": _BASELINE * scale * trend_per_year * years,
@@ -504,6 +569,7 @@ def generate_world(
         event_effects=(
             {label: share * _BASELINE for label, (_, share) in _EVENT_LABELS.items()} if event_control else {}
         ),
+        variation=variation,
     )
     world = SyntheticWorld(
         media=pd.concat(media, ignore_index=True),
@@ -610,6 +676,29 @@ def write_world(
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False, date_format="%Y-%m-%d")
+
+
+def _draw_variation(
+    rng: np.random.Generator, channels: Sequence[str], spread: float
+) -> dict[str, MarketVariation]:
+    """One market's :class:`MarketVariation` per channel: log-normal effect and curve multipliers around 1
+    (log sd ``spread``) and the decay moved on the logit scale (sd ``spread / 2``)."""
+    out = {}
+    for name in channels:
+        effect, curve, shift = rng.normal(0.0, [spread, spread, spread / 2])
+        logit = np.log(_CHANNELS[name].alpha / (1 - _CHANNELS[name].alpha)) + shift
+        out[name] = MarketVariation(
+            effect=round(float(np.exp(effect)), 4),
+            curve=round(float(np.exp(curve)), 4),
+            alpha=round(float(1 / (1 + np.exp(-logit))), 4),
+        )
+    return out
+
+
+def _in_market(truth: ChannelTruth, scale: float, variation: MarketVariation | None) -> ChannelTruth:
+    """``truth`` in a market of size ``scale`` with its own variation (if any), as :meth:`Truth.channel`."""
+    truth = truth.in_market(scale)
+    return truth if variation is None else variation.apply(truth)
 
 
 def _unit_truth(name: str) -> ChannelTruth:

@@ -258,3 +258,44 @@ def test_lift_tests_in_a_world_with_a_break_use_each_channel_own_breaks():
     # search's effect is gone from week 1 on: its test reads only measurement noise.
     row = broken[~others].iloc[0]
     assert abs(row["lift"]) < 4 * row["lift_se"] and row["lift"] != plain[~others].iloc[0]["lift"]
+
+
+def test_geo_world_markets_vary_around_national_channels_and_some_are_small_and_noisy():
+    from mmm_testkit.markets import GEO_CHANNELS, generate_geo_world
+
+    geo = generate_geo_world(6, seed=2, n_weeks=40)
+    again = generate_geo_world(6, seed=2, n_weeks=40)
+    pd.testing.assert_frame_equal(geo.world.kpi, again.world.kpi)
+    assert geo.noisy == again.noisy and len(geo.noisy) == 2
+    assert not generate_geo_world(6, seed=3, n_weeks=40).world.kpi.equals(geo.world.kpi)
+    world, truth = geo.world, geo.world.truth
+    assert world.channels == list(GEO_CHANNELS) and world.n_weeks == 40
+    for market in geo.markets:
+        share = truth.noise_sd[market] / (1_000_000.0 * truth.market_scale[market])
+        if market in geo.noisy:
+            assert truth.market_scale[market] <= 0.3 and share == pytest.approx(0.08)
+        else:
+            assert truth.market_scale[market] >= 0.3 and share == pytest.approx(0.02)
+    # Channels work differently by market beyond size: per-market ROAS differ, the pooled one is the target.
+    roas = geo.true_roas().pivot(index="market", columns="channel", values="roas")
+    assert (roas.std() / roas.mean() > 0.05).all()
+    np.testing.assert_allclose(world.summary()["roas"], [1.6, 3.5, 2.0, 1.4, 1.0], rtol=1e-9)
+    # The recorded contributions are the per-market truth's, and the truth file says so.
+    for market in geo.markets:
+        recorded = truth.decomposition.query("market == @market")[world.channels].to_numpy()
+        np.testing.assert_allclose(world.true_contribution(world.spend_matrix(market), market), recorded)
+    by_market = world.truth_dict()["channels"]["tv"]["by_market"][geo.markets[0]]
+    assert by_market["alpha"] == truth.channel("tv", geo.markets[0]).alpha != truth.channels["tv"].alpha
+    curve = geo.true_curve(geo.markets[0], np.full((1, 5), 10_000.0))
+    np.testing.assert_allclose(curve, world.true_contribution(np.full(5, 10_000.0), geo.markets[0])[None])
+
+
+def test_market_options_are_checked():
+    with pytest.raises(ValueError, match="market_scales names markets"):
+        generate_world(n_weeks=10, markets=["a"], market_scales={"b": 1.0})
+    with pytest.raises(ValueError, match="market_variation"):
+        generate_world(n_weeks=10, market_variation=-1.0)
+    # Zero variation and no overrides: the default world, unchanged.
+    pd.testing.assert_frame_equal(
+        generate_world(seed=4, n_weeks=20, market_variation=0.0).kpi, generate_world(seed=4, n_weeks=20).kpi
+    )

@@ -332,7 +332,9 @@ def _prior_params(prior: PriorSpec, scale: Any = None) -> dict[str, Any]:
     return params
 
 
-def _prior(name: str, prior: PriorSpec, dims: str | None = None, scale: Any = None) -> pt.TensorVariable:
+def _prior(
+    name: str, prior: PriorSpec, dims: str | tuple[str, ...] | None = None, scale: Any = None
+) -> pt.TensorVariable:
     """A PyMC random variable from a :class:`PriorSpec`; ``scale`` multiplies its ``sigma`` per element.
 
     The channel effect prior's scale is a data container (from the spend shares), not a constant, so a
@@ -344,6 +346,21 @@ def _prior(name: str, prior: PriorSpec, dims: str | None = None, scale: Any = No
 #: How each saturation parameter changes with the unit of spend: ``x / K`` and ``lam * x`` stay the same
 #: when the unit is multiplied by ``u``, so ``K`` (``half_sat``) is multiplied by it and ``lam`` divided.
 _SPEND_POWER = {"half_sat": 1.0, "lam": -1.0, "slope": 0.0}
+
+
+def group_prior(spec: ModelSpec, name: str, group: SaturationGroupDims) -> PriorSpec:
+    """The prior in force for parameter ``name``, cut to ``group``'s channels when the group is not all
+    of them (a prior given per channel keeps only those channels' values)."""
+    _, idx, dim = group
+    prior = spec.prior(name)
+    if dim == "channel":
+        return prior
+    return PriorSpec(
+        dist=prior.dist,
+        params={
+            k: np.asarray(v)[idx].tolist() if isinstance(v, list) else v for k, v in prior.params.items()
+        },
+    )
 
 
 def _saturation_param(
@@ -359,15 +376,9 @@ def _saturation_param(
     prior given per channel is cut to them too).
     """
     _, idx, dim = group
-    prior = spec.prior(name)
+    prior = group_prior(spec, name, group)
     if dim != "channel":
         unit = None if unit is None else unit[idx]
-        prior = PriorSpec(
-            dist=prior.dist,
-            params={
-                k: np.asarray(v)[idx].tolist() if isinstance(v, list) else v for k, v in prior.params.items()
-            },
-        )
     power = _SPEND_POWER[name]
     if unit is None or power == 0.0:
         return _prior(name, prior, dim)
@@ -387,7 +398,7 @@ def _shifted_prior(
     *,
     log: bool = False,
     scale: Any = None,
-    dims: str | None = None,
+    dims: str | tuple[str, ...] | None = None,
 ) -> pt.TensorVariable:
     """A variable distributed as ``X + shift`` (``log(X) + shift`` with ``log``), ``X`` drawn from ``prior``.
 
@@ -449,30 +460,42 @@ def _lift_test_likelihood(
 
     With several saturation kinds each test is read on its channel's kind: every kind's curve is
     evaluated for every test (parameters of other kinds' channels filled with 1, which keeps the unused
-    branch finite, so its zero gradient stays zero) and the test's own is kept."""
+    branch finite, so its zero gradient stays zero) and the test's own is kept.
+
+    In a pooled model (:mod:`mmm_pipeline.model.pooled`) ``beta`` and the parameters carry a leading
+    market axis and ``lift_market`` says in which market each test ran: a test reads its own market's
+    curve."""
     channel = pm.Data("lift_channel", inputs["lift_channel"], dims="lift_test")
+    pooled = "lift_market" in inputs
+    market = pm.Data("lift_market", inputs["lift_market"], dims="lift_test") if pooled else None
+
+    def per_test(values: pt.TensorVariable) -> pt.TensorVariable:
+        """Each test's value of a ``(C,)`` (or, pooled, ``(M, C)``) parameter."""
+        return values[market, channel] if pooled else values[channel]
+
     x_old = pm.Data("lift_x", inputs["lift_x"], dims="lift_test")
     x_new = pm.Data("lift_x_new", inputs["lift_x_new"], dims="lift_test")
     observed = pm.Data("lift_y", inputs["lift_y"], dims="lift_test")
     se = pm.Data("lift_se", inputs["lift_se"], dims="lift_test")
     lift_mask = pm.Data("lift_mask", inputs["lift_mask"], dims="lift_test")
-    n_channels = inputs["beta_prior_scale"].shape[0]
+    full_shape = inputs["beta_prior_scale"].shape  # (C,), or (M, C) pooled
+    n_channels = full_shape[-1]
     rises = []
     for (kind, idx, dim), params in groups:
         if dim == "channel":
-            per_test = {name: value[channel] for name, value in params.items()}
+            values = {name: per_test(value) for name, value in params.items()}
         else:
-            per_test = {
-                name: pt.set_subtensor(pt.ones(n_channels)[idx], value)[channel]
+            values = {
+                name: per_test(pt.set_subtensor(pt.ones(full_shape)[..., idx], value))
                 for name, value in params.items()
             }
-        rise = transforms.saturation(kind, x_new, xp=pt, **per_test) - transforms.saturation(
-            kind, x_old, xp=pt, **per_test
+        rise = transforms.saturation(kind, x_new, xp=pt, **values) - transforms.saturation(
+            kind, x_old, xp=pt, **values
         )
         if dim != "channel":
             rise = pt.switch(pt.as_tensor(np.isin(np.arange(n_channels), idx))[channel], rise, 0.0)
         rises.append(rise)
-    rise = beta[channel] * sum(rises[1:], rises[0])
+    rise = per_test(beta) * sum(rises[1:], rises[0])
     pm.Deterministic("lift_expected", rise, dims="lift_test")
     logp = pm.logp(pm.Normal.dist(mu=rise, sigma=se), observed)
     pm.Potential("lift_loglik", (lift_mask * logp).sum())

@@ -121,6 +121,11 @@ def fit(
     progress lines. ``cache=None`` builds and compiles afresh.
     """
     spec = spec or ModelSpec()
+    if spec.pooling != "none":
+        raise ValueError(
+            f"pooling: {spec.pooling} fits a market group as one model: use "
+            "mmm_pipeline.model.pooled.fit_pooled, not the single-market fit"
+        )
     scaling = scaling or ScalingSpec.from_data(data)
     report = progress or (lambda _message: None)
     sampler = spec.sampler

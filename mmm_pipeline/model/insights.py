@@ -7,6 +7,8 @@ from ArviZ; posterior predictive quantities come from :func:`mmm_pipeline.model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import arviz as az
 import numpy as np
 import pandas as pd
@@ -52,10 +54,22 @@ def decomposition(
     Components: ``intercept`` (the baseline), ``trend``, ``seasonality``, ``controls``, one per channel.
     """
     pred = predict(idata, scaling, spec, data, carry_in)
+    return decomposition_table(pred.dates, decomposition_parts(pred), hdi_prob)
+
+
+def decomposition_parts(pred: Prediction) -> dict[str, np.ndarray]:
+    """The draws ``(S, T)`` of each decomposition component (see :func:`decomposition`), by name."""
     parts = dict(pred.components)
     parts.update({c: pred.contributions[:, :, i] for i, c in enumerate(pred.channels)})
+    return parts
+
+
+def decomposition_table(
+    dates: pd.DatetimeIndex, parts: dict[str, np.ndarray], hdi_prob: float = HDI_PROB
+) -> pd.DataFrame:
+    """:func:`decomposition`'s long table from component draws ``(S, T)`` (e.g. summed over markets)."""
     frames = [
-        pd.DataFrame({"week": pred.dates, "component": name, **_summarise(values, hdi_prob)})
+        pd.DataFrame({"week": dates, "component": name, **_summarise(values, hdi_prob)})
         for name, values in parts.items()
     ]
     return pd.concat(frames, ignore_index=True)
@@ -76,17 +90,42 @@ def channel_summary(
     Marginal ROAS raises every week's spend of one channel by 1% and divides the KPI gained over the
     window (carry-over included) by the spend added: the slope of the channel's response where it is.
     """
-    draws = PosteriorDraws.from_idata(idata, spec)
+    contribution, mroas = channel_draws(idata, scaling, spec, data, carry_in)
+    return channel_table(data.channels, data.spend.sum(axis=0), contribution, mroas, hdi_prob)
+
+
+def channel_draws(
+    idata: az.InferenceData | PosteriorDraws,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    data: ModelData,
+    carry_in: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws ``(S, C)`` of each channel's contribution over ``data``'s weeks and of its marginal ROAS
+    (see :func:`channel_summary`): what the summary, or a sum over markets draw by draw, is made of."""
+    draws = idata if isinstance(idata, PosteriorDraws) else PosteriorDraws.from_idata(idata, spec)
     base = predict(draws, scaling, spec, data, carry_in).contributions.sum(axis=1)  # (S, C)
-    spend = data.spend.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return base, _marginal_roas(draws, scaling, spec, data, carry_in, base)
+
+
+def channel_table(
+    channels: Sequence[str],
+    spend: np.ndarray,
+    contribution: np.ndarray,
+    mroas: np.ndarray,
+    hdi_prob: float = HDI_PROB,
+) -> pd.DataFrame:
+    """:func:`channel_summary`'s table from total spend ``(C,)`` and contribution and marginal ROAS
+    draws ``(S, C)``."""
     with np.errstate(divide="ignore", invalid="ignore"):
         metrics = {
-            "contribution": base,
-            "share": base / base.sum(axis=1, keepdims=True),
-            "roas": base / spend,
-            "mroas": _marginal_roas(draws, scaling, spec, data, carry_in, base),
+            "contribution": contribution,
+            "share": contribution / contribution.sum(axis=1, keepdims=True),
+            "roas": contribution / spend,
+            "mroas": mroas,
         }
-    table = pd.DataFrame({"channel": list(data.channels), "spend": spend})
+    table = pd.DataFrame({"channel": list(channels), "spend": spend})
     for metric, values in metrics.items():
         for stat, column in _summarise(values, hdi_prob).items():
             table[f"{metric}_{stat}"] = column
@@ -188,18 +227,33 @@ def response_curves(
     normalized adstock weights a constant spend adstocks to itself, so the curve is
     ``beta * saturation(spend / spend_scale)`` in KPI units.
     """
-    draws = PosteriorDraws.from_idata(idata, spec)
     if spend_grid is None:
         spend_grid = np.linspace(0.0, 2.0, n_points)[:, None] * np.asarray(scaling.spend_scale)[None, :]
+    curves = response_curve_draws(idata, scaling, spec, spend_grid)
+    return curve_table(scaling.channels, spend_grid, curves, hdi_prob)
+
+
+def response_curve_draws(
+    idata: az.InferenceData | PosteriorDraws, scaling: ScalingSpec, spec: ModelSpec, spend_grid: np.ndarray
+) -> np.ndarray:
+    """Draws ``(S, G, C)`` of the steady-state weekly contribution at each row of ``spend_grid`` ``(G, C)``
+    (see :func:`response_curves`)."""
+    draws = idata if isinstance(idata, PosteriorDraws) else PosteriorDraws.from_idata(idata, spec)
     scaled = scaling.scale_spend(spend_grid)[:, None, :]  # (G, 1, C) against (S, C) parameters
     curves = scaling.kpi_scale * draws.beta * draws.saturate(scaled)
-    curves = np.moveaxis(curves, 0, 1)  # (S, G, C)
+    return np.moveaxis(curves, 0, 1)
+
+
+def curve_table(
+    channels: Sequence[str], spend_grid: np.ndarray, curves: np.ndarray, hdi_prob: float = HDI_PROB
+) -> pd.DataFrame:
+    """:func:`response_curves`' long table from a grid ``(G, C)`` and curve draws ``(S, G, C)``."""
     stats = _summarise(curves, hdi_prob)
     frames = [
         pd.DataFrame(
             {"channel": c, "weekly_spend": spend_grid[:, i], **{k: v[:, i] for k, v in stats.items()}}
         )
-        for i, c in enumerate(scaling.channels)
+        for i, c in enumerate(channels)
     ]
     return pd.concat(frames, ignore_index=True)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 from mmm_pipeline.model.transforms import AdstockKind, SaturationKind
 
 SamplerName = Literal["nutpie", "pymc", "numpyro", "blackjax"]
+Pooling = Literal["none", "partial"]
 Likelihood = Literal["normal", "student_t"]
 PriorDist = Literal[
     "Normal", "HalfNormal", "StudentT", "HalfStudentT", "Laplace", "Beta", "Gamma", "LogNormal", "Uniform"
@@ -61,6 +62,10 @@ DEFAULT_PRIORS: dict[str, PriorSpec] = {
     "gamma_control": PriorSpec(dist="Normal", params={"mu": 0.0, "sigma": 0.25}),
     "sigma": PriorSpec(dist="HalfNormal", params={"sigma": 0.25}),
     "nu": PriorSpec(dist="Gamma", params={"alpha": 2.0, "beta": 0.1}),
+    # Partial pooling (ModelSpec.pooling): how far a market's channel parameters stray from the national
+    # ones, on the log scale of the effect and the curve parameters and the logit scale of the decay.
+    # A sd of 0.3 lets a market's effect be about 0.55-1.8 times the national one a priori.
+    "market_sd": PriorSpec(dist="HalfNormal", params={"sigma": 0.3}),
 }
 
 
@@ -130,6 +135,13 @@ class ModelSpec(_Strict):
     """Sample the intercept centered and each channel's effect as the log spread of its contribution
     (see :func:`mmm_pipeline.model.build.build_model`): the same model, priors and posterior in
     coordinates without the funnels that made the plain parameterization (``False``) diverge."""
+    pooling: Pooling = "none"
+    """How the markets of a market group share information. ``none`` (the default): each market is its
+    own model (:func:`mmm_pipeline.model.fit.fit`). ``partial``: one hierarchical model over the group
+    (:mod:`mmm_pipeline.model.pooled`): channel effects, curve and adstock parameters drawn around shared
+    national values, each market with its own baseline, trend, seasonality, controls and noise; a market
+    whose own data say little borrows from the others. Left out of the serialized spec when ``none``, so
+    the structure key and the config hash of every existing spec stay what they were."""
     pad_weeks_to: int = Field(13, ge=1)
     """Pad the time axis to a multiple of this many weeks (masked in the likelihood), so that fits on
     windows a few weeks apart (weekly refits, CV folds) share one compiled graph; 1 disables padding."""
@@ -150,10 +162,12 @@ class ModelSpec(_Strict):
         return self
 
     @model_serializer(mode="wrap")
-    def _drop_empty_saturation_by_channel(self, handler: Any) -> dict[str, Any]:
+    def _drop_defaults_kept_out(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
         if not self.saturation_by_channel:
             data.pop("saturation_by_channel", None)
+        if self.pooling == "none":
+            data.pop("pooling", None)
         return data
 
     def saturation_kinds(self, channels: Sequence[str]) -> tuple[SaturationKind, ...]:

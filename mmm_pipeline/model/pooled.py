@@ -1,0 +1,429 @@
+"""The partially pooled (hierarchical) MMM of a market group: one PyMC model over a ``market`` dimension.
+
+Why: a single market's weekly KPI is noisy, and fitted alone a small market's channel effects are mostly
+prior; markets of one brand share how its channels work. So each market's channel parameters are drawn
+around shared national values (issue 17, ``ModelSpec.pooling: partial``)::
+
+    log beta_mc      = log beta_c     + sd_beta_c  * z_mc        (the same for half_sat, slope, lam, theta)
+    logit alpha_mc   = logit alpha_c  + sd_alpha_c * z_mc        z_mc ~ Normal(0, 1)  (non-centred)
+
+The national values have the single-market model's priors (``beta_c``'s spread scaled by the markets'
+mean spend share), the spreads ``sd ~ market_sd`` (``ModelSpec.priors``). Everything else is each
+market's own, with the single-market priors: intercept, trend, seasonality, control effects and noise
+scale. Each market keeps its own frozen :class:`~mmm_pipeline.model.build.ScalingSpec` (KPI / its max,
+spend / its max per channel, saturation priors in units of its typical week), so ``beta`` and the curve
+parameters mean the same thing in a big and a small market and can be pooled. Lift tests attach to the
+market they ran in.
+
+Arrays are time-major, ``(T, M, C)``, so that ``(M, C)`` parameters broadcast against them as the
+single-market model's ``(C,)`` ones do against ``(T, C)``: adstock and saturation are the shared
+:mod:`~mmm_pipeline.model.transforms`, and the market-level variables carry the single-market names with
+a leading ``market`` dimension, so that :func:`market_posterior` gives each market a posterior that every
+single-market insight reads unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import arviz as az
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from mmm_pipeline.model import transforms
+from mmm_pipeline.model.build import (
+    _SPEND_POWER,
+    POSITIVE_PRIORS,
+    SATURATION_PARAMS,
+    ModelData,
+    ScalingSpec,
+    _lift_test_likelihood,
+    _prior,
+    _shifted_prior,
+    group_prior,
+    model_inputs,
+    padded_length,
+    saturation_groups,
+)
+from mmm_pipeline.model.calibration import LiftTests, padded_tests
+from mmm_pipeline.model.fit import (
+    DEFAULT_CACHE,
+    ModelCache,
+    Progress,
+    _Entry,
+    _sample_nutpie,
+    _sample_pymc,
+    graph_key,
+)
+from mmm_pipeline.model.spec import ModelSpec, PriorSpec
+
+#: The market name of the national roll-up in per-market outputs; no market may be called so.
+NATIONAL = "national"
+#: Inputs that are one array per market, stacked on axis 1 (after time) or 0 (per-market vectors).
+_TIME_MAJOR = ("media", "media_init", "controls", "trend", "y", "mask")
+_MARKET_MAJOR = ("beta_prior_scale", "saturation_unit")
+
+
+def check_group(data: Mapping[str, ModelData]) -> None:
+    """Raise ``ValueError`` unless ``data`` is a market group one pooled model can hold: at least one
+    market, none named :data:`NATIONAL`, and the same channels, controls and weeks in every market."""
+    if not data:
+        raise ValueError("a pooled model needs at least one market")
+    if NATIONAL in data:
+        raise ValueError(f"no market may be named {NATIONAL!r}: that name is the national roll-up")
+    first_name, first = next(iter(data.items()))
+    for name, other in data.items():
+        if other.channels != first.channels or other.control_names != first.control_names:
+            raise ValueError(
+                f"market {name!r} has channels {list(other.channels)} and controls "
+                f"{list(other.control_names)}; market {first_name!r} has {list(first.channels)} and "
+                f"{list(first.control_names)}: a pooled model needs the same in every market"
+            )
+        if not other.dates.equals(first.dates):
+            raise ValueError(
+                f"market {name!r} has weeks {other.dates[0].date()}..{other.dates[-1].date()} "
+                f"({other.n_weeks}); market {first_name!r} has {first.dates[0].date()}.."
+                f"{first.dates[-1].date()} ({first.n_weeks}): a pooled model needs the same weeks"
+            )
+
+
+def pooled_inputs(
+    data: Mapping[str, ModelData],
+    scalings: Mapping[str, ScalingSpec],
+    spec: ModelSpec,
+    carry_in: Mapping[str, np.ndarray] | None = None,
+    n_time: int | None = None,
+    lift_tests: Mapping[str, LiftTests] | None = None,
+) -> dict[str, np.ndarray]:
+    """The pooled model's data containers: each market's :func:`~mmm_pipeline.model.build.model_inputs`
+    (its own scaling), stacked on a market axis in the order of ``data``.
+
+    Time-major ``(T, M, ...)``: ``media``, ``media_init`` (lags first), ``controls``, ``trend``, ``y``,
+    ``mask``; ``(M, C)``: ``beta_prior_scale``, ``saturation_unit``; ``fourier`` ``(T, F)`` is shared
+    (the weeks are). Lift tests of all markets are concatenated with their market's index in
+    ``lift_market``, each scaled by its own market's scaling, padded as the single-market ones.
+    """
+    check_group(data)
+    markets = list(data)
+    first = data[markets[0]]
+    n_time = padded_length(first.n_weeks, spec) if n_time is None else n_time
+    per_market = [
+        model_inputs(data[m], scalings[m], spec, carry_in=(carry_in or {}).get(m), n_time=n_time)
+        for m in markets
+    ]
+    inputs = {"fourier": per_market[0]["fourier"]}
+    for key in _TIME_MAJOR:
+        inputs[key] = np.stack([one[key] for one in per_market], axis=1)
+    for key in _MARKET_MAJOR:
+        if key in per_market[0]:
+            inputs[key] = np.stack([one[key] for one in per_market], axis=0)
+    tests = {m: t for m, t in (lift_tests or {}).items() if len(t)}
+    unknown = sorted(set(tests) - set(markets))
+    if unknown:
+        raise ValueError(f"lift tests name markets {unknown} that are not in the group {markets}")
+    if tests:
+        parts = []
+        for m, t in tests.items():
+            part = t.inputs(scalings[m].channels, scalings[m].spend_scale, scalings[m].kpi_scale, len(t))
+            part["lift_market"] = np.full(len(t), markets.index(m), dtype=int)
+            parts.append(part)
+        n_tests = sum(len(t) for t in tests.values())
+        fill = {"lift_x_new": 1.0, "lift_se": 1.0}
+        pad = padded_tests(n_tests) - n_tests
+        for key in parts[0]:
+            values = np.concatenate([p[key] for p in parts])
+            filler = np.full(pad, fill.get(key, 0), dtype=values.dtype)
+            inputs[key] = np.concatenate([values, filler])
+    return inputs
+
+
+def _masked_mean(mask: pt.TensorVariable, values: pt.TensorVariable) -> pt.TensorVariable:
+    """Each market's mean over its observed weeks: ``(T, M, ...)`` to ``(M, ...)``."""
+    extra = values.ndim - 2
+    weights = mask.reshape((*mask.shape, *([1] * extra))) if extra else mask
+    return (weights * values).sum(axis=0) / mask.sum(axis=0).reshape((-1, *([1] * extra)))
+
+
+def _pooled_positive(
+    name: str, prior: PriorSpec, dim: str, spread: PriorSpec, scale: pt.TensorVariable | None = None
+) -> pt.TensorVariable:
+    """``(M, k)`` market values of a positive parameter, log-normal around a national value.
+
+    ``log_<name>_national`` is the log of a draw from ``prior`` (the single-market prior, so that the
+    national value means what a single market's does); ``<name>_market_sd`` the spread of the markets'
+    log values around it; ``<name>_z`` their standardized deviations (non-centred: the funnel between a
+    small spread and the deviations is what centred hierarchies diverge in).
+    """
+    if prior.dist not in POSITIVE_PRIORS:
+        raise ValueError(
+            f"pooling: partial draws {name} on the log scale around its national value; its prior must be "
+            f"one of {sorted(POSITIVE_PRIORS)}, got {prior.dist}"
+        )
+    log_national = _shifted_prior(f"log_{name}_national", prior, 0.0, log=True, scale=scale, dims=dim)
+    pm.Deterministic(f"{name}_national", pt.exp(log_national), dims=dim)
+    sd = _prior(f"{name}_market_sd", spread, dim)
+    z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("market", dim))
+    return pt.exp(log_national[None, :] + sd[None, :] * z)
+
+
+def _pooled_share(name: str, prior: PriorSpec, dim: str, spread: PriorSpec) -> pt.TensorVariable:
+    """``(M, k)`` market values of a parameter in ``(0, 1)`` (adstock decay), logit-normal around a
+    national value drawn from the single-market prior."""
+    national = _prior(f"{name}_national", prior, dim)
+    sd = _prior(f"{name}_market_sd", spread, dim)
+    z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("market", dim))
+    return pt.sigmoid(pt.log(national / (1 - national))[None, :] + sd[None, :] * z)
+
+
+def build_pooled_model(
+    inputs: dict[str, np.ndarray], markets: list[str], scaling: ScalingSpec, spec: ModelSpec
+) -> pm.Model:
+    """The pooled PyMC model on containers named as :func:`pooled_inputs`' keys (see the module docstring).
+
+    ``scaling`` is any market's (only its channel and control names are read). Market-level variables
+    keep the single-market names with a leading ``market`` dimension (``beta_channel``, ``alpha``,
+    ``half_sat``..., ``intercept``, ``sigma``); national ones end in ``_national``. The likelihood is
+    each market's masked Normal or Student-t (one ``nu`` for all); with ``reparameterize`` each market's
+    intercept is sampled centred, as in the single-market model.
+    """
+    n_time = inputs["media"].shape[0]
+    channels, controls = scaling.channels, scaling.controls
+    coords = {
+        "time": np.arange(n_time),
+        "market": markets,
+        "channel": channels,
+        "control": controls,
+        "fourier_mode": [f"{f}_{k}" for f in ("sin", "cos") for k in range(1, spec.n_fourier + 1)],
+        "lag_init": np.arange(spec.l_max - 1),
+    }
+    if "lift_x" in inputs:
+        coords["lift_test"] = np.arange(len(inputs["lift_x"]))
+    groups = saturation_groups(spec, channels)
+    for _, idx, dim in groups:
+        if dim != "channel":
+            coords[dim] = [channels[i] for i in idx]
+    spread = spec.prior("market_sd")
+    with pm.Model(coords=coords) as model:
+        media = pm.Data("media", inputs["media"], dims=("time", "market", "channel"))
+        media_init = pm.Data("media_init", inputs["media_init"], dims=("lag_init", "market", "channel"))
+        y = pm.Data("y", inputs["y"], dims=("time", "market"))
+        mask = pm.Data("mask", inputs["mask"], dims=("time", "market"))
+
+        if not spec.reparameterize:
+            intercept = _prior("intercept", spec.prior("intercept"), "market")
+        terms, mean_terms = pt.zeros((n_time, len(markets))), pt.zeros(len(markets))
+        if spec.trend:
+            trend = pm.Data("trend", inputs["trend"], dims=("time", "market"))
+            slope = _prior("trend_slope", spec.prior("trend_slope"), "market")
+            terms, mean_terms = terms + slope * trend, mean_terms + slope * _masked_mean(mask, trend)
+        if spec.n_fourier:
+            fourier = pm.Data("fourier", inputs["fourier"], dims=("time", "fourier_mode"))
+            gamma = _prior("gamma_fourier", spec.prior("gamma_fourier"), ("market", "fourier_mode"))
+            terms = terms + pt.dot(fourier, gamma.T)
+            mean_fourier = pt.dot(mask.T, fourier) / mask.sum(axis=0)[:, None]  # (M, F)
+            mean_terms = mean_terms + (mean_fourier * gamma).sum(axis=1)
+        if controls:
+            control_data = pm.Data("controls", inputs["controls"], dims=("time", "market", "control"))
+            gamma = _prior("gamma_control", spec.prior("gamma_control"), ("market", "control"))
+            terms = terms + (control_data * gamma[None]).sum(axis=2)
+            mean_terms = mean_terms + (_masked_mean(mask, control_data) * gamma).sum(axis=1)
+
+        prior_scale = pm.Data("beta_prior_scale", inputs["beta_prior_scale"], dims=("market", "channel"))
+        alpha = pm.Deterministic(
+            "alpha",
+            _pooled_share("alpha", spec.prior("alpha"), "channel", spread),
+            dims=("market", "channel"),
+        )
+        theta = None
+        if spec.adstock == "delayed":
+            theta = pm.Deterministic(
+                "theta",
+                _pooled_positive("theta", spec.prior("theta"), "channel", spread),
+                dims=("market", "channel"),
+            )
+        adstocked = transforms.adstock(
+            spec.adstock, media, spec.l_max, alpha=alpha, theta=theta, x_init=media_init, xp=pt
+        )  # (T, M, C)
+        unit = None
+        if spec.saturation_prior_unit == "typical_spend":
+            unit = pm.Data("saturation_unit", inputs["saturation_unit"], dims=("market", "channel"))
+        group_params = []
+        for group in groups:
+            _, idx, dim = group
+            params = {}
+            for name in SATURATION_PARAMS[group[0]]:
+                power = _SPEND_POWER[name]
+                relative = unit is not None and power != 0.0
+                base = f"{name}_typical" if relative else name
+                value = _pooled_positive(base, group_prior(spec, name, group), dim, spread)
+                if relative:
+                    pm.Deterministic(base, value, dims=("market", dim))
+                    value = value * (unit if dim == "channel" else unit[:, idx]) ** power
+                params[name] = pm.Deterministic(name, value, dims=("market", dim))
+            group_params.append((group, params))
+        saturated = transforms.grouped_saturation(
+            [(kind, idx, params) for (kind, idx, _), params in group_params], adstocked, xp=pt
+        )
+        national_scale = prior_scale.mean(axis=0)
+        beta = pm.Deterministic(
+            "beta_channel",
+            _pooled_positive("beta_channel", spec.prior("beta_channel"), "channel", spread, national_scale),
+            dims=("market", "channel"),
+        )
+        terms = terms + (saturated * beta[None]).sum(axis=2)
+        mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum(axis=1)
+        if "lift_x" in inputs:
+            _lift_test_likelihood(inputs, group_params, beta)
+
+        if spec.reparameterize:
+            centered = _shifted_prior(
+                "intercept_centered", spec.prior("intercept"), mean_terms, dims="market"
+            )
+            intercept = pm.Deterministic("intercept", centered - mean_terms, dims="market")
+        mu = pm.Deterministic("mu", intercept[None, :] + terms, dims=("time", "market"))
+
+        sigma = _prior("sigma", spec.prior("sigma"), "market")
+        if spec.likelihood == "normal":
+            noise = pm.Normal.dist(mu=mu, sigma=sigma[None, :])
+        else:
+            noise = pm.StudentT.dist(nu=_prior("nu", spec.prior("nu")), mu=mu, sigma=sigma[None, :])
+        pm.Potential("loglik", (mask * pm.logp(noise, y)).sum())
+    return model
+
+
+@dataclass
+class PooledFitResult:
+    """A fitted pooled model: the joint posterior over all markets plus each market's data and scaling.
+
+    ``timings`` as :class:`~mmm_pipeline.model.fit.FitResult`'s. Dicts are keyed by market, in the
+    order of the posterior's ``market`` coordinate.
+    """
+
+    idata: az.InferenceData
+    spec: ModelSpec
+    markets: list[str]
+    scalings: dict[str, ScalingSpec]
+    data: dict[str, ModelData]
+    carry_in: dict[str, np.ndarray]
+    n_time: int
+    timings: dict[str, float]
+    reused_graph: bool
+    lift_tests: dict[str, LiftTests]
+
+
+def fit_pooled(
+    data: Mapping[str, ModelData],
+    spec: ModelSpec,
+    scalings: Mapping[str, ScalingSpec] | None = None,
+    *,
+    carry_in: Mapping[str, np.ndarray] | None = None,
+    lift_tests: Mapping[str, LiftTests] | None = None,
+    progress: Progress | None = None,
+    cache: ModelCache | None = DEFAULT_CACHE,
+) -> PooledFitResult:
+    """Fit the pooled model of a market group (``spec.pooling`` must be ``partial``).
+
+    ``data``: each market's training window (same weeks, channels and controls). ``scalings``: each
+    market's frozen constants (the champion's for a refresh); computed from its data when ``None`` or
+    missing. ``carry_in``, ``lift_tests``: per market, as :func:`~mmm_pipeline.model.fit.fit` takes them
+    (tests that ended after the window's last week are left out). Compiled graphs are cached as the
+    single-market ones, keyed also by the markets.
+    """
+    if spec.pooling != "partial":
+        raise ValueError(f"fit_pooled fits pooling: partial; this spec has pooling: {spec.pooling}")
+    check_group(data)
+    markets = list(data)
+    scalings = {m: (scalings or {}).get(m) or ScalingSpec.from_data(data[m]) for m in markets}
+    report = progress or (lambda _message: None)
+    start = time.perf_counter()
+    first = data[markets[0]]
+    n_time = padded_length(first.n_weeks, spec)
+    carry = {
+        m: np.zeros((spec.l_max - 1, len(first.channels))) if (carry_in or {}).get(m) is None else carry_in[m]
+        for m in markets
+    }
+    tests = {m: t.ended_by(first.dates[-1]) for m, t in (lift_tests or {}).items()}
+    inputs = pooled_inputs(data, scalings, spec, carry_in=carry, n_time=n_time, lift_tests=tests)
+    n_lift = len(inputs.get("lift_x", ()))
+    key = f"pooled|{markets}|{graph_key(spec, scalings[markets[0]], n_time, n_lift)}"
+    entry = cache.get(key) if cache is not None else None
+    sampler = spec.sampler
+    reused = entry is not None and (sampler.name != "nutpie" or entry.compiled is not None)
+    if entry is None:
+        entry = _Entry(build_pooled_model(inputs, markets, scalings[markets[0]], spec))
+        if cache is not None:
+            cache.put(key, entry)
+    built = time.perf_counter()
+    n_tests = sum(len(t) for t in tests.values())
+    report(
+        f"fitting {len(markets)} markets x {first.n_weeks} weeks (padded to {n_time}) partially pooled"
+        + (f" with {n_tests} lift test(s)" if n_tests else "")
+        + f", {sampler.name}: {sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws)"
+        + ("; reusing the compiled graph" if reused else "")
+    )
+    compile_s = 0.0
+    if sampler.name == "nutpie":
+        import nutpie
+
+        if entry.compiled is None:
+            t0 = time.perf_counter()
+            entry.compiled = nutpie.compile_pymc_model(entry.model)
+            compile_s = time.perf_counter() - t0
+            report(f"compiled in {compile_s:.1f} s")
+        t0 = time.perf_counter()
+        shared = {k: v for k, v in inputs.items() if k in entry.model.named_vars}
+        idata = _sample_nutpie(entry.compiled.with_data(**shared), spec, progress)
+        sample_s = time.perf_counter() - t0
+    else:
+        t0 = time.perf_counter()
+        idata = _sample_pymc(entry.model, inputs, spec, progress)
+        sample_s = time.perf_counter() - t0
+        loop_s = idata.posterior.attrs.get("sampling_time")
+        if loop_s is not None and 0 < float(loop_s) <= sample_s:
+            compile_s, sample_s = sample_s - float(loop_s), float(loop_s)
+    divergences = int(idata.sample_stats["diverging"].sum())
+    report(f"sampling done in {sample_s:.1f} s, {divergences} divergences")
+    timings = {
+        "build": built - start,
+        "compile": compile_s,
+        "sample": sample_s,
+        "total": time.perf_counter() - start,
+    }
+    idata.attrs["scalings"] = scalings_attr(scalings)
+    idata.attrs["model_spec"] = spec.model_dump_json()
+    idata.attrs["n_lift_tests"] = n_tests
+    return PooledFitResult(idata, spec, markets, scalings, dict(data), carry, n_time, timings, reused, tests)
+
+
+def scalings_attr(scalings: Mapping[str, ScalingSpec]) -> str:
+    """Every market's scaling as one JSON string, the pooled posterior's ``scalings`` attribute (a plain
+    string, as the single-market ``scaling`` is, so that the posterior saves to netCDF)."""
+    return json.dumps({m: json.loads(s.model_dump_json()) for m, s in scalings.items()})
+
+
+def market_posterior(idata: az.InferenceData, market: str) -> az.InferenceData:
+    """One market's view of a pooled posterior, shaped as a single-market fit's.
+
+    Why: every single-market reader (:mod:`~mmm_pipeline.model.insights`,
+    :func:`~mmm_pipeline.model.predict.predict`, the optimizer's response model) reads ``beta_channel``
+    ``(chain, draw, channel)``, ``intercept`` ``(chain, draw)`` and so on; selecting the market drops the
+    ``market`` dimension and gives exactly those shapes (national and shared variables come along
+    unchanged). The draws stay the joint posterior's, so sums over markets draw by draw are valid.
+    """
+    markets = [str(m) for m in idata.posterior.coords["market"].to_numpy()]
+    if market not in markets:
+        raise ValueError(f"market {market!r} is not in the pooled posterior; its markets are {markets}")
+    groups = {
+        group: getattr(idata, group).sel(market=market) if "market" in getattr(idata, group).dims
+        else getattr(idata, group)
+        for group in idata.groups()
+    }  # fmt: skip
+    view = az.InferenceData(**groups)
+    view.attrs.update({k: v for k, v in idata.attrs.items() if k != "scalings"})
+    if "scalings" in idata.attrs:
+        view.attrs["scaling"] = json.dumps(json.loads(idata.attrs["scalings"])[market])
+    return view
