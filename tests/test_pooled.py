@@ -2,7 +2,8 @@
 per-market and national outputs, and shrinkage of a noisy market toward the national values.
 
 One small world (3 markets x 60 weeks, one of them small and noisy) is fitted once with nutpie, pooled,
-and its noisy market once alone; every check reads those two posteriors.
+and its noisy market once alone; every check reads those two posteriors. The fitted checks are ``slow``
+(two compiles); the graph, stacking and config checks run in the default suite.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def test_inputs_stack_markets_after_time_with_each_market_own_scaling(data, geo,
         pooled_inputs(data, scalings, POOLED, lift_tests={"elsewhere": tests})
 
 
+@pytest.mark.slow  # two nutpie compiles (pooled and alone): about a minute on idle cores
 def test_pooled_fit_samples_and_each_market_view_is_a_single_market_posterior(pooled, data, geo):
     post = pooled.idata.posterior
     assert list(post.coords["market"].to_numpy()) == geo.markets
@@ -128,6 +130,7 @@ def test_pooled_fit_samples_and_each_market_view_is_a_single_market_posterior(po
         market_posterior(pooled.idata, "elsewhere")
 
 
+@pytest.mark.slow  # two nutpie compiles (pooled and alone): about a minute on idle cores
 def test_outputs_per_market_and_national_roll_up(pooled, data, geo):
     args = (pooled.idata, pooled.scalings, POOLED, pooled.data, pooled.carry_in)
     first = geo.markets[0]
@@ -167,6 +170,7 @@ def test_outputs_per_market_and_national_roll_up(pooled, data, geo):
     assert rising.all()
 
 
+@pytest.mark.slow  # two nutpie compiles (pooled and alone): about a minute on idle cores
 def test_a_noisy_market_is_pulled_toward_the_national_values(pooled, alone, data, geo):
     """Partial pooling: the noisy market's ROAS is closer to the national ROAS, and surer, than alone."""
     noisy = geo.noisy[0]
