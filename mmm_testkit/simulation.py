@@ -210,6 +210,7 @@ def run_simulation(
             context = dg.build_run_status_sensor_context(
                 sensor_name=FOLLOW_UP_SENSOR, dagster_event=ingest.get_run_success_event(),
                 dagster_instance=instance, dagster_run=ingest.dagster_run,
+                repository_def=defs.get_repository_def(),
             )  # fmt: skip
             for follow in follow_up(context) or []:
                 if isinstance(follow, dg.RunRequest):
