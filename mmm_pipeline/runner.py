@@ -218,7 +218,7 @@ def run_pipeline(
     until: str = "model",
     refit: bool = False,
 ) -> RunSummary:
-    """Scan the landing folder, rebuild features for the queued (or requested) weeks, publish, refit.
+    """Scan the landing folder, rebuild features for the stale (or requested) weeks, publish, refit.
 
     ``select`` limits the runs to the assets it picks (e.g. ``group:marts`` or ``stg_media+``).
     ``until`` stops after a stage (:data:`STAGES`). Each market's model run materializes what Dagster

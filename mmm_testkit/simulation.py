@@ -3,9 +3,10 @@
 A project is loaded with the pre-break history and a champion is fitted once. Then each following week
 is delivered as landing files and goes through the real Dagster machinery against a real instance:
 the new-data sensor (``build_sensor_context``) requests the ingestion run, the follow-up sensor
-(``build_run_status_sensor_context``) requests the feature run for the weeks it queued (which refreshes
-tracking and drift events), and the drift sensor is evaluated; the runs it requests are executed
-(refit, CV, optimization, tracking) and the sensor is evaluated again to check it requests nothing more.
+(``build_run_status_sensor_context``) requests the feature run for the weeks Dagster reports stale
+(which refreshes tracking and drift events), and the drift sensor is evaluated; the runs it requests
+are executed (refit, CV, optimization, tracking) and the sensor is evaluated again to check it requests
+nothing more.
 Used by ``tests/test_sensors.py`` and ``benchmarks/break_simulation.py``.
 """
 
