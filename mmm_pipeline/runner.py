@@ -24,7 +24,7 @@ from .defs.execution import execute_in_location
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL, WarehouseResource
-from .defs.staleness import OBSERVED_KEYS, WeekRange, model_plans, stale_week_ranges
+from .defs.staleness import OBSERVED_KEYS, WeekRange, model_plans, stale_week_ranges, weeks_with_data
 from .report import latest_report
 from .warehouse import relation_exists
 
@@ -124,16 +124,23 @@ def week_ranges(
 
     ``pending``: what Dagster reports missing or stale (:func:`stale_week_ranges`: weeks whose landed
     content changed, weeks never built, every week after a staging model's SQL changed); ``all``: every
-    week partition; ``YYYY-MM-DD..YYYY-MM-DD``: the weeks that overlap those dates.
+    week from the first to the last with landed data; ``YYYY-MM-DD..YYYY-MM-DD``: the week partitions
+    that overlap those dates.
     """
     job = defs.resolve_job_def(FEATURES_JOB)
+    # The selection limits what runs, not which weeks: a selection of the marts alone (no weekly asset)
+    # runs over the weeks of the whole job.
+    weekly = [k for k in keys or () if defs.resolve_asset_graph().get(k).is_partitioned]
+    job_keys = weekly or job.asset_layer.selected_asset_keys
     if spec == "pending":
-        job_keys = keys or job.asset_layer.selected_asset_keys
         return stale_week_ranges(instance, defs.resolve_asset_graph(), job_keys)
     partitions = job.partitions_def
     assert partitions is not None  # the feature job is weekly-partitioned (defs/jobs.py)
     weeks = partitions.get_partition_keys()
-    if spec != "all":
+    if spec == "all":
+        landed = weeks_with_data(instance, defs.resolve_asset_graph(), job_keys)
+        weeks = weeks[weeks.index(landed[0]) : weeks.index(landed[-1]) + 1] if landed else []
+    else:
         try:
             first, _, final = spec.partition("..")
             start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(final or first)

@@ -76,7 +76,7 @@ def test_new_data_sensor_one_run_per_delivery_and_exact_weeks(project) -> None:
     follow = defs.get_sensor_def(FOLLOW_UP_SENSOR)
     context = dg.build_run_status_sensor_context(
         sensor_name=FOLLOW_UP_SENSOR, dagster_event=ingest.get_run_success_event(),
-        dagster_instance=instance, dagster_run=ingest.dagster_run,
+        dagster_instance=instance, dagster_run=ingest.dagster_run, repository_def=defs.get_repository_def(),
     )  # fmt: skip
     (features,) = follow(context)
     assert features.job_name == FEATURES_JOB
@@ -108,7 +108,7 @@ def test_new_data_sensor_one_run_per_delivery_and_exact_weeks(project) -> None:
     )
     context = dg.build_run_status_sensor_context(
         sensor_name=FOLLOW_UP_SENSOR, dagster_event=ingest.get_run_success_event(),
-        dagster_instance=instance, dagster_run=ingest.dagster_run,
+        dagster_instance=instance, dagster_run=ingest.dagster_run, repository_def=defs.get_repository_def(),
     )  # fmt: skip
     ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
               for r in follow(context)]  # fmt: skip
@@ -163,12 +163,14 @@ def test_follow_up_after_weekly_update_rehashes_every_market(project) -> None:
         dagster_instance=instance, dagster_run=result.dagster_run,
     )  # fmt: skip
     requests = defs.get_sensor_def(FOLLOW_UP_SENSOR)(context)
+    # What the fit reads and which market conditions hold, both re-evaluated; nothing else.
+    observed = (dg.AssetKey("market_training_data"), dg.AssetKey("market_conditions"))
     got = sorted(
         (r.job_name, r.partition_key, tuple(r.asset_selection), r.tags["mmm/trigger"], r.run_key)
         for r in requests
     )
     assert got == [
-        (MODEL_JOB, m, (dg.AssetKey("market_training_data"),), "schedule", f"{result.run_id}:{m}")
+        (MODEL_JOB, m, observed, "schedule", f"{result.run_id}:{m}")
         for m in ("all", "north", "south")
     ]
 

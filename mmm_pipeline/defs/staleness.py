@@ -165,20 +165,8 @@ def stale_week_ranges(
     assets): the weekly partitions run to today, so after the last delivered week the UI shows
     partitions "missing" that hold nothing to build; a run over them would only write empty weeks.
     """
-    weekly = sorted(
-        k for k in job_keys if isinstance(asset_graph.get(k).partitions_def, TimeWindowPartitionsDefinition)
-    )
-    if not weekly:
-        return []
-    sources = {p for k in weekly for p in asset_graph.get(k).parent_keys if asset_graph.get(p).is_external}
-    with_data = set()
-    for key in sources:
-        with_data |= set(
-            instance.event_log_storage.get_latest_tags_by_partition(
-                key, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
-            )
-        )
-    keys = [k for k in asset_graph.get(weekly[0]).partitions_def.get_partition_keys() if k in with_data]
+    weekly = _weekly(asset_graph, job_keys)
+    keys = weeks_with_data(instance, asset_graph, weekly)
     maybe = {k: _maybe_stale(instance, asset_graph, k, keys) for k in weekly}
     resolver = stale_resolver(instance, asset_graph)
     status: dict[int, StaleStatus] = {}
@@ -203,6 +191,31 @@ def stale_week_ranges(
         why = ", ".join(f"{n} {s.value.lower()}" for s, n in counts.items() if n)
         out.append(WeekRange(keys[run[0]], keys[run[-1]], len(run), why))
     return out
+
+
+def _weekly(asset_graph: BaseAssetGraph, job_keys: Iterable[dg.AssetKey]) -> list[dg.AssetKey]:
+    return sorted(
+        k for k in job_keys if isinstance(asset_graph.get(k).partitions_def, TimeWindowPartitionsDefinition)
+    )
+
+
+def weeks_with_data(
+    instance: DagsterInstance, asset_graph: BaseAssetGraph, job_keys: Iterable[dg.AssetKey]
+) -> list[str]:
+    """The week partitions of the job's weekly assets that ever held landed data: those with an
+    observation on one of their external weekly parents (the ``landed_*`` assets), in order."""
+    weekly = _weekly(asset_graph, job_keys)
+    if not weekly:
+        return []
+    sources = {p for k in weekly for p in asset_graph.get(k).parent_keys if asset_graph.get(p).is_external}
+    observed: set[str] = set()
+    for key in sources:
+        observed |= set(
+            instance.event_log_storage.get_latest_tags_by_partition(
+                key, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
+            )
+        )
+    return [k for k in asset_graph.get(weekly[0]).partitions_def.get_partition_keys() if k in observed]
 
 
 def _maybe_stale(
