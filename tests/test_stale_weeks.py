@@ -1,6 +1,6 @@
 """Which weeks a run rebuilds is Dagster's answer: the stale weekly partitions, not a queue.
 
-Each landing scan observes the ``landed_*`` assets with one content hash per week as data version; the
+Each landing scan observes ``landed_weeks`` with one content hash per week as data version; the
 weekly staging models depend on them week by week. A corrected value makes exactly its week stale, in
 the resolver the UI uses and in what ``mmm-pipeline run`` rebuilds; content delivered again (even as a
 new version of a file) makes nothing stale. Market conditions and gate settings reach the model job
@@ -27,7 +27,7 @@ from mmm_pipeline.defs.assets.ingestion import NO_ROWS, changed_weeks
 from mmm_pipeline.defs.jobs import FEATURES_JOB, MODEL_JOB
 from mmm_pipeline.defs.staleness import WeekRange, model_plans, stale_resolver
 from mmm_pipeline.ingest.ingestion import week_versions
-from mmm_pipeline.runner import project_instance, run_pipeline, week_ranges
+from mmm_pipeline.runner import project_instance, run_job, run_pipeline, week_ranges
 from mmm_pipeline.tables import RAW_DDL
 
 WEEK = "2016-01-03"
@@ -55,22 +55,18 @@ def _warehouse(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
 
 def test_a_week_hash_changes_with_its_content_only() -> None:
     monday, next_monday = dt.date(2024, 1, 1), dt.date(2024, 1, 8)
-    first = week_versions(
-        _warehouse([(1, "active", monday, 10.0), (1, "active", next_monday, 20.0)]), "media"
-    )
+    first = week_versions(_warehouse([(1, "active", monday, 10.0), (1, "active", next_monday, 20.0)]))
     # A later delivery correcting the first week: only that week's hash moves.
     corrected = week_versions(
         _warehouse(
             [(1, "active", monday, 10.0), (1, "active", next_monday, 20.0), (2, "active", monday, 11.0)]
-        ),
-        "media",
+        )
     )
     assert corrected[next_monday] == first[next_monday] and corrected[monday] != first[monday]
     # The same rows delivered again (a new version of the file, the old one superseded): nothing moves.
     restated = week_versions(
         _warehouse([(1, "superseded", monday, 10.0), (1, "superseded", next_monday, 20.0),
                     (2, "active", monday, 10.0), (2, "active", next_monday, 20.0)]),
-        "media",
     )  # fmt: skip
     assert restated == first
     # What gets observed: changed and new weeks, a week whose rows all went, never an unchanged week.
@@ -106,9 +102,10 @@ def test_a_corrected_old_week_is_the_only_stale_week_and_the_only_one_rebuilt(ca
     resolver = stale_resolver(instance, defs.resolve_asset_graph())
     assert resolver.get_status(STG_MEDIA, WEEK) == StaleStatus.STALE
     causes = resolver.get_stale_causes(STG_MEDIA, WEEK)
-    assert [c.dependency.asset_key.to_user_string() for c in causes] == ["landed_media"]
-    assert resolver.get_status(STG_KPI, WEEK) == StaleStatus.FRESH  # the KPI of that week did not change
-    assert resolver.get_status(STG_MEDIA, "2016-01-10") == StaleStatus.FRESH
+    assert [c.dependency.asset_key.to_user_string() for c in causes] == ["landed_weeks"]
+    for key in (STG_MEDIA, STG_KPI):  # the weeks around it did not change
+        assert resolver.get_status(key, "2015-12-27") == StaleStatus.FRESH
+        assert resolver.get_status(key, "2016-01-10") == StaleStatus.FRESH
     assert week_ranges("pending", defs, instance) == [WeekRange(WEEK, WEEK, 1, "1 stale")]
 
     assert _features(cfg) == [f"{WEEK}..{WEEK}"]
@@ -148,8 +145,7 @@ def _plans(config_path: Path) -> dict[str, set[str]]:
     job = defs.resolve_job_def(MODEL_JOB)
     for market in ("north", "south"):  # re-evaluated on every run, as the runner and the sensor do
         keys = [dg.AssetKey("market_training_data"), dg.AssetKey("market_conditions")]
-        result = job.execute_in_process(instance=instance, asset_selection=keys, partition_key=market)
-        assert result.success
+        assert run_job(defs, MODEL_JOB, instance, keys, partition_key=market).success
     plans = model_plans(
         instance, defs.resolve_asset_graph(), job.asset_layer.selected_asset_keys, ["north", "south"]
     )
@@ -159,8 +155,11 @@ def _plans(config_path: Path) -> dict[str, set[str]]:
     return {p.market: {k.to_user_string() for k in p.roots} for p in plans}
 
 
-def test_conditions_reoptimize_and_gate_changes_reregister_without_a_refit(two_markets_project) -> None:
+def test_conditions_reoptimize_and_gate_changes_reregister_without_a_refit(
+    two_markets_project, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config_path, _ = two_markets_project
+    monkeypatch.setenv("DAGSTER_HOME", str(config_path.parent / "dagster_home"))  # the copy's instance
     assert _plans(config_path) == {"north": set(), "south": set()}
     raw = yaml.safe_load(config_path.read_text())
     raw["conditions"] = [CONDITION]

@@ -18,7 +18,7 @@ before the fit has run), so the roots it reports are closed over their downstrea
 job: materializing a root would make those stale next.
 
 The feature side is asked the same way, per week (:func:`stale_week_ranges`): the weekly staging
-partitions depend week by week (identity mapping) on the external ``landed_*`` assets, whose data version
+partitions depend week by week (identity mapping) on the external ``landed_weeks`` asset, whose data version
 per week is the content hash of that week's landed rows (``defs/assets/ingestion.py``), so exactly the
 weeks whose content changed are stale, plus every week never built (missing) and every week after a
 model's SQL changed (new code version). One upstream partition per week stays far below Dagster's
@@ -161,17 +161,19 @@ def stale_week_ranges(
     them), as contiguous ranges: one run each, so the historical load is one run and a corrected old
     week plus a new week are two small runs. The same status the UI shows on each partition.
 
-    Only weeks that ever held landed data count (an observation on a weekly parent, the ``landed_*``
-    assets): the weekly partitions run to today, so after the last delivered week the UI shows
-    partitions "missing" that hold nothing to build; a run over them would only write empty weeks.
+    Only weeks that ever held landed data count (an observation on a weekly parent, ``landed_weeks``):
+    the weekly partitions run to today, so after the last delivered week the UI shows partitions
+    "missing" that hold nothing to build; a run over them would only write empty weeks.
     """
     weekly = _weekly(asset_graph, job_keys)
     keys = weeks_with_data(instance, asset_graph, weekly)
-    maybe = {k: _maybe_stale(instance, asset_graph, k, keys) for k in weekly}
+    missing, maybe = {}, {}
+    for key in weekly:
+        missing[key], maybe[key] = _maybe_stale(instance, asset_graph, key, keys)
     resolver = stale_resolver(instance, asset_graph)
     status: dict[int, StaleStatus] = {}
     for i, partition in enumerate(keys):
-        found = [
+        found = [StaleStatus.MISSING for k in weekly if partition in missing[k]] or [
             s
             for k in weekly
             if partition in maybe[k] and (s := resolver.get_status(k, partition)) != StaleStatus.FRESH
@@ -203,7 +205,7 @@ def weeks_with_data(
     instance: DagsterInstance, asset_graph: BaseAssetGraph, job_keys: Iterable[dg.AssetKey]
 ) -> list[str]:
     """The week partitions of the job's weekly assets that ever held landed data: those with an
-    observation on one of their external weekly parents (the ``landed_*`` assets), in order."""
+    observation on one of their external weekly parents (``landed_weeks``), in order."""
     weekly = _weekly(asset_graph, job_keys)
     if not weekly:
         return []
@@ -220,14 +222,16 @@ def weeks_with_data(
 
 def _maybe_stale(
     instance: DagsterInstance, asset_graph: BaseAssetGraph, key: dg.AssetKey, partitions: list[str]
-) -> set[str]:
-    """The partitions of ``key`` the resolver could report missing or stale; the others are fresh.
+) -> tuple[set[str], set[str]]:
+    """The partitions of ``key`` that are missing, and those the resolver could report stale; the
+    others are fresh.
 
     Asking the resolver about every week costs two event-log queries per asset and week (about a minute
-    for four years of four staging models on a busy machine), so the candidates are found in one read
-    of the asset's materializations and one per parent, by the resolver's own preconditions: no
-    materialization (missing), another code version, or a parent event after the one the partition's
-    materialization read (``input_storage_ids``). The resolver then decides on those alone.
+    for four years of four staging models on a busy machine), so this reads the asset's
+    materializations once and each parent's latest events once, and applies the resolver's own rules
+    and preconditions: no materialization is missing (the resolver's first rule); stale needs another
+    code version or a parent event after the one the partition's materialization read
+    (``input_storage_ids``). The resolver then decides on those candidates alone.
     """
     latest: dict[str, dg.EventLogRecord] = {}
     cursor = None
@@ -258,12 +262,12 @@ def _maybe_stale(
             record = instance.get_latest_data_version_record(parent, parent_node.is_external)
             parent_ids[parent] = record.storage_id if record else None
         else:
-            return set(partitions)  # another mapping: leave it all to the resolver
-    out = set()
+            return set(), set(partitions)  # another mapping: leave it all to the resolver
+    missing, out = set(), set()
     for partition in partitions:
         record = latest.get(partition)
         if record is None:
-            out.add(partition)
+            missing.add(partition)
             continue
         provenance = extract_data_provenance_from_entry(record.event_log_entry)
         if provenance is None or (node.code_version and provenance.code_version != node.code_version):
@@ -275,7 +279,7 @@ def _maybe_stale(
             if newest is not None and (read is None or newest > read):
                 out.add(partition)
                 break
-    return out
+    return missing, out
 
 
 def _next_week(partition: str) -> str:

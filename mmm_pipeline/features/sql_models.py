@@ -47,10 +47,10 @@ SOURCES: dict[tuple[str, str], tuple[str, str]] = {
 
 #: Sources a weekly-incremental model reads week by week: (source, table) -> weekly-partitioned asset.
 WEEKLY_SOURCES: dict[tuple[str, str], str] = {
-    ("landing", kind): f"landed_{kind}" for kind in ("media", "kpi", "controls", "lift_tests")
+    ("landing", kind): "landed_weeks" for kind in ("media", "kpi", "controls", "lift_tests")
 }
 #: Sources a weekly model reads that are no dependency of it: which deliveries are active is part of each
-#: ``landed_*`` week's content hash, and the manifest (unpartitioned, new on every scan) would make every
+#: ``landed_weeks`` week's content hash, and the manifest (unpartitioned, new on every scan) would make every
 #: week stale after every scan.
 IN_WEEKLY_VERSIONS = {("landing", "files")}
 

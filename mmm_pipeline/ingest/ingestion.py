@@ -27,6 +27,7 @@ ended in.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -352,20 +353,31 @@ WEEK_KEYS = {
 }
 
 
-def week_versions(conn: duckdb.DuckDBPyConnection, kind: str) -> dict[dt.date, str]:
-    """Per week, a content hash of the landed rows of ``kind`` that the staging model of that week reads:
-    the active deliveries' rows, the latest delivery winning among rows with the same keys.
+def week_versions(conn: duckdb.DuckDBPyConnection) -> dict[dt.date, str]:
+    """Per week, a content hash of the landed rows (every kind) that the staging models of that week
+    read: the active deliveries' rows, the latest delivery winning among rows with the same keys.
 
-    These are the data versions of the weekly partitions of ``landed_<kind>``: a corrected value changes
+    These are the data versions of the weekly partitions of ``landed_weeks``: a corrected value changes
     its week's hash; a delivery that restates what is there (a file rewritten in place with the same
     rows for old weeks) does not, so only the weeks whose content changed are rebuilt. Which delivery a
     row came from is not part of the hash, so ``last_delivery_id`` of a week whose content did not change
-    keeps naming the earlier delivery.
+    keeps naming the earlier delivery. One hash over all kinds, not one per kind: a feature run rebuilds
+    every staging model of a week anyway, and the scan records one observation per changed week.
     """
+    parts: dict[dt.date, list[str]] = {}
+    for kind in WEEK_KEYS:
+        for week, digest in _kind_week_versions(conn, kind):
+            parts.setdefault(week, []).append(f"{kind}:{digest}")
+    return {
+        week: hashlib.sha256("|".join(sorted(texts)).encode()).hexdigest() for week, texts in parts.items()
+    }
+
+
+def _kind_week_versions(conn: duckdb.DuckDBPyConnection, kind: str) -> list[tuple[dt.date, str]]:
     keys, values = WEEK_KEYS[kind]
     columns = ", ".join(f"rows.{c}" for c in keys + values)
     text = " || '|' || ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in keys + values)
-    rows = conn.execute(
+    return conn.execute(
         f"""
         WITH latest AS (
             SELECT rows.week, {columns}
@@ -378,7 +390,6 @@ def week_versions(conn: duckdb.DuckDBPyConnection, kind: str) -> dict[dt.date, s
         SELECT week, sha256(string_agg({text}, chr(10) ORDER BY {text})) FROM latest GROUP BY week
         """
     ).fetchall()
-    return {week: f"{kind}:{digest}" for week, digest in rows}
 
 
 def landed_markets(conn: duckdb.DuckDBPyConnection) -> list[str]:

@@ -1,12 +1,12 @@
 """Ingestion assets: register landing files (validated with pandera) and the holiday reference table.
 
-The landed rows of each kind are also an external, weekly-partitioned asset (``landed_media``,
-``landed_kpi``, ``landed_controls``, ``landed_lift_tests``) that the weekly staging models depend on week
-by week. Dagster does not write them; ``landing_files`` observes them after each scan: the data version
-of a week partition is the content hash of that week's landed rows (:func:`week_versions`), recorded only
-when it differs from the last one observed. So Dagster itself reports exactly the staging partitions of
-the weeks whose content changed as stale ("has a new dependency data version"), in the UI, for
-``mmm-pipeline run`` and for the follow-up sensor alike (``defs/staleness.stale_week_ranges``).
+The landed rows are also an external, weekly-partitioned asset, ``landed_weeks``, that the weekly staging
+models depend on week by week. Dagster does not write it; ``landing_files`` observes it after each scan:
+the data version of a week partition is the content hash of that week's landed rows
+(:func:`week_versions`), recorded only when it differs from the last one observed. So Dagster itself
+reports exactly the staging partitions of the weeks whose content changed as stale ("has a new
+dependency data version"), in the UI, for ``mmm-pipeline run`` and for the follow-up sensor alike
+(``defs/staleness.stale_week_ranges``).
 
 Why observations logged by ``landing_files`` and not an ``observable_source_asset`` returning
 ``DataVersionsByPartition``: the week hashes are only meaningful after the scan has registered or
@@ -22,7 +22,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.events import DagsterEventType
 
 from mmm_pipeline.ingest.calendar import holiday_table, last_complete_week
-from mmm_pipeline.ingest.ingestion import WEEK_KEYS, landed_markets, scan_landing, week_versions
+from mmm_pipeline.ingest.ingestion import landed_markets, scan_landing, week_versions
 from mmm_pipeline.ingest.schemas import LANDING_RULES
 
 from ...config import ProjectConfig
@@ -31,15 +31,15 @@ from ..partitions import weekly_partitions
 from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
 
-#: The landed rows per kind, one external asset each, weekly-partitioned (see the module docstring).
-LANDED_KEYS = {kind: dg.AssetKey(f"landed_{kind}") for kind in WEEK_KEYS}
+#: The landed rows, an external weekly-partitioned asset (see the module docstring).
+LANDED_KEY = dg.AssetKey("landed_weeks")
 #: Data version of a week whose rows are all gone (superseded by a delivery without that week).
 NO_ROWS = "no rows"
 
 
 def observed_week_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
     # The query Dagster itself uses for the data versions of a partitioned input (DataVersionCache).
-    """The data version last observed for each week partition of a ``landed_*`` asset."""
+    """The data version last observed for each week partition of ``landed_weeks``."""
     tags = instance.event_log_storage.get_latest_tags_by_partition(
         key, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
     )
@@ -58,22 +58,22 @@ def changed_weeks(
 
 
 def landed_week_specs(cfg: ProjectConfig) -> list[dg.AssetSpec]:
-    """The external ``landed_*`` assets: weekly partitions like the staging models they feed."""
+    """The external ``landed_weeks`` asset: weekly partitions like the staging models it feeds."""
     return [
         dg.AssetSpec(
-            key,
+            LANDED_KEY,
             group_name="ingestion",
             kinds={"duckdb"},
             partitions_def=weekly_partitions(cfg),
             deps=["landing_files"],
             description=(
-                f"The active landed {kind.replace('_', ' ')} rows (raw.landed_{kind}), by week: observed by "
-                "each landing scan, with the content hash of the week's rows (the latest delivery winning) "
-                "as the week partition's data version. A week whose content changed makes the staging "
-                "partitions of that week stale; a delivery that restates the same rows changes nothing."
+                "The active landed rows (raw.landed_media, _kpi, _controls, _lift_tests), by week: observed "
+                "by each landing scan, with the content hash of the week's rows (the latest delivery "
+                "winning) as the week partition's data version. A week whose content changed makes the "
+                "staging partitions of that week stale; a delivery that restates the same rows changes "
+                "nothing."
             ),
         )
-        for kind, key in LANDED_KEYS.items()
     ]
 
 
@@ -87,8 +87,8 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "or Parquet; media, KPI, controls, lift tests) after validating it with pandera; any other "
             "entry (wrong folder or format, symlink out of the folder) is quarantined. Content already "
             "delivered changes nothing; a file that breaks a rule is quarantined with an error report "
-            "naming its rows and rule, and none of it reaches the warehouse. Then observes the landed_* "
-            "assets: a new data version for each week whose content changed."
+            "naming its rows and rule, and none of it reaches the warehouse. Then observes landed_weeks: "
+            "a new data version for each week whose content changed."
         ),
         check_specs=[
             dg.AssetCheckSpec(rule, asset="landing_files", description=text, blocking=True)
@@ -101,7 +101,7 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             result = scan_landing(conn, cfg, cfg.landing_dir, cfg.quarantine_dir, context.log)
-            versions = {kind: week_versions(conn, kind) for kind in LANDED_KEYS}
+            versions = week_versions(conn)
             markets = landed_markets(conn)
             files = conn.execute("SELECT count(*) FROM raw.landing_files WHERE status = 'active'").fetchone()[
                 0
@@ -110,15 +110,12 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         # Every complete week since calendar.start, not only the partitions this code location knows:
         # a delivery of older weeks moves the first partition back when the location reloads.
         last = last_complete_week(cfg.today(), cfg.calendar.week_start_index)
-        changed: dict[str, list[str]] = {}
-        for kind, key in LANDED_KEYS.items():
-            observed = observed_week_versions(context.instance, key)
-            weeks = changed_weeks(versions[kind], observed, cfg.calendar.start, last)
-            for week, version in weeks.items():
-                context.log_event(
-                    dg.AssetObservation(asset_key=key, partition=week, tags={DATA_VERSION_TAG: version})
-                )
-            changed[kind] = sorted(weeks)
+        observed = observed_week_versions(context.instance, LANDED_KEY)
+        changed = changed_weeks(versions, observed, cfg.calendar.start, last)
+        for week, version in changed.items():
+            context.log_event(
+                dg.AssetObservation(asset_key=LANDED_KEY, partition=week, tags={DATA_VERSION_TAG: version})
+            )
         for line in result.file_lines():
             context.log.info(f"  {line}")
         new_markets = sorted(set(markets) - set(context.instance.get_dynamic_partitions(MARKETS.name)))
@@ -161,10 +158,7 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 ),
                 "active_files": files,
                 "markets": ", ".join(markets),
-                "changed_weeks": dg.MetadataValue.md(
-                    "\n".join(f"- {kind}: {_span(weeks)}" for kind, weeks in changed.items() if weeks)
-                    or "none"
-                ),
+                "changed_weeks": _span(sorted(changed)),
             },
             check_results=checks,
         )
@@ -197,4 +191,6 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
 
 
 def _span(weeks: list[str]) -> str:
+    if not weeks:
+        return "none"
     return weeks[0] if len(weeks) == 1 else f"{len(weeks)} weeks {weeks[0]} .. {weeks[-1]}"
