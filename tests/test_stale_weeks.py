@@ -167,5 +167,7 @@ def test_conditions_reoptimize_and_gate_changes_reregister_without_a_refit(
     assert _plans(config_path) == {"north": {"budget_recommendation"}, "south": {"budget_recommendation"}}
     raw["model"]["gate"]["max_r_hat"] = 1.25
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    # The registration (the gate is its code version) and the report (it judges by the gate); no fit.
     roots = _plans(config_path)
-    assert roots == {m: {"budget_recommendation", "model_registry"} for m in ("north", "south")}
+    expected = {"budget_recommendation", "model_registry", "executive_report"}
+    assert roots == {m: expected for m in ("north", "south")}
