@@ -370,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="ingest new landing files, rebuild features for affected weeks, refit models, publish"
     )
-    p.add_argument("--weeks", default="pending", help="pending (default), all, or YYYY-MM-DD..YYYY-MM-DD")
+    p.add_argument(
+        "--weeks",
+        default="pending",
+        help="pending (default: the week partitions Dagster reports missing or stale), all, "
+        "or YYYY-MM-DD..YYYY-MM-DD",
+    )
     p.add_argument("--select", help="only these assets, in Dagster selection syntax (e.g. 'group:marts')")
     p.add_argument("--until", choices=STAGES, default="model", help="stop after this stage (default: model)")
     p.add_argument(

@@ -13,7 +13,7 @@ from mmm_pipeline.features.sql_models import discover_models
 from .config import ProjectConfig, load_config
 from .defs.assets.cv import build_cv_assets
 from .defs.assets.features import build_feature_assets
-from .defs.assets.ingestion import build_ingestion_assets
+from .defs.assets.ingestion import build_ingestion_assets, landed_week_specs
 from .defs.assets.model import build_model_assets
 from .defs.assets.monitoring import build_monitoring_assets
 from .defs.assets.optimization import build_optimization_assets
@@ -31,6 +31,7 @@ def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             *build_ingestion_assets(cfg),
+            *landed_week_specs(cfg),
             *build_feature_assets(cfg, models),
             *build_model_assets(cfg),
             *build_cv_assets(cfg),

@@ -15,8 +15,6 @@ from pathlib import Path
 import dagster as dg
 from dagster import DagsterInstance
 
-from mmm_pipeline.ingest.calendar import last_complete_week
-from mmm_pipeline.ingest.ingestion import pending_week_ranges
 from mmm_pipeline.model.registry import latest_run
 
 from .config import ProjectConfig
@@ -26,7 +24,7 @@ from .defs.execution import execute_in_location
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL, WarehouseResource
-from .defs.staleness import INPUTS_KEY, model_plans
+from .defs.staleness import OBSERVED_KEYS, WeekRange, model_plans, stale_week_ranges, weeks_with_data
 from .report import latest_report
 from .warehouse import relation_exists
 
@@ -119,25 +117,39 @@ def _problems(result: dg.ExecuteInProcessResult) -> list[str]:
     return out
 
 
-def parse_weeks(spec: str, cfg: ProjectConfig) -> list[tuple[dt.date, dt.date]] | None:
-    """``pending`` (queued weeks), ``all`` (every week with landed data), or ``YYYY-MM-DD..YYYY-MM-DD``."""
-    last = last_complete_week(cfg.today(), cfg.calendar.week_start_index)
-    if spec in ("pending", "all"):
-        with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
-            if spec == "pending":
-                return pending_week_ranges(conn, cfg)
-            first, final = conn.execute(
-                "SELECT min(min_week), max(max_week) FROM raw.landing_files WHERE status = 'active'"
-            ).fetchone()
-        return [(max(first, cfg.calendar.start), min(final, last))] if first else []
-    try:
-        first, _, final = spec.partition("..")
-        start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(final or first)
-    except ValueError:
-        raise PipelineRunError(f"--weeks {spec!r}: use pending, all, or YYYY-MM-DD..YYYY-MM-DD") from None
-    if start > end:
-        raise PipelineRunError(f"--weeks {spec!r}: the first week is after the last")
-    return [(max(start, cfg.calendar.start), min(end, last))]
+def week_ranges(
+    spec: str, defs: dg.Definitions, instance: DagsterInstance, keys: list[dg.AssetKey] | None = None
+) -> list[WeekRange]:
+    """The week partitions a feature run rebuilds, as contiguous ranges (one run each).
+
+    ``pending``: what Dagster reports missing or stale (:func:`stale_week_ranges`: weeks whose landed
+    content changed, weeks never built, every week after a staging model's SQL changed); ``all``: every
+    week from the first to the last with landed data; ``YYYY-MM-DD..YYYY-MM-DD``: the week partitions
+    that overlap those dates.
+    """
+    job = defs.resolve_job_def(FEATURES_JOB)
+    # The selection limits what runs, not which weeks: a selection of the marts alone (no weekly asset)
+    # runs over the weeks of the whole job.
+    weekly = [k for k in keys or () if defs.resolve_asset_graph().get(k).is_partitioned]
+    job_keys = weekly or job.asset_layer.selected_asset_keys
+    if spec == "pending":
+        return stale_week_ranges(instance, defs.resolve_asset_graph(), job_keys)
+    partitions = job.partitions_def
+    assert partitions is not None  # the feature job is weekly-partitioned (defs/jobs.py)
+    weeks = partitions.get_partition_keys()
+    if spec == "all":
+        landed = weeks_with_data(instance, defs.resolve_asset_graph(), job_keys)
+        weeks = weeks[weeks.index(landed[0]) : weeks.index(landed[-1]) + 1] if landed else []
+    else:
+        try:
+            first, _, final = spec.partition("..")
+            start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(final or first)
+        except ValueError:
+            raise PipelineRunError(f"--weeks {spec!r}: use pending, all, or YYYY-MM-DD..YYYY-MM-DD") from None
+        if start > end:
+            raise PipelineRunError(f"--weeks {spec!r}: the first week is after the last")
+        weeks = [w for w in weeks if start - dt.timedelta(days=6) <= dt.date.fromisoformat(w) <= end]
+    return [WeekRange(weeks[0], weeks[-1], len(weeks), "requested")] if weeks else []
 
 
 def run_job(
@@ -213,7 +225,7 @@ def run_pipeline(
     until: str = "model",
     refit: bool = False,
 ) -> RunSummary:
-    """Scan the landing folder, rebuild features for the queued (or requested) weeks, publish, refit.
+    """Scan the landing folder, rebuild features for the stale (or requested) weeks, publish, refit.
 
     ``select`` limits the runs to the assets it picks (e.g. ``group:marts`` or ``stg_media+``).
     ``until`` stops after a stage (:data:`STAGES`). Each market's model run materializes what Dagster
@@ -241,8 +253,11 @@ def run_pipeline(
         _record(summary, INGEST_JOB, ingest, "-")
         if not ingest.success and not ingest.get_asset_materialization_events():
             return summary
-    if features_keys != [] and not _build_features(cfg, defs, instance, weeks, features_keys, summary, log):
-        return summary
+    if features_keys != []:
+        # Again: a delivery of older weeks moved the first week partition back (defs/partitions.py).
+        defs = build_definitions(cfg)
+        if not _build_features(cfg, defs, instance, weeks, features_keys, summary, log):
+            return summary
     if model_keys != []:
         _refit_models(cfg, defs, instance, model_keys, refit, summary, log)
     return summary
@@ -258,20 +273,23 @@ def _build_features(
     log: Callable[[str], None],
 ) -> bool:
     """Rebuild features for each contiguous range of weeks, one run per range; False if a run failed."""
-    ranges = parse_weeks(weeks, cfg)
+    ranges = week_ranges(weeks, defs, instance, keys)
     if not ranges:
-        log("no new or corrected weeks: feature tables are up to date")
-    for start, end in ranges:
-        label = f"{start}..{end}"
-        log(f"building features for weeks {label} ({cfg.calendar.week_start} weeks) in one run")
+        log("no new, corrected or unbuilt weeks: feature tables are up to date")
+    for weeks_range in ranges:
+        label = weeks_range.label()
+        log(
+            f"building features for weeks {label} ({weeks_range.weeks} {cfg.calendar.week_start} weeks: "
+            f"{weeks_range.why}) in one run"
+        )
         result = run_job(
             defs,
             FEATURES_JOB,
             instance,
             keys,
             tags={
-                "dagster/asset_partition_range_start": start.isoformat(),
-                "dagster/asset_partition_range_end": end.isoformat(),
+                "dagster/asset_partition_range_start": weeks_range.first,
+                "dagster/asset_partition_range_end": weeks_range.last,
             },
         )
         _record(summary, FEATURES_JOB, result, label)
@@ -314,9 +332,10 @@ def _refit_models(
         _record(summary, MODEL_JOB, result, market + scope, prefix=f"market {market}: ")
         return result.success
 
-    observed = [m for m in sorted(weeks) if run_market([INPUTS_KEY], m, INPUTS_SCOPE)]
-    job_keys = keys if keys is not None else defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
     graph = defs.resolve_asset_graph()
+    observed_keys = [k for k in OBSERVED_KEYS if graph.has(k)]
+    observed = [m for m in sorted(weeks) if run_market(observed_keys, m, INPUTS_SCOPE)]
+    job_keys = keys if keys is not None else defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
     plans = model_plans(instance, graph, job_keys, observed, force_fit=force)
     for plan in plans:
         market, run = plan.market, latest[plan.market]

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS raw.landed_lift_tests (
     delivery_id BIGINT, row_number INTEGER, week DATE, market VARCHAR, channel VARCHAR,
     start_date DATE, end_date DATE, spend DOUBLE, delta_spend DOUBLE, lift DOUBLE, lift_se DOUBLE
 );
-CREATE TABLE IF NOT EXISTS raw.pending_weeks (kind VARCHAR, week DATE, PRIMARY KEY (kind, week));
+-- The queue of weeks to rebuild, gone (Dagster's stale status of the weekly partitions decides now).
+DROP TABLE IF EXISTS raw.pending_weeks;
 CREATE TABLE IF NOT EXISTS raw.quarantined_files (
     path VARCHAR, kind VARCHAR, sha256 VARCHAR, quarantined_at TIMESTAMP, moved_to VARCHAR,
     rules VARCHAR, message VARCHAR

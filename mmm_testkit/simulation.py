@@ -3,9 +3,10 @@
 A project is loaded with the pre-break history and a champion is fitted once. Then each following week
 is delivered as landing files and goes through the real Dagster machinery against a real instance:
 the new-data sensor (``build_sensor_context``) requests the ingestion run, the follow-up sensor
-(``build_run_status_sensor_context``) requests the feature run for the weeks it queued (which refreshes
-tracking and drift events), and the drift sensor is evaluated; the runs it requests are executed
-(refit, CV, optimization, tracking) and the sensor is evaluated again to check it requests nothing more.
+(``build_run_status_sensor_context``) requests the feature run for the weeks Dagster reports stale
+(which refreshes tracking and drift events), and the drift sensor is evaluated; the runs it requests
+are executed (refit, CV, optimization, tracking) and the sensor is evaluated again to check it requests
+nothing more.
 Used by ``tests/test_sensors.py`` and ``benchmarks/break_simulation.py``.
 """
 
@@ -210,6 +211,7 @@ def run_simulation(
             context = dg.build_run_status_sensor_context(
                 sensor_name=FOLLOW_UP_SENSOR, dagster_event=ingest.get_run_success_event(),
                 dagster_instance=instance, dagster_run=ingest.dagster_run,
+                repository_def=defs.get_repository_def(),
             )  # fmt: skip
             for follow in follow_up(context) or []:
                 if isinstance(follow, dg.RunRequest):

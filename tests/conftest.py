@@ -123,10 +123,12 @@ def loaded_case_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def case_study(loaded_case_study: Path, tmp_path: Path) -> ProjectConfig:
-    """A private copy of the loaded case-study project, safe to change."""
+def case_study(loaded_case_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ProjectConfig:
+    """A private copy of the loaded case-study project with its Dagster instance (which knows what was
+    built: the weeks to rebuild are Dagster's stale partitions), safe to change."""
     directory = tmp_path / "project"
-    shutil.copytree(loaded_case_study, directory, ignore=shutil.ignore_patterns("*.lock", "*dagster_home"))
+    shutil.copytree(loaded_case_study, directory, ignore=shutil.ignore_patterns("*.lock"))
+    monkeypatch.setenv("DAGSTER_HOME", str(directory / ".session_dagster_home"))
     return load_config(directory / "mmm_pipeline.yaml")
 
 

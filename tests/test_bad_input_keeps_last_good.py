@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from conftest import modeling_table, query, run
 
+from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import FEATURES_JOB
+from mmm_pipeline.runner import project_instance, week_ranges
 from mmm_pipeline.warehouse import transaction
 
 
@@ -36,8 +38,8 @@ def test_bad_correction_is_quarantined_and_tables_stay(case_study) -> None:
     assert report["violations"][0]["rows"] == [3]
     pd.testing.assert_frame_equal(modeling_table(cfg), before)
     assert query(cfg, "SELECT count(*) FROM raw.quarantined_files") == [(1,)]
-    # The published audit trail shows the quarantined file.
-    assert query(cfg, "SELECT count(*) FROM raw.pending_weeks") == [(0,)]
+    # Nothing of the file reached the warehouse: no week's landed content changed, none is stale.
+    assert week_ranges("pending", build_definitions(cfg), project_instance(cfg)) == []
 
 
 def test_good_files_in_a_bad_delivery_still_load(case_study) -> None:

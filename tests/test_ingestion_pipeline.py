@@ -11,8 +11,9 @@ from conftest import CASE_STUDY, LAST_WEEK, modeling_table, query, run
 from dagster import AssetKey, DagsterInstance, RunsFilter
 
 from mmm_pipeline.config import load_config
+from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import FEATURES_JOB
-from mmm_pipeline.runner import project_instance, run_pipeline
+from mmm_pipeline.runner import project_instance, run_pipeline, week_ranges
 
 
 def test_historical_load_is_one_run_and_matches_the_source(loaded_case_study) -> None:
@@ -29,9 +30,10 @@ def test_historical_load_is_one_run_and_matches_the_source(loaded_case_study) ->
     assert table["control_hldy_black_friday"].sum() == source["hldy_Black Friday"].sum()
     assert table["holiday_count"].sum() > 0
     assert query(cfg, "SELECT count(*) FROM raw.landing_files WHERE status = 'active'") == [(624,)]
-    assert query(cfg, "SELECT count(*) FROM raw.pending_weeks") == [(0,)]
-    # One features run covered all 208 weeks (a single-run backfill, not 208 runs).
+    # One features run covered all 208 weeks (a single-run backfill, not 208 runs); nothing is left stale.
     instance = DagsterInstance.from_config(str(loaded_case_study / ".session_dagster_home"))
+    defs = build_definitions(cfg)
+    assert week_ranges("pending", defs, instance) == []
     runs = instance.get_runs(filters=RunsFilter(job_name=FEATURES_JOB))
     assert len(runs) == 1
     assert runs[0].tags["dagster/asset_partition_range_start"] == "2014-08-03"

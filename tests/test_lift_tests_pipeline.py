@@ -20,8 +20,9 @@ import pytest
 from conftest import query, run, small_model_config
 
 from mmm_pipeline.config import ProjectConfig, load_config
+from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.ingest.landing import LandingFileError, validate_landing_file
-from mmm_pipeline.runner import project_instance, run_pipeline
+from mmm_pipeline.runner import project_instance, run_pipeline, week_ranges
 from mmm_pipeline.scaffold import init_project
 from mmm_testkit.synthetic import generate_world, write_world
 
@@ -78,10 +79,11 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 
 @pytest.fixture
-def project(loaded: tuple[Path, object], tmp_path: Path) -> ProjectConfig:
-    """A private copy of the loaded project, safe to change."""
+def project(loaded: tuple[Path, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ProjectConfig:
+    """A private copy of the loaded project with its Dagster instance (what was built), safe to change."""
     directory = tmp_path / "project"
-    shutil.copytree(loaded[0], directory, ignore=shutil.ignore_patterns("*.lock", "*dagster_home"))
+    shutil.copytree(loaded[0], directory, ignore=shutil.ignore_patterns("*.lock"))
+    monkeypatch.setenv("DAGSTER_HOME", str(directory / ".module_dagster_home"))
     return load_config(directory / "mmm_pipeline.yaml")
 
 
@@ -98,7 +100,8 @@ def test_a_good_lift_test_file_lands_in_the_staging_table(loaded: tuple[Path, ob
         expected[["spend", "delta_spend", "lift", "lift_se"]].itertuples(index=False, name=None)
     )
     assert query(cfg, "SELECT status FROM raw.landing_files WHERE kind = 'lift_tests'") == [("active",)]
-    assert query(cfg, "SELECT count(*) FROM raw.pending_weeks") == [(0,)]
+    instance = dg.DagsterInstance.from_config(str(directory / ".module_dagster_home"))
+    assert week_ranges("pending", build_definitions(cfg), instance) == []  # every week built
 
 
 def test_a_bad_lift_test_file_is_quarantined_and_the_last_good_table_kept(project: ProjectConfig) -> None:

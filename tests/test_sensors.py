@@ -21,14 +21,16 @@ import duckdb
 import pandas as pd
 import pytest
 import yaml
+from dagster._core.definitions.data_version import StaleStatus
 
 from mmm_pipeline.config import load_config
 from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB, WEEKLY_JOB
 from mmm_pipeline.defs.schedules import WEEKLY_SCHEDULE
 from mmm_pipeline.defs.sensors import DRIFT_SENSOR, FOLLOW_UP_SENSOR, NEW_DATA_SENSOR
+from mmm_pipeline.defs.staleness import stale_resolver
 from mmm_pipeline.optimize import load_scenarios
-from mmm_pipeline.optimize.recommendations import optimization_is_current, plans_in_force
+from mmm_pipeline.optimize.recommendations import plans_in_force
 from mmm_pipeline.publish.bi import publish
 from mmm_pipeline.runner import RUN_CONFIG, project_instance
 from mmm_pipeline.scaffold import init_project
@@ -74,7 +76,7 @@ def test_new_data_sensor_one_run_per_delivery_and_exact_weeks(project) -> None:
     follow = defs.get_sensor_def(FOLLOW_UP_SENSOR)
     context = dg.build_run_status_sensor_context(
         sensor_name=FOLLOW_UP_SENSOR, dagster_event=ingest.get_run_success_event(),
-        dagster_instance=instance, dagster_run=ingest.dagster_run,
+        dagster_instance=instance, dagster_run=ingest.dagster_run, repository_def=defs.get_repository_def(),
     )  # fmt: skip
     (features,) = follow(context)
     assert features.job_name == FEATURES_JOB
@@ -106,7 +108,7 @@ def test_new_data_sensor_one_run_per_delivery_and_exact_weeks(project) -> None:
     )
     context = dg.build_run_status_sensor_context(
         sensor_name=FOLLOW_UP_SENSOR, dagster_event=ingest.get_run_success_event(),
-        dagster_instance=instance, dagster_run=ingest.dagster_run,
+        dagster_instance=instance, dagster_run=ingest.dagster_run, repository_def=defs.get_repository_def(),
     )  # fmt: skip
     ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
               for r in follow(context)]  # fmt: skip
@@ -161,12 +163,14 @@ def test_follow_up_after_weekly_update_rehashes_every_market(project) -> None:
         dagster_instance=instance, dagster_run=result.dagster_run,
     )  # fmt: skip
     requests = defs.get_sensor_def(FOLLOW_UP_SENSOR)(context)
+    # What the fit reads and which market conditions hold, both re-evaluated; nothing else.
+    observed = (dg.AssetKey("market_training_data"), dg.AssetKey("market_conditions"))
     got = sorted(
         (r.job_name, r.partition_key, tuple(r.asset_selection), r.tags["mmm/trigger"], r.run_key)
         for r in requests
     )
     assert got == [
-        (MODEL_JOB, m, (dg.AssetKey("market_training_data"),), "schedule", f"{result.run_id}:{m}")
+        (MODEL_JOB, m, observed, "schedule", f"{result.run_id}:{m}")
         for m in ("all", "north", "south")
     ]
 
@@ -264,15 +268,20 @@ def test_break_is_detected_after_it_happens_not_before(tmp_path: Path, monkeypat
     assert json.loads(history["conditions"].iloc[0])[0]["plan_changes"] == CONDITION["plan_changes"]
     assert history.set_index("channel").loc["search", "share_recommended"] >= 0.3 - 1e-6
     assert history["expected_kpi"].notna().all()
-    # While the condition holds, the recommendation is current for the plans in force (no re-optimizing
-    # on every run), and out of date against the plans without the condition.
+    # While the condition holds, the recommendation stays current (no re-optimizing on every run): the
+    # conditions re-evaluated on the new weeks give the same data version, so Dagster reports it fresh.
     files = result.cfg.optimization_files()
     plans = load_scenarios(files[0], files[1:])
     with duckdb.connect(str(result.cfg.warehouse_path), read_only=True) as conn:
-        in_force, active = plans_in_force(conn, "all", plans, result.cfg.conditions)
-        assert [c.name for c in active] == ["competitor_pressure"]
-        assert optimization_is_current(conn, "all", in_force)
-        assert not optimization_is_current(conn, "all", plans)
+        _, active = plans_in_force(conn, "all", plans, result.cfg.conditions)
+    assert [c.name for c in active] == ["competitor_pressure"]
+    defs, instance = build_definitions(result.cfg), project_instance(result.cfg)
+    conditions = defs.resolve_job_def(MODEL_JOB).execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("market_conditions")], partition_key="all"
+    )
+    assert conditions.success
+    resolver = stale_resolver(instance, defs.resolve_asset_graph())
+    assert resolver.get_status(dg.AssetKey("budget_recommendation"), "all") == StaleStatus.FRESH
 
 
 @pytest.mark.slow

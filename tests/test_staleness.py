@@ -22,7 +22,7 @@ from mmm_pipeline.config import ProjectConfig, load_config
 from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import MODEL_JOB
 from mmm_pipeline.defs.sensors import STALE_MODEL_SENSOR
-from mmm_pipeline.defs.staleness import INPUTS_KEY, model_plans, stale_resolver
+from mmm_pipeline.defs.staleness import OBSERVED_KEYS, model_plans, stale_resolver
 from mmm_pipeline.runner import RunSummary, project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
 from mmm_testkit.synthetic import generate_world, write_world
@@ -90,7 +90,7 @@ def _three_answers(cfg: ProjectConfig) -> tuple[set, set]:
     resolver = stale_resolver(instance, graph)
     reported = {
         (market, k)
-        for k in job_keys - {INPUTS_KEY}
+        for k in job_keys - set(OBSERVED_KEYS)
         for market in (MARKETS if graph.get(k).is_partitioned else [None])
         if resolver.get_status(k, market).value in ("STALE", "MISSING")
     }

@@ -4,7 +4,7 @@
 -- counting only when the week has no other (an event day labels its week); ties go to the latest date.
 -- Where two active deliveries hold the same (date, market, control), the later delivery wins.
 {% from 'macros/latest_delivery.sql' import latest_delivery with context %}
-{{ config(materialized='incremental_weekly', unique_key=['market', 'week', 'control'], pending_kind='controls') }}
+{{ config(materialized='incremental_weekly', unique_key=['market', 'week', 'control']) }}
 with latest as (
     {{ latest_delivery('controls', ['control']) }}
 ),

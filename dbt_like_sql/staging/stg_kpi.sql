@@ -1,7 +1,7 @@
 -- KPI per (market, week): landing rows summed into model weeks.
 -- Where two active deliveries hold the same (date, market), the later delivery wins.
 {% from 'macros/latest_delivery.sql' import latest_delivery with context %}
-{{ config(materialized='incremental_weekly', unique_key=['market', 'week'], pending_kind='kpi') }}
+{{ config(materialized='incremental_weekly', unique_key=['market', 'week']) }}
 with latest as (
     {{ latest_delivery('kpi', []) }}
 )

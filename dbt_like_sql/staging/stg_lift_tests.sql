@@ -2,7 +2,7 @@
 -- week their test ended (week): with channel spending spend a week, changing it by delta_spend a week
 -- changed the KPI by lift a week (standard error lift_se). Refits read each market's tests from here.
 -- Where two active deliveries hold the same test, the later delivery wins.
-{{ config(materialized='incremental_weekly', unique_key=['market', 'channel', 'start_date', 'end_date', 'spend', 'delta_spend'], pending_kind='lift_tests') }}
+{{ config(materialized='incremental_weekly', unique_key=['market', 'channel', 'start_date', 'end_date', 'spend', 'delta_spend']) }}
 select
     rows.market,
     rows.week,

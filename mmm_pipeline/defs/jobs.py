@@ -58,7 +58,8 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(
             INGEST_JOB,
             selection=INGEST_SELECTION,
-            description="Scan the landing folder: validate, register or quarantine new files; queue weeks.",
+            description="Scan the landing folder: validate, register or quarantine new files; observe the "
+            "landed weeks whose content changed.",
         ),
         dg.define_asset_job(
             FEATURES_JOB,

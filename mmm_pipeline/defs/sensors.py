@@ -4,10 +4,11 @@
   its cursor. New content (any name) is one delivery: one ingestion run, whose run key is derived from
   the delivery's content hashes, so identical files delivered again start nothing.
 - ``follow_up_sensor`` (a run-status sensor): when an ingestion run succeeds, one feature run per
-  contiguous range of the weeks it queued (read from the run's ``landing_files`` materialization: the
-  weeks can only be known after the files were read, de-duplicated and compared with what was there);
-  when a feature run or the weekly update succeeds, one run per market that hashes what its fit reads
-  again (``market_training_data``).
+  contiguous range of the week partitions Dagster then reports missing or stale
+  (:func:`mmm_pipeline.defs.staleness.stale_week_ranges`: the scan observed a new data version for each
+  week whose landed content changed; the same answer as ``mmm-pipeline run`` and the UI); when a feature
+  run or the weekly update succeeds, one run per market that hashes what its fit reads and which market
+  conditions hold again (``market_training_data``, ``market_conditions``).
 - ``stale_model_sensor``: per market, a model run of what Dagster reports missing or stale
   (:func:`mmm_pipeline.defs.staleness.model_plans`, the same decision ``mmm-pipeline run`` takes and
   the UI shows as "unsynced"); nothing for a market whose model is current (``schedule.refit``).
@@ -30,14 +31,13 @@ import duckdb
 import pandas as pd
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 
-from mmm_pipeline.ingest.landing import discover, sha256_of
+from mmm_pipeline.ingest.ingestion import landing_fingerprints
 
 from ..config import ProjectConfig
-from .assets.ingestion import PENDING_RANGES_KEY
 from .assets.model import MARKETS
 from .assets.monitoring import EVENT_TAG, TRIGGER_TAG, evidence_summary
 from .jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB, WEEKLY_JOB
-from .staleness import INPUTS_KEY, MarketPlan, model_plans
+from .staleness import INPUTS_KEY, OBSERVED_KEYS, MarketPlan, model_plans, stale_week_ranges
 
 NEW_DATA_SENSOR = "new_data_sensor"
 FOLLOW_UP_SENSOR = "follow_up_sensor"
@@ -52,18 +52,9 @@ def _status(enabled: bool) -> dg.DefaultSensorStatus:
 
 
 def scan_fingerprints(landing: Path, known: dict[str, list]) -> dict[str, list]:
-    """``{relative path: [size, mtime_ns, sha256]}`` of every landing file; the hash is recomputed only
-    for files whose size or mtime changed since ``known``."""
-    out = {}
-    for _kind, path in discover(landing):
-        rel = path.relative_to(landing).as_posix()
-        stat = path.stat()
-        previous = known.get(rel)
-        if previous and previous[0] == stat.st_size and previous[1] == stat.st_mtime_ns:
-            out[rel] = previous
-        else:
-            out[rel] = [stat.st_size, stat.st_mtime_ns, sha256_of(path)]
-    return out
+    """``{relative path: [size, mtime_ns, sha256]}`` of every landing entry, for the cursor (JSON): the
+    scan's own change detection (:func:`landing_fingerprints`), which re-hashes only what changed."""
+    return {e.rel: list(e.fingerprint) for e in landing_fingerprints(landing, known)}
 
 
 def build_sensors(
@@ -81,8 +72,8 @@ def build_sensors(
         description=(
             "Watches the landing folder. New content (by SHA-256, whatever the file name) is one delivery: "
             "one ingestion run (run key = hash of the delivery's content hashes). Identical files delivered "
-            "again start nothing. The ingestion run queues exactly the weeks the delivery touches; the "
-            "follow-up sensor then rebuilds those weeks."
+            "again start nothing. The ingestion run observes a new data version for each week whose "
+            "landed content changed; the follow-up sensor then rebuilds the weeks Dagster reports stale."
         ),
     )
     def new_data_sensor(context: dg.SensorEvaluationContext):
@@ -115,41 +106,47 @@ def build_sensors(
         default_status=_status(sensors_cfg.new_data.enabled or cfg.schedule.enabled),
         minimum_interval_seconds=30,
         description=(
-            "After a successful ingestion run: one feature run per contiguous range of the weeks it queued "
-            "(each also refreshes tracking and drift events). After a successful feature run or weekly "
-            "update: one run per market that hashes what its fit reads (market_training_data), so the "
-            "stale_model_sensor sees which models are out of date (if schedule.refit)."
+            "After a successful ingestion run: one feature run per contiguous range of the week partitions "
+            "Dagster reports missing or stale (each also refreshes tracking and drift events). After a "
+            "successful feature run or weekly update: one run per market that hashes what its fit reads "
+            "and which market conditions hold (market_training_data, market_conditions), so the "
+            "stale_model_sensor sees which models and recommendations are out of date (if schedule.refit)."
         ),
     )
     def follow_up_sensor(context: dg.RunStatusSensorContext):
         run = context.dagster_run
         trigger = run.tags.get(TRIGGER_TAG, "manual")
         if run.job_name == INGEST_JOB:
-            ranges = pending_ranges(context.instance, run.run_id)
+            repository = context.repository_def
+            assert repository is not None  # a sensor of a code location always has its repository
+            job_keys = repository.get_job(FEATURES_JOB).asset_layer.selected_asset_keys
+            ranges = stale_week_ranges(context.instance, repository.asset_graph, job_keys)
             if not ranges:
-                return dg.SkipReason(f"run {run.run_id[:8]} queued no week")
+                return dg.SkipReason(f"after run {run.run_id[:8]} every week's features are current")
             return [
                 dg.RunRequest(
-                    run_key=f"{run.run_id}:{start}..{end}",
+                    run_key=f"{run.run_id}:{r.first}..{r.last}",
                     job_name=FEATURES_JOB,
                     tags={
-                        "dagster/asset_partition_range_start": start,
-                        "dagster/asset_partition_range_end": end,
+                        "dagster/asset_partition_range_start": r.first,
+                        "dagster/asset_partition_range_end": r.last,
                         TRIGGER_TAG: trigger,
                         "mmm/after_run": run.run_id,
                         **({"mmm/delivery": run.tags["mmm/delivery"]} if "mmm/delivery" in run.tags else {}),
                     },
                 )
-                for start, end in ranges
+                for r in ranges
             ]
         if run.job_name in (FEATURES_JOB, WEEKLY_JOB) and cfg.schedule.refit:
             markets = context.instance.get_dynamic_partitions(MARKETS.name)
+            repository = context.repository_def
+            observed = [k for k in OBSERVED_KEYS if repository is None or repository.asset_graph.has(k)]
             return [
                 dg.RunRequest(
                     run_key=f"{run.run_id}:{market}",
                     job_name=MODEL_JOB,
                     partition_key=market,
-                    asset_selection=[INPUTS_KEY],
+                    asset_selection=observed,
                     tags={
                         TRIGGER_TAG: trigger,
                         "mmm/after_run": run.run_id,
@@ -271,20 +268,6 @@ def _state_key(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph, plan: 
         record = instance.get_latest_data_version_record(key, False, partition)
         parts.append(str(record.storage_id if record else None))
     return "stale-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def pending_ranges(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
-    """The week ranges an ingestion run queued (its ``landing_files`` materialization's metadata)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("landing_files")), limit=20
-    ).records
-    for record in records:
-        if record.run_id == run_id:
-            value = record.asset_materialization.metadata.get(PENDING_RANGES_KEY)
-            if value is None:
-                return []
-            return [tuple(r) for r in value.value]
-    return []
 
 
 def read_open_events(cfg: ProjectConfig) -> list[dict]:

@@ -5,9 +5,11 @@ schema named after its folder (staging, intermediate, marts). Templates are Jinj
 
 - ``{{ ref('stg_media') }}`` refers to another model; ``{{ source('landing', 'media') }}`` to a table
   written by a Python asset. Dependencies (and so Dagster lineage) are read from these calls.
-- ``{{ config(materialized='incremental_weekly', unique_key=[...], pending_kind='media') }}`` makes a
-  model weekly-incremental: a run rebuilds only the weeks of its partition window (the SQL filters on
-  ``$window_start`` / ``$window_end``) by delete-then-insert, so re-running a week is safe.
+- ``{{ config(materialized='incremental_weekly', unique_key=[...]) }}`` makes a model weekly-incremental:
+  a run rebuilds only the weeks of its partition window (the SQL filters on ``$window_start`` /
+  ``$window_end``) by delete-then-insert, so re-running a week is safe. Such a model depends week by week
+  on the landed rows it reads (:data:`WEEKLY_SOURCES`), so Dagster reports stale exactly the weeks whose
+  landed content changed.
 - Identifiers from user data (channel and control names) go through the ``ident`` filter and string
   values through ``literal``; nothing from a data file is pasted into SQL raw.
 - Leading ``--`` comment lines are the model's description (shown in the Dagster UI).
@@ -43,6 +45,16 @@ SOURCES: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
+#: Sources a weekly-incremental model reads week by week: (source, table) -> weekly-partitioned asset.
+WEEKLY_SOURCES: dict[tuple[str, str], str] = {
+    ("landing", kind): "landed_weeks" for kind in ("media", "kpi", "controls", "lift_tests")
+}
+#: Sources a weekly model reads that are no dependency of it: which deliveries are active is part of each
+#: ``landed_weeks`` week's content hash, and the manifest (unpartitioned, new on every scan) would make every
+#: week stale after every scan.
+IN_WEEKLY_VERSIONS = {("landing", "files")}
+
+
 class SqlModelError(ValueError):
     """A SQL model that cannot be loaded (bad reference, bad config, cycle)."""
 
@@ -59,7 +71,6 @@ class SqlModel:
     description: str
     materialized: Literal["table", "incremental_weekly"] = "table"
     unique_key: tuple[str, ...] = ()
-    pending_kind: str | None = None
     refs: tuple[str, ...] = ()
     source_assets: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -151,6 +162,12 @@ def discover_models(folder: Path, cfg: InputContract) -> dict[str, SqlModel]:
                 raise SqlModelError(
                     f"{path}: materialized={materialized!r} is not table or incremental_weekly"
                 )
+            sources = list(dict.fromkeys(facts["sources"]))
+            if materialized == "incremental_weekly":
+                weekly = [s for s in sources if s not in IN_WEEKLY_VERSIONS]
+                assets = [WEEKLY_SOURCES.get(s, SOURCES[s][1]) for s in weekly]
+            else:
+                assets = [SOURCES[s][1] for s in sources]
             models[path.stem] = SqlModel(
                 name=path.stem,
                 layer=layer,
@@ -158,9 +175,8 @@ def discover_models(folder: Path, cfg: InputContract) -> dict[str, SqlModel]:
                 description=_description(path.read_text()),
                 materialized=materialized,
                 unique_key=tuple(conf.pop("unique_key", ())),
-                pending_kind=conf.pop("pending_kind", None),
                 refs=tuple(dict.fromkeys(facts["refs"])),
-                source_assets=tuple(dict.fromkeys(SOURCES[s][1] for s in facts["sources"])),
+                source_assets=tuple(dict.fromkeys(assets)),
                 extra=conf,
             )
     for model in models.values():
@@ -236,11 +252,6 @@ def commit_model(conn: duckdb.DuckDBPyConnection, model: SqlModel, window: Windo
                 bounds = [window.start, window.end]
                 conn.execute(f"DELETE FROM {target} WHERE week >= ? AND week < ?", bounds)
                 conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {BUILD_TABLE}")
-                if model.pending_kind:
-                    conn.execute(
-                        "DELETE FROM raw.pending_weeks WHERE kind = ? AND week >= ? AND week < ?",
-                        [model.pending_kind, *bounds],
-                    )
             else:
                 conn.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {BUILD_TABLE}")
     finally:

@@ -18,23 +18,27 @@ by content hash), so a new week's file costs one file read, not a re-read of his
 - a file that breaks a rule is moved to the quarantine folder with a JSON error report and nothing of
   it reaches the warehouse.
 
-The weeks each accepted delivery touches are queued in ``raw.pending_weeks``; the weekly-partitioned
-staging models rebuild exactly those weeks and clear them. A lift test touches the week it ended in.
+Which weeks need rebuilding is not queued here: :func:`week_versions` gives each week a content hash of
+the landed rows the staging models read, and Dagster's stale status of the weekly partitions (fed by
+those hashes as data versions, ``defs/assets/ingestion.py``) decides. A lift test belongs to the week it
+ended in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import os
 import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from mmm_pipeline.ingest.calendar import last_complete_week
 from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS, InputContract
 from mmm_pipeline.ingest.landing import (
     HISTORY_COLUMNS,
@@ -67,14 +71,13 @@ class ScanResult:
     warnings: list[tuple[str, RuleViolation]] = field(default_factory=list)
     unchanged: int = 0
     rows_loaded: int = 0
-    weeks_queued: int = 0
     files: list[tuple[str, str]] = field(default_factory=list)
     """Every entry the scan saw, in order, with what became of it (``accepted``, ``duplicate``...)."""
 
     def summary(self) -> str:
         warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
         return (
-            f"{len(self.accepted)} accepted ({self.rows_loaded} rows, {self.weeks_queued} week(s) queued), "
+            f"{len(self.accepted)} accepted ({self.rows_loaded} rows), "
             f"{len(self.duplicates)} duplicate, {len(self.superseded)} superseded, "
             f"{len(self.rejected)} rejected, {self.unchanged} unchanged{warned}"
         )
@@ -110,6 +113,41 @@ def _history(conn: duckdb.DuckDBPyConnection, kind: str) -> pd.DataFrame:
     ).df()
 
 
+@dataclass(frozen=True)
+class LandingEntry:
+    """One entry of the landing folder with its fingerprint."""
+
+    kind: str
+    path: Path
+    rel: str  # path relative to the landing folder, POSIX style: the entry's identity across scans
+    stat: os.stat_result
+    sha256: str
+    unchanged: bool  # same size and mtime as in ``known``: the known hash was reused, nothing was read
+
+    @property
+    def fingerprint(self) -> tuple[int, int, str]:
+        return self.stat.st_size, self.stat.st_mtime_ns, self.sha256
+
+
+def landing_fingerprints(
+    landing: Path, known: Mapping[str, tuple[int, int, str]]
+) -> Iterator[LandingEntry]:
+    """Every entry of the landing folder (:func:`discover`) with its (size, mtime_ns, SHA-256).
+
+    The one change detection of the pipeline: the scan (``known`` from the warehouse manifest) and the
+    new-data sensor (``known`` from its cursor) both call it. The content is hashed again only when the
+    size or mtime differ from ``known``. Pure: reads files, writes nothing.
+    """
+    for kind, path in discover(landing):
+        rel = path.relative_to(landing).as_posix()
+        stat = path.stat() if path.is_file() else path.lstat()
+        previous = known.get(rel)
+        if previous is not None and tuple(previous[:2]) == (stat.st_size, stat.st_mtime_ns):
+            yield LandingEntry(kind, path, rel, stat, str(previous[2]), unchanged=True)
+        else:
+            yield LandingEntry(kind, path, rel, stat, sha256_of(path, landing), unchanged=False)
+
+
 def scan_landing(
     conn: duckdb.DuckDBPyConnection,
     cfg: InputContract,
@@ -129,15 +167,14 @@ def scan_landing(
         ).fetchall()
     }
     result = ScanResult()
-    for kind, path in discover(landing):
-        rel = path.relative_to(landing).as_posix()
-        stat = path.stat() if path.is_file() else path.lstat()
+    fingerprints = {rel: (size, mtime, sha) for rel, (_, sha, size, mtime) in last.items()}
+    for entry in landing_fingerprints(landing, fingerprints):
+        kind, path, rel, sha, stat = entry.kind, entry.path, entry.rel, entry.sha256, entry.stat
         known = last.get(rel)
-        if known and known[2:] == (stat.st_size, stat.st_mtime_ns):
+        if entry.unchanged:
             result.unchanged += 1
             result.files.append((rel, "unchanged"))
             continue
-        sha = sha256_of(path, landing)
         problem = layout_problem(landing, kind, path)
         if problem is not None:
             error = LandingFileError(path, kind, [problem])
@@ -257,19 +294,13 @@ def _accept(
     result: ScanResult,
     note: str | None = None,
 ) -> None:
-    """Load one valid delivery in a single transaction: its rows, its manifest entry, its weeks."""
+    """Load one valid delivery in a single transaction: its rows and its manifest entry (superseding
+    the active version of the same path)."""
     with transaction(conn):
         previous = conn.execute(
             "SELECT delivery_id FROM raw.landing_files WHERE path = ? AND status = 'active'", [rel]
         ).fetchall()
-        affected = set(rows["week"].dt.date)
         for (old_id,) in previous:
-            affected |= {
-                w
-                for (w,) in conn.execute(
-                    f"SELECT DISTINCT week FROM raw.landed_{kind} WHERE delivery_id = ?", [old_id]
-                ).fetchall()
-            }
             conn.execute(
                 "UPDATE raw.landing_files SET status = 'superseded', "
                 "note = 'replaced by a newer delivery at this path' "
@@ -281,15 +312,10 @@ def _accept(
         conn.register("landed_frame", landed)
         conn.execute(f"INSERT INTO raw.landed_{kind} SELECT * FROM landed_frame")
         conn.unregister("landed_frame")
-        weeks = pd.DataFrame({"kind": kind, "week": sorted(affected)})
-        conn.register("week_frame", weeks)
-        conn.execute("INSERT OR IGNORE INTO raw.pending_weeks SELECT kind, week FROM week_frame")
-        conn.unregister("week_frame")
     if previous:
         result.superseded.append(rel)
     result.accepted.append(rel)
     result.rows_loaded += len(rows)
-    result.weeks_queued += len(affected)
 
 
 def _quarantine(
@@ -314,34 +340,56 @@ def _quarantine(
     )
 
 
-def pending_week_ranges(conn: duckdb.DuckDBPyConnection, cfg: InputContract) -> list[tuple[dt.date, dt.date]]:
-    """Queued weeks as contiguous (first, last) ranges, limited to complete weeks.
+#: Per kind: the columns that identify a landed row (the latest active delivery wins among rows with
+#: equal keys, as in ``dbt_like_sql/macros/latest_delivery.sql``) and the value columns.
+WEEK_KEYS = {
+    "media": (["market", "date", "channel"], ["spend", "impressions"]),
+    "kpi": (["market", "date"], ["kpi"]),
+    "controls": (["market", "date", "control"], ["value", "label"]),
+    "lift_tests": (
+        ["market", "channel", "start_date", "end_date", "spend", "delta_spend"],
+        ["lift", "lift_se"],
+    ),
+}
 
-    Each range is one run of the weekly-partitioned models (a single-run backfill), so the historical
-    load is one run and a corrected old week plus a new week are two small runs.
 
-    Not yet Dagster's decision (issue 16 moved the model side only; defs/staleness.py): Dagster's
-    partitions can express this (a weekly-partitioned landing asset whose data version per week is the
-    hash of that week's active rows, the staging models depending on it week by week, the stale weekly
-    partitions grouped into ranges), but that is a rewrite of the landing scan, the follow-up sensor and
-    the feature runs that this change did not make. Until then the weeks travel through this queue and
-    the ``landing_files`` materialization's metadata.
+def week_versions(conn: duckdb.DuckDBPyConnection) -> dict[dt.date, str]:
+    """Per week, a content hash of the landed rows (every kind) that the staging models of that week
+    read: the active deliveries' rows, the latest delivery winning among rows with the same keys.
+
+    These are the data versions of the weekly partitions of ``landed_weeks``: a corrected value changes
+    its week's hash; a delivery that restates what is there (a file rewritten in place with the same
+    rows for old weeks) does not, so only the weeks whose content changed are rebuilt. Which delivery a
+    row came from is not part of the hash, so ``last_delivery_id`` of a week whose content did not change
+    keeps naming the earlier delivery. One hash over all kinds, not one per kind: a feature run rebuilds
+    every staging model of a week anyway, and the scan records one observation per changed week.
     """
-    last = last_complete_week(cfg.today(), cfg.calendar.week_start_index)
-    weeks = [
-        w
-        for (w,) in conn.execute(
-            "SELECT DISTINCT week FROM raw.pending_weeks WHERE week >= ? AND week <= ? ORDER BY week",
-            [cfg.calendar.start, last],
-        ).fetchall()
-    ]
-    ranges: list[tuple[dt.date, dt.date]] = []
-    for week in weeks:
-        if ranges and week - ranges[-1][1] == dt.timedelta(days=7):
-            ranges[-1] = (ranges[-1][0], week)
-        else:
-            ranges.append((week, week))
-    return ranges
+    parts: dict[dt.date, list[str]] = {}
+    for kind in WEEK_KEYS:
+        for week, digest in _kind_week_versions(conn, kind):
+            parts.setdefault(week, []).append(f"{kind}:{digest}")
+    return {
+        week: hashlib.sha256("|".join(sorted(texts)).encode()).hexdigest() for week, texts in parts.items()
+    }
+
+
+def _kind_week_versions(conn: duckdb.DuckDBPyConnection, kind: str) -> list[tuple[dt.date, str]]:
+    keys, values = WEEK_KEYS[kind]
+    columns = ", ".join(f"rows.{c}" for c in keys + values)
+    text = " || '|' || ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in keys + values)
+    return conn.execute(
+        f"""
+        WITH latest AS (
+            SELECT rows.week, {columns}
+            FROM raw.landed_{kind} AS rows JOIN raw.landing_files AS files USING (delivery_id)
+            WHERE files.status = 'active'
+            QUALIFY row_number() OVER (
+                PARTITION BY {", ".join(f"rows.{c}" for c in keys)} ORDER BY rows.delivery_id DESC
+            ) = 1
+        )
+        SELECT week, sha256(string_agg({text}, chr(10) ORDER BY {text})) FROM latest GROUP BY week
+        """
+    ).fetchall()
 
 
 def landed_markets(conn: duckdb.DuckDBPyConnection) -> list[str]:

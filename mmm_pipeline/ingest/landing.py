@@ -479,7 +479,7 @@ def _normalize_lift_tests(frame: pd.DataFrame, cfg: InputContract) -> pd.DataFra
     """Rows ``row_number, week, market, channel, start_date, end_date, spend, delta_spend, lift, lift_se``.
 
     ``week`` is the model week holding ``end_date``: a fit uses the tests that ended by its last week,
-    so that is the week a delivery touches (it is queued and rebuilt like a week of media).
+    so that is the week a delivery touches (its hash changes and it is rebuilt like a week of media).
     """
     dates = {c: frame[c] for c in ("start_date", "end_date")}
     out = pd.DataFrame(

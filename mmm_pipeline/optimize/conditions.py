@@ -9,6 +9,8 @@ recorded with the optimization (``monitoring.optimization_history``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,3 +92,13 @@ def apply_conditions(plans: Sequence[Plan], active: Sequence[ActiveCondition]) -
             for plan in out
         ]
     return out
+
+
+def conditions_version(active: Sequence[ActiveCondition]) -> str:
+    """A hash of what the active conditions change in the plans (names and plan changes, in order).
+
+    The data version of a market's conditions: a recommendation is stale when it changes (a condition
+    starts or stops holding), not when only its evidence moves (a new week's competitor spend)."""
+    payload = [{"name": c.name, "plan_changes": c.plan_changes} for c in active]
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return "conditions:" + hashlib.sha256(text.encode()).hexdigest()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from mmm_pipeline.model.registry import StoredModel, champion
+from mmm_pipeline.model.registry import StoredModel
 from mmm_pipeline.optimize import (
     BudgetResult,
     InfeasiblePlanError,
@@ -242,28 +242,11 @@ def plans_in_force(
     conn: duckdb.DuckDBPyConnection, market: str, plans: Sequence[Plan], conditions: Sequence[ConditionConfig]
 ) -> tuple[list[Plan], list[ActiveCondition]]:
     """The plans as they apply to the market now: with the changes of every configured market condition
-    that holds on its modeling rows merged in. One function for the optimization asset and for the
-    runner's "is the recommendation current" test, so a condition that keeps holding does not look like a
-    changed plan on every run."""
+    that holds on its modeling rows merged in. One function for the optimization asset and for
+    ``market_conditions`` (whose data version says which conditions hold, so a condition that keeps
+    holding does not make the recommendation stale on every run)."""
     if not conditions:
         return list(plans), []
     rows = conn.execute("SELECT * FROM marts.fct_modeling_weekly WHERE market = ?", [market]).df()
     active = evaluate_conditions(conditions, rows)
     return apply_conditions(plans, active), active
-
-
-def optimization_is_current(conn: duckdb.DuckDBPyConnection, market: str, plans: Sequence[Plan]) -> bool:
-    """Whether the market's latest optimization used its current champion and these plans (same content).
-
-    A runner can re-optimize (cheap) when this is false although the model needs no refit: the plan
-    files changed, or a new champion was promoted without an optimization after it.
-    """
-    latest = latest_optimization(conn, market)
-    if latest is None:
-        return False
-    serving = champion(conn, market)
-    return (
-        serving is not None
-        and serving["model_id"] == latest["model_id"]
-        and latest["plan_hash"] == plan_hash(plans)
-    )

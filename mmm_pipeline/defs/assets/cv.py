@@ -9,6 +9,7 @@ and writes nothing to DuckDB, so fold steps can run side by side under any execu
 share one compiled model graph; the multiprocess executor (UI, schedules) spreads them over processes.
 """
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,6 +201,10 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.graph_asset(
         group_name="model",
         partitions_def=MARKETS,
+        # What changes the CV figures besides the fit: the CV settings (folds, horizon, baselines...).
+        code_version=hashlib.sha256(
+            cfg.cv.model_dump_json(exclude={"max_parallel_folds"}).encode()
+        ).hexdigest()[:16],
         ins={"model_fit": dg.AssetIn("model_fit")},
         kinds={"pymc", "scikit-learn"},
         description=(

@@ -1,20 +1,80 @@
-"""Ingestion assets: register landing files (validated with pandera) and the holiday reference table."""
+"""Ingestion assets: register landing files (validated with pandera) and the holiday reference table.
 
+The landed rows are also an external, weekly-partitioned asset, ``landed_weeks``, that the weekly staging
+models depend on week by week. Dagster does not write it; ``landing_files`` observes it after each scan:
+the data version of a week partition is the content hash of that week's landed rows
+(:func:`week_versions`), recorded only when it differs from the last one observed. So Dagster itself
+reports exactly the staging partitions of the weeks whose content changed as stale ("has a new
+dependency data version"), in the UI, for ``mmm-pipeline run`` and for the follow-up sensor alike
+(``defs/staleness.stale_week_ranges``).
+
+Why observations logged by ``landing_files`` and not an ``observable_source_asset`` returning
+``DataVersionsByPartition``: the week hashes are only meaningful after the scan has registered or
+quarantined the delivery, in the same run, and an observable source asset would need a run (or the
+daemon's auto-observation) of its own, between the scan and the feature runs.
+"""
+
+import datetime as dt
 from collections import defaultdict
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.events import DagsterEventType
 
-from mmm_pipeline.ingest.calendar import holiday_table
-from mmm_pipeline.ingest.ingestion import landed_markets, pending_week_ranges, scan_landing
+from mmm_pipeline.ingest.calendar import holiday_table, last_complete_week
+from mmm_pipeline.ingest.ingestion import landed_markets, scan_landing, week_versions
 from mmm_pipeline.ingest.schemas import LANDING_RULES
 
 from ...config import ProjectConfig
 from ...warehouse import transaction
+from ..partitions import weekly_partitions
 from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
 
-#: Metadata key of the queued week ranges, JSON ``[[first, last], ...]`` (read by the follow-up sensor).
-PENDING_RANGES_KEY = "pending_week_ranges"
+#: The landed rows, an external weekly-partitioned asset (see the module docstring).
+LANDED_KEY = dg.AssetKey("landed_weeks")
+#: Data version of a week whose rows are all gone (superseded by a delivery without that week).
+NO_ROWS = "no rows"
+
+
+def observed_week_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
+    # The query Dagster itself uses for the data versions of a partitioned input (DataVersionCache).
+    """The data version last observed for each week partition of ``landed_weeks``."""
+    tags = instance.event_log_storage.get_latest_tags_by_partition(
+        key, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
+    )
+    return {week: t[DATA_VERSION_TAG] for week, t in tags.items() if DATA_VERSION_TAG in t}
+
+
+def changed_weeks(
+    current: dict[dt.date, str], observed: dict[str, str], first: dt.date, last: dt.date
+) -> dict[str, str]:
+    """``{week: new data version}`` for the complete weeks from ``first`` to ``last`` whose content hash
+    differs from the one last observed (new weeks included; a week whose rows all went gets
+    :data:`NO_ROWS`). Pure, so the rule is testable without Dagster."""
+    now = {w.isoformat(): v for w, v in current.items() if first <= w <= last}
+    gone = {w: NO_ROWS for w, v in observed.items() if w not in now and v != NO_ROWS}
+    return {w: v for w, v in sorted({**gone, **now}.items()) if observed.get(w) != v}
+
+
+def landed_week_specs(cfg: ProjectConfig) -> list[dg.AssetSpec]:
+    """The external ``landed_weeks`` asset: weekly partitions like the staging models it feeds."""
+    return [
+        dg.AssetSpec(
+            LANDED_KEY,
+            group_name="ingestion",
+            kinds={"duckdb"},
+            partitions_def=weekly_partitions(cfg),
+            deps=["landing_files"],
+            description=(
+                "The active landed rows (raw.landed_media, _kpi, _controls, _lift_tests), by week: observed "
+                "by each landing scan, with the content hash of the week's rows (the latest delivery "
+                "winning) as the week partition's data version. A week whose content changed makes the "
+                "staging partitions of that week stale; a delivery that restates the same rows changes "
+                "nothing."
+            ),
+        )
+    ]
 
 
 def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
@@ -27,8 +87,8 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "or Parquet; media, KPI, controls, lift tests) after validating it with pandera; any other "
             "entry (wrong folder or format, symlink out of the folder) is quarantined. Content already "
             "delivered changes nothing; a file that breaks a rule is quarantined with an error report "
-            "naming its rows and rule, and none of it reaches the warehouse. Queues the weeks each "
-            "accepted file touches."
+            "naming its rows and rule, and none of it reaches the warehouse. Then observes landed_weeks: "
+            "a new data version for each week whose content changed."
         ),
         check_specs=[
             dg.AssetCheckSpec(rule, asset="landing_files", description=text, blocking=True)
@@ -41,12 +101,21 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             result = scan_landing(conn, cfg, cfg.landing_dir, cfg.quarantine_dir, context.log)
-            ranges = pending_week_ranges(conn, cfg)
+            versions = week_versions(conn)
             markets = landed_markets(conn)
             files = conn.execute("SELECT count(*) FROM raw.landing_files WHERE status = 'active'").fetchone()[
                 0
             ]
         context.log.info(f"landing scan: {result.summary()}")
+        # Every complete week since calendar.start, not only the partitions this code location knows:
+        # a delivery of older weeks moves the first partition back when the location reloads.
+        last = last_complete_week(cfg.today(), cfg.calendar.week_start_index)
+        observed = observed_week_versions(context.instance, LANDED_KEY)
+        changed = changed_weeks(versions, observed, cfg.calendar.start, last)
+        for week, version in changed.items():
+            context.log_event(
+                dg.AssetObservation(asset_key=LANDED_KEY, partition=week, tags={DATA_VERSION_TAG: version})
+            )
         for line in result.file_lines():
             context.log.info(f"  {line}")
         new_markets = sorted(set(markets) - set(context.instance.get_dynamic_partitions(MARKETS.name)))
@@ -89,10 +158,7 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 ),
                 "active_files": files,
                 "markets": ", ".join(markets),
-                "pending_weeks": dg.MetadataValue.md("\n".join(f"- {a} .. {b}" for a, b in ranges) or "none"),
-                PENDING_RANGES_KEY: dg.MetadataValue.json(
-                    [[a.isoformat(), b.isoformat()] for a, b in ranges]
-                ),
+                "changed_weeks": _span(sorted(changed)),
             },
             check_results=checks,
         )
@@ -122,3 +188,9 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
 
     return [landing_files, holiday_calendar]
+
+
+def _span(weeks: list[str]) -> str:
+    if not weeks:
+        return "none"
+    return weeks[0] if len(weeks) == 1 else f"{len(weeks)} weeks {weeks[0]} .. {weeks[-1]}"

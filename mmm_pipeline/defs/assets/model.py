@@ -9,6 +9,10 @@ Markets are dynamic partitions (added when data for a new market lands), so per-
 separate steps any Dagster executor can spread over processes or machines.
 """
 
+import dataclasses
+import hashlib
+import json
+
 import dagster as dg
 import pandas as pd
 
@@ -20,7 +24,13 @@ from mmm_pipeline.features.data_version import (
 )
 from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS
 from mmm_pipeline.model.plots import fit_chart, roas_chart
-from mmm_pipeline.model.promotion import convergence_failures, cv_failures, fit_quality_failures, next_steps
+from mmm_pipeline.model.promotion import (
+    convergence_failures,
+    cv_failures,
+    fit_quality_failures,
+    gate_failures,
+    next_steps,
+)
 from mmm_pipeline.model.refit import (
     RefitError,
     as_float_dict,
@@ -165,6 +175,18 @@ def _lift_tests_ended_by(conn, market: str, last_week: object) -> pd.DataFrame: 
         f"SELECT {columns} FROM staging.stg_lift_tests WHERE market = ? AND end_date < ? + INTERVAL 7 DAY",
         [market, last_week],
     ).df()
+
+
+def registry_code_version(cfg: ProjectConfig) -> str:
+    """What changes the registration of a fit: the gate and the promotion and warning thresholds. A
+    change re-registers the latest fit under the new rules (promoted or not), with no refit."""
+    payload = {
+        "gate": cfg.model.gate.model_dump(mode="json"),
+        "max_cv_crps_increase": cfg.model.max_cv_crps_increase,
+        "max_roas_change": cfg.model.max_roas_change,
+        "roas_cv_threshold": cfg.cv.roas_cv_threshold,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
@@ -349,6 +371,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         kinds={"duckdb"},
         partitions_def=MARKETS,
         pool=WRITER_POOL,
+        code_version=registry_code_version(cfg),
         description=(
             "Registers the market's latest fit as a versioned model run (models.model_runs: window, "
             "config hash, code version, sampler settings, diagnostics, timings, CV figures) with its "
@@ -393,7 +416,10 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         model_fit: FitRecord,
         model_cv: CVRecord,
     ):
-        record, cv = model_fit, model_cv
+        # The gate as configured now, not as it was when the fit ran: a gate change re-registers the
+        # latest fit (this asset's code version) without refitting it.
+        record = dataclasses.replace(model_fit, gate_failures=gate_failures(model_fit.diagnostics, gate))
+        cv = model_cv
         tables = read_tables(record.artifact_path)
         drift_triggered = context.run.tags.get(TRIGGER_TAG) == "drift"
         if drift_triggered:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from mmm_pipeline.charts import markdown_image
 from mmm_pipeline.model.registry import champion, champion_runs, load_model
+from mmm_pipeline.optimize.conditions import conditions_version
 from mmm_pipeline.optimize.geo_recommendations import recommend_geo, write_geo_optimization
 from mmm_pipeline.optimize.plots import budget_chart
 from mmm_pipeline.optimize.recommendations import (
@@ -111,13 +112,13 @@ def _conflicts(opt: Optimization) -> list[str]:
 
 
 def plan_code_version(cfg: ProjectConfig) -> str:
-    """What changes a recommendation besides the champion: the plan and scenario files' content, the
-    optimization settings, the market conditions and the channel groups. A file that cannot be read
-    gives a version of its own (the asset fails with the reason when it runs)."""
+    """What changes a recommendation besides the champion and the conditions in force (the data version
+    of ``market_conditions``): the plan and scenario files' content, the optimization settings and the
+    channel groups. A file that cannot be read gives a version of its own (the asset fails with the
+    reason when it runs)."""
     digest = hashlib.sha256()
     # the geo plan is the geo asset's, not a market's
     digest.update(cfg.optimization.model_dump_json(exclude={"geo_plan"}).encode())
-    digest.update(json.dumps([c.model_dump(mode="json") for c in cfg.conditions], sort_keys=True).encode())
     digest.update(json.dumps({c.name: c.group for c in cfg.channels}, sort_keys=True).encode())
     try:
         for path in cfg.optimization_files():
@@ -137,9 +138,38 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         group_name="optimization",
+        kinds={"duckdb"},
+        partitions_def=MARKETS,
+        deps=["fct_modeling_weekly"],
+        code_version=hashlib.sha256(
+            json.dumps([c.model_dump(mode="json") for c in cfg.conditions], sort_keys=True).encode()
+        ).hexdigest()[:16],
+        description=(
+            "Which market conditions (config conditions) hold on the market's latest modeling weeks, as "
+            "a hash of what they change in the plans (its Dagster data version). Re-evaluated on every "
+            "run like market_training_data: a condition that starts or stops holding makes the budget "
+            "recommendation stale (no refit); the same conditions keep it fresh. Writes nothing."
+        ),
+    )
+    def market_conditions(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        market = context.partition_key
+        with warehouse.get_connection() as conn:
+            try:
+                _, active = plans_in_force(conn, market, [], cfg.conditions)
+            except ValueError as exc:
+                raise dg.Failure(f"market {market}: conditions: {exc}") from None
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(conditions_version(active)),
+            metadata={"holding": ", ".join(c.name for c in active) or "none"},
+        )
+
+    @dg.asset(
+        group_name="optimization",
         kinds={"scipy", "duckdb"},
         partitions_def=MARKETS,
-        deps=["model_registry"],
+        deps=["model_registry", "market_conditions"],
         pool=WRITER_POOL,
         # A changed plan file re-optimizes with the same champion: no refit.
         code_version=plan_code_version(cfg),
@@ -350,7 +380,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             ),
         )
 
-    return [budget_recommendation, *build_geo_assets(cfg)]
+    return [market_conditions, budget_recommendation, *build_geo_assets(cfg)]
 
 
 #: The geo asset's name, for the job that runs it and the publish asset below it.
