@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from mmm_pipeline.model.registry import latest_run
 from .config import ProjectConfig
 from .definitions import build_definitions
 from .defs.assets.model import MARKETS
-from .defs.execution import execute_in_location
+from .defs.execution import execute_in_location, execute_with_executor
+from .defs.executors import reconstructable_model_job
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL, WarehouseResource
@@ -293,9 +295,12 @@ def _refit_models(
 
     First each market's ``market_training_data`` is hashed again (a run per market): its data version is
     the content of what the fit reads, so the fit turns stale exactly when that changed. Then every
-    market runs the stale part of the model job. Markets run one after another in this process, so the
-    compiled model graph is reused between markets of the same shape; the daemon's
-    ``stale_model_sensor`` starts the same runs, each market its own partitioned run.
+    market runs the stale part of the model job, each market its own partitioned run (as the daemon's
+    ``stale_model_sensor`` starts them). With ``execution.executor: in_process`` (default) the runs go
+    one after another in this process, so the compiled model graph is reused between markets of the same
+    shape. With ``multiprocess`` or ``dask`` they fan out: the market runs are started at once (up to
+    ``execution.max_workers``), each run's steps executed by the job's executor in other processes or on
+    the dask cluster (:func:`fan_out`).
     """
     with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
         if not relation_exists(conn, "marts", "fct_modeling_weekly"):
@@ -318,6 +323,7 @@ def _refit_models(
     job_keys = keys if keys is not None else defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
     graph = defs.resolve_asset_graph()
     plans = model_plans(instance, graph, job_keys, observed, force_fit=force)
+    fanned_out: list[tuple[str, list[dg.AssetKey]]] = []
     for plan in plans:
         market, run = plan.market, latest[plan.market]
         last_week = min(weeks[market], cfg.model.train_end) if cfg.model.train_end else weeks[market]
@@ -336,8 +342,41 @@ def _refit_models(
             # stale to it. The one rule of the runner's own: write the report again (nothing else).
             log(f"market {market}: no report folder under {cfg.reports_dir}: writing the report again")
             selection.append(REPORT_KEY)
-        if selection:
+        if selection and cfg.execution.executor == "in_process":
             run_market(selection, market)
+        elif selection:
+            fanned_out.append((market, selection))
+    if fanned_out:
+        log(
+            f"running {len(fanned_out)} market(s) at once through the {cfg.execution.executor} executor"
+            + (f" ({cfg.execution.dask.scheduler_address})" if cfg.execution.executor == "dask" else "")
+        )
+        for market, result in fan_out(cfg, instance, fanned_out):
+            _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
+
+
+def fan_out(
+    cfg: ProjectConfig, instance: DagsterInstance, runs: list[tuple[str, list[dg.AssetKey]]]
+) -> list[tuple[str, dg.ExecuteInProcessResult]]:
+    """One model run per (market, selection), started at once, each executed by the job's executor.
+
+    Dagster runs one partition of an asset per run, so markets in parallel means runs in parallel: the
+    same runs the daemon launches, here orchestrated from threads of this process, each waiting on its
+    steps in the executor's processes or the dask cluster (which bounds how many steps compute at once).
+    Writes to DuckDB stay one at a time: every writer step is in ``WRITER_POOL`` (the multiprocess
+    executor claims the instance's pool slot; the dask one holds a cluster-wide lock) and every
+    connection takes the warehouse's file lock. Results come back in the order of ``runs``.
+    """
+    recon_job = reconstructable_model_job(cfg)
+    execution = cfg.execution
+    limit = execution.max_workers or (len(runs) if execution.executor == "dask" else os.cpu_count() or 1)
+
+    def run(market: str, selection: list[dg.AssetKey]) -> tuple[str, dg.ExecuteInProcessResult]:
+        tags = {**process_tags()}
+        return market, execute_with_executor(recon_job, instance, RUN_CONFIG, selection, market, tags)
+
+    with ThreadPoolExecutor(max_workers=min(limit, len(runs)), thread_name_prefix="market-run") as pool:
+        return list(pool.map(lambda item: run(*item), runs))
 
 
 def _names(keys: tuple[dg.AssetKey, ...]) -> str:
