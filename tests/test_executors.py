@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 import yaml
@@ -16,8 +17,11 @@ from conftest import model_runs
 from distributed import Client, LocalCluster
 
 from mmm_pipeline.config import load_config
+from mmm_pipeline.definitions import build_definitions
+from mmm_pipeline.defs.jobs import MODEL_JOB
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
+from mmm_pipeline.settings import ConfigError
 from mmm_testkit.synthetic import generate_world, write_world
 
 MARKETS = ("east", "north", "south", "west")
@@ -102,3 +106,55 @@ def test_four_markets_through_a_dask_cluster_match_the_in_process_run(
     # Every step ran in one of the two worker processes, and both workers took steps.
     assert step_pids == worker_pids
     assert len(local_runs) == len(dask_runs)
+
+
+BASE = "calendar: {week_start: sunday, start: 2014-08-03}\nchannels: [{name: tv}]\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ("execution: {executor: dask}\n", "dask.scheduler_address"),
+        ("execution: {executor: spark}\n", "execution.executor"),
+        ("execution: {max_workers: 0}\n", "execution.max_workers"),
+    ],
+)
+def test_bad_execution_section_names_the_key(tmp_path: Path, section: str, named: str) -> None:
+    path = tmp_path / "mmm_pipeline.yaml"
+    path.write_text(BASE + section)
+    with pytest.raises(ConfigError, match="mmm_pipeline.yaml") as caught:
+        load_config(path)
+    assert named in str(caught.value)
+
+
+def test_step_storage_is_a_path_next_to_the_config_or_an_fsspec_url(tmp_path: Path) -> None:
+    path = tmp_path / "mmm_pipeline.yaml"
+    path.write_text(BASE)
+    assert load_config(path).io_storage == str(tmp_path / "data" / "artifacts" / "dagster_io")
+    path.write_text(BASE + "execution: {storage: shared/io}\n")
+    assert load_config(path).io_storage == str(tmp_path / "shared" / "io")
+    path.write_text(BASE + "execution: {storage: 's3://bucket/mmm'}\n")
+    assert load_config(path).io_storage == "s3://bucket/mmm"
+
+
+def _ops(graph: dg.GraphDefinition) -> list[dg.OpDefinition]:
+    ops = []
+    for node in graph.nodes:
+        definition = node.definition
+        ops += _ops(definition) if isinstance(definition, dg.GraphDefinition) else [definition]
+    return ops
+
+
+def test_the_model_job_runs_on_the_configured_executor(tmp_path: Path) -> None:
+    """With dask configured, UI and sensor runs of the model job use the dask executor too, and the CV
+    folds are static steps, which the dask executor can run (it cannot run dynamic outputs)."""
+    path = tmp_path / "mmm_pipeline.yaml"
+    path.write_text(BASE + "cv: {n_folds: 3}\n")
+    assert build_definitions(load_config(path)).resolve_job_def(MODEL_JOB).executor_def.name == "multiprocess"
+    dask = "execution: {executor: dask, dask: {scheduler_address: 'tcp://127.0.0.1:1'}}\n"
+    path.write_text(BASE + "cv: {n_folds: 3}\n" + dask)
+    job = build_definitions(load_config(path)).resolve_job_def(MODEL_JOB)
+    assert job.executor_def.name == "dask"
+    ops = _ops(job.graph)
+    assert [op.name for op in ops if op.name.startswith("cv_fold")] == ["cv_fold"] * 3
+    assert not [out.name for op in ops for out in op.output_defs if out.is_dynamic]
