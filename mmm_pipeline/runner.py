@@ -372,8 +372,8 @@ def fan_out(
     limit = execution.max_workers or (len(runs) if execution.executor == "dask" else os.cpu_count() or 1)
 
     def run(market: str, selection: list[dg.AssetKey]) -> tuple[str, dg.ExecuteInProcessResult]:
-        tags = {**process_tags()}
-        return market, execute_with_executor(recon_job, instance, RUN_CONFIG, selection, market, tags)
+        result = execute_with_executor(recon_job, instance, RUN_CONFIG, selection, market, process_tags())
+        return market, result
 
     with ThreadPoolExecutor(max_workers=min(limit, len(runs)), thread_name_prefix="market-run") as pool:
         return list(pool.map(lambda item: run(*item), runs))

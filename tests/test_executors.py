@@ -40,6 +40,7 @@ def four_market_project(directory: Path, execution: dict[str, object]) -> Path:
         "gate": {"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
     }
     raw["cv"] = {"n_folds": 1, "min_train_weeks": 52, "horizon": 8, "step": 8, "baseline_draws": 200}
+    raw["optimization"]["scenarios"] = []  # the base plan only (a scenario may be infeasible in a world)
     raw["execution"] = execution
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_config(config_path)
