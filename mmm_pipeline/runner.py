@@ -7,23 +7,25 @@ show up in the UI beside runs launched there.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 
 from mmm_pipeline.ingest.calendar import last_complete_week
 from mmm_pipeline.ingest.ingestion import pending_week_ranges
 from mmm_pipeline.model.registry import latest_run
 
-from .config import ProjectConfig
+from .config import ProjectConfig, load_config
 from .definitions import build_definitions
 from .defs.assets.model import MARKETS
-from .defs.execution import execute_in_location, execute_with_executor
+from .defs.execution import execute_in_location, execute_with_executor, run_result
 from .defs.executors import reconstructable_model_job
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
@@ -118,6 +120,10 @@ def _problems(result: dg.ExecuteInProcessResult) -> list[str]:
             message = error.message.strip() if error else event.message
             if "blocking asset check" not in message:
                 out.append(f"step '{event.step_key}' failed: {message}")
+    if not out and not result.success:  # the run itself failed (its executor, say), no step did
+        failures = [e for e in result.all_events if e.event_type_value == "RUN_FAILURE"]
+        error = failures[-1].event_specific_data.error if failures else None
+        out.append(f"run {result.run_id} failed: " + (error.message.strip() if error else "see its logs"))
     return out
 
 
@@ -351,32 +357,63 @@ def _refit_models(
             f"running {len(fanned_out)} market(s) at once through the {cfg.execution.executor} executor"
             + (f" ({cfg.execution.dask.scheduler_address})" if cfg.execution.executor == "dask" else "")
         )
-        for market, result in fan_out(cfg, instance, fanned_out):
+        job_def = defs.resolve_job_def(MODEL_JOB)
+        for market, run_id in fan_out(cfg, instance, fanned_out):
+            result = run_result(job_def, instance, run_id)
             _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
 
 
 def fan_out(
     cfg: ProjectConfig, instance: DagsterInstance, runs: list[tuple[str, list[dg.AssetKey]]]
-) -> list[tuple[str, dg.ExecuteInProcessResult]]:
-    """One model run per (market, selection), started at once, each executed by the job's executor.
+) -> list[tuple[str, str]]:
+    """One model run per (market, selection), started at once, each executed by the job's executor;
+    returns (market, run id) in the order of ``runs`` once all ended.
 
     Dagster runs one partition of an asset per run, so markets in parallel means runs in parallel: the
-    same runs the daemon launches, here orchestrated from threads of this process, each waiting on its
-    steps in the executor's processes or the dask cluster (which bounds how many steps compute at once).
-    Writes to DuckDB stay one at a time: every writer step is in ``WRITER_POOL`` (the multiprocess
+    same runs the daemon launches, each orchestrated by its own child process of this one (as Dagster's
+    run launchers do; two runs in threads of one process deadlock in Dagster's logger setup), waiting on
+    its steps in the executor's processes or on the dask cluster, which bounds how many steps compute at
+    once. Writes to DuckDB stay one at a time: every writer step is in ``WRITER_POOL`` (the multiprocess
     executor claims the instance's pool slot; the dask one holds a cluster-wide lock) and every
-    connection takes the warehouse's file lock. Results come back in the order of ``runs``.
+    connection takes the warehouse's file lock.
     """
-    recon_job = reconstructable_model_job(cfg)
+    if cfg.source is None:
+        raise PipelineRunError(
+            f"execution.executor {cfg.execution.executor!r}: other processes rebuild the job from the config "
+            "file; load the config with load_config(path)"
+        )
     execution = cfg.execution
     limit = execution.max_workers or (len(runs) if execution.executor == "dask" else os.cpu_count() or 1)
+    spawn = multiprocessing.get_context("spawn")  # a clean process: no copy of this one's threads or locks
+    with ProcessPoolExecutor(max_workers=min(limit, len(runs)), mp_context=spawn) as pool:
+        futures = [
+            pool.submit(
+                _orchestrate_market_run,
+                str(cfg.source),
+                instance.get_ref(),
+                market,
+                [key.to_user_string() for key in selection],
+            )
+            for market, selection in runs
+        ]
+        return [(market, future.result()) for (market, _), future in zip(runs, futures, strict=True)]
 
-    def run(market: str, selection: list[dg.AssetKey]) -> tuple[str, dg.ExecuteInProcessResult]:
-        result = execute_with_executor(recon_job, instance, RUN_CONFIG, selection, market, process_tags())
-        return market, result
 
-    with ThreadPoolExecutor(max_workers=min(limit, len(runs)), thread_name_prefix="market-run") as pool:
-        return list(pool.map(lambda item: run(*item), runs))
+def _orchestrate_market_run(
+    config_path: str, instance_ref: InstanceRef, market: str, selection: list[str]
+) -> str:
+    """In a child process: run ``selection`` of the model job for ``market`` with the job's executor,
+    tagged with this process's pid/host (recovery tells from them whether the run's orchestrator died)."""
+    cfg = load_config(config_path)
+    with DagsterInstance.from_ref(instance_ref) as instance:
+        return execute_with_executor(
+            reconstructable_model_job(cfg),
+            instance,
+            RUN_CONFIG,
+            [dg.AssetKey.from_user_string(key) for key in selection],
+            partition_key=market,
+            tags=process_tags(),
+        )
 
 
 def _names(keys: tuple[dg.AssetKey, ...]) -> str:

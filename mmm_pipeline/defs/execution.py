@@ -115,12 +115,14 @@ def execute_with_executor(
     asset_selection: Sequence[dg.AssetKey] | None = None,
     partition_key: str | None = None,
     tags: Mapping[str, str] | None = None,
-) -> dg.ExecuteInProcessResult:
-    """A run of the location executed by the job's own executor; returns what ``execute_in_location``
-    returns (the run's events, read back from the instance), so callers treat both alike.
+) -> str:
+    """Create a run of the location and execute it with the job's own executor; returns its run id
+    once the run ended (:func:`run_result` reads it back).
 
-    Synchronous: returns when the run ended. Safe to call from several threads at once, one run each
-    (the orchestration waits on the executor's processes or on the cluster).
+    One run per process at a time: Dagster sets up each run's loggers with ``logging.config``, which
+    deadlocks against another run logging from a second thread of the same process (seen here with
+    four market runs in threads), so concurrent runs each need their own process, as Dagster's run
+    launchers give them.
     """
     job_def = recon_job.get_definition()
     selection = list(asset_selection or [])
@@ -141,10 +143,15 @@ def execute_with_executor(
         remote_job_origin=job_origin(job_def.name),
     )
     execute_run(recon_job, run, instance, raise_on_error=False)
-    events = [entry.dagster_event for entry in instance.all_logs(run.run_id) if entry.is_dagster_event]
+    return run.run_id
+
+
+def run_result(
+    job_def: dg.JobDefinition, instance: DagsterInstance, run_id: str
+) -> dg.ExecuteInProcessResult:
+    """A finished run as ``execute_in_location`` returns it (its events, read back from the instance),
+    so callers treat runs executed here and elsewhere alike."""
+    events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.is_dagster_event]
     return dg.ExecuteInProcessResult(
-        job_def=job_def,
-        event_list=events,
-        dagster_run=instance.get_run_by_id(run.run_id),
-        output_capture=None,
+        job_def=job_def, event_list=events, dagster_run=instance.get_run_by_id(run_id), output_capture=None
     )

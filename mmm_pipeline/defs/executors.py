@@ -14,6 +14,10 @@ limits shape what is here:
   while they run: one writer at a time on the whole cluster, wherever its worker runs.
 - It cannot run dynamic outputs (dagster-io/dagster#9785); the CV folds are static outputs for that
   reason (``assets/cv.py``).
+- It passes the run (a ``DagsterRun``) to ``Client.submit`` as a plain argument; dask walks tuple
+  arguments looking for futures, and a run with op concurrency (ours: the writer pool) holds a Dagster
+  record that refuses iteration, so every submit fails ("Iteration is not allowed on `@record`
+  RunOpConcurrency"). Here the step's arguments travel pickled, as one bytes value.
 
 Everything else (the step levels, the worker function that rebuilds the job and executes one step,
 events sent back to the run) is dagster-dask's own.
@@ -21,7 +25,8 @@ events sent back to the run) is dagster-dask's own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import pickle
+from collections.abc import Sequence
 
 import dagster as dg
 import dask.distributed
@@ -30,9 +35,6 @@ from dagster._core.errors import raise_execution_interrupts
 from dagster._core.events import DagsterEvent
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.plan import ExecutionPlan
-from dagster._core.execution.plan.state import KnownExecutionState
-from dagster._core.instance.ref import InstanceRef
-from dagster._core.storage.dagster_run import DagsterRun
 from dagster._utils import iterate_with_context
 from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements, query_on_dask_worker
 
@@ -42,25 +44,15 @@ from ..config import ProjectConfig
 JOB_RECONSTRUCTOR = ("mmm_pipeline.definitions", "model_job")
 
 
-def run_step_on_worker(
-    dependencies: object,
-    recon_job: ReconstructableJob,
-    dagster_run: DagsterRun,
-    run_config: Mapping[str, object] | None,
-    step_keys: Sequence[str],
-    instance_ref: InstanceRef,
-    known_state: KnownExecutionState | None,
-    pool: str | None,
-) -> Sequence[DagsterEvent]:
-    """dagster-dask's worker function, inside the cluster-wide lock of the step's pool if it has one."""
+def run_step_on_worker(dependencies: object, packed: bytes, pool: str | None) -> Sequence[DagsterEvent]:
+    """dagster-dask's worker function on the unpickled step arguments (the job, the run, its config,
+    the step key, the instance, the known state), inside the cluster-wide lock of the step's pool if it
+    has one. ``dependencies`` (the upstream steps' futures) only orders the tasks."""
+    arguments = pickle.loads(packed)
     if pool is None:
-        return query_on_dask_worker(
-            dependencies, recon_job, dagster_run, run_config, step_keys, instance_ref, known_state
-        )
+        return query_on_dask_worker(dependencies, *arguments)
     with dask.distributed.Lock(f"dagster-pool/{pool}"):
-        return query_on_dask_worker(
-            dependencies, recon_job, dagster_run, run_config, step_keys, instance_ref, known_state
-        )
+        return query_on_dask_worker(dependencies, *arguments)
 
 
 class PooledDaskExecutor(DaskExecutor):
@@ -79,15 +71,18 @@ class PooledDaskExecutor(DaskExecutor):
                     dependencies = [
                         futures[key] for step_input in step.step_inputs for key in step_input.dependency_keys
                     ]
-                    futures[step.key] = client.submit(
-                        run_step_on_worker,
-                        dependencies,
+                    arguments = (
                         plan_context.reconstructable_job,
                         run,
                         plan_context.run_config,
                         [step.key],
                         instance_ref,
                         execution_plan.known_state,
+                    )
+                    futures[step.key] = client.submit(
+                        run_step_on_worker,
+                        dependencies,
+                        pickle.dumps(arguments),
                         step.pool,
                         key=f"{plan_context.job_name}.{run.run_id}.{step.key}",
                         resources=get_dask_resource_requirements(step.tags),
