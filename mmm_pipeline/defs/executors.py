@@ -26,13 +26,11 @@ events sent back to the run) is dagster-dask's own.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
 
 import dagster as dg
 import dask.distributed
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.errors import raise_execution_interrupts
-from dagster._core.events import DagsterEvent
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._utils import iterate_with_context
@@ -44,15 +42,16 @@ from ..config import ProjectConfig
 JOB_RECONSTRUCTOR = ("mmm_pipeline.definitions", "model_job")
 
 
-def run_step_on_worker(dependencies: object, packed: bytes, pool: str | None) -> Sequence[DagsterEvent]:
+def run_step_on_worker(dependencies: object, packed: bytes, pool: str | None) -> bytes:
     """dagster-dask's worker function on the unpickled step arguments (the job, the run, its config,
     the step key, the instance, the known state), inside the cluster-wide lock of the step's pool if it
-    has one. ``dependencies`` (the upstream steps' futures) only orders the tasks."""
+    has one; returns the step's events pickled (dask cannot size Dagster records either, and warns).
+    ``dependencies`` (the upstream steps' futures) only orders the tasks."""
     arguments = pickle.loads(packed)
     if pool is None:
-        return query_on_dask_worker(dependencies, *arguments)
+        return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
     with dask.distributed.Lock(f"dagster-pool/{pool}"):
-        return query_on_dask_worker(dependencies, *arguments)
+        return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
 
 
 class PooledDaskExecutor(DaskExecutor):
@@ -89,7 +88,7 @@ class PooledDaskExecutor(DaskExecutor):
                     )
             done = dask.distributed.as_completed(list(futures.values()), with_results=True)
             for _future, events in iterate_with_context(raise_execution_interrupts, done):
-                yield from events
+                yield from pickle.loads(events)
 
 
 @dg.executor(
