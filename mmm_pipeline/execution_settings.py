@@ -37,8 +37,8 @@ class ExecutionConfig(StrictModel):
 
     executor: Executor = "in_process"
     max_workers: int | None = Field(None, ge=1)
-    """Market runs in flight at once (``multiprocess``, ``dask``); default: every market at once for
-    ``dask`` (the cluster's workers bound the work) and the machine's core count for ``multiprocess``."""
+    """Market runs in flight at once (``multiprocess``, ``dask``), each orchestrated by its own process;
+    default: the dask cluster's worker threads (``dask``), the machine's cores (``multiprocess``)."""
     dask: DaskConfig = DaskConfig()
     storage: str | None = None
     """Where values passed between steps (a fit's record, CV fold tasks and results) are pickled: a path

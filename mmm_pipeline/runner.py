@@ -382,8 +382,7 @@ def fan_out(
             f"execution.executor {cfg.execution.executor!r}: other processes rebuild the job from the config "
             "file; load the config with load_config(path)"
         )
-    execution = cfg.execution
-    limit = execution.max_workers or (len(runs) if execution.executor == "dask" else os.cpu_count() or 1)
+    limit = cfg.execution.max_workers or _default_parallel_runs(cfg)
     spawn = multiprocessing.get_context("spawn")  # a clean process: no copy of this one's threads or locks
     with ProcessPoolExecutor(max_workers=min(limit, len(runs)), mp_context=spawn) as pool:
         futures = [
@@ -397,6 +396,19 @@ def fan_out(
             for market, selection in runs
         ]
         return [(market, future.result()) for (market, _), future in zip(runs, futures, strict=True)]
+
+
+def _default_parallel_runs(cfg: ProjectConfig) -> int:
+    """Market runs in flight when ``execution.max_workers`` is unset: the dask cluster's worker threads
+    (more runs would only queue on the cluster, each orchestrator process holding the whole stack in
+    memory), else this machine's cores."""
+    if cfg.execution.executor == "dask":
+        from distributed import Client  # only with the dask executor
+
+        with Client(cfg.execution.dask.scheduler_address, timeout=30) as client:
+            workers = client.scheduler_info()["workers"].values()
+            return max(1, sum(worker["nthreads"] for worker in workers))
+    return os.cpu_count() or 1
 
 
 def _orchestrate_market_run(
