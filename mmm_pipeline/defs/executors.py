@@ -14,6 +14,11 @@ limits shape what is here:
   while they run: one writer at a time on the whole cluster, wherever its worker runs.
 - It cannot run dynamic outputs (dagster-io/dagster#9785); the CV folds are static outputs for that
   reason (``assets/cv.py``).
+- It hands each worker the known state of the run from before it started, so a step does not know
+  which upstream outputs exist, and a fan-in input (``cv_combine``'s list of fold results) silently
+  drops them all as "skipped" (the CV of every fit came out ``skipped`` in our first test). Here the
+  worker adds the outputs the run has recorded so far in the event log (its upstream steps finished
+  before dask started it) to the known state.
 - It passes the run (a ``DagsterRun``) to ``Client.submit`` as a plain argument; dask walks tuple
   arguments looking for futures, and a run with op concurrency (ours: the writer pool) holds a Dagster
   record that refuses iteration, so every submit fails ("Iteration is not allowed on `@record`
@@ -31,8 +36,11 @@ import dagster as dg
 import dask.distributed
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.errors import raise_execution_interrupts
+from dagster._core.events import DagsterEventType
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.plan.state import KnownExecutionState
+from dagster._core.instance import DagsterInstance
 from dagster._utils import iterate_with_context
 from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements, query_on_dask_worker
 
@@ -42,12 +50,25 @@ from ..config import ProjectConfig
 JOB_RECONSTRUCTOR = ("mmm_pipeline.definitions", "model_job")
 
 
+def with_ready_outputs(arguments: tuple) -> tuple:
+    """The step's arguments with the run's recorded outputs added to its known state (see above)."""
+    recon_job, run, run_config, step_keys, instance_ref, known_state = arguments
+    with DagsterInstance.from_ref(instance_ref) as instance:
+        ready = {
+            entry.dagster_event.step_output_data.step_output_handle
+            for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_OUTPUT)
+        }
+    state = known_state or KnownExecutionState()
+    state = state._replace(ready_outputs={*(state.ready_outputs or ()), *ready})
+    return recon_job, run, run_config, step_keys, instance_ref, state
+
+
 def run_step_on_worker(dependencies: object, packed: bytes, pool: str | None) -> bytes:
     """dagster-dask's worker function on the unpickled step arguments (the job, the run, its config,
     the step key, the instance, the known state), inside the cluster-wide lock of the step's pool if it
     has one; returns the step's events pickled (dask cannot size Dagster records either, and warns).
     ``dependencies`` (the upstream steps' futures) only orders the tasks."""
-    arguments = pickle.loads(packed)
+    arguments = with_ready_outputs(pickle.loads(packed))
     if pool is None:
         return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
     with dask.distributed.Lock(f"dagster-pool/{pool}"):
