@@ -25,9 +25,15 @@ from mmm_pipeline.settings import ConfigError
 from mmm_testkit.synthetic import generate_world, write_world
 
 MARKETS = ("east", "north", "south", "west")
-#: What a run decides and measures per market, rounded past float noise between processes.
-COMPARED = ["market", "status", "gate_passed", "cv_status", "cv_n_folds", "n_weeks", "train_end"]
-ROUNDED = {"r2": 3, "mape": 4, "max_r_hat": 3, "cv_crps_skill": 3, "divergences": 0}
+#: What a run decides per market: equal on both paths.
+DECIDED = [
+    "market", "status", "gate_passed", "cv_status", "cv_n_folds", "n_weeks", "train_end", "divergences",
+]  # fmt: skip
+#: What it measures, equal within these absolute tolerances. Not bit for bit: a fit that reuses a
+#: compiled graph samples slightly differently from one that compiled its own (seen: the markets each
+#: worker fitted first matched the in-process fits exactly, those after a reuse differed by r2 0.001,
+#: max R-hat 0.01, CV CRPS skill 0.01), and which market reuses whose graph depends on the workers.
+MEASURED = {"r2": 0.01, "mape": 0.002, "max_r_hat": 0.03, "cv_crps_skill": 0.03}
 
 
 def four_market_project(directory: Path, execution: dict[str, object]) -> Path:
@@ -51,10 +57,7 @@ def four_market_project(directory: Path, execution: dict[str, object]) -> Path:
 
 def registry_rows(config_path: Path) -> pd.DataFrame:
     runs = model_runs(config_path)
-    rows = runs[COMPARED].copy()
-    for column, digits in ROUNDED.items():
-        rows[column] = runs[column].astype(float).round(digits)
-    return rows.sort_values("market").reset_index(drop=True)
+    return runs[DECIDED + list(MEASURED)].sort_values("market").reset_index(drop=True)
 
 
 def refit(config_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list]:
@@ -88,7 +91,11 @@ def test_four_markets_through_a_dask_cluster_match_the_in_process_run(
         assert len(worker_pids) == 2
 
     assert any("4 market(s) at once through the dask executor" in m for m in messages), messages
-    pd.testing.assert_frame_equal(registry_rows(fanned), registry_rows(local))
+    fanned_rows, local_rows = registry_rows(fanned), registry_rows(local)
+    pd.testing.assert_frame_equal(fanned_rows[DECIDED], local_rows[DECIDED])
+    for column, tolerance in MEASURED.items():
+        gap = (fanned_rows[column] - local_rows[column]).abs()
+        assert (gap <= tolerance).all(), (column, fanned_rows[column].tolist(), local_rows[column].tolist())
     assert set(registry_rows(fanned)["status"]) == {"champion"}
     # Every market's model run was its own run of the location, on the cluster's executor.
     instance = project_instance(load_config(fanned))
