@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from mmm_pipeline.cv.folds import CVConfig
+from mmm_pipeline.execution_settings import ExecutionConfig
 from mmm_pipeline.ingest.contract import InputContract
 from mmm_pipeline.model.settings import ModelConfig
 from mmm_pipeline.monitoring.settings import MonitoringConfig, ScheduleConfig, SensorsConfig
@@ -62,9 +63,13 @@ class ProjectConfig(InputContract):
     sensors: SensorsConfig = SensorsConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     conditions: list[ConditionConfig] = Field(default_factory=list)
+    # Which executor runs the per-market model steps (README "Running with a cluster").
+    execution: ExecutionConfig = ExecutionConfig()
 
     # Set by load_config: the folder that relative paths resolve against.
     root: Path = Field(default=Path("."), exclude=True)
+    # Set by load_config: the file itself, so that processes elsewhere (executor workers) load the same.
+    source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _conditions_on_numeric_controls(self) -> ProjectConfig:
@@ -129,6 +134,18 @@ class ProjectConfig(InputContract):
         return self._path(self.paths.reports, "reports")
 
     @property
+    def io_storage(self) -> str:
+        """Where step outputs are pickled: ``execution.storage`` (an fsspec URL as given, a path resolved
+        against the config file's folder), else ``<artifacts>/dagster_io``."""
+        storage = self.execution.storage
+        if storage is None:
+            return str(self.artifacts_dir / "dagster_io")
+        if "://" in storage:
+            return storage
+        p = Path(storage)
+        return str(p if p.is_absolute() else (self.root / p).resolve())
+
+    @property
     def sql_models_dir(self) -> Path:
         if self.paths.sql_models:
             return self._path(self.paths.sql_models, "")
@@ -191,7 +208,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ProjectConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{resolved}: the top level must be a mapping of keys")
     try:
-        cfg = ProjectConfig.model_validate({**raw, "root": resolved.parent})
+        cfg = ProjectConfig.model_validate({**raw, "root": resolved.parent, "source": resolved})
         cfg.channel_aliases()
         cfg.control_aliases()
     except ValidationError as exc:

@@ -19,7 +19,7 @@ from .defs.assets.monitoring import build_monitoring_assets
 from .defs.assets.optimization import build_optimization_assets
 from .defs.assets.publish import build_publish_assets
 from .defs.assets.report import build_report_assets
-from .defs.jobs import build_jobs
+from .defs.jobs import MODEL_JOB, build_jobs
 from .defs.resources import build_resources
 from .defs.schedules import build_schedules
 from .defs.sensors import build_sensors
@@ -50,3 +50,9 @@ def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
 @dg.definitions
 def defs() -> dg.Definitions:
     return build_definitions(load_config())
+
+
+def model_job(config_path: str) -> dg.JobDefinition:
+    """The model job of the project whose config file is ``config_path``: what executor workers rebuild
+    to run a step (``defs/executors.py``, ``JOB_RECONSTRUCTOR``)."""
+    return build_definitions(load_config(config_path)).resolve_job_def(MODEL_JOB)

@@ -7,20 +7,24 @@ show up in the UI beside runs launched there.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 
 from mmm_pipeline.model.registry import latest_run
 
-from .config import ProjectConfig
+from .config import ProjectConfig, load_config
 from .definitions import build_definitions
 from .defs.assets.model import MARKETS
-from .defs.execution import execute_in_location
+from .defs.execution import execute_in_location, execute_with_executor, run_result
+from .defs.executors import reconstructable_model_job
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL, WarehouseResource
@@ -114,6 +118,10 @@ def _problems(result: dg.ExecuteInProcessResult) -> list[str]:
             message = error.message.strip() if error else event.message
             if "blocking asset check" not in message:
                 out.append(f"step '{event.step_key}' failed: {message}")
+    if not out and not result.success:  # the run itself failed (its executor, say), no step did
+        failures = [e for e in result.all_events if e.event_type_value == "RUN_FAILURE"]
+        error = failures[-1].event_specific_data.error if failures else None
+        out.append(f"run {result.run_id} failed: " + (error.message.strip() if error else "see its logs"))
     return out
 
 
@@ -311,9 +319,12 @@ def _refit_models(
 
     First each market's ``market_training_data`` is hashed again (a run per market): its data version is
     the content of what the fit reads, so the fit turns stale exactly when that changed. Then every
-    market runs the stale part of the model job. Markets run one after another in this process, so the
-    compiled model graph is reused between markets of the same shape; the daemon's
-    ``stale_model_sensor`` starts the same runs, each market its own partitioned run.
+    market runs the stale part of the model job, each market its own partitioned run (as the daemon's
+    ``stale_model_sensor`` starts them). With ``execution.executor: in_process`` (default) the runs go
+    one after another in this process, so the compiled model graph is reused between markets of the same
+    shape. With ``multiprocess`` or ``dask`` they fan out: the market runs are started at once (up to
+    ``execution.max_workers``), each run's steps executed by the job's executor in other processes or on
+    the dask cluster (:func:`fan_out`).
     """
     with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
         if not relation_exists(conn, "marts", "fct_modeling_weekly"):
@@ -337,6 +348,7 @@ def _refit_models(
     observed = [m for m in sorted(weeks) if run_market(observed_keys, m, INPUTS_SCOPE)]
     job_keys = keys if keys is not None else defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
     plans = model_plans(instance, graph, job_keys, observed, force_fit=force)
+    fanned_out: list[tuple[str, list[dg.AssetKey]]] = []
     for plan in plans:
         market, run = plan.market, latest[plan.market]
         last_week = min(weeks[market], cfg.model.train_end) if cfg.model.train_end else weeks[market]
@@ -355,8 +367,84 @@ def _refit_models(
             # stale to it. The one rule of the runner's own: write the report again (nothing else).
             log(f"market {market}: no report folder under {cfg.reports_dir}: writing the report again")
             selection.append(REPORT_KEY)
-        if selection:
+        if selection and cfg.execution.executor == "in_process":
             run_market(selection, market)
+        elif selection:
+            fanned_out.append((market, selection))
+    if fanned_out:
+        log(
+            f"running {len(fanned_out)} market(s) at once through the {cfg.execution.executor} executor"
+            + (f" ({cfg.execution.dask.scheduler_address})" if cfg.execution.executor == "dask" else "")
+        )
+        job_def = defs.resolve_job_def(MODEL_JOB)
+        for market, run_id in fan_out(cfg, instance, fanned_out):
+            result = run_result(job_def, instance, run_id)
+            _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
+
+
+def fan_out(
+    cfg: ProjectConfig, instance: DagsterInstance, runs: list[tuple[str, list[dg.AssetKey]]]
+) -> list[tuple[str, str]]:
+    """One model run per (market, selection), started at once, each executed by the job's executor;
+    returns (market, run id) in the order of ``runs`` once all ended.
+
+    Dagster runs one partition of an asset per run, so markets in parallel means runs in parallel: the
+    same runs the daemon launches, each orchestrated by its own child process of this one (as Dagster's
+    run launchers do; two runs in threads of one process deadlock in Dagster's logger setup), waiting on
+    its steps in the executor's processes or on the dask cluster, which bounds how many steps compute at
+    once. Writes to DuckDB stay one at a time: every writer step is in ``WRITER_POOL`` (the multiprocess
+    executor claims the instance's pool slot; the dask one holds a cluster-wide lock) and every
+    connection takes the warehouse's file lock.
+    """
+    if cfg.source is None:
+        raise PipelineRunError(
+            f"execution.executor {cfg.execution.executor!r}: other processes rebuild the job from the config "
+            "file; load the config with load_config(path)"
+        )
+    limit = cfg.execution.max_workers or _default_parallel_runs(cfg)
+    spawn = multiprocessing.get_context("spawn")  # a clean process: no copy of this one's threads or locks
+    with ProcessPoolExecutor(max_workers=min(limit, len(runs)), mp_context=spawn) as pool:
+        futures = [
+            pool.submit(
+                _orchestrate_market_run,
+                str(cfg.source),
+                instance.get_ref(),
+                market,
+                [key.to_user_string() for key in selection],
+            )
+            for market, selection in runs
+        ]
+        return [(market, future.result()) for (market, _), future in zip(runs, futures, strict=True)]
+
+
+def _default_parallel_runs(cfg: ProjectConfig) -> int:
+    """Market runs in flight when ``execution.max_workers`` is unset: the dask cluster's worker threads
+    (more runs would only queue on the cluster, each orchestrator process holding the whole stack in
+    memory), else this machine's cores."""
+    if cfg.execution.executor == "dask":
+        from distributed import Client  # only with the dask executor
+
+        with Client(cfg.execution.dask.scheduler_address, timeout=30) as client:
+            workers = client.scheduler_info()["workers"].values()
+            return max(1, sum(worker["nthreads"] for worker in workers))
+    return os.cpu_count() or 1
+
+
+def _orchestrate_market_run(
+    config_path: str, instance_ref: InstanceRef, market: str, selection: list[str]
+) -> str:
+    """In a child process: run ``selection`` of the model job for ``market`` with the job's executor,
+    tagged with this process's pid/host (recovery tells from them whether the run's orchestrator died)."""
+    cfg = load_config(config_path)
+    with DagsterInstance.from_ref(instance_ref) as instance:
+        return execute_with_executor(
+            reconstructable_model_job(cfg),
+            instance,
+            RUN_CONFIG,
+            [dg.AssetKey.from_user_string(key) for key in selection],
+            partition_key=market,
+            tags=process_tags(),
+        )
 
 
 def _names(keys: tuple[dg.AssetKey, ...]) -> str:

@@ -8,6 +8,10 @@ runs as the webserver and the daemon do, naming the location they load (``mmm_pi
 from ``workspace.yaml`` or ``dagster dev -m``), and then executes them in this process exactly as
 ``execute_in_process`` does: synchronous, the terminal shows progress, the exit code tells.
 
+``execute_with_executor`` records runs the same way and executes them with the job's own executor
+(multiprocess, dask): steps run in other processes or on other machines, which rebuild the job from a
+reconstructable pointer, and the events come back to the instance.
+
 This uses Dagster's execution internals (the same calls ``execute_in_process`` makes); they are pinned
 with the dagster version in ``requirements.lock``.
 """
@@ -20,10 +24,12 @@ from collections.abc import Mapping, Sequence
 import dagster as dg
 from dagster import DagsterInstance
 from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
 from dagster._core.execution.api import (
     ExecuteRunWithPlanIterable,
     create_execution_plan,
+    execute_run,
     job_execution_iterator,
 )
 from dagster._core.execution.context_creation_job import (
@@ -99,4 +105,53 @@ def execute_in_location(
         event_list=events,
         dagster_run=instance.get_run_by_id(run.run_id),
         output_capture=output_capture,
+    )
+
+
+def execute_with_executor(
+    recon_job: ReconstructableJob,
+    instance: DagsterInstance,
+    run_config: Mapping[str, object],
+    asset_selection: Sequence[dg.AssetKey] | None = None,
+    partition_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Create a run of the location and execute it with the job's own executor; returns its run id
+    once the run ended (:func:`run_result` reads it back).
+
+    One run per process at a time: Dagster sets up each run's loggers with ``logging.config``, which
+    deadlocks against another run logging from a second thread of the same process (seen here with
+    four market runs in threads), so concurrent runs each need their own process, as Dagster's run
+    launchers give them.
+    """
+    job_def = recon_job.get_definition()
+    selection = list(asset_selection or [])
+    run_tags = merge_run_tags(
+        job_def=job_def,
+        partition_key=partition_key,
+        tags=tags,
+        asset_selection=selection,
+        instance=instance,
+        run_config=run_config,
+    )
+    run = instance.create_run_for_job(  # subsets the job to the selection and plans it
+        job_def=job_def,
+        run_config=run_config,
+        tags={**job_def.run_tags, **run_tags},
+        asset_selection=frozenset(selection) if selection else None,
+        job_code_origin=recon_job.get_python_origin(),
+        remote_job_origin=job_origin(job_def.name),
+    )
+    execute_run(recon_job, run, instance, raise_on_error=False)
+    return run.run_id
+
+
+def run_result(
+    job_def: dg.JobDefinition, instance: DagsterInstance, run_id: str
+) -> dg.ExecuteInProcessResult:
+    """A finished run as ``execute_in_location`` returns it (its events, read back from the instance),
+    so callers treat runs executed here and elsewhere alike."""
+    events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.is_dagster_event]
+    return dg.ExecuteInProcessResult(
+        job_def=job_def, event_list=events, dagster_run=instance.get_run_by_id(run_id), output_capture=None
     )

@@ -8,6 +8,7 @@ from mmm_pipeline.defs.partitions import weekly_partitions
 
 from ..config import ProjectConfig
 from .assets.model import MARKETS
+from .executors import model_executor
 
 INGEST_JOB = "ingest_landing"
 FEATURES_JOB = "build_features"
@@ -74,8 +75,9 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
             MODEL_JOB,
             selection=model_selection,
             partitions_def=MARKETS,
-            # UI and schedule runs spread CV fold steps over processes; the CLI runs them in-process.
-            executor_def=dg.multiprocess_executor.configured({"max_concurrent": cfg.cv.max_parallel_folds}),
+            # UI and schedule runs spread CV fold steps over processes, or over the dask cluster
+            # (execution.executor: dask); the CLI runs them as execution.executor says (runner.py).
+            executor_def=model_executor(cfg),
             description=(
                 "Refit one market's MMM on every modeled week, cross-validate it fold by fold, gate it "
                 "on its diagnostics and CV, register it, promote it if it passed, recommend a budget "

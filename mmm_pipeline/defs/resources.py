@@ -56,7 +56,8 @@ class WarehouseResource(DuckDBResource):
 def build_resources(cfg: ProjectConfig) -> dict[str, object]:
     return {
         "warehouse": WarehouseResource(database=str(cfg.warehouse_path)),
-        # Values passed between assets (a fit's record) live beside the artifacts, so any executor's
-        # processes, and runs launched later from the UI, find them.
-        "io_manager": dg.FilesystemIOManager(base_dir=str(cfg.artifacts_dir / "dagster_io")),
+        # Values passed between assets (a fit's record) live beside the artifacts, or at
+        # execution.storage (a path or an fsspec URL, read through universal_pathlib), so any executor's
+        # processes and workers, and runs launched later from the UI, find them.
+        "io_manager": dg.FilesystemIOManager(base_dir=cfg.io_storage),
     }

@@ -1,12 +1,16 @@
 """Time-slice cross-validation of each fit, one Dagster step per fold.
 
 ``model_cv`` is a graph-backed asset: ``cv_plan`` lays out the rolling-origin folds of the fit's
-training window, reads the market's lift tests and emits one dynamic output per fold; ``cv_fold`` fits
-and scores one fold (the MMM, calibrated by the lift tests that had ended by its cut, and the baselines)
+training window, reads the market's lift tests and emits one output per fold; ``cv_fold_<k>`` fits
+and scores fold ``k`` (the MMM, calibrated by the lift tests that had ended by its cut, and the baselines)
 and writes nothing to DuckDB, so fold steps can run side by side under any executor;
 ``cv_combine`` pools the folds into the CV tables (written to files next to the fit's artifact) that
 ``model_registry`` records and uses for promotion. Run in one process (the CLI), consecutive fold steps
 share one compiled model graph; the multiprocess executor (UI, schedules) spreads them over processes.
+
+The folds are static outputs, ``cv.n_folds`` of them (``make_folds`` lays out exactly that many or
+none), not dynamic ones: the dask executor cannot run dynamic outputs (dagster-io/dagster#9785), and a
+fixed graph shows every fold as its own step before the run starts.
 """
 
 import hashlib
@@ -36,8 +40,8 @@ class FoldTask:
     """What one fold step needs: the fit's training weeks, which fold of them to hold out and the
     market's lift tests (the fold's fit keeps those that ended by its cut).
 
-    A task without data stands for "no cross-validation this time": Dagster skips the collecting step
-    when a dynamic output emits nothing, and the fit must still be registered.
+    A task without data stands for "no cross-validation this time" (CV off, or too few weeks): every
+    fold step then returns nothing and the fit is registered without CV figures.
     """
 
     model_id: str
@@ -65,21 +69,25 @@ def cv_tables(result) -> dict[str, pd.DataFrame]:  # noqa: ANN001 - a validation
 def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     cv = CVSpec(**cfg.cv.model_dump(exclude={"enabled", "max_parallel_folds"}))
 
+    fold_outputs = [f"fold_{k}" for k in range(cv.n_folds)]
+
     @dg.op(
         out={
-            "folds": dg.DynamicOut(FoldTask),
             "note": dg.Out(str, description="why no fold was planned, or the fold layout"),
+            **{name: dg.Out(FoldTask, description=f"fold {name[5:]}'s task") for name in fold_outputs},
         },
         description="Lays out the rolling-origin folds of the fit's training weeks, one output per fold.",
     )
     def cv_plan(context: dg.OpExecutionContext, warehouse: WarehouseResource, model_fit: FitRecord):
         record = model_fit
-        skip = dg.DynamicOutput(
-            FoldTask(record.model_id, -1, 0, None), output_name="folds", mapping_key="none"
-        )
+
+        def skip(note: str):  # noqa: ANN202 - a generator of the op's outputs
+            yield dg.Output(note, "note")
+            for k, name in enumerate(fold_outputs):
+                yield dg.Output(FoldTask(record.model_id, k, 0, None), name)
+
         if not cfg.cv.enabled:
-            yield dg.Output("cross-validation is switched off (cv.enabled: false)", "note")
-            yield skip
+            yield from skip("cross-validation is switched off (cv.enabled: false)")
             return
         with warehouse.get_connection() as conn:
             frame = conn.execute(
@@ -92,8 +100,7 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             folds = make_folds(data.n_weeks, cv)
         except ValueError as exc:  # too little data for these settings: promotion falls back on the gate
             context.log.warning(f"cross-validation skipped: {exc}")
-            yield dg.Output(f"skipped: {exc}", "note")
-            yield skip
+            yield from skip(f"skipped: {exc}")
             return
         layout = ", ".join(
             f"{f.index}: train {data.dates[f.train_start].date()}..{data.dates[f.cut - 1].date()} "
@@ -102,15 +109,9 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         context.log.info(f"{len(folds)} folds of {record.model_id}: {layout}")
         yield dg.Output(f"{len(folds)} folds ({layout})", "note")
-        for fold in folds:
-            yield dg.DynamicOutput(
-                FoldTask(
-                    record.model_id, fold.index, len(folds), data, lift_tests,
-                    ModelSpec.model_validate_json(record.model_spec),
-                ),  # fmt: skip
-                output_name="folds",
-                mapping_key=f"fold_{fold.index}",
-            )
+        spec = ModelSpec.model_validate_json(record.model_spec)
+        for fold, name in zip(folds, fold_outputs, strict=True):
+            yield dg.Output(FoldTask(record.model_id, fold.index, len(folds), data, lift_tests, spec), name)
 
     @dg.op(
         description="Fits the MMM on a fold's training weeks, scores it and the baselines on its test weeks."
@@ -218,8 +219,9 @@ def build_cv_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         ),
     )
     def model_cv(model_fit):  # noqa: ANN001, ANN202 - a Dagster graph composition
-        tasks, note = cv_plan(model_fit)
-        return cv_combine(model_fit, note, tasks.map(cv_fold).collect())
+        note, *tasks = cv_plan(model_fit)
+        results = [cv_fold.alias(f"cv_fold_{k}")(task) for k, task in enumerate(tasks)]
+        return cv_combine(model_fit, note, results)
 
     return [model_cv]
 
