@@ -27,6 +27,7 @@ SHARED_PROJECTS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into the group suffix
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         groups = {SHARED_PROJECTS[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_PROJECTS}
