@@ -144,14 +144,34 @@ def fit(
             cache.put(key, entry)
     built = time.perf_counter()
 
-    compile_s = 0.0
     report(
         f"fitting {data.n_weeks} weeks ({data.dates[0].date()}..{data.dates[-1].date()}, padded to {n_time}) "
         + (f"and {len(tests)} lift test(s) " if len(tests) else "")
         + f"with {sampler.name}: {sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws)"
         + ("; reusing the compiled graph" if reused else "")
     )
-    if sampler.name == "nutpie":
+    idata, compile_s, sample_s = sample_entry(entry, inputs, spec, progress)
+    timings = {
+        "build": built - start,
+        "compile": compile_s,
+        "sample": sample_s,
+        "total": time.perf_counter() - start,
+    }
+    idata.attrs["scaling"] = scaling.model_dump_json()
+    idata.attrs["model_spec"] = spec.model_dump_json()
+    idata.attrs["n_lift_tests"] = len(tests)
+    return FitResult(idata, spec, scaling, data, carry_in, n_time, timings, reused, tests)
+
+
+def sample_entry(
+    entry: _Entry, inputs: dict[str, np.ndarray], spec: ModelSpec, progress: Progress | None
+) -> tuple[az.InferenceData, float, float]:
+    """Sample a built (and, for nutpie, compiled once) model on ``inputs``: ``(idata, compile_s,
+    sample_s)``. One sampling step for the single-market and the pooled model, so both report the same
+    timings and progress lines."""
+    report = progress or (lambda _message: None)
+    compile_s = 0.0
+    if spec.sampler.name == "nutpie":
         import nutpie
 
         if entry.compiled is None:
@@ -176,16 +196,7 @@ def fit(
             compile_s, sample_s = sample_s - float(loop_s), float(loop_s)
     divergences = int(idata.sample_stats["diverging"].sum())
     report(f"sampling done in {sample_s:.1f} s, {divergences} divergences")
-    timings = {
-        "build": built - start,
-        "compile": compile_s,
-        "sample": sample_s,
-        "total": time.perf_counter() - start,
-    }
-    idata.attrs["scaling"] = scaling.model_dump_json()
-    idata.attrs["model_spec"] = spec.model_dump_json()
-    idata.attrs["n_lift_tests"] = len(tests)
-    return FitResult(idata, spec, scaling, data, carry_in, n_time, timings, reused, tests)
+    return idata, compile_s, sample_s
 
 
 class _WithProgress:

@@ -55,9 +55,8 @@ from mmm_pipeline.model.fit import (
     ModelCache,
     Progress,
     _Entry,
-    _sample_nutpie,
-    _sample_pymc,
     graph_key,
+    sample_entry,
 )
 from mmm_pipeline.model.spec import ModelSpec, PriorSpec
 
@@ -365,28 +364,7 @@ def fit_pooled(
         + f", {sampler.name}: {sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws)"
         + ("; reusing the compiled graph" if reused else "")
     )
-    compile_s = 0.0
-    if sampler.name == "nutpie":
-        import nutpie
-
-        if entry.compiled is None:
-            t0 = time.perf_counter()
-            entry.compiled = nutpie.compile_pymc_model(entry.model)
-            compile_s = time.perf_counter() - t0
-            report(f"compiled in {compile_s:.1f} s")
-        t0 = time.perf_counter()
-        shared = {k: v for k, v in inputs.items() if k in entry.model.named_vars}
-        idata = _sample_nutpie(entry.compiled.with_data(**shared), spec, progress)
-        sample_s = time.perf_counter() - t0
-    else:
-        t0 = time.perf_counter()
-        idata = _sample_pymc(entry.model, inputs, spec, progress)
-        sample_s = time.perf_counter() - t0
-        loop_s = idata.posterior.attrs.get("sampling_time")
-        if loop_s is not None and 0 < float(loop_s) <= sample_s:
-            compile_s, sample_s = sample_s - float(loop_s), float(loop_s)
-    divergences = int(idata.sample_stats["diverging"].sum())
-    report(f"sampling done in {sample_s:.1f} s, {divergences} divergences")
+    idata, compile_s, sample_s = sample_entry(entry, inputs, spec, progress)
     timings = {
         "build": built - start,
         "compile": compile_s,
