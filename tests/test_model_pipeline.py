@@ -47,10 +47,14 @@ def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
         stages["after_unchanged"] = model_runs(config_path)
         stages["refit"] = _run(config_path, refit=True)
         stages["after_refit"] = model_runs(config_path)
-        # An impossible gate: the next fit must be kept as rejected and the champions must stay.
+        # An impossible gate. First no new fit: the champions are registered again under it.
         raw = yaml.safe_load(config_path.read_text())
         raw["model"]["gate"]["min_ess_bulk"] = 1e9
-        # One attempt: the retry ladder through the pipeline to BI is test_remedies' (the CLI test).
+        config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        stages["tightened"] = _run(config_path)
+        stages["after_tightened"] = model_runs(config_path)
+        # Then a refit: the new fit must be kept as rejected and the champions must stay. One attempt:
+        # the retry ladder through the pipeline to BI is test_remedies' (the CLI test).
         raw["model"]["remedies"] = {"max_attempts": 1}
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["strict"] = _run(config_path, refit=True)
@@ -212,6 +216,20 @@ def test_failing_gate_keeps_the_fit_but_not_as_champion(project: dict) -> None:
     assert published_runs == len(runs)
     recorded = attempts[attempts["model_id"].isin(rejected["model_id"])]
     assert recorded.groupby("model_id")["attempt"].apply(list).tolist() == [[1], [1]]
+
+
+def test_a_tightened_gate_warns_but_keeps_the_champion_serving(project: dict) -> None:
+    """A gate change alone re-registers the champions under the new gate (no fit); one that misses it
+    keeps serving (rejecting it would leave the market without a champion), flagged by a warning."""
+    summary = project["tightened"]
+    assert summary.ok, summary.problems
+    warned = [w for w in summary.warnings if "champion_meets_gate" in w]
+    assert len(warned) == 2 and all("misses the current gate" in w and "bulk ESS" in w for w in warned)
+    before, after = project["after_refit"], project["after_tightened"]
+    assert sorted(after["model_id"]) == sorted(before["model_id"])  # registered again, no new fit
+    champions = after[after["status"] == "champion"]
+    assert sorted(champions["model_id"]) == sorted(before[before["status"] == "champion"]["model_id"])
+    assert not champions["gate_passed"].any() and champions["gate_failures"].str.contains("bulk ESS").all()
 
 
 def test_too_little_history_names_the_setting(project: dict) -> None:

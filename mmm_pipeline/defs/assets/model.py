@@ -385,6 +385,14 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "champion_serving", asset="model_registry", description="the market has a champion model"
             ),
             dg.AssetCheckSpec(
+                "champion_meets_gate",
+                asset="model_registry",
+                description=(
+                    "the serving champion passes the gate as configured now (a warning: after a gate change "
+                    "a champion that misses it keeps serving until a refit passes)"
+                ),
+            ),
+            dg.AssetCheckSpec(
                 "cv_folds_ok",
                 asset="model_registry",
                 description="every cross-validation fold ran (a failed fold is reported, never dropped)",
@@ -426,13 +434,19 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             context.log.info("refit started by a drift event: the champion's CV CRPS is not compared")
         with warehouse.get_connection() as conn:
             incumbent = champion(conn, record.market)
-            blocked_by = record.gate_failures + cv_failures(
+            # A tightened gate re-registers the serving champion itself: rejecting it would leave the
+            # market with no champion (no recommendation, no report) until a refit passes. It keeps
+            # serving, its row shows the failures, and the champion_meets_gate check says so.
+            serving_fails = bool(
+                record.gate_failures and incumbent is not None and incumbent["model_id"] == record.model_id
+            )
+            blocked_by = [] if serving_fails else record.gate_failures + cv_failures(
                 cv,
                 incumbent,
                 cfg.model.max_cv_crps_increase,
                 drift_triggered=drift_triggered,
                 min_skill=gate.min_cv_skill,
-            )
+            )  # fmt: skip
             status = register(conn, record, tables, blocked_by, cv)
             serving = champion(conn, record.market)
             drift = roas_drift(conn, record.model_id)
@@ -466,6 +480,18 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             [] if serving else _no_champion_text(record, cv, blocked_by, tables.get("fit_attempts"), gate),
             champion=serving["model_id"] if serving else "none",
         )
+        yield _check(
+            "champion_meets_gate",
+            [
+                f"champion {record.model_id} misses the current gate: {'; '.join(record.gate_failures)}. It "
+                "keeps serving until a fit passes: refit (mmm-pipeline run --refit) or relax model.gate"
+            ]
+            if serving_fails
+            else [],
+            dg.AssetCheckSeverity.WARN,
+        )
+        if serving_fails:
+            context.log.warning(f"champion {record.model_id} misses the current gate; it keeps serving")
         yield _check("cv_folds_ok", cv.failed_folds, cv_status=cv.status, note=cv.note or "")
         mmm_crps = cv.overall.get("mmm", {}).get("crps")
         beaten = [
