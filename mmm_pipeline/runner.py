@@ -331,7 +331,9 @@ def _refit_models(
     one after another in this process, so the compiled model graph is reused between markets of the same
     shape. With ``multiprocess`` or ``dask`` they fan out: the market runs are started at once (up to
     ``execution.max_workers``), each run's steps executed by the job's executor in other processes or on
-    the dask cluster (:func:`fan_out`).
+    the dask cluster (:func:`fan_out`). Under ``model.spec.pooling: partial`` the group's fit, CV and
+    registration go first, in one run over every market (:func:`_refit_group`), and the markets' runs
+    then materialize what that made stale below it.
     """
     with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
         if not relation_exists(conn, "marts", "fct_modeling_weekly"):
