@@ -4,7 +4,8 @@ and promotes it as one unit, and every market gets its insight tables, CV figure
 recommendation and report from its view of the joint posterior, plus a national roll-up.
 
 One project is built and fitted once (module fixture); each test reads it. ``slow``: one pooled nutpie
-compile and three pooled fits (the weekly fit and two CV folds), a few minutes on shared cores.
+compile and three pooled fits (the weekly fit and two CV folds), a few minutes on shared cores. The
+stale-model sensor's request for a group is checked without a fit.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from conftest import small_model_config
 
 from mmm_pipeline.config import ProjectConfig, load_config
 from mmm_pipeline.definitions import build_definitions
+from mmm_pipeline.defs.assets.model import GROUP_KEYS
 from mmm_pipeline.defs.jobs import MODEL_JOB
+from mmm_pipeline.defs.sensors import STALE_MODEL_SENSOR
 from mmm_pipeline.model.pooled import NATIONAL
 from mmm_pipeline.model.registry import read_group_record
 from mmm_pipeline.runner import RunSummary, project_instance, run_job, run_pipeline
 from mmm_pipeline.scaffold import init_project
 from mmm_testkit.synthetic import generate_world, write_world
-
-pytestmark = pytest.mark.slow
 
 MARKETS = ("north", "south")
 
@@ -59,6 +60,7 @@ def _rows(cfg: ProjectConfig, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
+@pytest.mark.slow
 def test_the_group_is_fitted_in_one_run_and_promoted_as_one_champion(pooled_project):
     cfg, summary, lines = pooled_project
     assert summary.ok, summary.problems
@@ -91,6 +93,7 @@ def test_the_group_is_fitted_in_one_run_and_promoted_as_one_champion(pooled_proj
         assert record.asset_materialization.tags["dagster/data_version"] == pooled_id
 
 
+@pytest.mark.slow
 def test_every_market_has_its_insight_rows_and_the_nation_its_roll_up(pooled_project):
     cfg, _, _ = pooled_project
     champions = dict(_rows(cfg, "SELECT market, model_id FROM models.champion_model_runs"))
@@ -129,6 +132,7 @@ def test_every_market_has_its_insight_rows_and_the_nation_its_roll_up(pooled_pro
     assert set(champions) == set(MARKETS)
 
 
+@pytest.mark.slow
 def test_every_market_gets_a_budget_recommendation_from_its_pooled_champion(pooled_project):
     cfg, _, _ = pooled_project
     rows = _rows(
@@ -141,6 +145,7 @@ def test_every_market_gets_a_budget_recommendation_from_its_pooled_champion(pool
     assert all(n == len(cfg.channels) and same for _, n, same in rows), rows
 
 
+@pytest.mark.slow
 def test_nothing_refits_on_unchanged_data_and_one_market_alone_is_refused(pooled_project, tmp_path: Path):
     cfg, _, _ = pooled_project
     before = _rows(cfg, "SELECT count(*) FROM models.model_runs")[0][0]
@@ -160,3 +165,23 @@ def test_nothing_refits_on_unchanged_data_and_one_market_alone_is_refused(pooled
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.message
     assert "market group (north, south)" in message and "this run covers north" in message
+
+
+def test_the_stale_model_sensor_asks_one_run_over_every_market_for_the_group(tmp_path: Path):
+    config_path = init_project(tmp_path / "project", "synthetic")
+    raw = yaml.safe_load(config_path.read_text())
+    raw.setdefault("model", {}).setdefault("spec", {})["pooling"] = "partial"
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(config_path)
+    instance = project_instance(cfg)
+    instance.add_dynamic_partitions("market", list(MARKETS))  # as the first ingestion does
+    defs = build_definitions(cfg)
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
+        tick = defs.get_sensor_def(STALE_MODEL_SENSOR).evaluate_tick(
+            dg.build_sensor_context(instance=instance, definitions=defs)
+        )
+    (request,) = tick.run_requests  # the group first; what lies below it in each market on a later tick
+    assert request.partition_key is None
+    assert set(request.asset_selection) == set(GROUP_KEYS)
+    assert request.tags["dagster/asset_partition_range_start"] == MARKETS[0]
+    assert request.tags["dagster/asset_partition_range_end"] == MARKETS[-1]
