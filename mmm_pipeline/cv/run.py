@@ -6,7 +6,8 @@ weeks either), then predicts the next ``horizon`` weeks from their actual spend 
 controls, carrying adstock over from the last training weeks. The baselines are scored on the same
 weeks. :func:`run_fold` runs one fold (one pipeline step per fold); :func:`run_cv` runs them all in
 order in one process, where the folds share one compiled graph (see :attr:`CVSpec.share_graph`);
-:func:`combine_folds` turns fold results, however they were run, into the CV tables.
+:func:`combine_folds` turns fold results, however they were run, into the CV tables. Under ``pooling:
+partial`` :func:`run_pooled_fold` fits the group's pooled model once per fold and scores each market.
 
 A model that fails on a fold (bad data, sampler error) is recorded as failed with its error message,
 and the other models and folds go on; overall metrics say how many folds they cover.
@@ -337,30 +338,6 @@ def run_pooled_fold(
         return fitted
 
     return {m: run_fold(data[m], fold, fold_spec, cv, progress=progress, fitted=view(m)) for m in markets}
-
-
-def run_pooled_cv(
-    data: Mapping[str, ModelData],
-    spec: ModelSpec,
-    cv: CVSpec | None = None,
-    *,
-    lift_tests: Mapping[str, LiftTests] | None = None,
-    cache: ModelCache | None = DEFAULT_CACHE,
-    progress: Progress | None = None,
-) -> dict[str, CVResult]:
-    """Every fold of a market group in order in this process (:func:`run_pooled_fold`), combined per
-    market: each market's CV tables, as :func:`run_cv` gives them for a market fitted alone."""
-    cv = cv or CVSpec()
-    start = time.perf_counter()
-    n_weeks = next(iter(data.values())).n_weeks
-    folds = [
-        run_pooled_fold(data, fold, spec, cv, lift_tests=lift_tests, cache=cache, progress=progress)
-        for fold in make_folds(n_weeks, cv)
-    ]
-    combined = {m: combine_folds([f[m] for f in folds], cv) for m in data}
-    for result in combined.values():
-        result.timings["total"] = time.perf_counter() - start
-    return combined
 
 
 def _with_skill(metrics: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
