@@ -22,13 +22,20 @@ from mmm_pipeline.model.registry import latest_run
 
 from .config import ProjectConfig, load_config
 from .definitions import build_definitions
-from .defs.assets.model import MARKETS
+from .defs.assets.model import GROUP_KEYS, MARKETS, group_run_tags
 from .defs.execution import execute_in_location, execute_with_executor, run_result
 from .defs.executors import reconstructable_model_job
 from .defs.jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB
 from .defs.recovery import REDO_OF_TAG, process_tags, recover_dead_runs
 from .defs.resources import WRITER_POOL, WarehouseResource
-from .defs.staleness import OBSERVED_KEYS, WeekRange, model_plans, stale_week_ranges, weeks_with_data
+from .defs.staleness import (
+    OBSERVED_KEYS,
+    MarketPlan,
+    WeekRange,
+    model_plans,
+    stale_week_ranges,
+    weeks_with_data,
+)
 from .report import latest_report
 from .warehouse import relation_exists
 
@@ -324,7 +331,9 @@ def _refit_models(
     one after another in this process, so the compiled model graph is reused between markets of the same
     shape. With ``multiprocess`` or ``dask`` they fan out: the market runs are started at once (up to
     ``execution.max_workers``), each run's steps executed by the job's executor in other processes or on
-    the dask cluster (:func:`fan_out`).
+    the dask cluster (:func:`fan_out`). Under ``model.spec.pooling: partial`` the group's fit, CV and
+    registration go first, in one run over every market (:func:`_refit_group`), and the markets' runs
+    then materialize what that made stale below it.
     """
     with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
         if not relation_exists(conn, "marts", "fct_modeling_weekly"):
@@ -348,6 +357,14 @@ def _refit_models(
     observed = [m for m in sorted(weeks) if run_market(observed_keys, m, INPUTS_SCOPE)]
     job_keys = keys if keys is not None else defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
     plans = model_plans(instance, graph, job_keys, observed, force_fit=force)
+    if cfg.model.spec.pooling == "partial":
+        pooled = _refit_group(defs, instance, plans, sorted(weeks), summary, log)
+        if pooled is None:
+            return
+        if pooled:  # the group was refitted or re-registered: what lies below it is stale now
+            plans = model_plans(instance, graph, set(job_keys) - set(GROUP_KEYS), observed)
+            with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
+                latest = {market: latest_run(conn, market) for market in weeks}
     fanned_out: list[tuple[str, list[dg.AssetKey]]] = []
     for plan in plans:
         market, run = plan.market, latest[plan.market]
@@ -380,6 +397,34 @@ def _refit_models(
         for market, run_id in fan_out(cfg, instance, fanned_out):
             result = run_result(job_def, instance, run_id)
             _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
+
+
+def _refit_group(
+    defs: dg.Definitions,
+    instance: DagsterInstance,
+    plans: list[MarketPlan],
+    markets: list[str],
+    summary: RunSummary,
+    log: Callable[[str], None],
+) -> bool | None:
+    """Under ``pooling: partial``: the group's part of the markets' plans (fit, CV, registration) in one
+    run over every market's partition (a partition range from the first market to the last), when any
+    market needs it; a market's stale fit refits the whole group. True if it ran, False if nothing was
+    stale, None if the run failed (nothing below it runs then, as in a market's own run).
+
+    The assets fail, naming both, if that range is not exactly the group of the modeling table.
+    """
+    selection = sorted({k for plan in plans for k in plan.selection if k in GROUP_KEYS})
+    if not selection:
+        return False
+    why = "; ".join(f"{p.market}: {p.reasons()}" for p in plans if set(p.selection) & set(GROUP_KEYS))
+    if dg.AssetKey("model_fit") in selection:
+        log(f"market group {', '.join(markets)}: fitting one pooled model ({why})")
+    else:
+        log(f"market group {', '.join(markets)}: running {_names(tuple(selection))} ({why})")
+    result = run_job(defs, MODEL_JOB, instance, selection, tags=group_run_tags(instance))
+    _record(summary, MODEL_JOB, result, "market group", prefix="market group: ")
+    return True if result.success else None
 
 
 def fan_out(

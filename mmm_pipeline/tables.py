@@ -97,6 +97,10 @@ ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS promotion_blocked_by VARC
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS n_lift_tests INTEGER;  -- lift tests in the fit
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS fit_attempts INTEGER;  -- fits tried (model.remedies)
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS data_fingerprint VARCHAR;  -- of the training rows
+-- pooling: partial: the pooled fit this run is a market's view of (its group is promoted as one unit);
+-- the national roll-up rows (market 'national') of channel_summary, decomposition and response_curves
+-- carry it as their model_id. NULL for a market fitted alone.
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS pooled_fit_id VARCHAR;
 CREATE TABLE IF NOT EXISTS models.cv_folds (
     model_id VARCHAR, market VARCHAR, fold INTEGER, status VARCHAR, error VARCHAR,
     train_start DATE, train_end DATE, test_start DATE, test_end DATE, n_train INTEGER, n_test INTEGER,

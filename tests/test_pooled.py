@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from mmm_pipeline.cv.folds import CVSpec
+from mmm_pipeline.cv.run import run_pooled_fold
 from mmm_pipeline.model.build import ModelData, ScalingSpec
 from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import FitResult, ModelCache, fit
@@ -233,3 +235,16 @@ def test_pooled_graph_matches_numpy_prediction_and_reads_each_lift_test_on_its_m
             np.testing.assert_allclose(lift[:, row], draws.beta[:, c] * rise, rtol=1e-6)
             row += 1
     assert row == sum(len(t) for t in tests.values())
+
+
+def test_a_pooled_fold_that_cannot_fit_fails_the_mmm_in_every_market_and_scores_the_baselines(data, geo):
+    # Lift tests of a market outside the group: the fold's pooled fit is refused before it samples.
+    stray = {"elsewhere": LiftTests.from_frame(geo.world.lift_tests, geo.markets[0])}
+    cv = CVSpec(n_folds=1, min_train_weeks=40, horizon=8, step=8, baseline_draws=200)
+    results = run_pooled_fold(data, 0, POOLED, cv, lift_tests=stray)
+    assert list(results) == geo.markets
+    for result in results.values():
+        assert result.status == "failed" and "lift tests name markets" in result.error
+        metrics = result.metrics.set_index("model")
+        assert metrics.loc["mmm", "status"] == "failed"
+        assert (metrics.loc[["seasonal_naive", "ridge"], "status"] == "ok").all()

@@ -6,7 +6,8 @@ weeks either), then predicts the next ``horizon`` weeks from their actual spend 
 controls, carrying adstock over from the last training weeks. The baselines are scored on the same
 weeks. :func:`run_fold` runs one fold (one pipeline step per fold); :func:`run_cv` runs them all in
 order in one process, where the folds share one compiled graph (see :attr:`CVSpec.share_graph`);
-:func:`combine_folds` turns fold results, however they were run, into the CV tables.
+:func:`combine_folds` turns fold results, however they were run, into the CV tables. Under ``pooling:
+partial`` :func:`run_pooled_fold` fits the group's pooled model once per fold and scores each market.
 
 A model that fails on a fold (bad data, sampler error) is recorded as failed with its error message,
 and the other models and folds go on; overall metrics say how many folds they cover.
@@ -32,7 +33,7 @@ Tables (``market``-agnostic; the caller adds market and model-run keys):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData, ScalingSpec, padded_length
 from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import DEFAULT_CACHE, FitResult, ModelCache, fit
+from mmm_pipeline.model.pooled import PooledFitResult, fit_pooled
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.spec import ModelSpec
 
@@ -152,6 +154,7 @@ def run_fold(
     cache: ModelCache | None = DEFAULT_CACHE,
     progress: Progress | None = None,
     keep_fit: bool = False,
+    fitted: Callable[[], FitResult] | None = None,
 ) -> FoldResult:
     """Fit and score every model of ``cv.models`` on one fold of ``data`` (all weeks, with KPI).
 
@@ -159,7 +162,9 @@ def run_fold(
     problem or an exception in a model is caught and reported in the result (``status`` ``failed``);
     a fold index with settings that give no folds (data too short) raises. ``lift_tests``: the market's
     experiments, all of them; the MMM fit keeps those that ended by the fold's last training week.
-    ``cache`` as in :func:`mmm_pipeline.model.fit`.
+    ``cache`` as in :func:`mmm_pipeline.model.fit`. ``fitted``: the MMM's fit on the fold's training
+    weeks made elsewhere (a market's view of the pooled fold fit, :func:`run_pooled_fold`), called in
+    place of fitting it here; what it raises fails the MMM on this fold as a fit error would.
     """
     spec = spec or ModelSpec()
     cv = cv or CVSpec()
@@ -190,10 +195,22 @@ def run_fold(
         for model in cv.models:
             try:
                 if model == "mmm":
-                    draws, method, fit_result, parameters = _run_mmm(
-                        data, fold, train, test, scaling, cv_model_spec(spec, data.n_weeks, cv, fold),
-                        lift_tests, cache, lambda m: report(f"fold {fold.index}: {m}"), info,
-                    )  # fmt: skip
+                    fold_spec = cv_model_spec(spec, data.n_weeks, cv, fold)
+                    carry = data.carry_in(fold.train_start, fold_spec.l_max)
+                    fit_result = (
+                        fitted()
+                        if fitted is not None
+                        else fit(
+                            train,
+                            fold_spec,
+                            scaling,
+                            carry_in=carry,
+                            lift_tests=lift_tests,
+                            progress=lambda m: report(f"fold {fold.index}: {m}"),
+                            cache=cache,
+                        )
+                    )
+                    draws, method, parameters = _score_mmm(fit_result, data, fold, info)
                 else:
                     forecast = (
                         baselines.seasonal_naive(train.kpi, fold.n_test, cv.season_length)
@@ -239,24 +256,13 @@ def run_fold(
     return FoldResult(fold, info, predictions, metrics, parameters, fit=kept, lift_tests=n_lift_tests)
 
 
-def _run_mmm(
-    data: ModelData,
-    fold: Fold,
-    train: ModelData,
-    test: ModelData,
-    scaling: ScalingSpec,
-    spec: ModelSpec,
-    lift_tests: LiftTests | None,
-    cache: ModelCache | None,
-    progress: Progress,
-    info: dict[str, Any],
-) -> tuple[np.ndarray, str, FitResult, pd.DataFrame]:
-    """Fit on the training weeks (their own scaling, the lift tests ended by then), predict the test
-    weeks with adstock carry-in."""
-    train_carry_in = data.carry_in(fold.train_start, spec.l_max)
-    result = fit(
-        train, spec, scaling, carry_in=train_carry_in, lift_tests=lift_tests, progress=progress, cache=cache
-    )
+def _score_mmm(
+    result: FitResult, data: ModelData, fold: Fold, info: dict[str, Any]
+) -> tuple[np.ndarray, str, pd.DataFrame]:
+    """Forecast the fold's test weeks from the fit on its training weeks (adstock carried in), record the
+    fit's figures in ``info``; the draws, the method and the fold's parameter table."""
+    spec, scaling, train = result.spec, result.scaling, result.data
+    test = data.window(fold.cut, fold.test_stop)
     summary = insights.parameter_summary(result.idata)
     info.update(
         n_time=result.n_time,
@@ -271,9 +277,67 @@ def _run_mmm(
     prediction = predict(
         result.idata, scaling, spec, test, data.carry_in(fold.cut, spec.l_max), seed=spec.sampler.seed
     )
-    parameters = fold_parameters(result.idata, scaling, spec, train, train_carry_in)
+    parameters = fold_parameters(result.idata, scaling, spec, train, result.carry_in)
     parameters.insert(0, "fold", fold.index)
-    return prediction.kpi, f"mmm({spec.sampler.name})", result, parameters
+    return prediction.kpi, f"mmm({spec.sampler.name})", parameters
+
+
+def run_pooled_fold(
+    data: Mapping[str, ModelData],
+    fold: int | Fold,
+    spec: ModelSpec,
+    cv: CVSpec | None = None,
+    *,
+    lift_tests: Mapping[str, LiftTests] | None = None,
+    cache: ModelCache | None = DEFAULT_CACHE,
+    progress: Progress | None = None,
+) -> dict[str, FoldResult]:
+    """One fold of a market group under ``pooling: partial``: the pooled model fitted once on every
+    market's training weeks (each with its own scaling from those weeks, and its lift tests that had
+    ended by the cut), then each market scored as :func:`run_fold` scores it, its MMM forecast from its
+    view of the fold's pooled posterior. Every market's weeks must be the same (the group's).
+
+    If the pooled fit fails, the MMM fails on this fold in every market (with the fit's error); the
+    baselines are still scored.
+    """
+    cv = cv or CVSpec()
+    markets = list(data)
+    n_weeks = data[markets[0]].n_weeks
+    if isinstance(fold, int):
+        folds = make_folds(n_weeks, cv)
+        if not 0 <= fold < len(folds):
+            raise ValueError(f"fold {fold} out of range: there are {len(folds)} folds (0..{len(folds) - 1})")
+        fold = folds[fold]
+    report = progress or (lambda _message: None)
+    fold_spec = cv_model_spec(spec, n_weeks, cv, fold)
+    pooled: PooledFitResult | None = None
+    error: Exception | None = None
+    try:
+        for one in data.values():
+            _check_fold_data(one, fold)
+        trains = {m: data[m].window(fold.train_start, fold.cut) for m in markets}
+        pooled = fit_pooled(
+            trains,
+            fold_spec,
+            {m: ScalingSpec.from_data(t) for m, t in trains.items()},
+            carry_in={m: data[m].carry_in(fold.train_start, fold_spec.l_max) for m in markets},
+            lift_tests=lift_tests,
+            progress=lambda m: report(f"fold {fold.index}: {m}"),
+            cache=cache,
+        )
+    except Exception as exc:  # every market's MMM fails on this fold; the other folds go on
+        error = exc
+        report(f"fold {fold.index}: the pooled fit failed: {_error(exc)}")
+
+    def view(market: str) -> Callable[[], FitResult]:
+        def fitted() -> FitResult:
+            if pooled is None:
+                raise error  # type: ignore[misc]
+            return pooled.market_fit(market)
+
+        return fitted
+
+    return {m: run_fold(data[m], fold, fold_spec, cv, progress=progress, fitted=view(m)) for m in markets}
 
 
 def _with_skill(metrics: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:

@@ -34,7 +34,7 @@ from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGra
 from mmm_pipeline.ingest.ingestion import landing_fingerprints
 
 from ..config import ProjectConfig
-from .assets.model import MARKETS
+from .assets.model import GROUP_KEYS, MARKETS, group_run_tags
 from .assets.monitoring import EVENT_TAG, TRIGGER_TAG, evidence_summary
 from .jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB, WEEKLY_JOB
 from .staleness import INPUTS_KEY, OBSERVED_KEYS, MarketPlan, model_plans, stale_week_ranges
@@ -63,6 +63,8 @@ def build_sensors(
     """The three sensors; ``jobs``: the code location's jobs (:func:`mmm_pipeline.defs.jobs.build_jobs`)."""
     sensors_cfg = cfg.sensors
     by_name = {job.name: job for job in jobs}
+    # pooling: partial: the group's fit, CV and registration run as one run over every market's partition.
+    pooled = cfg.model.spec.pooling == "partial"
 
     @dg.sensor(
         name=NEW_DATA_SENSOR,
@@ -177,11 +179,19 @@ def build_sensors(
             return dg.SkipReason(f"{len(events)} open drift event(s), each with its run already requested")
         requests = []
         for event in fresh:
+            # A pooled group refits as one unit: the event's run refits the group (what lies below it in
+            # each market follows through the stale-model sensor).
+            scope: dict = (
+                {"asset_selection": list(GROUP_KEYS), "tags": group_run_tags(context.instance)}
+                if pooled
+                else {"partition_key": event["market"], "tags": {}}
+            )
             requests.append(
                 dg.RunRequest(
                     run_key=event["event_id"],
-                    partition_key=event["market"],
+                    **{k: v for k, v in scope.items() if k != "tags"},
                     tags={
+                        **scope["tags"],
                         TRIGGER_TAG: "drift",
                         EVENT_TAG: event["event_id"],
                         "mmm/drift_rule": event["rule"],
@@ -194,7 +204,8 @@ def build_sensors(
                 )
             )
             context.log.info(
-                f"drift event {event['event_id']} ({event['summary']}): refit of {event['market']}"
+                f"drift event {event['event_id']} ({event['summary']}): refit of "
+                + ("the market group" if pooled else event["market"])
             )
         requested = (requested + [e["event_id"] for e in fresh])[-CURSOR_EVENTS:]
         context.update_cursor(json.dumps(requested))
@@ -218,6 +229,23 @@ def build_sensors(
         if not plans:
             return dg.SkipReason("every market's model, recommendation and report are current")
         busy = _markets_in_progress(context.instance)
+        group = [p for p in plans if set(p.selection) & set(GROUP_KEYS)] if pooled else []
+        if group:  # the group's fit, CV and registration first, in one run; what lies below next tick
+            if busy:
+                return dg.SkipReason(f"market(s) {', '.join(sorted(busy))} have a model run in progress")
+            reasons = "; ".join(f"{p.market}: {p.reasons()}" for p in group)
+            context.log.info(f"market group: {reasons}")
+            selection = sorted({k for p in group for k in p.selection if k in GROUP_KEYS})
+            graph = context.repository_def.asset_graph
+            state = "|".join(_state_key(context.instance, graph, p) for p in group)
+            tags = {**group_run_tags(context.instance), TRIGGER_TAG: "stale", "mmm/stale": reasons[:250]}
+            return [
+                dg.RunRequest(
+                    run_key="group-" + hashlib.sha256(state.encode()).hexdigest()[:16],
+                    asset_selection=selection,
+                    tags=tags,
+                )
+            ]
         requests = []
         for plan in plans:
             if plan.market in busy:
@@ -255,7 +283,10 @@ def _markets_in_progress(instance: dg.DagsterInstance) -> set[str]:
                       dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
         )
     )  # fmt: skip
-    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
+    busy = {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
+    if any("dagster/asset_partition_range_start" in run.tags for run in runs):  # a pooled group's run
+        busy |= set(instance.get_dynamic_partitions(MARKETS.name))
+    return busy
 
 
 def _state_key(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph, plan: MarketPlan) -> str:

@@ -332,7 +332,7 @@ def _prior_params(prior: PriorSpec, scale: Any = None) -> dict[str, Any]:
     return params
 
 
-def _prior(
+def prior_variable(
     name: str, prior: PriorSpec, dims: str | tuple[str, ...] | None = None, scale: Any = None
 ) -> pt.TensorVariable:
     """A PyMC random variable from a :class:`PriorSpec`; ``scale`` multiplies its ``sigma`` per element.
@@ -345,7 +345,7 @@ def _prior(
 
 #: How each saturation parameter changes with the unit of spend: ``x / K`` and ``lam * x`` stay the same
 #: when the unit is multiplied by ``u``, so ``K`` (``half_sat``) is multiplied by it and ``lam`` divided.
-_SPEND_POWER = {"half_sat": 1.0, "lam": -1.0, "slope": 0.0}
+SPEND_POWER = {"half_sat": 1.0, "lam": -1.0, "slope": 0.0}
 
 
 def group_prior(spec: ModelSpec, name: str, group: SaturationGroupDims) -> PriorSpec:
@@ -379,10 +379,10 @@ def _saturation_param(
     prior = group_prior(spec, name, group)
     if dim != "channel":
         unit = None if unit is None else unit[idx]
-    power = _SPEND_POWER[name]
+    power = SPEND_POWER[name]
     if unit is None or power == 0.0:
-        return _prior(name, prior, dim)
-    relative = _prior(f"{name}_typical", prior, dim)
+        return prior_variable(name, prior, dim)
+    relative = prior_variable(f"{name}_typical", prior, dim)
     return pm.Deterministic(name, relative * unit**power, dims=dim)
 
 
@@ -391,7 +391,7 @@ def _masked_mean(mask: pt.TensorVariable, values: pt.TensorVariable) -> pt.Tenso
     return pt.dot(mask, values) / mask.sum()
 
 
-def _shifted_prior(
+def shifted_prior(
     name: str,
     prior: PriorSpec,
     shift: pt.TensorVariable,
@@ -435,7 +435,7 @@ def _channel_effect(
     fitted to the bulk cannot follow. So the sampler's coordinate is ``log_contribution_sd_c =
     log(beta_c) + log(sd_t(saturation_ct))`` (the sd over the observed weeks, with the same adstock and
     saturation parameters), and ``beta_c`` is a deterministic of it; ``beta_c`` keeps exactly its prior
-    (see :func:`_shifted_prior`). A prior on the whole real line (``Normal``...) has no log; it is then
+    (see :func:`shifted_prior`). A prior on the whole real line (``Normal``...) has no log; it is then
     sampled directly, as it is without ``reparameterize``.
     """
     if not reparameterize or prior.dist not in POSITIVE_PRIORS:
@@ -444,11 +444,11 @@ def _channel_effect(
     # The floor keeps a channel without spend in the window (zero spread) finite; its beta is then
     # decided by the prior alone, as it would be sampled directly.
     log_spread = 0.5 * pt.log(_masked_mean(mask, deviation**2) + 1e-12)
-    log_sd = _shifted_prior("log_contribution_sd", prior, log_spread, log=True, scale=scale, dims="channel")
+    log_sd = shifted_prior("log_contribution_sd", prior, log_spread, log=True, scale=scale, dims="channel")
     return pm.Deterministic("beta_channel", pt.exp(log_sd - log_spread), dims="channel")
 
 
-def _lift_test_likelihood(
+def lift_test_likelihood(
     inputs: dict[str, np.ndarray],
     groups: list[tuple[SaturationGroupDims, dict[str, pt.TensorVariable]]],
     beta: pt.TensorVariable,
@@ -501,6 +501,31 @@ def _lift_test_likelihood(
     pm.Potential("lift_loglik", (lift_mask * logp).sum())
 
 
+def model_coords(
+    inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: ModelSpec, markets: list[str] | None = None
+) -> dict[str, Any]:
+    """The PyMC coordinates of the single-market model, or of the pooled one with ``markets``: time
+    (the padded length of ``inputs["media"]``), channel, control, Fourier mode, carry-in lag, lift test
+    (when ``inputs`` has tests) and each saturation kind's own channel dimension when kinds are mixed.
+    One definition for both models, so a market's view of a pooled posterior has a single-market fit's
+    coordinates."""
+    channels = scaling.channels
+    coords: dict[str, Any] = {
+        "time": np.arange(inputs["media"].shape[0]),
+        **({"market": markets} if markets is not None else {}),
+        "channel": channels,
+        "control": scaling.controls,
+        "fourier_mode": [f"{f}_{k}" for f in ("sin", "cos") for k in range(1, spec.n_fourier + 1)],
+        "lag_init": np.arange(spec.l_max - 1),
+    }
+    if "lift_x" in inputs:
+        coords["lift_test"] = np.arange(len(inputs["lift_x"]))
+    for _, idx, dim in saturation_groups(spec, channels):
+        if dim != "channel":
+            coords[dim] = [channels[i] for i in idx]
+    return coords
+
+
 def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: ModelSpec) -> pm.Model:
     """The PyMC model on data containers named as :func:`model_inputs`' keys (see the module docstring).
 
@@ -522,48 +547,40 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
     """
     n_time = inputs["media"].shape[0]
     channels, controls = scaling.channels, scaling.controls
-    coords = {
-        "time": np.arange(n_time),
-        "channel": channels,
-        "control": controls,
-        "fourier_mode": [f"{f}_{k}" for f in ("sin", "cos") for k in range(1, spec.n_fourier + 1)],
-        "lag_init": np.arange(spec.l_max - 1),
-    }
-    if "lift_x" in inputs:
-        coords["lift_test"] = np.arange(len(inputs["lift_x"]))
     groups = saturation_groups(spec, channels)
-    for _, idx, dim in groups:
-        if dim != "channel":
-            coords[dim] = [channels[i] for i in idx]
-    with pm.Model(coords=coords) as model:
+    with pm.Model(coords=model_coords(inputs, scaling, spec)) as model:
         media = pm.Data("media", inputs["media"], dims=("time", "channel"))
         media_init = pm.Data("media_init", inputs["media_init"], dims=("lag_init", "channel"))
         y = pm.Data("y", inputs["y"], dims="time")
         mask = pm.Data("mask", inputs["mask"], dims="time")
 
         if not spec.reparameterize:
-            intercept = _prior("intercept", spec.prior("intercept"))
+            intercept = prior_variable("intercept", spec.prior("intercept"))
         # Everything but the intercept (scaled KPI units), and its mean over the observed weeks, summed
         # term by term from the data's means (the same number as the mean of the sum).
         terms, mean_terms = pt.zeros(n_time), pt.zeros(())
         if spec.trend:
             trend = pm.Data("trend", inputs["trend"], dims="time")
-            slope = _prior("trend_slope", spec.prior("trend_slope"))
+            slope = prior_variable("trend_slope", spec.prior("trend_slope"))
             terms, mean_terms = terms + slope * trend, mean_terms + slope * _masked_mean(mask, trend)
         linear = []
         if spec.n_fourier:
             fourier = pm.Data("fourier", inputs["fourier"], dims=("time", "fourier_mode"))
-            linear.append((fourier, _prior("gamma_fourier", spec.prior("gamma_fourier"), "fourier_mode")))
+            linear.append(
+                (fourier, prior_variable("gamma_fourier", spec.prior("gamma_fourier"), "fourier_mode"))
+            )
         if controls:
             control_data = pm.Data("controls", inputs["controls"], dims=("time", "control"))
-            linear.append((control_data, _prior("gamma_control", spec.prior("gamma_control"), "control")))
+            linear.append(
+                (control_data, prior_variable("gamma_control", spec.prior("gamma_control"), "control"))
+            )
         for features, coef in linear:
             terms = terms + pt.dot(features, coef)
             mean_terms = mean_terms + pt.dot(_masked_mean(mask, features), coef)
 
         prior_scale = pm.Data("beta_prior_scale", inputs["beta_prior_scale"], dims="channel")
-        alpha = _prior("alpha", spec.prior("alpha"), "channel")
-        theta = _prior("theta", spec.prior("theta"), "channel") if spec.adstock == "delayed" else None
+        alpha = prior_variable("alpha", spec.prior("alpha"), "channel")
+        theta = prior_variable("theta", spec.prior("theta"), "channel") if spec.adstock == "delayed" else None
         adstocked = transforms.adstock(
             spec.adstock, media, spec.l_max, alpha=alpha, theta=theta, x_init=media_init, xp=pt
         )
@@ -581,17 +598,17 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         terms = terms + (saturated * beta).sum(axis=1)
         mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum()
         if "lift_x" in inputs:
-            _lift_test_likelihood(inputs, group_params, beta)
+            lift_test_likelihood(inputs, group_params, beta)
 
         if spec.reparameterize:
-            centered = _shifted_prior("intercept_centered", spec.prior("intercept"), mean_terms)
+            centered = shifted_prior("intercept_centered", spec.prior("intercept"), mean_terms)
             intercept = pm.Deterministic("intercept", centered - mean_terms)
         mu = pm.Deterministic("mu", intercept + terms, dims="time")
 
-        sigma = _prior("sigma", spec.prior("sigma"))
+        sigma = prior_variable("sigma", spec.prior("sigma"))
         if spec.likelihood == "normal":
             noise = pm.Normal.dist(mu=mu, sigma=sigma)
         else:
-            noise = pm.StudentT.dist(nu=_prior("nu", spec.prior("nu")), mu=mu, sigma=sigma)
+            noise = pm.StudentT.dist(nu=prior_variable("nu", spec.prior("nu")), mu=mu, sigma=sigma)
         pm.Potential("loglik", (mask * pm.logp(noise, y)).sum())
     return model

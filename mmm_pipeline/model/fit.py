@@ -60,7 +60,9 @@ class FitResult:
 
 
 @dataclass
-class _Entry:
+class CacheEntry:
+    """A built model and, after its first nutpie fit, its compiled form: what :class:`ModelCache` keeps."""
+
     model: pm.Model
     compiled: Any = None  # nutpie's CompiledPyMCModel, made on the first nutpie fit
 
@@ -70,15 +72,15 @@ class ModelCache:
     """Built (and, for nutpie, compiled) models by graph key; least recently used dropped beyond ``size``."""
 
     size: int = 4
-    _entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    _entries: OrderedDict[str, CacheEntry] = field(default_factory=OrderedDict)
 
-    def get(self, key: str) -> _Entry | None:
+    def get(self, key: str) -> CacheEntry | None:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, entry: _Entry) -> None:
+    def put(self, key: str, entry: CacheEntry) -> None:
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
@@ -139,7 +141,7 @@ def fit(
     entry = cache.get(key) if cache is not None else None
     reused = entry is not None and (sampler.name != "nutpie" or entry.compiled is not None)
     if entry is None:
-        entry = _Entry(build_model(inputs, scaling, spec))
+        entry = CacheEntry(build_model(inputs, scaling, spec))
         if cache is not None:
             cache.put(key, entry)
     built = time.perf_counter()
@@ -164,7 +166,7 @@ def fit(
 
 
 def sample_entry(
-    entry: _Entry, inputs: dict[str, np.ndarray], spec: ModelSpec, progress: Progress | None
+    entry: CacheEntry, inputs: dict[str, np.ndarray], spec: ModelSpec, progress: Progress | None
 ) -> tuple[az.InferenceData, float, float]:
     """Sample a built (and, for nutpie, compiled once) model on ``inputs``: ``(idata, compile_s,
     sample_s)``. One sampling step for the single-market and the pooled model, so both report the same

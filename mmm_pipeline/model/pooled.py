@@ -36,25 +36,27 @@ import pytensor.tensor as pt
 
 from mmm_pipeline.model import transforms
 from mmm_pipeline.model.build import (
-    _SPEND_POWER,
     POSITIVE_PRIORS,
     SATURATION_PARAMS,
+    SPEND_POWER,
     ModelData,
     ScalingSpec,
-    _lift_test_likelihood,
-    _prior,
-    _shifted_prior,
     group_prior,
+    lift_test_likelihood,
+    model_coords,
     model_inputs,
     padded_length,
+    prior_variable,
     saturation_groups,
+    shifted_prior,
 )
 from mmm_pipeline.model.calibration import LiftTests, padded_tests
 from mmm_pipeline.model.fit import (
     DEFAULT_CACHE,
+    CacheEntry,
+    FitResult,
     ModelCache,
     Progress,
-    _Entry,
     graph_key,
     sample_entry,
 )
@@ -162,9 +164,9 @@ def _pooled_positive(
             f"pooling: partial draws {name} on the log scale around its national value; its prior must be "
             f"one of {sorted(POSITIVE_PRIORS)}, got {prior.dist}"
         )
-    log_national = _shifted_prior(f"log_{name}_national", prior, 0.0, log=True, scale=scale, dims=dim)
+    log_national = shifted_prior(f"log_{name}_national", prior, 0.0, log=True, scale=scale, dims=dim)
     pm.Deterministic(f"{name}_national", pt.exp(log_national), dims=dim)
-    sd = _prior(f"{name}_market_sd", spread, dim)
+    sd = prior_variable(f"{name}_market_sd", spread, dim)
     z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("market", dim))
     return pt.exp(log_national[None, :] + sd[None, :] * z)
 
@@ -172,8 +174,8 @@ def _pooled_positive(
 def _pooled_share(name: str, prior: PriorSpec, dim: str, spread: PriorSpec) -> pt.TensorVariable:
     """``(M, k)`` market values of a parameter in ``(0, 1)`` (adstock decay), logit-normal around a
     national value drawn from the single-market prior."""
-    national = _prior(f"{name}_national", prior, dim)
-    sd = _prior(f"{name}_market_sd", spread, dim)
+    national = prior_variable(f"{name}_national", prior, dim)
+    sd = prior_variable(f"{name}_market_sd", spread, dim)
     z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("market", dim))
     return pt.sigmoid(pt.log(national / (1 - national))[None, :] + sd[None, :] * z)
 
@@ -191,43 +193,30 @@ def build_pooled_model(
     """
     n_time = inputs["media"].shape[0]
     channels, controls = scaling.channels, scaling.controls
-    coords = {
-        "time": np.arange(n_time),
-        "market": markets,
-        "channel": channels,
-        "control": controls,
-        "fourier_mode": [f"{f}_{k}" for f in ("sin", "cos") for k in range(1, spec.n_fourier + 1)],
-        "lag_init": np.arange(spec.l_max - 1),
-    }
-    if "lift_x" in inputs:
-        coords["lift_test"] = np.arange(len(inputs["lift_x"]))
     groups = saturation_groups(spec, channels)
-    for _, idx, dim in groups:
-        if dim != "channel":
-            coords[dim] = [channels[i] for i in idx]
     spread = spec.prior("market_sd")
-    with pm.Model(coords=coords) as model:
+    with pm.Model(coords=model_coords(inputs, scaling, spec, markets)) as model:
         media = pm.Data("media", inputs["media"], dims=("time", "market", "channel"))
         media_init = pm.Data("media_init", inputs["media_init"], dims=("lag_init", "market", "channel"))
         y = pm.Data("y", inputs["y"], dims=("time", "market"))
         mask = pm.Data("mask", inputs["mask"], dims=("time", "market"))
 
         if not spec.reparameterize:
-            intercept = _prior("intercept", spec.prior("intercept"), "market")
+            intercept = prior_variable("intercept", spec.prior("intercept"), "market")
         terms, mean_terms = pt.zeros((n_time, len(markets))), pt.zeros(len(markets))
         if spec.trend:
             trend = pm.Data("trend", inputs["trend"], dims=("time", "market"))
-            slope = _prior("trend_slope", spec.prior("trend_slope"), "market")
+            slope = prior_variable("trend_slope", spec.prior("trend_slope"), "market")
             terms, mean_terms = terms + slope * trend, mean_terms + slope * _masked_mean(mask, trend)
         if spec.n_fourier:
             fourier = pm.Data("fourier", inputs["fourier"], dims=("time", "fourier_mode"))
-            gamma = _prior("gamma_fourier", spec.prior("gamma_fourier"), ("market", "fourier_mode"))
+            gamma = prior_variable("gamma_fourier", spec.prior("gamma_fourier"), ("market", "fourier_mode"))
             terms = terms + pt.dot(fourier, gamma.T)
             mean_fourier = pt.dot(mask.T, fourier) / mask.sum(axis=0)[:, None]  # (M, F)
             mean_terms = mean_terms + (mean_fourier * gamma).sum(axis=1)
         if controls:
             control_data = pm.Data("controls", inputs["controls"], dims=("time", "market", "control"))
-            gamma = _prior("gamma_control", spec.prior("gamma_control"), ("market", "control"))
+            gamma = prior_variable("gamma_control", spec.prior("gamma_control"), ("market", "control"))
             terms = terms + (control_data * gamma[None]).sum(axis=2)
             mean_terms = mean_terms + (_masked_mean(mask, control_data) * gamma).sum(axis=1)
 
@@ -255,7 +244,7 @@ def build_pooled_model(
             _, idx, dim = group
             params = {}
             for name in SATURATION_PARAMS[group[0]]:
-                power = _SPEND_POWER[name]
+                power = SPEND_POWER[name]
                 relative = unit is not None and power != 0.0
                 base = f"{name}_typical" if relative else name
                 value = _pooled_positive(base, group_prior(spec, name, group), dim, spread)
@@ -276,20 +265,18 @@ def build_pooled_model(
         terms = terms + (saturated * beta[None]).sum(axis=2)
         mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum(axis=1)
         if "lift_x" in inputs:
-            _lift_test_likelihood(inputs, group_params, beta)
+            lift_test_likelihood(inputs, group_params, beta)
 
         if spec.reparameterize:
-            centered = _shifted_prior(
-                "intercept_centered", spec.prior("intercept"), mean_terms, dims="market"
-            )
+            centered = shifted_prior("intercept_centered", spec.prior("intercept"), mean_terms, dims="market")
             intercept = pm.Deterministic("intercept", centered - mean_terms, dims="market")
         mu = pm.Deterministic("mu", intercept[None, :] + terms, dims=("time", "market"))
 
-        sigma = _prior("sigma", spec.prior("sigma"), "market")
+        sigma = prior_variable("sigma", spec.prior("sigma"), "market")
         if spec.likelihood == "normal":
             noise = pm.Normal.dist(mu=mu, sigma=sigma[None, :])
         else:
-            noise = pm.StudentT.dist(nu=_prior("nu", spec.prior("nu")), mu=mu, sigma=sigma[None, :])
+            noise = pm.StudentT.dist(nu=prior_variable("nu", spec.prior("nu")), mu=mu, sigma=sigma[None, :])
         pm.Potential("loglik", (mask * pm.logp(noise, y)).sum())
     return model
 
@@ -312,6 +299,22 @@ class PooledFitResult:
     timings: dict[str, float]
     reused_graph: bool
     lift_tests: dict[str, LiftTests]
+
+    def market_fit(self, market: str) -> FitResult:
+        """``market``'s view of the fit as a single-market :class:`~mmm_pipeline.model.fit.FitResult`
+        (its :func:`market_posterior`, scaling, data, carry-in and lift tests), so every reader of a
+        single-market fit (insight tables, CV scoring, diagnostics) serves each market of the group."""
+        return FitResult(
+            idata=market_posterior(self.idata, market),
+            spec=self.spec,
+            scaling=self.scalings[market],
+            data=self.data[market],
+            carry_in=self.carry_in[market],
+            n_time=self.n_time,
+            timings=self.timings,
+            reused_graph=self.reused_graph,
+            lift_tests=self.lift_tests.get(market, LiftTests.empty()),
+        )
 
 
 def fit_pooled(
@@ -353,7 +356,7 @@ def fit_pooled(
     sampler = spec.sampler
     reused = entry is not None and (sampler.name != "nutpie" or entry.compiled is not None)
     if entry is None:
-        entry = _Entry(build_pooled_model(inputs, markets, scalings[markets[0]], spec))
+        entry = CacheEntry(build_pooled_model(inputs, markets, scalings[markets[0]], spec))
         if cache is not None:
             cache.put(key, entry)
     built = time.perf_counter()

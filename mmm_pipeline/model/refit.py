@@ -33,6 +33,7 @@ from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.promotion import gate_failures
 from mmm_pipeline.model.remedies import failure_kinds, next_remedy
 from mmm_pipeline.model.settings import ModelConfig
+from mmm_pipeline.model.spec import ModelSpec
 from mmm_pipeline.warehouse import quote_ident, relation_exists
 
 
@@ -150,22 +151,12 @@ def refit_market(
         report("computing diagnostics (ArviZ)")
         diagnostics = insights.diagnostics(result.idata, result.scaling, spec, data, result.carry_in)
         failures = gate_failures(diagnostics, gate)
-        s = spec.sampler
+        seconds = result.timings["total"]
         attempts.append(
-            {
-                "attempt": attempt, "sampler": s.name, "chains": s.chains, "draws": s.draws,
-                "tune": s.tune, "target_accept": s.target_accept, "seed": s.seed,
-                **{k: float(diagnostics[k]) for k in ("max_r_hat", "min_ess_bulk", "min_ess_tail")},
-                "divergences": int(diagnostics["divergences"]),
-                "gate_passed": not failures,
-                "gate_failures": "; ".join(failures) or None,
-                "worst_parameters": ", ".join(worst_parameters(result.idata, diagnostics, gate)) or None,
-                "remedy": remedy_reason,
-                "seconds": float(result.timings["total"]),
-            }
-        )  # fmt: skip
+            attempt_row(attempt, spec, result.idata, diagnostics, gate, failures, remedy_reason, seconds)
+        )
         diverged, poorly_mixed = failure_kinds(diagnostics, gate)
-        remedy = next_remedy(s, diverged, poorly_mixed, attempt, remedies)
+        remedy = next_remedy(spec.sampler, diverged, poorly_mixed, attempt, remedies)
         if not failures or remedy is None:
             break
         report(f"attempt {attempt} missed the gate ({'; '.join(failures)}): trying again")
@@ -184,6 +175,32 @@ def refit_market(
         gate_failures=failures,
         attempts=attempts,
     )
+
+
+def attempt_row(
+    attempt: int,
+    spec: ModelSpec,
+    idata: object,
+    diagnostics: dict[str, float],
+    gate: object,
+    failures: list[str],
+    remedy: str | None,
+    seconds: float,
+) -> dict[str, object]:
+    """One row of the ``fit_attempts`` table (:data:`ATTEMPT_COLUMNS`): the attempt's sampler settings,
+    convergence figures, verdict, worst parameters and the remedy that led to it."""
+    s = spec.sampler
+    return {
+        "attempt": attempt, "sampler": s.name, "chains": s.chains, "draws": s.draws,
+        "tune": s.tune, "target_accept": s.target_accept, "seed": s.seed,
+        **{k: float(diagnostics[k]) for k in ("max_r_hat", "min_ess_bulk", "min_ess_tail")},
+        "divergences": int(diagnostics["divergences"]),
+        "gate_passed": not failures,
+        "gate_failures": "; ".join(failures) or None,
+        "worst_parameters": ", ".join(worst_parameters(idata, diagnostics, gate)) or None,
+        "remedy": remedy,
+        "seconds": float(seconds),
+    }  # fmt: skip
 
 
 def worst_parameters(idata: object, diagnostics: dict[str, float], gate: object, n: int = 3) -> list[str]:

@@ -68,6 +68,9 @@ class FitRecord:
     data_fingerprint: str | None = None
     """Fingerprint of the modeling-table rows the fit trained on
     (:mod:`mmm_pipeline.features.data_version`)."""
+    pooled_fit_id: str | None = None
+    """The pooled fit (``model.spec.pooling: partial``) this market's model is one view of: every market
+    of the group has a run with the same id, and they are registered, promoted and retired together."""
 
     @property
     def gate_passed(self) -> bool:
@@ -116,6 +119,7 @@ class FitRecord:
             "gate_failures": "; ".join(self.gate_failures) or None,
             "artifact_path": self.artifact_path,
             "dagster_run_id": self.dagster_run_id,
+            "pooled_fit_id": self.pooled_fit_id,
         }
 
 
@@ -199,6 +203,46 @@ def write_cv_artifacts(folder: Path, record: CVRecord, tables: dict[str, pd.Data
     return _write_folder(folder, "cv.json", record, tables)
 
 
+@dataclass
+class PooledFitRecord:
+    """A pooled fit of a market group (``pooling: partial``): which markets, and where each market's
+    view of it lies (an ordinary model artifact, whose :class:`FitRecord` carries ``pooled_fit_id``).
+    Written as ``group.json`` into ``<artifacts>/models/_pooled/<pooled_fit_id>/`` with the national
+    roll-up tables, after every market's artifact: a group folder means a complete group."""
+
+    pooled_fit_id: str
+    created_at: str
+    train_end: str
+    markets: list[str]
+    runs: dict[str, str]
+    """Each market's artifact folder."""
+    gate_failures: list[str] = field(default_factory=list)
+    dagster_run_id: str | None = None
+
+
+#: Folder of the pooled fits under ``<artifacts>/models``; no market can be named so (market names start
+#: with a letter or a digit).
+POOLED_FOLDER = "_pooled"
+
+
+def write_group_artifacts(folder: Path, record: PooledFitRecord, national: dict[str, pd.DataFrame]) -> Path:
+    """Write a pooled fit's record and national tables into ``folder`` atomically (aside, then renamed)."""
+    return _write_folder(folder, "group.json", record, national)
+
+
+def read_group_record(folder: Path | str) -> PooledFitRecord:
+    return PooledFitRecord(**json.loads((Path(folder) / "group.json").read_text()))
+
+
+def cv_folder(record: FitRecord) -> Path:
+    """Where a fit's cross-validation is written: ``<model_id>.cv`` beside its artifact folder."""
+    return Path(record.artifact_path).with_name(f"{record.model_id}.cv")
+
+
+def read_cv_record(folder: Path | str) -> CVRecord:
+    return CVRecord(**json.loads((Path(folder) / "cv.json").read_text()))
+
+
 def read_record(folder: Path) -> FitRecord:
     return FitRecord(**json.loads((Path(folder) / "run.json").read_text()))
 
@@ -243,9 +287,7 @@ def champion_runs(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).fetchone()
     if not read_only:
         ensure_models(conn)
-    return conn.execute(
-        "SELECT * FROM models.model_runs WHERE status = ? ORDER BY market", [CHAMPION]
-    ).df()
+    return conn.execute("SELECT * FROM models.model_runs WHERE status = ? ORDER BY market", [CHAMPION]).df()
 
 
 def champion(conn: duckdb.DuckDBPyConnection, market: str) -> dict[str, object] | None:
@@ -278,6 +320,48 @@ def register(
     ``model_id`` replaces its rows. Returns the status given.
     """
     ensure_models(conn)
+    with transaction(conn):
+        return _register_run(conn, record, tables, blocked_by, cv)
+
+
+def register_group(
+    conn: duckdb.DuckDBPyConnection,
+    runs: list[tuple[FitRecord, dict[str, pd.DataFrame], CVRecord | None]],
+    blocked_by: list[str],
+    national: dict[str, pd.DataFrame] | None = None,
+) -> str:
+    """Record every market's view of one pooled fit, in one transaction, as one unit: with no
+    ``blocked_by`` reasons (the group's, for any market) every market's run becomes its champion; else
+    every one is stored as ``rejected`` with the same reasons. So the markets of a group never serve
+    models of different fits. ``national``: the roll-up tables (``channel_summary``, ``decomposition``,
+    ``response_curves`` with ``market = 'national'``), stored in those tables under the pooled fit's id
+    (``model_runs.pooled_fit_id``). Returns the status given."""
+    ids = {record.pooled_fit_id for record, _, _ in runs}
+    if len(ids) != 1 or None in ids:
+        raise ValueError(
+            f"register_group takes the runs of one pooled fit; got pooled fit ids {sorted(map(str, ids))}"
+        )
+    (pooled_fit_id,) = ids
+    ensure_models(conn)
+    with transaction(conn):
+        statuses = {_register_run(conn, record, tables, blocked_by, cv) for record, tables, cv in runs}
+        for name, frame in (national or {}).items():
+            conn.execute(f"DELETE FROM models.{name} WHERE model_id = ?", [pooled_fit_id])
+            conn.register("national_rows", frame.assign(model_id=pooled_fit_id))
+            conn.execute(f"INSERT INTO models.{name} BY NAME SELECT * FROM national_rows")
+            conn.unregister("national_rows")
+    (status,) = statuses
+    return status
+
+
+def _register_run(
+    conn: duckdb.DuckDBPyConnection,
+    record: FitRecord,
+    tables: dict[str, pd.DataFrame],
+    blocked_by: list[str],
+    cv: CVRecord | None,
+) -> str:
+    """:func:`register`'s writes, inside the caller's transaction."""
     promote = not blocked_by
     status = CHAMPION if promote else REJECTED
     row = pd.DataFrame(
@@ -291,34 +375,33 @@ def register(
     )
     if cv is not None and cv.folder is not None:
         tables = {**tables, **read_tables(cv.folder)}
-    with transaction(conn):
-        for name in ("model_runs", *RUN_TABLES):
-            conn.execute(f"DELETE FROM models.{name} WHERE model_id = ?", [record.model_id])
-        conn.register("run_row", row)
-        conn.execute("INSERT INTO models.model_runs BY NAME SELECT * FROM run_row")
-        conn.unregister("run_row")
-        for name in (*INSIGHT_TABLES, *CV_TABLES):
-            if name not in tables:  # CV tables when the CV was skipped
-                continue
-            frame = tables[name].assign(model_id=record.model_id, market=record.market)
-            conn.register("insight_rows", frame)
-            conn.execute(f"INSERT INTO models.{name} BY NAME SELECT * FROM insight_rows")
-            conn.unregister("insight_rows")
-        _record_roas_drift(conn, record)
-        if promote:
-            conn.execute(
-                "UPDATE models.model_runs SET status = ?, retired_at = now()::TIMESTAMP "
-                "WHERE market = ? AND status = ? AND model_id <> ?",
-                [RETIRED, record.market, CHAMPION, record.model_id],
-            )
-            conn.execute(
-                "UPDATE models.model_runs SET promoted_at = now()::TIMESTAMP WHERE model_id = ?",
-                [record.model_id],
-            )
+    for name in ("model_runs", *RUN_TABLES):
+        conn.execute(f"DELETE FROM models.{name} WHERE model_id = ?", [record.model_id])
+    conn.register("run_row", row)
+    conn.execute("INSERT INTO models.model_runs BY NAME SELECT * FROM run_row")
+    conn.unregister("run_row")
+    for name in (*INSIGHT_TABLES, *CV_TABLES):
+        if name not in tables:  # CV tables when the CV was skipped
+            continue
+        frame = tables[name].assign(model_id=record.model_id, market=record.market)
+        conn.register("insight_rows", frame)
+        conn.execute(f"INSERT INTO models.{name} BY NAME SELECT * FROM insight_rows")
+        conn.unregister("insight_rows")
+    _record_roas_drift(conn, record)
+    if promote:
         conn.execute(
-            "UPDATE models.model_runs SET registered_at = now()::TIMESTAMP WHERE model_id = ?",
+            "UPDATE models.model_runs SET status = ?, retired_at = now()::TIMESTAMP "
+            "WHERE market = ? AND status = ? AND model_id <> ?",
+            [RETIRED, record.market, CHAMPION, record.model_id],
+        )
+        conn.execute(
+            "UPDATE models.model_runs SET promoted_at = now()::TIMESTAMP WHERE model_id = ?",
             [record.model_id],
         )
+    conn.execute(
+        "UPDATE models.model_runs SET registered_at = now()::TIMESTAMP WHERE model_id = ?",
+        [record.model_id],
+    )
     return status
 
 

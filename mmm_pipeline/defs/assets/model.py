@@ -12,6 +12,7 @@ separate steps any Dagster executor can spread over processes or machines.
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -23,7 +24,9 @@ from mmm_pipeline.features.data_version import (
     training_rows,
 )
 from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS
+from mmm_pipeline.model.group_refit import group_gate_failures, refit_group
 from mmm_pipeline.model.plots import fit_chart, roas_chart
+from mmm_pipeline.model.pooled import check_group
 from mmm_pipeline.model.promotion import (
     convergence_failures,
     cv_failures,
@@ -43,14 +46,22 @@ from mmm_pipeline.model.refit import (
     utc_now,
 )
 from mmm_pipeline.model.registry import (
+    POOLED_FOLDER,
     CVRecord,
     FitRecord,
+    PooledFitRecord,
     champion,
+    cv_folder,
     new_model_id,
+    read_cv_record,
+    read_group_record,
+    read_record,
     read_tables,
     register,
+    register_group,
     roas_drift,
     write_artifacts,
+    write_group_artifacts,
 )
 from mmm_pipeline.model.settings import GateConfig
 from mmm_pipeline.warehouse import relation_exists
@@ -93,16 +104,24 @@ def _check(
 LIFT_Z_WARN = 3.0
 
 
-def _lift_test_check(result: FitResult) -> dg.AssetCheckResult:
-    """Each lift test against the fitted lift (a table in the UI); a warning when one disagrees."""
-    tests = result.lift_tests
-    if not len(tests):
+def _lift_test_check(results: dict[str, FitResult]) -> dg.AssetCheckResult:
+    """Each lift test against the fitted lift (a table in the UI); a warning when one disagrees. With
+    several fits (by market: the markets of a pooled fit, each its own view) the tests of all, by market."""
+    tables = []
+    for market, result in results.items():
+        tests = result.lift_tests
+        if not len(tests):
+            continue
+        expected = result.idata.posterior["lift_expected"].to_numpy()
+        table = lift_test_agreement(expected.reshape(-1, expected.shape[-1]), tests, result.scaling.kpi_scale)
+        tables.append(table.assign(market=market) if len(results) > 1 else table)
+    if not tables:
         return _check("lift_tests_agree", [], dg.AssetCheckSeverity.WARN, lift_tests=0)
-    expected = result.idata.posterior["lift_expected"].to_numpy()
-    table = lift_test_agreement(expected.reshape(-1, expected.shape[-1]), tests, result.scaling.kpi_scale)
+    table = pd.concat(tables, ignore_index=True)
     far = table[table["z"].abs() > LIFT_Z_WARN]
     failures = [
-        f"{r.channel} test ending {r.end_date}: measured {r.lift:,.0f} +- {r.lift_se:,.0f}, fitted "
+        ("" if len(results) == 1 else f"market {r.market}: ")
+        + f"{r.channel} test ending {r.end_date}: measured {r.lift:,.0f} +- {r.lift_se:,.0f}, fitted "
         f"{r.fitted_mean:,.0f} (z = {r.z:+.1f})"
         for r in far.itertuples()
     ]
@@ -110,7 +129,7 @@ def _lift_test_check(result: FitResult) -> dg.AssetCheckResult:
         "lift_tests_agree",
         failures,
         dg.AssetCheckSeverity.WARN,
-        lift_tests=len(tests),
+        lift_tests=len(table),
         max_abs_z=float(table["z"].abs().max()),
         tests=dg.MetadataValue.md(markdown_table(table)),
     )
@@ -189,6 +208,93 @@ def registry_code_version(cfg: ProjectConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def fit_check_specs(cfg: ProjectConfig) -> list[dg.AssetCheckSpec]:
+    """The checks of a fit (the diagnostics gate), the same for a market fitted alone and a pooled group."""
+    gate = cfg.model.gate
+    return [
+        dg.AssetCheckSpec(
+            "convergence",
+            asset="model_fit",
+            description=(
+                f"max R-hat <= {gate.max_r_hat}, bulk and tail ESS >= {gate.min_ess_bulk:.0f} / "
+                f"{gate.min_ess_tail:.0f}, divergences <= {gate.max_divergences} (model.gate)"
+            ),
+        ),
+        dg.AssetCheckSpec(
+            "fit_quality",
+            asset="model_fit",
+            description=_fit_quality_text(gate),
+        ),
+        dg.AssetCheckSpec(
+            "lift_tests_agree",
+            asset="model_fit",
+            description=(
+                f"every lift test in the fit is within {LIFT_Z_WARN:g} combined standard deviations "
+                "of the fitted lift (a warning: the experiment and the weekly data disagree)"
+            ),
+        ),
+    ]
+
+
+def _gate_check(
+    serving_fails: bool, model_id: str, failures: list[str], context: dg.AssetExecutionContext
+) -> dg.AssetCheckResult:
+    """``champion_meets_gate``: a warning when the serving champion misses the gate as configured now."""
+    if serving_fails:
+        context.log.warning(f"champion {model_id} misses the current gate; it keeps serving")
+    return _check(
+        "champion_meets_gate",
+        [
+            f"champion {model_id} misses the current gate: {'; '.join(failures)}. It keeps serving until "
+            "a fit passes: refit (mmm-pipeline run --refit) or relax model.gate"
+        ]
+        if serving_fails
+        else [],
+        dg.AssetCheckSeverity.WARN,
+    )
+
+
+def registry_check_specs(cfg: ProjectConfig) -> list[dg.AssetCheckSpec]:
+    """The checks of a registration, the same for a market fitted alone and a pooled group."""
+    return [
+        dg.AssetCheckSpec(
+            "champion_serving", asset="model_registry", description="the market has a champion model"
+        ),
+        dg.AssetCheckSpec(
+            "champion_meets_gate",
+            asset="model_registry",
+            description=(
+                "the serving champion passes the gate as configured now (a warning: after a gate change "
+                "a champion that misses it keeps serving until a refit passes)"
+            ),
+        ),
+        dg.AssetCheckSpec(
+            "cv_folds_ok",
+            asset="model_registry",
+            description="every cross-validation fold ran (a failed fold is reported, never dropped)",
+        ),
+        dg.AssetCheckSpec(
+            "cv_beats_baselines",
+            asset="model_registry",
+            description="the MMM's CV CRPS is below the seasonal-naive and ridge baselines' (a warning)",
+        ),
+        dg.AssetCheckSpec(
+            "cv_roas_stable",
+            asset="model_registry",
+            description=f"no channel's fold-mean ROAS varies more than {cfg.cv.roas_cv_threshold:.0%} "
+            "(coefficient of variation) across CV folds (a warning)",
+        ),
+        dg.AssetCheckSpec(
+            "roas_stable",
+            asset="model_registry",
+            description=(
+                f"no channel's ROAS moved by more than {cfg.model.max_roas_change:.0%} against the "
+                "previous champion (a warning: refreshes should not flip ROAS)"
+            ),
+        ),
+    ]
+
+
 def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     gate = cfg.model.gate
     sampler = cfg.model.spec.sampler
@@ -234,6 +340,9 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                       "fingerprint": version},
         )  # fmt: skip
 
+    if cfg.model.spec.pooling == "partial":
+        return [market_training_data, *pooled_model_assets(cfg)]
+
     @dg.asset(
         group_name="model",
         kinds={"pymc", "arviz"},
@@ -249,29 +358,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "Writes the posterior (NetCDF) and insight tables to the artifacts folder; holds no DuckDB "
             "connection while sampling. Sampling progress goes to the run logs."
         ),
-        check_specs=[
-            dg.AssetCheckSpec(
-                "convergence",
-                asset="model_fit",
-                description=(
-                    f"max R-hat <= {gate.max_r_hat}, bulk and tail ESS >= {gate.min_ess_bulk:.0f} / "
-                    f"{gate.min_ess_tail:.0f}, divergences <= {gate.max_divergences} (model.gate)"
-                ),
-            ),
-            dg.AssetCheckSpec(
-                "fit_quality",
-                asset="model_fit",
-                description=_fit_quality_text(gate),
-            ),
-            dg.AssetCheckSpec(
-                "lift_tests_agree",
-                asset="model_fit",
-                description=(
-                    f"every lift test in the fit is within {LIFT_Z_WARN:g} combined standard deviations "
-                    "of the fitted lift (a warning: the experiment and the weekly data disagree)"
-                ),
-            ),
-        ],
+        check_specs=fit_check_specs(cfg),
         metadata={"artifacts_folder": str(cfg.artifacts_dir / "models")},
     )
     def model_fit(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
@@ -364,7 +451,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         yield _check("convergence", convergence_failures(d, gate), max_r_hat=d["max_r_hat"],
                      divergences=int(d["divergences"]), min_ess_bulk=d["min_ess_bulk"])  # fmt: skip
         yield _check("fit_quality", fit_quality_failures(d, gate), r2=d["r2"], mape=d["mape"])
-        yield _lift_test_check(outcome.fit)
+        yield _lift_test_check({market: outcome.fit})
 
     @dg.asset(
         group_name="model",
@@ -380,43 +467,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "(the previous one is retired); otherwise it is stored as rejected, with the reason, and the "
             "champion keeps serving. Records each channel's ROAS change against the previous champion."
         ),
-        check_specs=[
-            dg.AssetCheckSpec(
-                "champion_serving", asset="model_registry", description="the market has a champion model"
-            ),
-            dg.AssetCheckSpec(
-                "champion_meets_gate",
-                asset="model_registry",
-                description=(
-                    "the serving champion passes the gate as configured now (a warning: after a gate change "
-                    "a champion that misses it keeps serving until a refit passes)"
-                ),
-            ),
-            dg.AssetCheckSpec(
-                "cv_folds_ok",
-                asset="model_registry",
-                description="every cross-validation fold ran (a failed fold is reported, never dropped)",
-            ),
-            dg.AssetCheckSpec(
-                "cv_beats_baselines",
-                asset="model_registry",
-                description="the MMM's CV CRPS is below the seasonal-naive and ridge baselines' (a warning)",
-            ),
-            dg.AssetCheckSpec(
-                "cv_roas_stable",
-                asset="model_registry",
-                description=f"no channel's fold-mean ROAS varies more than {cfg.cv.roas_cv_threshold:.0%} "
-                "(coefficient of variation) across CV folds (a warning)",
-            ),
-            dg.AssetCheckSpec(
-                "roas_stable",
-                asset="model_registry",
-                description=(
-                    f"no channel's ROAS moved by more than {cfg.model.max_roas_change:.0%} against the "
-                    "previous champion (a warning: refreshes should not flip ROAS)"
-                ),
-            ),
-        ],
+        check_specs=registry_check_specs(cfg),
     )
     def model_registry(
         context: dg.AssetExecutionContext,
@@ -480,18 +531,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             [] if serving else _no_champion_text(record, cv, blocked_by, tables.get("fit_attempts"), gate),
             champion=serving["model_id"] if serving else "none",
         )
-        yield _check(
-            "champion_meets_gate",
-            [
-                f"champion {record.model_id} misses the current gate: {'; '.join(record.gate_failures)}. It "
-                "keeps serving until a fit passes: refit (mmm-pipeline run --refit) or relax model.gate"
-            ]
-            if serving_fails
-            else [],
-            dg.AssetCheckSeverity.WARN,
-        )
-        if serving_fails:
-            context.log.warning(f"champion {record.model_id} misses the current gate; it keeps serving")
+        yield _gate_check(serving_fails, record.model_id, record.gate_failures, context)
         yield _check("cv_folds_ok", cv.failed_folds, cv_status=cv.status, note=cv.note or "")
         mmm_crps = cv.overall.get("mmm", {}).get("crps")
         beaten = [
@@ -529,3 +569,371 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
 
     return [market_training_data, model_fit, model_registry]
+
+
+# --- pooling: partial ------------------------------------------------------------------------------
+
+FIT_KEY = dg.AssetKey("model_fit")
+#: The model assets of a market group under ``model.spec.pooling: partial``: one run materializes every
+#: market's partition of them (one pooled fit, its CV, its registration as one unit); what lies below
+#: them (recommendation, publishing, report) stays one run per market.
+GROUP_KEYS = (FIT_KEY, dg.AssetKey("model_cv"), dg.AssetKey("model_registry"))
+
+
+def group_run_tags(instance: dg.DagsterInstance) -> dict[str, str]:
+    """The tags of a run over every market's partition: the range from the first market partition to
+    the last (Dagster keeps dynamic partitions in the order they were added)."""
+    keys = instance.get_dynamic_partitions(MARKETS.name)
+    return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+
+
+def group_markets(conn) -> list[str]:  # noqa: ANN001 - DuckDB
+    """The market group of a pooled model: every market of the modeling table, in name order (the order
+    of the posterior's ``market`` coordinate)."""
+    rows = conn.execute("SELECT DISTINCT market FROM marts.fct_modeling_weekly ORDER BY market").fetchall()
+    return [str(m) for (m,) in rows]
+
+
+def _whole_group(context: dg.AssetExecutionContext, markets: list[str], what: str) -> None:
+    """Fail unless this run covers exactly the group's markets: a pooled model is fitted, checked and
+    promoted as one unit, so one run materializes every market's partition."""
+    keys = sorted(context.partition_keys)
+    if keys != sorted(markets):
+        raise dg.Failure(
+            f"model.spec.pooling: partial: {what} covers the market group ({', '.join(markets)}) as one "
+            f"unit, so one run materializes every market's partition; this run covers "
+            f"{', '.join(keys) or 'none'}. Launch it for all market partitions (these assets backfill as "
+            "a single run) or use `mmm-pipeline run`."
+        )
+
+
+def latest_pooled_fit(context: dg.AssetExecutionContext) -> PooledFitRecord:
+    """The group's latest pooled fit, found through ``model_fit``'s latest materialization (its metadata
+    names the group folder), checked to cover exactly this run's markets.
+
+    Why not an input: an IO manager stores one value per partition, and this run's steps cover every
+    market's partition at once; the event log is where Dagster itself keeps what the last fit was.
+    """
+    market = sorted(context.partition_keys)[0]
+    found = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=FIT_KEY, asset_partitions=[market]), limit=1
+    ).records
+    entry = found[0].asset_materialization if found else None
+    folder = entry.metadata.get("pooled_fit") if entry is not None else None
+    if folder is None:
+        raise dg.Failure(
+            f"market {market} has no pooled fit (model.spec.pooling: partial) yet"
+            + (" (its latest fit is a market fitted alone)" if entry is not None else "")
+            + ": materialize model_fit for every market first"
+        )
+    group = read_group_record(str(folder.value))
+    _whole_group(context, group.markets, f"pooled fit {group.pooled_fit_id}")
+    return group
+
+
+def pooled_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
+    """``model_fit`` and ``model_registry`` under ``model.spec.pooling: partial``: the same assets, keys,
+    partitions (one per market) and checks as for markets fitted alone, so staleness, the sensors' and
+    the runner's plans, the optimizer, the report and BI see nothing new; but one run materializes every
+    market's partition (a single-run backfill policy; ``context.partition_keys``), fitting the group as
+    one pooled model and registering and promoting it as one unit (:mod:`mmm_pipeline.model.group_refit`).
+    """
+    gate = cfg.model.gate
+    sampler = cfg.model.spec.sampler
+
+    @dg.asset(
+        name="model_fit",
+        group_name="model",
+        kinds={"pymc", "arviz"},
+        partitions_def=MARKETS,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=["market_training_data"],
+        code_version=config_hash(cfg, cfg.model),
+        description=(
+            "Fits one partially pooled (hierarchical) Bayesian MMM over every market of the group "
+            "(model.spec.pooling: partial): channel effects, curves and adstock drawn around national "
+            "values, each market with its own baseline, trend, seasonality, controls and noise, "
+            f"calibrated by each market's lift tests ({sampler.name} sampler, {sampler.chains} chains x "
+            f"{sampler.draws} draws). One run materializes every market's partition. Each market gets an "
+            "ordinary model artifact (its view of the joint posterior, its insight tables); the group folder "
+            "(models/_pooled/<pooled_fit_id>) holds the national roll-up. Holds no DuckDB connection while "
+            "sampling."
+        ),
+        check_specs=fit_check_specs(cfg),
+        metadata={"artifacts_folder": str(cfg.artifacts_dir / "models")},
+    )
+    def model_fit(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        with warehouse.get_connection() as conn:
+            markets = group_markets(conn)
+            _whole_group(context, markets, "model_fit")
+            frames = {
+                m: conn.execute(
+                    "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? ORDER BY week", [m]
+                ).df()
+                for m in markets
+            }
+            lift_tests = {m: market_lift_tests(conn, m) for m in markets}
+            current = {m: champion(conn, m) for m in markets}
+        try:
+            data = {m: training_data(frames[m], m, cfg, cfg.model, log=context.log.info) for m in markets}
+            check_group(data)
+        except (RefitError, ValueError) as exc:
+            raise dg.Failure(str(exc)) from None
+        chosen = {m: choose_scaling(data[m], current[m], cfg.model.keep_scaling) for m in markets}
+        first = data[markets[0]]
+        context.log.info(
+            f"market group {', '.join(markets)}: {first.n_weeks} weeks "
+            f"{first.dates[0].date()}..{first.dates[-1].date()}, one pooled model; scaling "
+            + ", ".join(
+                f"{m}: {'of champion ' + s if s != 'fresh' else 'fresh'}" for m, (_, s) in chosen.items()
+            )
+        )
+        outcome = refit_group(
+            data,
+            cfg.model,
+            {m: scaling for m, (scaling, _) in chosen.items()},
+            lift_tests=lift_tests,
+            progress=context.log.info,
+        )
+        train_end = first.dates[-1].date()
+        pooled_fit_id = new_model_id("pooled", train_end)
+        records, views = {}, {}
+        for m in markets:
+            views[m] = view = outcome.fit.market_fit(m)
+            model_id = new_model_id(m, train_end)
+            folder = cfg.artifacts_dir / "models" / m / model_id
+            trained_on = frames[m][pd.to_datetime(frames[m]["week"]) <= first.dates[-1]]
+            records[m] = FitRecord(
+                model_id=model_id,
+                market=m,
+                created_at=utc_now(),
+                train_start=str(first.dates[0].date()),
+                train_end=str(train_end),
+                n_weeks=first.n_weeks,
+                config_hash=config_hash(cfg, cfg.model),
+                code_version=code_version(),
+                model_spec=outcome.fit.spec.model_dump_json(),  # the last attempt's sampler settings
+                scaling=chosen[m][0].model_dump_json(),
+                scaling_source=chosen[m][1],
+                previous_champion=None if current[m] is None else str(current[m]["model_id"]),
+                diagnostics=as_float_dict(outcome.diagnostics[m]),
+                timings=as_float_dict(outcome.fit.timings),
+                reused_graph=outcome.fit.reused_graph,
+                gate_failures=outcome.gate_failures,
+                artifact_path=str(folder),
+                dagster_run_id=context.run_id,
+                n_lift_tests=len(view.lift_tests),
+                fit_attempts=len(outcome.attempts),
+                data_fingerprint=modeling_fingerprint(trained_on),
+                pooled_fit_id=pooled_fit_id,
+            )
+            write_artifacts(folder, records[m], view.idata, outcome.tables[m])
+        group_folder = cfg.artifacts_dir / "models" / POOLED_FOLDER / pooled_fit_id
+        group = PooledFitRecord(
+            pooled_fit_id=pooled_fit_id,
+            created_at=utc_now(),
+            train_end=str(train_end),
+            markets=markets,
+            runs={m: r.artifact_path for m, r in records.items()},
+            gate_failures=outcome.gate_failures,
+            dagster_run_id=context.run_id,
+        )
+        # Last: a group folder means every market's artifact is complete.
+        write_group_artifacts(group_folder, group, outcome.national)
+        verdict = (
+            "passed the gate"
+            if not outcome.gate_failures
+            else "FAILED the gate: " + "; ".join(outcome.gate_failures)
+        )
+        context.log.info(f"pooled fit {pooled_fit_id} of {len(markets)} markets {verdict}")
+        d, t = outcome.diagnostics[markets[0]], outcome.fit.timings
+        by_market = pd.DataFrame(
+            {
+                "market": markets,
+                "model_id": [records[m].model_id for m in markets],
+                "r2": [round(outcome.diagnostics[m]["r2"], 3) for m in markets],
+                "mape": [round(outcome.diagnostics[m]["mape"], 4) for m in markets],
+                "lift_tests": [records[m].n_lift_tests for m in markets],
+            }
+        )
+        national = outcome.national["channel_summary"]
+        yield dg.MaterializeResult(
+            # Each fit is a new model of every market: whatever read the previous one is stale.
+            data_version=dg.DataVersion(pooled_fit_id),
+            metadata={
+                "pooled_fit_id": pooled_fit_id,
+                "pooled_fit": dg.MetadataValue.path(str(group_folder)),
+                "markets": len(markets),
+                "train_window": f"{first.dates[0].date()}..{train_end}",
+                "max_r_hat": round(d["max_r_hat"], 4),
+                "min_ess_bulk": round(d["min_ess_bulk"], 0),
+                "min_ess_tail": round(d["min_ess_tail"], 0),
+                "divergences": int(d["divergences"]),
+                "seconds_compile": round(t["compile"], 1),
+                "seconds_sample": round(t["sample"], 1),
+                "seconds_total": round(t["total"], 1),
+                "reused_compiled_graph": outcome.fit.reused_graph,
+                "fit_attempts": len(outcome.attempts),
+                "attempts": dg.MetadataValue.md(
+                    _attempts_markdown(outcome.tables[markets[0]]["fit_attempts"])
+                ),
+                "by_market": dg.MetadataValue.md(markdown_table(by_market)),
+                "national_roas": dg.MetadataValue.md(
+                    markdown_table(
+                        national[["channel", "spend", "roas_mean", "roas_hdi_low", "roas_hdi_high"]]
+                    )
+                ),
+                "roas": dg.MetadataValue.md(roas_chart(national, "national ROAS (pooled)")),
+            },
+        )
+        yield _check("convergence", convergence_failures(d, gate), max_r_hat=d["max_r_hat"],
+                     divergences=int(d["divergences"]), min_ess_bulk=d["min_ess_bulk"])  # fmt: skip
+        yield _check(
+            "fit_quality",
+            [f for f in outcome.gate_failures if f.startswith("market ")],
+            min_r2=min(outcome.diagnostics[m]["r2"] for m in markets),
+            max_mape=max(outcome.diagnostics[m]["mape"] for m in markets),
+        )
+        yield _lift_test_check(views)
+
+    @dg.asset(
+        name="model_registry",
+        group_name="model",
+        kinds={"duckdb"},
+        partitions_def=MARKETS,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=["model_fit", "model_cv"],
+        pool=WRITER_POOL,
+        code_version=registry_code_version(cfg),
+        description=(
+            "Registers the group's latest pooled fit as one model run per market (models.model_runs, "
+            "each with the same pooled_fit_id) with its insight and cross-validation tables and the "
+            "national roll-up (market 'national' under the pooled fit's id), in one transaction, as one "
+            "unit: if the joint posterior passed the gate and no market's cross-validated CRPS is "
+            "materially worse than its champion's, every market's model becomes its champion; otherwise "
+            "every one is stored as rejected with the reasons, and the champions keep serving."
+        ),
+        check_specs=registry_check_specs(cfg),
+    )
+    def model_registry(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        group = latest_pooled_fit(context)
+        markets = group.markets
+        # The gate as configured now (a gate change re-registers the latest fit without refitting it).
+        records = {m: read_record(Path(group.runs[m])) for m in markets}
+        failures = group_gate_failures({m: r.diagnostics for m, r in records.items()}, gate)
+        records = {m: dataclasses.replace(r, gate_failures=failures) for m, r in records.items()}
+        cvs = {m: read_cv_record(cv_folder(r)) for m, r in records.items()}
+        tables = {m: read_tables(r.artifact_path) for m, r in records.items()}
+        national = read_tables(cfg.artifacts_dir / "models" / POOLED_FOLDER / group.pooled_fit_id)
+        drift_triggered = context.run.tags.get(TRIGGER_TAG) == "drift"
+        if drift_triggered:
+            context.log.info("refit started by a drift event: the champions' CV CRPS is not compared")
+        with warehouse.get_connection() as conn:
+            incumbents = {m: champion(conn, m) for m in markets}
+            # A tightened gate re-registering the serving pooled champion keeps it serving (as for a
+            # market fitted alone), flagged by the champion_meets_gate warning.
+            serving_fails = bool(failures) and all(
+                (incumbents[m] or {}).get("model_id") == records[m].model_id for m in markets
+            )
+            blocked_by = (
+                []
+                if serving_fails
+                else failures
+                + [
+                    f"market {m}: {reason}"
+                    for m in markets
+                    for reason in cv_failures(
+                        cvs[m],
+                        incumbents[m],
+                        cfg.model.max_cv_crps_increase,
+                        drift_triggered=drift_triggered,
+                        min_skill=gate.min_cv_skill,
+                    )
+                ]
+            )
+            status = register_group(
+                conn, [(records[m], tables[m], cvs[m]) for m in markets], blocked_by, national
+            )
+            serving = {m: champion(conn, m) for m in markets}
+            drift = pd.concat([roas_drift(conn, records[m].model_id) for m in markets], ignore_index=True)
+        context.log.info(
+            f"pooled fit {group.pooled_fit_id} registered as {status} for {len(markets)} markets"
+            + (f" ({'; '.join(blocked_by)})" if blocked_by else "")
+        )
+        moved = drift[drift["relative_change"].abs() > cfg.model.max_roas_change]
+        yield dg.MaterializeResult(
+            metadata={
+                "pooled_fit_id": group.pooled_fit_id,
+                "status": status,
+                "blocked_by": "; ".join(blocked_by) or "nothing",
+                "champions": dg.MetadataValue.md(
+                    markdown_table(
+                        pd.DataFrame(
+                            {
+                                "market": markets,
+                                "champion": [
+                                    serving[m]["model_id"] if serving[m] else "none" for m in markets
+                                ],
+                                "cv_status": [cvs[m].status for m in markets],
+                                "cv_crps": [cvs[m].overall.get("mmm", {}).get("crps") for m in markets],
+                            }
+                        )
+                    )
+                ),
+            }
+        )
+        without = [m for m in markets if serving[m] is None]
+        yield _check(
+            "champion_serving",
+            [
+                line
+                for m in without
+                for line in _no_champion_text(
+                    records[m], cvs[m], blocked_by, tables[m].get("fit_attempts"), gate
+                )
+            ],
+            champion=", ".join(f"{m}: {serving[m]['model_id'] if serving[m] else 'none'}" for m in markets),
+        )
+        yield _gate_check(serving_fails, group.pooled_fit_id, failures, context)
+        failed_folds = [f"market {m}: {f}" for m in markets for f in cvs[m].failed_folds]
+        yield _check(
+            "cv_folds_ok", failed_folds, cv_status=", ".join(f"{m}: {cvs[m].status}" for m in markets)
+        )
+        beaten = [
+            f"market {m}: {name} CRPS {figures['crps']:,.4g} <= MMM {mmm_crps:,.4g}"
+            for m in markets
+            for mmm_crps in [cvs[m].overall.get("mmm", {}).get("crps")]
+            for name, figures in cvs[m].overall.items()
+            if name != "mmm" and mmm_crps is not None and figures.get("crps") is not None
+            and figures["crps"] <= mmm_crps
+        ]  # fmt: skip
+        yield dg.AssetCheckResult(
+            check_name="cv_beats_baselines",
+            passed=not beaten,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"beaten_by": dg.MetadataValue.md("\n".join(f"- {b}" for b in beaten) or "none")},
+        )
+        unstable = [f"{m}: {c}" for m in markets for c in cvs[m].unstable_channels]
+        yield dg.AssetCheckResult(
+            check_name="cv_roas_stable",
+            passed=not unstable,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"unstable_channels": ", ".join(unstable) or "none"},
+        )
+        yield dg.AssetCheckResult(
+            check_name="roas_stable",
+            passed=moved.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "moved": dg.MetadataValue.md(
+                    "\n".join(
+                        f"- {r.market} {r.channel}: {r.champion_roas_mean:.3f} -> {r.roas_mean:.3f} "
+                        f"({r.relative_change:+.0%})"
+                        for r in moved.itertuples()
+                    )
+                    or "none"
+                )
+            },
+        )
+
+    return [model_fit, model_registry]
