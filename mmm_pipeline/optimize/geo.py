@@ -303,9 +303,11 @@ def optimize_geo_budget(
     problem = build_geo_problem(
         plan, {m: r.channels for m, r in responses.items()}, current=current, history=history, groups=groups
     )
-    result = optimize_problem(problem, stack_responses(responses), n_starts=n_starts, seed=seed)
     markets = list(responses)
     cell_market = [m for m in markets for _ in responses[m].channels]
+    blocks = [[j for j, market in enumerate(cell_market) if market == m] for m in markets]
+    stacked = stack_responses(responses)
+    result = optimize_problem(problem, stacked, n_starts=n_starts, seed=seed, blocks=blocks)
     cells = result.recommendation.drop(columns="channel")
     cells.insert(0, "channel", [c for m in markets for c in responses[m].channels])
     cells.insert(0, "market", cell_market)
