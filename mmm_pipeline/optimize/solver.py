@@ -297,13 +297,19 @@ def _week_pattern(problem: Problem) -> np.ndarray:
     return np.full(problem.weeks, 1.0 / problem.weeks) if shares is None else np.asarray(shares, dtype=float)
 
 
-def _preconditioned(evaluator: Evaluator, reduced: _Reduced, z: np.ndarray) -> _Reduced:
+def _preconditioned(
+    evaluator: Evaluator, reduced: _Reduced, z: np.ndarray, together: bool = False
+) -> _Reduced:
     """``reduced`` with each channel's variables rescaled by ``1 / sqrt(curvature)`` at ``z``.
 
     SLSQP's quasi-Newton model starts from the identity; channels whose spend differs by orders of
     magnitude make that a poor guess and cost many iterations (97 instead of 30 on the 13-week case-study
     plan). The curvature of the objective along each channel's variables is measured with one extra
-    gradient per channel (a difference of analytic gradients).
+    gradient per channel (a difference of analytic gradients), or, ``together``, with one extra gradient
+    for all channels at once: a channel's contribution depends on its own spend only, so a step along
+    every channel at once reads each channel's curvature (exactly for the mean; the risk measures'
+    weighting of the draws couples channels a little), which is what hundreds of channels (a geo
+    budget's cells) need.
     """
     if reduced.size == 0:
         return reduced
@@ -317,12 +323,16 @@ def _preconditioned(evaluator: Evaluator, reduced: _Reduced, z: np.ndarray) -> _
     g0 = grad(z)
     curvature = np.ones(reduced.size)
     measured = {}
+    steps = {}
     for c in np.unique(owner):
         direction = reduced.m[:, owner == c].sum(axis=1)
         level = np.abs(z[direction != 0]).mean()
-        h = 1e-4 * max(level, 1e-3)
-        norm = direction @ direction
-        measured[c] = abs((grad(z + h * direction) - g0) @ direction) / (h * norm)
+        steps[c] = (direction, 1e-4 * max(level, 1e-3))
+    if together:
+        moved = grad(z + sum(h * direction for direction, h in steps.values())) - g0
+    for c, (direction, h) in steps.items():
+        difference = moved if together else grad(z + h * direction) - g0
+        measured[c] = abs(difference @ direction) / (h * (direction @ direction))
     positive = [v for v in measured.values() if v > 0]
     if not positive:
         return reduced
@@ -342,11 +352,21 @@ def _climb(
     maxiter: int,
     ftol: float,
     info: SolveInfo,
+    rescale: bool = False,
 ) -> np.ndarray | None:
     """SLSQP from the full ``z``: the feasible end point (full ``z``, projected back onto the rules if SLSQP
-    left it a hair outside), or ``None`` if it cannot be."""
+    left it a hair outside), or ``None`` if it cannot be.
+
+    ``rescale``: SLSQP in legs of :data:`RESTART` iterations, each on the variables preconditioned afresh
+    where the last one stopped (``reduced`` is then the plain system). With hundreds of variables SLSQP's
+    quasi-Newton model learns the curvature one direction per iteration: 400 iterations to converge on
+    100 cells from a scaling measured once at the start, since S-shaped curves change curvature on the
+    way. A fresh diagonal scaling per leg is close to a Newton step for these separable objectives.
+    """
     if not reduced.size:
         return z
+    if rescale:
+        return _climb_rescaled(evaluator, reduced, z, fscale, maxiter, ftol, info)
     y, message, nit = _slsqp(evaluator, reduced, reduced.to_reduced(z), fscale, maxiter, ftol)
     info.nlp_solves += 1
     info.iterations.append(nit)
@@ -359,6 +379,38 @@ def _climb(
     return reduced.full(y)
 
 
+#: SLSQP iterations per leg of a rescaled climb (:func:`_climb`).
+RESTART = 40
+
+
+def _climb_rescaled(
+    evaluator: Evaluator,
+    reduced: _Reduced,
+    z: np.ndarray,
+    fscale: float,
+    maxiter: int,
+    ftol: float,
+    info: SolveInfo,
+) -> np.ndarray | None:
+    scale, weeks = reduced.system.scale, evaluator.problem.weeks
+    best, best_value, spent = None, -np.inf, 0
+    while spent < maxiter:
+        leg = _preconditioned(evaluator, reduced, z, together=True)
+        end = _climb(evaluator, leg, z, fscale, RESTART, ftol, info)
+        if end is None:
+            break
+        nit = info.iterations[-1]
+        spent += max(nit, 1)
+        value = evaluator.value((end * scale).reshape(weeks, -1))
+        improved = value > best_value + ftol * fscale
+        if value > best_value:
+            best, best_value = end, value
+        if nit < RESTART or not improved:
+            break
+        z = end
+    return best
+
+
 def _multistart(
     evaluator: Evaluator,
     screen: Evaluator,
@@ -368,6 +420,7 @@ def _multistart(
     maxiter: int,
     ftol: float,
     info: SolveInfo,
+    rescale: bool = False,
 ) -> list[tuple[np.ndarray, float]]:
     """Feasible SLSQP ends over ``starts`` (full ``z``) as ``(z, value)``, best first (at most
     :data:`POLISH` distinct ones when the starts were screened; empty if none is feasible).
@@ -384,7 +437,7 @@ def _multistart(
         return ev.value((z * scale).reshape(weeks, -1))
 
     if screen is not evaluator and len(starts) > POLISH:
-        ends = [_climb(screen, reduced, z, fscale, maxiter, ftol, info) for z in starts]
+        ends = [_climb(screen, reduced, z, fscale, maxiter, ftol, info, rescale) for z in starts]
         ranked = sorted(((value_of(screen, z), i) for i, z in enumerate(ends) if z is not None), reverse=True)
         chosen: list[np.ndarray] = []
         for _, i in ranked:
@@ -393,7 +446,7 @@ def _multistart(
             if len(chosen) == POLISH:
                 break
         starts = chosen
-    ends = [_climb(evaluator, reduced, start, fscale, maxiter, ftol, info) for start in starts]
+    ends = [_climb(evaluator, reduced, start, fscale, maxiter, ftol, info, rescale) for start in starts]
     return sorted(((z, value_of(evaluator, z)) for z in ends if z is not None), key=lambda e: -e[1])
 
 
@@ -422,6 +475,7 @@ def _solve_relaxation(
     weeks = problem.weeks
     reduced = _Reduced.of(system)
     starts = _starts(problem, reduced, n_starts, rng, warm)
+    rescale = warm is not None  # many channels: climbs rescaled as they go (see _climb)
     if not starts:
         return None
     if not fscale:
@@ -435,16 +489,138 @@ def _solve_relaxation(
             [] if flat is None else [flat.full(y) for z in starts if (y := flat.project(z)) is not None]
         )
         if flat_starts:
-            flat = _preconditioned(evaluator, flat, flat_starts[0])
-            flat_ends = _multistart(evaluator, screen, flat, flat_starts, fscale[0], maxiter, ftol, info)
+            if not rescale:
+                flat = _preconditioned(evaluator, flat, flat_starts[0])
+            flat_ends = _multistart(
+                evaluator, screen, flat, flat_starts, fscale[0], maxiter, ftol, info, rescale
+            )
+            if flat_ends and rescale:
+                flat_ends = _improve_faces(evaluator, flat, flat_ends, fscale[0], maxiter, ftol, info)
             if flat_ends:
                 starts = [z for z, _ in flat_ends[:POLISH]]
-    if reduced.size:
+    if reduced.size and not rescale:
         reduced = _preconditioned(evaluator, reduced, starts[0])
-    ends = _multistart(evaluator, screen, reduced, starts, fscale[0], maxiter, ftol, info)
+    ends = _multistart(evaluator, screen, reduced, starts, fscale[0], maxiter, ftol, info, rescale)
+    if ends and rescale:
+        ends = _improve_faces(evaluator, reduced, ends, fscale[0], maxiter, ftol, info)
     if screen is not evaluator:
         info.screen_evaluations += screen.n_evals
     return ((ends[0][0] * system.scale).reshape(weeks, -1), ends[0][1]) if ends else None
+
+
+#: Spend levels per channel at which :func:`_improve_faces` reads each channel's curve.
+FACE_GRID = 32
+#: Rounds of :func:`_improve_faces` at most (one accepted move each), and moves tried per round.
+FACE_ROUNDS = 8
+FACE_TRIES = 3
+
+
+def _improve_faces(
+    evaluator: Evaluator,
+    reduced: _Reduced,
+    ends: list[tuple[np.ndarray, float]],
+    fscale: float,
+    maxiter: int,
+    ftol: float,
+    info: SolveInfo,
+) -> list[tuple[np.ndarray, float]]:
+    """Move channels to a better face of their curves, at the prices of the rules, and climb again.
+
+    With S-shaped curves a local optimum can leave a channel on the wrong face: on at a level where its
+    average return is below what the budget earns elsewhere (it should be off), or low where spending
+    more would climb past its threshold (it should be high). SLSQP cannot see either: it only follows
+    marginal returns. The prices tell: at the optimum ``z``, the gradient of the objective in each
+    variable is, where the variable is between its bounds, the price the active rules put on it
+    (``A' lambda``, least squares over those variables). A channel's own term ``f_j(t) - price_j t``
+    (``f_j``: its contribution along its variable, weighted per draw as the risk measure weights them at
+    ``z``) is then read on a grid of :data:`FACE_GRID` levels between its bounds; where some level beats
+    the current one by more than ``1e-6`` of the objective, the channel is a candidate. The
+    :data:`FACE_TRIES` largest gains are tried one at a time (the channel moved there, the start projected
+    onto the rules, then climbed); the first that ends higher is kept and the prices read again there; at
+    most :data:`FACE_ROUNDS` rounds. Moving all candidates at once fails: national rules (a channel's
+    national band) then push their spend back somewhere arbitrary. This is the Lagrangian optimality
+    test of a separable problem, used as a heuristic (the answer is always the climbed, checked
+    allocation).
+
+    Needs one variable per channel (steady state, or a multi-week plan's flat version); otherwise
+    ``ends`` come back unchanged.
+    """
+    problem, scale, weeks = evaluator.problem, reduced.system.scale, evaluator.problem.weeks
+    n_ch = len(problem.channels)
+    if not reduced.size:
+        return ends
+    nonzero = reduced.m != 0
+    owners = [np.unique(np.flatnonzero(nonzero[:, k]) % n_ch) for k in range(reduced.size)]
+    if any(o.size != 1 for o in owners):
+        return ends
+    owner = np.array([o[0] for o in owners])
+    if np.unique(owner).size != owner.size:
+        return ends
+    best_z, best_value = ends[0]
+    for _ in range(FACE_ROUNDS):
+        moves = _face_moves(evaluator, reduced, best_z, best_value, owner)
+        improved = False
+        for k, level in moves[:FACE_TRIES]:
+            target = reduced.to_reduced(best_z)
+            target[k] = level
+            y = reduced.project(reduced.full(target))
+            if y is None:
+                continue
+            z = _climb(evaluator, reduced, reduced.full(y), fscale, maxiter, ftol, info, rescale=True)
+            if z is None:
+                continue
+            value = evaluator.value((z * scale).reshape(weeks, -1))
+            if value > best_value + 1e-9 * abs(best_value):
+                best_z, best_value, improved = z, value, True
+                break
+        if not improved:
+            break
+    if best_z is ends[0][0]:
+        return ends
+    return [(best_z, best_value), *ends]
+
+
+def _face_moves(
+    evaluator: Evaluator, reduced: _Reduced, z: np.ndarray, value: float, owner: np.ndarray
+) -> list[tuple[int, float]]:
+    """Reduced variables of ``z`` that are on a worse face than another level at the rules' prices (see
+    :func:`_improve_faces`), as ``(variable, better level)``, largest gain first."""
+    scale, weeks = reduced.system.scale, evaluator.problem.weeks
+    y = reduced.to_reduced(z)
+    plan = (z * scale).reshape(weeks, -1)
+    contribution = evaluator.contributions(plan)
+    _, d_g, d_spend = evaluator.objective(contribution.sum(axis=1), float(plan.sum()))
+    _, grad = evaluator.value_and_grad(plan)
+    g = reduced.m.T @ grad.reshape(-1) * scale  # objective per unit of each reduced variable
+    # prices of the active rows, fitted on the variables strictly between their bounds
+    tol = 1e-7
+    v = reduced.a @ y
+    active = (
+        np.isfinite(reduced.lo) & (np.abs(v - reduced.lo) <= tol * np.maximum(1, np.abs(reduced.lo)))
+    ) | (np.isfinite(reduced.hi) & (np.abs(v - reduced.hi) <= tol * np.maximum(1, np.abs(reduced.hi))))
+    inside = (y > reduced.lb + tol * np.maximum(1, np.abs(reduced.lb))) & (
+        y < reduced.ub - tol * np.maximum(1, np.abs(reduced.ub))
+    )
+    a = reduced.a[active]
+    if a.shape[0] and inside.any():
+        lam = np.linalg.lstsq(a[:, inside].T, g[inside], rcond=None)[0]
+        price = a.T @ lam
+    else:
+        price = np.zeros(reduced.size)
+    top = np.where(np.isfinite(reduced.ub), reduced.ub, 3.0 * np.maximum(y, y.mean()))
+    levels = reduced.lb[:, None] + (top - reduced.lb)[:, None] * np.linspace(0.0, 1.0, FACE_GRID)[None, :]
+    levels = np.concatenate([y[:, None], levels], axis=1)  # column 0: where it is
+    terms = np.empty_like(levels)
+    for i in range(levels.shape[1]):
+        zi = reduced.full(levels[:, i])
+        plan_i = (zi * scale).reshape(weeks, -1)
+        c = evaluator.contributions(plan_i)[:, owner]  # (S, k): each channel moves along its own variable
+        spend = plan_i.sum(axis=0)[owner]
+        terms[:, i] = d_g @ c + d_spend * spend - price * levels[:, i]
+    gain = terms.max(axis=1) - terms[:, 0]
+    move = np.flatnonzero(gain > 1e-6 * max(abs(value), evaluator.objective.value_scale, 1e-12))
+    best = levels[move, np.argmax(terms[move], axis=1)]
+    return [(int(k), float(level)) for _, k, level in sorted(zip(-gain[move], move, best, strict=True))]
 
 
 @contextlib.contextmanager
