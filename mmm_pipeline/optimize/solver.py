@@ -22,6 +22,7 @@ branch-and-bound over channels that are either off or above a minimum.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import time
@@ -563,7 +564,10 @@ def _improve_faces(
         for k, level in moves[:FACE_TRIES]:
             target = reduced.to_reduced(best_z)
             target[k] = level
-            y = reduced.project(reduced.full(target))
+            # the moved channel stays where it was put: the projection settles the rules with the others
+            lb, ub = reduced.lb.copy(), reduced.ub.copy()
+            lb[k] = ub[k] = level
+            y = dataclasses.replace(reduced, lb=lb, ub=ub).project(reduced.full(target))
             if y is None:
                 continue
             z = _climb(evaluator, reduced, reduced.full(y), fscale, maxiter, ftol, info, rescale=True)
