@@ -602,9 +602,10 @@ def _face_moves(
     active = (
         np.isfinite(reduced.lo) & (np.abs(v - reduced.lo) <= tol * np.maximum(1, np.abs(reduced.lo)))
     ) | (np.isfinite(reduced.hi) & (np.abs(v - reduced.hi) <= tol * np.maximum(1, np.abs(reduced.hi))))
-    inside = (y > reduced.lb + tol * np.maximum(1, np.abs(reduced.lb))) & (
-        y < reduced.ub - tol * np.maximum(1, np.abs(reduced.ub))
-    )
+    with np.errstate(invalid="ignore"):  # inf bounds: never reached
+        inside = (y > reduced.lb + tol * np.maximum(1, np.abs(reduced.lb))) & (
+            ~np.isfinite(reduced.ub) | (y < reduced.ub - tol * np.maximum(1, np.abs(reduced.ub)))
+        )
     a = reduced.a[active]
     if a.shape[0] and inside.any():
         lam = np.linalg.lstsq(a[:, inside].T, g[inside], rcond=None)[0]
