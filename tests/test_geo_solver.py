@@ -1,6 +1,6 @@
-"""The geo optimizer's search (markets as blocks: each market's own optimum as the start, climbs rescaled
-as they go, face moves at the rules' prices) against the exhaustive search and a brute-force grid, on
-small hand-built posteriors (seconds, no model fits).
+"""The geo optimizer's search (``search="faces"``: from the current allocation, climbs rescaled as they
+go, face moves at the rules' prices) against the exhaustive search (every cell's corners) and a
+brute-force grid, on small hand-built posteriors (seconds, no model fits).
 
 Why: the search that makes 40-100 markets affordable skips the corners of every cell, which is what found
 the best face of S-shaped curves; these tests check that nothing is lost where the old search or a grid
@@ -20,12 +20,7 @@ from mmm_pipeline.optimize.constraints import linear_system
 from mmm_pipeline.optimize.geo import optimize_geo_budget, stack_responses
 from mmm_pipeline.optimize.objective import ObjectiveFunction
 from mmm_pipeline.optimize.response import SaturationBlock
-from mmm_pipeline.optimize.solver import (
-    Evaluator,
-    _preconditioned,
-    _Reduced,
-    sub_problem,
-)
+from mmm_pipeline.optimize.solver import Evaluator, _preconditioned, _Reduced
 
 CHANNELS = ("tv", "search", "social")
 GROUPS = {"tv": "traditional", "search": "digital", "social": "digital"}
@@ -154,25 +149,6 @@ def test_national_and_per_market_rules_hold_on_many_markets() -> None:
     assert 0.8 * tv_now * (1 - 1e-9) <= cells.xs("tv", level="channel").sum() <= 1.2 * tv_now * (1 + 1e-9)
     summary = result.summary.iloc[0]
     assert summary["objective_recommended"] >= summary["objective_current"]
-
-
-def test_a_market_alone_keeps_its_own_rules_and_its_share_of_the_budget() -> None:
-    """The block start's sub-problem: the market's own rules (re-indexed), none of the national ones, and
-    its total fixed."""
-    responses = markets(3)
-    raw = {**RULES, "markets": {"m1": {"channels": {"search": {"max": 9_000}}}, "*": {"max_change_pct": 40}}}
-    problem = optimize_geo_budget(geo(**raw), responses, current=current_of(responses), groups=GROUPS)
-    problem = problem.result.problem
-    sub = sub_problem(problem, [3, 4, 5], total=12_345.0)
-    assert sub.channels == ("m1.tv", "m1.search", "m1.social")
-    names = {r.name for r in sub.rules}
-    assert {"markets.m1.channels.search.max", "block.total"} <= names
-    assert not any(n.startswith(("channels.tv", "shares.", "budget.", "markets.*")) for n in names)
-    assert [name for name, _ in violations(sub, np.array([[1_345.0, 11_000.0, 0.0]]))] == [
-        "markets.m1.channels.search.max"
-    ]
-    assert violations(sub, np.array([[3_345.0, 9_000.0, 0.0]])) == []
-    assert [name for name, _ in violations(sub, np.array([[3_000.0, 9_000.0, 0.0]]))] == ["block.total"]
 
 
 def test_curvature_read_for_all_channels_at_once_equals_one_at_a_time() -> None:

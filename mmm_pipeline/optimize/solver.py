@@ -9,6 +9,10 @@ branch-and-bound over channels that are either off or above a minimum.
   random splits, each projected onto the feasible set (an L1 projection LP), so every start is feasible.
   The best feasible result wins; a result SLSQP left a hair outside the rules is projected back and
   re-checked (:func:`mmm_pipeline.optimize.constraints.violations`).
+* Many channels (a geo budget's market x channel cells, ``search="faces"``): the corners would be two
+  large SLSQP runs per cell, so the search climbs from the current allocation only, in legs rescaled
+  where each stopped, then moves channels to better faces of their curves at the rules' prices
+  (:func:`_improve_faces`) and climbs again.
 * Semi-continuous channels (``min_on``): best-first branch-and-bound. A node fixes some of them off
   (spend 0) or on (at least ``min_on``) and relaxes the rest to ``[0, upper]``; the relaxation's optimum
   bounds every completion, so nodes that cannot beat the incumbent are pruned, and a relaxed optimum where
@@ -27,8 +31,9 @@ import heapq
 import itertools
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import linprog, minimize
@@ -36,15 +41,16 @@ from scipy.optimize import linprog, minimize
 from mmm_pipeline.optimize.constraints import (
     LinearSystem,
     Problem,
-    Rule,
     _split,
     is_feasible,
     linear_system,
     violations,
 )
 from mmm_pipeline.optimize.objective import ObjectiveFunction
-from mmm_pipeline.optimize.response import ResponseModel, SaturationBlock
+from mmm_pipeline.optimize.response import ResponseModel
 
+#: How :func:`solve` searches: every channel's corners (one market) or faces at the rules' prices (many).
+Search = Literal["corners", "faces"]
 #: Posterior draws on which every start climbs first (:func:`_multistart`).
 SCREEN_DRAWS = 100
 #: Best distinct screened ends that climb again on every draw.
@@ -242,11 +248,10 @@ def _starts(
     reduced: _Reduced,
     n_spread: int,
     rng: np.random.Generator,
-    warm: list[np.ndarray] | None = None,
+    current_only: bool = False,
 ) -> list[np.ndarray]:
     """Feasible starts (full ``z``), each projected onto the rules (L1): the current allocation, an even
-    split, the corners and ``n_spread`` random splits; or, with ``warm`` starts (allocations ``(H, C)``
-    in currency: the blocks' own optima, :func:`_block_starts`), those and the current allocation only.
+    split, the corners and ``n_spread`` random splits (or the current allocation only).
 
     With S-shaped (Hill) curves the objective has a local optimum on most faces where some channels are
     off, and SLSQP stays on the face it starts near: a channel at 0 has no marginal return there. So the
@@ -258,10 +263,8 @@ def _starts(
     n, n_ch, weeks = problem.n_vars, len(problem.channels), problem.weeks
     pattern = _week_pattern(problem)
     scale = reduced.system.scale
-    if warm is not None:
-        return _distinct(
-            reduced, [*(w.reshape(-1) / scale for w in warm), problem.current.reshape(-1) / scale]
-        )
+    if current_only:
+        return _distinct(reduced, [problem.current.reshape(-1) / scale])
 
     def spread(totals: np.ndarray) -> np.ndarray:
         return np.outer(pattern, totals).reshape(-1)
@@ -460,10 +463,10 @@ def _solve_relaxation(
     fscale: list[float],
     maxiter: int,
     ftol: float,
-    warm: list[np.ndarray] | None = None,
+    search: Search = "corners",
 ) -> tuple[np.ndarray, float] | None:
     """Best feasible SLSQP result over the starts (:func:`_starts`, :func:`_multistart`), as
-    ``(plan (H, C), value)``; ``None`` if infeasible. ``warm``: see :func:`_starts`.
+    ``(plan (H, C), value)``; ``None`` if infeasible. ``search``: see :func:`solve`.
 
     Multi-week plans run the starts on the flat version (each channel's total spread evenly, or by
     ``week_shares``: one variable per channel, cheap) and refine the :data:`POLISH` best distinct flat
@@ -475,8 +478,8 @@ def _solve_relaxation(
     problem = evaluator.problem
     weeks = problem.weeks
     reduced = _Reduced.of(system)
-    starts = _starts(problem, reduced, n_starts, rng, warm)
-    rescale = warm is not None  # many channels: climbs rescaled as they go (see _climb)
+    rescale = search == "faces"  # many channels: climbs rescaled as they go (see _climb)
+    starts = _starts(problem, reduced, n_starts, rng, current_only=rescale)
     if not starts:
         return None
     if not fscale:
@@ -651,22 +654,24 @@ def solve(
     max_nodes: int = 512,
     maxiter: int = 500,
     ftol: float = 1e-10,
-    blocks: Sequence[Sequence[int]] | None = None,
+    search: Search = "corners",
 ) -> tuple[np.ndarray, float, SolveInfo]:
     """The best allocation ``(H, C)`` found, its objective value and what the search did.
 
-    ``blocks``: groups of channels (indices) whose rules are mostly their own, e.g. the cells of each
-    market in a geo budget. The search then starts from each block's own optimum (:func:`_block_starts`)
-    and the current allocation instead of the corners and random splits of every channel (see
-    :func:`_starts`): with hundreds of channels those are hundreds of large SLSQP runs, while the blocks'
-    own searches (corners included) are small.
+    ``search``: ``corners`` (one market's channels): SLSQP from the current allocation, an even split,
+    every channel's corners and ``n_starts - 2`` random splits (:func:`_starts`). ``faces`` (many
+    channels: a geo budget's market x channel cells): from the current allocation only, climbed in
+    rescaled legs (:func:`_climb`), then channels moved to better faces of their curves at the rules'
+    prices (:func:`_improve_faces`). With 200 cells the corners are 400 SLSQP runs of 200 variables, each
+    needing hundreds of iterations (40 markets x 5 channels did not finish in 15 minutes); the face moves
+    do their job, on/off and low/high, one channel at a time where the prices say it pays.
 
     The caller has checked feasibility (:func:`mmm_pipeline.optimize.constraints.require_feasible`).
     """
     with single_threaded_blas():
         return _solve(
             problem, evaluator, n_starts=n_starts, seed=seed, max_nodes=max_nodes, maxiter=maxiter, ftol=ftol,
-            blocks=blocks,
+            search=search,
         )  # fmt: skip
 
 
@@ -679,14 +684,11 @@ def _solve(
     max_nodes: int,
     maxiter: int,
     ftol: float,
-    blocks: Sequence[Sequence[int]] | None = None,
+    search: Search = "corners",
 ) -> tuple[np.ndarray, float, SolveInfo]:
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     info = SolveInfo()
-    warm = None
-    if blocks is not None:
-        warm = [_block_starts(problem, evaluator, blocks, seed=seed, maxiter=maxiter, ftol=ftol, info=info)]
     n_ch = len(problem.channels)
     fixed_channels = {int(c) for r in problem.rules if r.var_lb for c in {i % n_ch for i in r.var_lb}}
     sc = {r.min_on[0]: r.min_on[1] for r in problem.semicontinuous if r.min_on[0] not in fixed_channels}
@@ -705,7 +707,7 @@ def _solve(
             continue
         relaxed = linear_system(problem, off=off, on=on)
         relaxed.semicontinuous = []
-        found = _solve_relaxation(evaluator, relaxed, n_starts, rng, info, fscale, maxiter, ftol, warm)
+        found = _solve_relaxation(evaluator, relaxed, n_starts, rng, info, fscale, maxiter, ftol, search)
         if found is None:
             continue
         plan, value = found
@@ -733,113 +735,3 @@ def _solve(
     if broken:
         raise RuntimeError(f"{problem.plan.source}: the optimizer's allocation breaks {broken}")
     return plan, evaluator.value(plan), info
-
-
-# --- blocks: each block's own optimum as a warm start -----------------------------------------------------
-
-
-def _columns(response: ResponseModel, idx: np.ndarray) -> ResponseModel:
-    """The response of the channels ``idx`` alone (effects are additive: the same curves)."""
-    blocks = []
-    for b in response.saturation:
-        keep = np.flatnonzero(np.isin(b.channels, idx))
-        if keep.size:
-            local = np.searchsorted(idx, b.channels[keep])
-            blocks.append(SaturationBlock(b.kind, local, {k: v[:, keep] for k, v in b.params.items()}))
-    observed = response.observed_max
-    return ResponseModel(
-        tuple(response.channels[i] for i in idx), response.weights[:, :, idx], response.beta[:, idx], blocks,
-        response.spend_scale[idx], response.kpi_scale, None if observed is None else observed[..., idx],
-    )  # fmt: skip
-
-
-def sub_problem(problem: Problem, idx: Sequence[int], total: float | None = None) -> Problem:
-    """``problem`` restricted to the channels ``idx`` (sorted): the rules that bind only those channels
-    (rows whose other coefficients are all 0, their bounds, their on/off minimums), and, with ``total``,
-    the block's spend over the horizon fixed at it (rule ``block.total``)."""
-    idx = np.asarray(sorted(idx), dtype=int)
-    n_ch, weeks, k = len(problem.channels), problem.weeks, len(idx)
-    global_vars = (np.arange(weeks)[:, None] * n_ch + idx[None, :]).reshape(-1)  # local order
-    local = {int(g): i for i, g in enumerate(global_vars)}
-    position = {int(c): i for i, c in enumerate(idx)}
-    outside = np.ones(problem.n_vars, dtype=bool)
-    outside[global_vars] = False
-    rules: list[Rule] = []
-    for r in problem.rules:
-        a = lo = hi = None
-        if r.a is not None:
-            own = ~np.any(r.a[:, outside] != 0, axis=1) & np.any(r.a[:, global_vars] != 0, axis=1)
-            if own.any():
-                a, lo, hi = r.a[own][:, global_vars], r.lo[own], r.hi[own]
-        var_lb = {local[i]: v for i, v in r.var_lb.items() if i in local}
-        var_ub = {local[i]: v for i, v in r.var_ub.items() if i in local}
-        min_on = None
-        if r.min_on is not None and r.min_on[0] in position:
-            min_on = (position[r.min_on[0]], r.min_on[1])
-        if a is not None or var_lb or var_ub or min_on is not None:
-            rules.append(Rule(r.name, r.description, a, lo, hi, var_lb, var_ub, min_on))
-    current = problem.current[:, idx]
-    budget = float(current.sum()) if total is None else float(total)
-    if total is not None:
-        rules.append(Rule("block.total", f"block total = {total:,.0f}", np.ones((1, weeks * k)),
-                          np.array([total]), np.array([total])))  # fmt: skip
-    names = tuple(problem.channels[i] for i in idx)
-
-    def cut(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else np.asarray(values)[..., idx]
-
-    return Problem(
-        problem.plan, names, weeks, problem.steady_state, current, cut(problem.carry_in), cut(problem.after),
-        max(budget, 1e-9), rules, {}, {c: problem.channel_group.get(c, "") for c in names},
-        cut(problem.hist_min), cut(problem.hist_max), cut(problem.hist_always_on),
-    )  # fmt: skip
-
-
-def _block_starts(
-    problem: Problem,
-    evaluator: Evaluator,
-    blocks: Sequence[Sequence[int]],
-    *,
-    seed: int,
-    maxiter: int,
-    ftol: float,
-    info: SolveInfo,
-) -> np.ndarray:
-    """Each block's own optimum side by side ``(H, C)``: a warm start for the joint search.
-
-    A block keeps its share of the budget (its current total x budget / current total) under the rules
-    that bind it alone, and is searched as a problem of its own (every start, corners included, on the
-    posterior thinned to :data:`SCREEN_DRAWS`: which face of its curves is best is a coarse question).
-    Rules across blocks (national totals, shares) are left to the joint search, which projects this
-    start onto them. A block whose own rules do not allow its share keeps its current allocation.
-    """
-    from mmm_pipeline.optimize.objective import ObjectiveFunction
-
-    screen = evaluator.thinned(SCREEN_DRAWS)
-    total_current = float(problem.current.sum())
-    out = problem.current.copy()
-    for block in blocks:
-        idx = np.asarray(sorted(block), dtype=int)
-        current = problem.current[:, idx]
-        share = float(current.sum()) / total_current if total_current > 0 else 1.0 / len(blocks)
-        sub = sub_problem(problem, idx, share * problem.budget)
-        if not is_feasible(linear_system(sub), len(idx)):
-            continue
-        response = _columns(screen.response, idx)
-        probe = Evaluator(sub, response, ObjectiveFunction(problem.plan.objective, {}))
-        objective = ObjectiveFunction.build(
-            problem.plan.objective, probe.contributions(current).sum(axis=1), float(current.sum())
-        )
-        sub_info = SolveInfo()
-        try:
-            sub_evaluator = Evaluator(sub, response, objective)
-            plan, _, sub_info = _solve(
-                sub, sub_evaluator, n_starts=1, seed=seed, max_nodes=64, maxiter=maxiter, ftol=ftol
-            )
-        except RuntimeError:
-            continue
-        finally:
-            info.nlp_solves += sub_info.nlp_solves
-            info.screen_evaluations += sub_info.evaluations
-        out[:, idx] = plan
-    return out
