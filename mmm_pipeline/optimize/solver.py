@@ -540,11 +540,11 @@ def _improve_faces(
     ``z``) is then read on a grid of :data:`FACE_GRID` levels between its bounds; where some level beats
     the current one by more than ``1e-6`` of the objective, the channel is a candidate. The
     :data:`FACE_TRIES` largest gains are tried one at a time (the channel moved there, the start projected
-    onto the rules, then climbed); the first that ends higher is kept and the prices read again there; at
-    most :data:`FACE_ROUNDS` rounds. Moving all candidates at once fails: national rules (a channel's
-    national band) then push their spend back somewhere arbitrary. This is the Lagrangian optimality
-    test of a separable problem, used as a heuristic (the answer is always the climbed, checked
-    allocation).
+    onto the rules, then climbed); the highest end, if above the current one, is kept and the prices read
+    again there; at most :data:`FACE_ROUNDS` rounds. Moving all candidates at once fails: national
+    rules (a channel's national band) then push their spend back somewhere arbitrary. This is the
+    Lagrangian optimality test of a separable problem, used as a heuristic (the answer is always the
+    climbed, checked allocation).
 
     Needs one variable per channel (steady state, or a multi-week plan's flat version); otherwise
     ``ends`` come back unchanged.
@@ -563,7 +563,7 @@ def _improve_faces(
     best_z, best_value = ends[0]
     for _ in range(FACE_ROUNDS):
         moves = _face_moves(evaluator, reduced, best_z, best_value, owner)
-        improved = False
+        round_best = None
         for k, level in moves[:FACE_TRIES]:
             target = reduced.to_reduced(best_z)
             target[k] = level
@@ -577,11 +577,11 @@ def _improve_faces(
             if z is None:
                 continue
             value = evaluator.value((z * scale).reshape(weeks, -1))
-            if value > best_value + 1e-9 * abs(best_value):
-                best_z, best_value, improved = z, value, True
-                break
-        if not improved:
+            if value > best_value + 1e-9 * abs(best_value) and (round_best is None or value > round_best[1]):
+                round_best = (z, value)
+        if round_best is None:
             break
+        best_z, best_value = round_best
     if best_z is ends[0][0]:
         return ends
     return [(best_z, best_value), *ends]
