@@ -157,7 +157,8 @@ class TrueWorld:
         fast = optimize_geo_budget(truth_plan(self.geo_plan), self.truth, history=self.history, groups=GROUPS)
         candidates = [fast.result.recommended]
         if len(self.truth) <= EXHAUSTIVE_MAX_MARKETS:
-            candidates.append(optimize_problem(fast.result.problem, stack_responses(self.truth)).recommended)
+            exhaustive = optimize_problem(fast.result.problem, stack_responses(self.truth), n_starts=8)
+            candidates.append(exhaustive.recommended)
         self.geo_optimum = max(candidates, key=lambda x: self.geo_value(x[0]))
 
     def value(self, market: str, weekly: np.ndarray) -> float:
