@@ -501,7 +501,8 @@ def _solve_relaxation(
             if flat_ends and rescale:
                 flat_ends = _improve_faces(evaluator, flat, flat_ends, fscale[0], maxiter, ftol, info)
             if flat_ends:
-                starts = [z for z, _ in flat_ends[:POLISH]]
+                # faces: the face moves already chose among the flat ends; one week-by-week climb
+                starts = [z for z, _ in flat_ends[: 1 if rescale else POLISH]]
     if reduced.size and not rescale:
         reduced = _preconditioned(evaluator, reduced, starts[0])
     ends = _multistart(evaluator, screen, reduced, starts, fscale[0], maxiter, ftol, info, rescale)
