@@ -21,7 +21,7 @@ from mmm_pipeline.optimize.constraints import InfeasiblePlanError, Problem, buil
 from mmm_pipeline.optimize.objective import ObjectiveFunction
 from mmm_pipeline.optimize.plan import Plan
 from mmm_pipeline.optimize.response import ResponseModel
-from mmm_pipeline.optimize.solver import Evaluator, SolveInfo, solve
+from mmm_pipeline.optimize.solver import Evaluator, Search, SolveInfo, solve
 
 HDI_PROB = 0.94
 #: Spend levels of the marginal-ROI table, as multiples of the recommended spend.
@@ -195,11 +195,17 @@ def optimize_budget(
 
 
 def optimize_problem(
-    problem: Problem, response: ResponseModel, *, n_starts: int = 3, seed: int = 0
+    problem: Problem,
+    response: ResponseModel,
+    *,
+    n_starts: int = 3,
+    seed: int = 0,
+    search: Search = "corners",
 ) -> BudgetResult:
     """Optimize a resolved :class:`Problem` (its rules, current allocation and history) with ``response``,
     whose channels are the problem's: :func:`optimize_budget` for one market,
-    :func:`mmm_pipeline.optimize.geo.optimize_geo_budget` for every market x channel cell at once.
+    :func:`mmm_pipeline.optimize.geo.optimize_geo_budget` for every market x channel cell at once
+    (``search="faces"``: see :func:`mmm_pipeline.optimize.solver.solve`).
 
     Raises :class:`InfeasiblePlanError` (naming the conflicting rules) before any optimization.
     """
@@ -218,7 +224,7 @@ def optimize_problem(
     g_current = probe.contributions(current_plan)  # (S, C)
     objective = ObjectiveFunction.build(plan.objective, g_current.sum(axis=1), spend_current)
     evaluator = Evaluator(problem, response, objective)
-    recommended, value, info = solve(problem, evaluator, n_starts=n_starts, seed=seed)
+    recommended, value, info = solve(problem, evaluator, n_starts=n_starts, seed=seed, search=search)
     objective_current = evaluator.value(current_plan)
     _, gradient = evaluator.value_and_grad(recommended)
     bindings = binding_rules(problem, gradient, recommended)

@@ -4,7 +4,8 @@ Each market brings its own :class:`ResponseModel` (its champion's posterior; ind
 pooled model's per-market responses later). Media effects are additive over channels, so the markets'
 responses side by side are one response whose "channels" are the cells ``<market>.<channel>``
 (:func:`stack_responses`): the single-market optimizer (:func:`mmm_pipeline.optimize.budget.optimize_problem`:
-objectives, risk measures, SLSQP multi-start, on/off search, binding rules) then runs unchanged on it.
+objectives, risk measures, SLSQP, on/off search, binding rules) then runs on it, with the search made for
+many channels (``search="faces"``, :func:`mmm_pipeline.optimize.solver.solve`: no start per cell corner).
 
 Draws: the objective and its risk measure are taken over the posterior draws of the national total, so
 draw ``s`` of every market must be one draw of the joint posterior. Markets fitted together (a pooled
@@ -303,7 +304,8 @@ def optimize_geo_budget(
     problem = build_geo_problem(
         plan, {m: r.channels for m, r in responses.items()}, current=current, history=history, groups=groups
     )
-    result = optimize_problem(problem, stack_responses(responses), n_starts=n_starts, seed=seed)
+    stacked = stack_responses(responses)
+    result = optimize_problem(problem, stacked, n_starts=n_starts, seed=seed, search="faces")
     markets = list(responses)
     cell_market = [m for m in markets for _ in responses[m].channels]
     cells = result.recommendation.drop(columns="channel")

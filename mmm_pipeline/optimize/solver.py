@@ -9,6 +9,10 @@ branch-and-bound over channels that are either off or above a minimum.
   random splits, each projected onto the feasible set (an L1 projection LP), so every start is feasible.
   The best feasible result wins; a result SLSQP left a hair outside the rules is projected back and
   re-checked (:func:`mmm_pipeline.optimize.constraints.violations`).
+* Many channels (a geo budget's market x channel cells, ``search="faces"``): the corners would be two
+  large SLSQP runs per cell, so the search climbs from the current allocation only, in legs rescaled
+  where each stopped, then moves channels to better faces of their curves at the rules' prices
+  (:func:`_improve_faces`) and climbs again.
 * Semi-continuous channels (``min_on``): best-first branch-and-bound. A node fixes some of them off
   (spend 0) or on (at least ``min_on``) and relaxes the rest to ``[0, upper]``; the relaxation's optimum
   bounds every completion, so nodes that cannot beat the incumbent are pruned, and a relaxed optimum where
@@ -22,12 +26,14 @@ branch-and-bound over channels that are either off or above a minimum.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import linprog, minimize
@@ -43,6 +49,8 @@ from mmm_pipeline.optimize.constraints import (
 from mmm_pipeline.optimize.objective import ObjectiveFunction
 from mmm_pipeline.optimize.response import ResponseModel
 
+#: How :func:`solve` searches: every channel's corners (one market) or faces at the rules' prices (many).
+Search = Literal["corners", "faces"]
 #: Posterior draws on which every start climbs first (:func:`_multistart`).
 SCREEN_DRAWS = 100
 #: Best distinct screened ends that climb again on every draw.
@@ -235,9 +243,15 @@ def _slsqp(
     return np.clip(result.x, reduced.lb, reduced.ub), str(result.message), int(result.nit)
 
 
-def _starts(problem: Problem, reduced: _Reduced, n_spread: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _starts(
+    problem: Problem,
+    reduced: _Reduced,
+    n_spread: int,
+    rng: np.random.Generator,
+    current_only: bool = False,
+) -> list[np.ndarray]:
     """Feasible starts (full ``z``), each projected onto the rules (L1): the current allocation, an even
-    split, the corners and ``n_spread`` random splits.
+    split, the corners and ``n_spread`` random splits (or the current allocation only).
 
     With S-shaped (Hill) curves the objective has a local optimum on most faces where some channels are
     off, and SLSQP stays on the face it starts near: a channel at 0 has no marginal return there. So the
@@ -249,6 +263,8 @@ def _starts(problem: Problem, reduced: _Reduced, n_spread: int, rng: np.random.G
     n, n_ch, weeks = problem.n_vars, len(problem.channels), problem.weeks
     pattern = _week_pattern(problem)
     scale = reduced.system.scale
+    if current_only:
+        return _distinct(reduced, [problem.current.reshape(-1) / scale])
 
     def spread(totals: np.ndarray) -> np.ndarray:
         return np.outer(pattern, totals).reshape(-1)
@@ -265,6 +281,11 @@ def _starts(problem: Problem, reduced: _Reduced, n_spread: int, rng: np.random.G
             totals[c] = total
             targets.append(spread(totals))
     targets += [spread(rng.dirichlet(np.ones(n_ch)) * n) for _ in range(max(n_spread, 0))]
+    return _distinct(reduced, targets)
+
+
+def _distinct(reduced: _Reduced, targets: list[np.ndarray]) -> list[np.ndarray]:
+    """The distinct feasible projections (full ``z``) of ``targets``."""
     out: list[np.ndarray] = []
     for t in targets:
         y = reduced.project(t)
@@ -280,13 +301,19 @@ def _week_pattern(problem: Problem) -> np.ndarray:
     return np.full(problem.weeks, 1.0 / problem.weeks) if shares is None else np.asarray(shares, dtype=float)
 
 
-def _preconditioned(evaluator: Evaluator, reduced: _Reduced, z: np.ndarray) -> _Reduced:
+def _preconditioned(
+    evaluator: Evaluator, reduced: _Reduced, z: np.ndarray, together: bool = False
+) -> _Reduced:
     """``reduced`` with each channel's variables rescaled by ``1 / sqrt(curvature)`` at ``z``.
 
     SLSQP's quasi-Newton model starts from the identity; channels whose spend differs by orders of
     magnitude make that a poor guess and cost many iterations (97 instead of 30 on the 13-week case-study
     plan). The curvature of the objective along each channel's variables is measured with one extra
-    gradient per channel (a difference of analytic gradients).
+    gradient per channel (a difference of analytic gradients), or, ``together``, with one extra gradient
+    for all channels at once: a channel's contribution depends on its own spend only, so a step along
+    every channel at once reads each channel's curvature (exactly for the mean; the risk measures'
+    weighting of the draws couples channels a little), which is what hundreds of channels (a geo
+    budget's cells) need.
     """
     if reduced.size == 0:
         return reduced
@@ -300,12 +327,16 @@ def _preconditioned(evaluator: Evaluator, reduced: _Reduced, z: np.ndarray) -> _
     g0 = grad(z)
     curvature = np.ones(reduced.size)
     measured = {}
+    steps = {}
     for c in np.unique(owner):
         direction = reduced.m[:, owner == c].sum(axis=1)
         level = np.abs(z[direction != 0]).mean()
-        h = 1e-4 * max(level, 1e-3)
-        norm = direction @ direction
-        measured[c] = abs((grad(z + h * direction) - g0) @ direction) / (h * norm)
+        steps[c] = (direction, 1e-4 * max(level, 1e-3))
+    if together:
+        moved = grad(z + sum(h * direction for direction, h in steps.values())) - g0
+    for c, (direction, h) in steps.items():
+        difference = moved if together else grad(z + h * direction) - g0
+        measured[c] = abs(difference @ direction) / (h * (direction @ direction))
     positive = [v for v in measured.values() if v > 0]
     if not positive:
         return reduced
@@ -325,11 +356,21 @@ def _climb(
     maxiter: int,
     ftol: float,
     info: SolveInfo,
+    rescale: bool = False,
 ) -> np.ndarray | None:
     """SLSQP from the full ``z``: the feasible end point (full ``z``, projected back onto the rules if SLSQP
-    left it a hair outside), or ``None`` if it cannot be."""
+    left it a hair outside), or ``None`` if it cannot be.
+
+    ``rescale``: SLSQP in legs of :data:`RESTART` iterations, each on the variables preconditioned afresh
+    where the last one stopped (``reduced`` is then the plain system). With hundreds of variables SLSQP's
+    quasi-Newton model learns the curvature one direction per iteration: 400 iterations to converge on
+    100 cells from a scaling measured once at the start, since S-shaped curves change curvature on the
+    way. A fresh diagonal scaling per leg is close to a Newton step for these separable objectives.
+    """
     if not reduced.size:
         return z
+    if rescale:
+        return _climb_rescaled(evaluator, reduced, z, fscale, maxiter, ftol, info)
     y, message, nit = _slsqp(evaluator, reduced, reduced.to_reduced(z), fscale, maxiter, ftol)
     info.nlp_solves += 1
     info.iterations.append(nit)
@@ -342,6 +383,38 @@ def _climb(
     return reduced.full(y)
 
 
+#: SLSQP iterations per leg of a rescaled climb (:func:`_climb`).
+RESTART = 40
+
+
+def _climb_rescaled(
+    evaluator: Evaluator,
+    reduced: _Reduced,
+    z: np.ndarray,
+    fscale: float,
+    maxiter: int,
+    ftol: float,
+    info: SolveInfo,
+) -> np.ndarray | None:
+    scale, weeks = reduced.system.scale, evaluator.problem.weeks
+    best, best_value, spent = None, -np.inf, 0
+    while spent < maxiter:
+        leg = _preconditioned(evaluator, reduced, z, together=True)
+        end = _climb(evaluator, leg, z, fscale, RESTART, ftol, info)
+        if end is None:
+            break
+        nit = info.iterations[-1]
+        spent += max(nit, 1)
+        value = evaluator.value((end * scale).reshape(weeks, -1))
+        improved = value > best_value + ftol * fscale
+        if value > best_value:
+            best, best_value = end, value
+        if nit < RESTART or not improved:
+            break
+        z = end
+    return best
+
+
 def _multistart(
     evaluator: Evaluator,
     screen: Evaluator,
@@ -351,6 +424,7 @@ def _multistart(
     maxiter: int,
     ftol: float,
     info: SolveInfo,
+    rescale: bool = False,
 ) -> list[tuple[np.ndarray, float]]:
     """Feasible SLSQP ends over ``starts`` (full ``z``) as ``(z, value)``, best first (at most
     :data:`POLISH` distinct ones when the starts were screened; empty if none is feasible).
@@ -367,7 +441,7 @@ def _multistart(
         return ev.value((z * scale).reshape(weeks, -1))
 
     if screen is not evaluator and len(starts) > POLISH:
-        ends = [_climb(screen, reduced, z, fscale, maxiter, ftol, info) for z in starts]
+        ends = [_climb(screen, reduced, z, fscale, maxiter, ftol, info, rescale) for z in starts]
         ranked = sorted(((value_of(screen, z), i) for i, z in enumerate(ends) if z is not None), reverse=True)
         chosen: list[np.ndarray] = []
         for _, i in ranked:
@@ -376,7 +450,7 @@ def _multistart(
             if len(chosen) == POLISH:
                 break
         starts = chosen
-    ends = [_climb(evaluator, reduced, start, fscale, maxiter, ftol, info) for start in starts]
+    ends = [_climb(evaluator, reduced, start, fscale, maxiter, ftol, info, rescale) for start in starts]
     return sorted(((z, value_of(evaluator, z)) for z in ends if z is not None), key=lambda e: -e[1])
 
 
@@ -389,9 +463,10 @@ def _solve_relaxation(
     fscale: list[float],
     maxiter: int,
     ftol: float,
+    search: Search = "corners",
 ) -> tuple[np.ndarray, float] | None:
     """Best feasible SLSQP result over the starts (:func:`_starts`, :func:`_multistart`), as
-    ``(plan (H, C), value)``; ``None`` if infeasible.
+    ``(plan (H, C), value)``; ``None`` if infeasible. ``search``: see :func:`solve`.
 
     Multi-week plans run the starts on the flat version (each channel's total spread evenly, or by
     ``week_shares``: one variable per channel, cheap) and refine the :data:`POLISH` best distinct flat
@@ -403,7 +478,8 @@ def _solve_relaxation(
     problem = evaluator.problem
     weeks = problem.weeks
     reduced = _Reduced.of(system)
-    starts = _starts(problem, reduced, n_starts, rng)
+    rescale = search == "faces"  # many channels: climbs rescaled as they go (see _climb)
+    starts = _starts(problem, reduced, n_starts, rng, current_only=rescale)
     if not starts:
         return None
     if not fscale:
@@ -417,16 +493,143 @@ def _solve_relaxation(
             [] if flat is None else [flat.full(y) for z in starts if (y := flat.project(z)) is not None]
         )
         if flat_starts:
-            flat = _preconditioned(evaluator, flat, flat_starts[0])
-            flat_ends = _multistart(evaluator, screen, flat, flat_starts, fscale[0], maxiter, ftol, info)
+            if not rescale:
+                flat = _preconditioned(evaluator, flat, flat_starts[0])
+            flat_ends = _multistart(
+                evaluator, screen, flat, flat_starts, fscale[0], maxiter, ftol, info, rescale
+            )
+            if flat_ends and rescale:
+                flat_ends = _improve_faces(evaluator, flat, flat_ends, fscale[0], maxiter, ftol, info)
             if flat_ends:
-                starts = [z for z, _ in flat_ends[:POLISH]]
-    if reduced.size:
+                # faces: the face moves already chose among the flat ends; one week-by-week climb
+                starts = [z for z, _ in flat_ends[: 1 if rescale else POLISH]]
+    if reduced.size and not rescale:
         reduced = _preconditioned(evaluator, reduced, starts[0])
-    ends = _multistart(evaluator, screen, reduced, starts, fscale[0], maxiter, ftol, info)
+    ends = _multistart(evaluator, screen, reduced, starts, fscale[0], maxiter, ftol, info, rescale)
+    if ends and rescale:
+        ends = _improve_faces(evaluator, reduced, ends, fscale[0], maxiter, ftol, info)
     if screen is not evaluator:
         info.screen_evaluations += screen.n_evals
     return ((ends[0][0] * system.scale).reshape(weeks, -1), ends[0][1]) if ends else None
+
+
+#: Spend levels per channel at which :func:`_improve_faces` reads each channel's curve.
+FACE_GRID = 32
+#: Rounds of :func:`_improve_faces` at most (one accepted move each), and moves tried per round.
+FACE_ROUNDS = 8
+FACE_TRIES = 3
+
+
+def _improve_faces(
+    evaluator: Evaluator,
+    reduced: _Reduced,
+    ends: list[tuple[np.ndarray, float]],
+    fscale: float,
+    maxiter: int,
+    ftol: float,
+    info: SolveInfo,
+) -> list[tuple[np.ndarray, float]]:
+    """Move channels to a better face of their curves, at the prices of the rules, and climb again.
+
+    With S-shaped curves a local optimum can leave a channel on the wrong face: on at a level where its
+    average return is below what the budget earns elsewhere (it should be off), or low where spending
+    more would climb past its threshold (it should be high). SLSQP cannot see either: it only follows
+    marginal returns. The prices tell: at the optimum ``z``, the gradient of the objective in each
+    variable is, where the variable is between its bounds, the price the active rules put on it
+    (``A' lambda``, least squares over those variables). A channel's own term ``f_j(t) - price_j t``
+    (``f_j``: its contribution along its variable, weighted per draw as the risk measure weights them at
+    ``z``) is then read on a grid of :data:`FACE_GRID` levels between its bounds; where some level beats
+    the current one by more than ``1e-6`` of the objective, the channel is a candidate. The
+    :data:`FACE_TRIES` largest gains are tried one at a time (the channel moved there, the start projected
+    onto the rules, then climbed); the highest end, if above the current one, is kept and the prices read
+    again there; at most :data:`FACE_ROUNDS` rounds. Moving all candidates at once fails: national
+    rules (a channel's national band) then push their spend back somewhere arbitrary. This is the
+    Lagrangian optimality test of a separable problem, used as a heuristic (the answer is always the
+    climbed, checked allocation).
+
+    Needs one variable per channel (steady state, or a multi-week plan's flat version); otherwise
+    ``ends`` come back unchanged.
+    """
+    problem, scale, weeks = evaluator.problem, reduced.system.scale, evaluator.problem.weeks
+    n_ch = len(problem.channels)
+    if not reduced.size:
+        return ends
+    nonzero = reduced.m != 0
+    owners = [np.unique(np.flatnonzero(nonzero[:, k]) % n_ch) for k in range(reduced.size)]
+    if any(o.size != 1 for o in owners):
+        return ends
+    owner = np.array([o[0] for o in owners])
+    if np.unique(owner).size != owner.size:
+        return ends
+    best_z, best_value = ends[0]
+    for _ in range(FACE_ROUNDS):
+        moves = _face_moves(evaluator, reduced, best_z, best_value, owner)
+        round_best = None
+        for k, level in moves[:FACE_TRIES]:
+            target = reduced.to_reduced(best_z)
+            target[k] = level
+            # the moved channel stays where it was put: the projection settles the rules with the others
+            lb, ub = reduced.lb.copy(), reduced.ub.copy()
+            lb[k] = ub[k] = level
+            y = dataclasses.replace(reduced, lb=lb, ub=ub).project(reduced.full(target))
+            if y is None:
+                continue
+            z = _climb(evaluator, reduced, reduced.full(y), fscale, maxiter, ftol, info, rescale=True)
+            if z is None:
+                continue
+            value = evaluator.value((z * scale).reshape(weeks, -1))
+            if value > best_value + 1e-9 * abs(best_value) and (round_best is None or value > round_best[1]):
+                round_best = (z, value)
+        if round_best is None:
+            break
+        best_z, best_value = round_best
+    if best_z is ends[0][0]:
+        return ends
+    return [(best_z, best_value), *ends]
+
+
+def _face_moves(
+    evaluator: Evaluator, reduced: _Reduced, z: np.ndarray, value: float, owner: np.ndarray
+) -> list[tuple[int, float]]:
+    """Reduced variables of ``z`` that are on a worse face than another level at the rules' prices (see
+    :func:`_improve_faces`), as ``(variable, better level)``, largest gain first."""
+    scale, weeks = reduced.system.scale, evaluator.problem.weeks
+    y = reduced.to_reduced(z)
+    plan = (z * scale).reshape(weeks, -1)
+    contribution = evaluator.contributions(plan)
+    _, d_g, d_spend = evaluator.objective(contribution.sum(axis=1), float(plan.sum()))
+    _, grad = evaluator.value_and_grad(plan)
+    g = reduced.m.T @ grad.reshape(-1) * scale  # objective per unit of each reduced variable
+    # prices of the active rows, fitted on the variables strictly between their bounds
+    tol = 1e-7
+    v = reduced.a @ y
+    active = (
+        np.isfinite(reduced.lo) & (np.abs(v - reduced.lo) <= tol * np.maximum(1, np.abs(reduced.lo)))
+    ) | (np.isfinite(reduced.hi) & (np.abs(v - reduced.hi) <= tol * np.maximum(1, np.abs(reduced.hi))))
+    with np.errstate(invalid="ignore"):  # inf bounds: never reached
+        inside = (y > reduced.lb + tol * np.maximum(1, np.abs(reduced.lb))) & (
+            ~np.isfinite(reduced.ub) | (y < reduced.ub - tol * np.maximum(1, np.abs(reduced.ub)))
+        )
+    a = reduced.a[active]
+    if a.shape[0] and inside.any():
+        lam = np.linalg.lstsq(a[:, inside].T, g[inside], rcond=None)[0]
+        price = a.T @ lam
+    else:
+        price = np.zeros(reduced.size)
+    top = np.where(np.isfinite(reduced.ub), reduced.ub, 3.0 * np.maximum(y, y.mean()))
+    levels = reduced.lb[:, None] + (top - reduced.lb)[:, None] * np.linspace(0.0, 1.0, FACE_GRID)[None, :]
+    levels = np.concatenate([y[:, None], levels], axis=1)  # column 0: where it is
+    terms = np.empty_like(levels)
+    for i in range(levels.shape[1]):
+        zi = reduced.full(levels[:, i])
+        plan_i = (zi * scale).reshape(weeks, -1)
+        c = evaluator.contributions(plan_i)[:, owner]  # (S, k): each channel moves along its own variable
+        spend = plan_i.sum(axis=0)[owner]
+        terms[:, i] = d_g @ c + d_spend * spend - price * levels[:, i]
+    gain = terms.max(axis=1) - terms[:, 0]
+    move = np.flatnonzero(gain > 1e-6 * max(abs(value), evaluator.objective.value_scale, 1e-12))
+    best = levels[move, np.argmax(terms[move], axis=1)]
+    return [(int(k), float(level)) for _, k, level in sorted(zip(-gain[move], move, best, strict=True))]
 
 
 @contextlib.contextmanager
@@ -452,15 +655,25 @@ def solve(
     max_nodes: int = 512,
     maxiter: int = 500,
     ftol: float = 1e-10,
+    search: Search = "corners",
 ) -> tuple[np.ndarray, float, SolveInfo]:
     """The best allocation ``(H, C)`` found, its objective value and what the search did.
+
+    ``search``: ``corners`` (one market's channels): SLSQP from the current allocation, an even split,
+    every channel's corners and ``n_starts - 2`` random splits (:func:`_starts`). ``faces`` (many
+    channels: a geo budget's market x channel cells): from the current allocation only, climbed in
+    rescaled legs (:func:`_climb`), then channels moved to better faces of their curves at the rules'
+    prices (:func:`_improve_faces`). With 200 cells the corners are 400 SLSQP runs of 200 variables, each
+    needing hundreds of iterations (40 markets x 5 channels did not finish in 15 minutes); the face moves
+    do their job, on/off and low/high, one channel at a time where the prices say it pays.
 
     The caller has checked feasibility (:func:`mmm_pipeline.optimize.constraints.require_feasible`).
     """
     with single_threaded_blas():
         return _solve(
-            problem, evaluator, n_starts=n_starts, seed=seed, max_nodes=max_nodes, maxiter=maxiter, ftol=ftol
-        )
+            problem, evaluator, n_starts=n_starts, seed=seed, max_nodes=max_nodes, maxiter=maxiter, ftol=ftol,
+            search=search,
+        )  # fmt: skip
 
 
 def _solve(
@@ -472,6 +685,7 @@ def _solve(
     max_nodes: int,
     maxiter: int,
     ftol: float,
+    search: Search = "corners",
 ) -> tuple[np.ndarray, float, SolveInfo]:
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -494,7 +708,7 @@ def _solve(
             continue
         relaxed = linear_system(problem, off=off, on=on)
         relaxed.semicontinuous = []
-        found = _solve_relaxation(evaluator, relaxed, n_starts, rng, info, fscale, maxiter, ftol)
+        found = _solve_relaxation(evaluator, relaxed, n_starts, rng, info, fscale, maxiter, ftol, search)
         if found is None:
             continue
         plan, value = found
