@@ -115,7 +115,8 @@ def mean_mcse(draws: np.ndarray) -> np.ndarray:
 
 
 def roas_snapshot(outcome, window: ModelData) -> pd.DataFrame:  # noqa: ANN001 - RefitOutcome
-    """The fit's channel ROAS (mean, HDI from the product's channel summary) plus the MCSE of the mean."""
+    """The fit's channel ROAS: the product's channel summary (mean, HDI; the mean with control variates
+    when ``spec.control_variates`` is on), the plain mean of the draws and its MCSE."""
     result = outcome.fit
     table = outcome.tables["channel_summary"].set_index("channel")
     contribution, _ = insights.channel_draws(
@@ -125,9 +126,9 @@ def roas_snapshot(outcome, window: ModelData) -> pd.DataFrame:  # noqa: ANN001 -
     with np.errstate(divide="ignore", invalid="ignore"):
         roas = contribution / window.spend.sum(axis=0)
     roas = roas.reshape(chains, -1, roas.shape[-1])
-    mcse = mean_mcse(roas)
     out = table[["roas_mean", "roas_hdi_low", "roas_hdi_high"]].copy()
-    out["roas_mcse"] = mcse
+    out["roas_plain_mean"] = roas.mean(axis=(0, 1))
+    out["roas_mcse"] = mean_mcse(roas)
     return out
 
 
@@ -216,9 +217,10 @@ def replay_pymc_marketing(world: World, first_weeks: int, refits: int, log) -> l
     return snapshots
 
 
-def moves(snapshots: list[Snapshot]) -> pd.DataFrame:
-    """One row per refresh and channel: relative move of the ROAS mean, its z against the MC noise floor,
-    and whether the new mean lies outside the previous fit's 94% HDI."""
+def moves(snapshots: list[Snapshot], column: str = "roas_mean") -> pd.DataFrame:
+    """One row per refresh and channel: relative move of the ROAS mean (``column``: the product's, or
+    ``roas_plain_mean``), its z against the plain mean's MC noise floor, and whether the new mean lies
+    outside the previous fit's 94% HDI."""
     rows = []
     for k in range(1, len(snapshots)):
         before, after = snapshots[k - 1].table, snapshots[k].table
@@ -230,12 +232,12 @@ def moves(snapshots: list[Snapshot]) -> pd.DataFrame:
                     "refit": k,
                     "weeks": snapshots[k].weeks,
                     "channel": channel,
-                    "roas_before": b["roas_mean"],
-                    "roas_after": a["roas_mean"],
-                    "rel_move": abs(a["roas_mean"] / b["roas_mean"] - 1),
-                    "noise_floor": noise / abs(b["roas_mean"]),
-                    "z": (a["roas_mean"] - b["roas_mean"]) / noise if noise > 0 else np.nan,
-                    "left_hdi": not (b["roas_hdi_low"] <= a["roas_mean"] <= b["roas_hdi_high"]),
+                    "roas_before": b[column],
+                    "roas_after": a[column],
+                    "rel_move": abs(a[column] / b[column] - 1),
+                    "noise_floor": noise / abs(b[column]),
+                    "z": (a[column] - b[column]) / noise if noise > 0 else np.nan,
+                    "left_hdi": not (b["roas_hdi_low"] <= a[column] <= b["roas_hdi_high"]),
                 }
             )
     return pd.DataFrame(rows)
@@ -283,6 +285,9 @@ def main() -> None:
     parser.add_argument("--skip-case-study", action="store_true")
     parser.add_argument("--skip-pymc-marketing", action="store_true")
     parser.add_argument("--no-remedies", action="store_true", help="one attempt per refit")
+    parser.add_argument(
+        "--plain-means", action="store_true", help="spec.control_variates off (the product before)"
+    )
     args = parser.parse_args()
 
     def log(message: str) -> None:
@@ -297,6 +302,10 @@ def main() -> None:
         worlds = [] if args.skip_case_study else [case_study_world(sampler, args.case_study_weeks)]
         worlds += [synthetic_world(int(s), args.weeks, sampler) for s in args.seeds.split(",") if s]
         for world in worlds:
+            if args.plain_means:
+                world.model = world.model.model_copy(
+                    update={"spec": world.model.spec.model_copy(update={"control_variates": False})}
+                )
             if args.no_remedies:
                 world.model = world.model.model_copy(
                     update={"remedies": world.model.remedies.model_copy(update={"enabled": False})}
@@ -305,11 +314,18 @@ def main() -> None:
             label = f"{world.name}, {args.chains} x {draws} draws"
             log(f"\n== {label}: champion on {first} weeks, then {args.refits} refits of +1 week")
             snaps = replay_ours(world, first, args.refits, log)
-            table = moves(snaps)
-            results.append(summarize(f"ours: {label}", table))
+            if world.model.spec.control_variates:  # before/after on the same fits
+                results.append(summarize(f"ours, plain means: {label}", moves(snaps, "roas_plain_mean")))
+                results.append(summarize(f"ours, control variates: {label}", moves(snaps)))
+            else:
+                results.append(summarize(f"ours: {label}", moves(snaps)))
             if peer and world.name == "case_study":
-                theirs = moves(replay_pymc_marketing(world, first, args.refits, log))
-                results.append(summarize(f"PyMC-Marketing: {label}", theirs))
+                try:
+                    theirs = moves(replay_pymc_marketing(world, first, args.refits, log))
+                except Exception as exc:  # the peer failing is a result to report, not a reason to stop
+                    log(f"  [PyMC-Marketing] failed: {exc!r}")
+                else:
+                    results.append(summarize(f"PyMC-Marketing: {label}", theirs))
     print("\nsummary (relative ROAS-mean move per refresh over every channel and refresh)")
     print(
         pd.DataFrame(results).to_string(

@@ -245,3 +245,42 @@ def test_asset_records_publishes_and_reports_the_alternative(two_markets_project
         with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
             count = conn.execute("SELECT count(*) FROM models.prior_sensitivity").fetchone()[0]
         assert count == len(rows)
+
+
+# --- refresh stability: control-variate means (insights.stein_controls) -----------------------------------
+
+
+def test_control_variate_mean_removes_the_monte_carlo_error_of_a_gaussian() -> None:
+    """Draws of N(mu, I): the Stein controls are exact linear functions of x, so the control-variate
+    mean of x is mu itself while the plain mean is off by the sampling error; a column with infinities
+    keeps its plain mean (no regression on it)."""
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    mu = np.array([1.0, -2.0, 0.5])
+    x = mu + rng.normal(size=(2, 300, 3))
+    gradient = -(x - mu)
+    idata = az.from_dict(
+        posterior={"x": x}, sample_stats={"gradient": gradient, "unconstrained_draw": x}
+    )
+    controls = insights.stein_controls(idata)
+    assert controls.shape == (600, 6)
+    values = np.concatenate([x.reshape(600, 3), np.full((600, 1), np.inf)], axis=1)
+    plain = values.mean(axis=0)
+    adjusted = insights.control_variate_mean(values, controls)
+    assert np.abs(plain[:3] - mu).max() > 1e-3
+    assert adjusted[:3] == pytest.approx(mu, abs=1e-9)
+    assert adjusted[3] == np.inf
+    # x**2 (mean mu**2 + 1) is linear in the second-order controls x * g + 1 as well.
+    squares = insights.control_variate_mean(x.reshape(600, 3) ** 2, controls)
+    assert squares == pytest.approx(mu**2 + 1, abs=1e-9)
+    assert insights.stein_controls(az.from_dict(posterior={"x": x})) is None
+    # Too few draws for the regression: the plain mean.
+    few = insights.control_variate_mean(values[:20], controls[:20])
+    assert few[:3] == pytest.approx(values[:20, :3].mean(axis=0))
+
+
+def test_control_variates_option_keeps_existing_spec_hashes() -> None:
+    assert "control_variates" not in ModelSpec().model_dump()
+    assert ModelSpec(control_variates=False).model_dump()["control_variates"] is False
+    assert ModelSpec.model_validate_json(ModelSpec().model_dump_json()).control_variates

@@ -276,6 +276,9 @@ def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) ->
         target_accept=s.target_accept,
         progress_bar=hook,
         save_warmup=False,
+        # the Stein control variates of the posterior means (ModelSpec.control_variates, insights.py)
+        store_gradient=spec.control_variates,
+        store_unconstrained=spec.control_variates,
     )
 
 
