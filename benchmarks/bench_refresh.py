@@ -14,6 +14,12 @@ error (MCSE, ``az.mcse`` of the ROAS draws), so two fits of the same data alread
 ``sqrt(mcse_k^2 + mcse_{k-1}^2)``; ``z`` is the move in those units. Moves of ``|z|`` about 1 are sampling
 noise (more effective draws shrink them, by ``1/sqrt(ESS)``); moves of many ``z`` are the data's.
 
+The product's means use zero-variance control variates (``ModelSpec.control_variates``, default on:
+the Stein controls from the gradients nutpie stores, regressed out of each quantity's draws, see
+:func:`mmm_pipeline.model.insights.stein_controls`); the plain means of the same draws are measured
+alongside ("plain means"), so the before/after is on the very same fits. ``--plain-means`` switches the
+option off (no gradients stored).
+
 Worlds: the case study (``mmm_pipeline/demo/case_study_weekly.csv`` with its demo config's model section:
 logistic saturation, 5 Fourier modes, l_max 6, the 22 holiday flags) and synthetic worlds
 (``mmm_testkit.synthetic.generate_world``, seeds ``--seeds``, the default model spec). Sampler settings

@@ -284,3 +284,30 @@ def test_control_variates_option_keeps_existing_spec_hashes() -> None:
     assert "control_variates" not in ModelSpec().model_dump()
     assert ModelSpec(control_variates=False).model_dump()["control_variates"] is False
     assert ModelSpec.model_validate_json(ModelSpec().model_dump_json()).control_variates
+
+
+def test_both_subsections_render_in_html_and_markdown() -> None:
+    from mmm_pipeline.report.render import environment
+
+    table = pd.DataFrame(
+        {"model_id": "m2", "train_end": pd.Timestamp("2024-06-30"), "computed_at": pd.Timestamp("2024-07-01"),
+         "alternative": "channel-effect prior HalfNormal the same for every channel", "chains": 2,
+         "draws": 500, "alt_max_r_hat": 1.004, "alt_divergences": 0, "channel": ["search", "tv"],
+         "roas_mean": [1.0, 2.0], "roas_hdi_low": [0.5, 1.5], "roas_hdi_high": [1.5, 2.5],
+         "alt_roas_mean": [1.5, 1.9], "alt_roas_hdi_low": [0.9, 1.3], "alt_roas_hdi_high": [2.2, 2.6],
+         "relative_difference": [0.5, -0.05], "material": [True, False]}
+    )  # fmt: skip
+    data = _report_data({"train_end": pd.Timestamp("2024-06-16")}, DRIFT, [], sensitivity=table)
+    context = {"changes": what_changed(data), "sensitivity": prior_sensitivity(data)}
+    markdown = environment().get_template("changes_sensitivity.md.j2").render(**context)
+    html = environment().get_template("changes_sensitivity.html.j2").render(**context)
+    assert "| search | 1.00 [0.50 – 1.50] | 1.50 [0.90 – 2.20] | +50% | yes |" in markdown
+    assert "| search | 1.00 | 1.60 | +60.0% | no |" in markdown
+    assert "2 new weeks of data (2024-06-23 to 2024-06-30)" in markdown
+    assert "no drift event or configuration change to explain it: search" in markdown
+    assert "<td>+50%</td>" in html and "the same for every channel" in html
+    first = _report_data(None, [], [])
+    markdown = environment().get_template("changes_sensitivity.md.j2").render(
+        changes=what_changed(first), sensitivity=prior_sensitivity(first)
+    )
+    assert "first champion model" in markdown and "Not computed yet" in markdown

@@ -24,9 +24,25 @@ HDI_PROB = 0.94
 _MARGINAL_STEP = 0.01
 
 
-def _summarise(draws: np.ndarray, hdi_prob: float) -> dict[str, np.ndarray]:
+def _summarise(
+    draws: np.ndarray, hdi_prob: float, controls: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Mean and HDI of draws ``(S, ...)``; with ``controls`` (:func:`stein_controls`) the mean is the
+    control-variate mean (linear in the draws, so sums of such means stay sums)."""
     bounds = hdi(draws, hdi_prob)
-    return {"mean": draws.mean(axis=0), "hdi_low": bounds[..., 0], "hdi_high": bounds[..., 1]}
+    if controls is None:
+        mean = draws.mean(axis=0)
+    else:
+        flat = draws.reshape(draws.shape[0], -1)
+        mean = control_variate_mean(flat, controls).reshape(draws.shape[1:])
+    return {"mean": mean, "hdi_low": bounds[..., 0], "hdi_high": bounds[..., 1]}
+
+
+def _controls(idata: object, spec: ModelSpec) -> np.ndarray | None:
+    """The Stein controls of a single-market posterior when ``spec.control_variates`` is on."""
+    if not spec.control_variates or spec.pooling != "none" or not isinstance(idata, az.InferenceData):
+        return None
+    return stein_controls(idata)
 
 
 def parameter_summary(
@@ -54,7 +70,7 @@ def decomposition(
     Components: ``intercept`` (the baseline), ``trend``, ``seasonality``, ``controls``, one per channel.
     """
     pred = predict(idata, scaling, spec, data, carry_in)
-    return decomposition_table(pred.dates, decomposition_parts(pred), hdi_prob)
+    return decomposition_table(pred.dates, decomposition_parts(pred), hdi_prob, _controls(idata, spec))
 
 
 def decomposition_parts(pred: Prediction) -> dict[str, np.ndarray]:
@@ -65,11 +81,14 @@ def decomposition_parts(pred: Prediction) -> dict[str, np.ndarray]:
 
 
 def decomposition_table(
-    dates: pd.DatetimeIndex, parts: dict[str, np.ndarray], hdi_prob: float = HDI_PROB
+    dates: pd.DatetimeIndex,
+    parts: dict[str, np.ndarray],
+    hdi_prob: float = HDI_PROB,
+    controls: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """:func:`decomposition`'s long table from component draws ``(S, T)`` (e.g. summed over markets)."""
     frames = [
-        pd.DataFrame({"week": dates, "component": name, **_summarise(values, hdi_prob)})
+        pd.DataFrame({"week": dates, "component": name, **_summarise(values, hdi_prob, controls)})
         for name, values in parts.items()
     ]
     return pd.concat(frames, ignore_index=True)
@@ -91,7 +110,7 @@ def channel_summary(
     window (carry-over included) by the spend added: the slope of the channel's response where it is.
     """
     contribution, mroas = channel_draws(idata, scaling, spec, data, carry_in)
-    controls = stein_controls(idata) if spec.control_variates else None
+    controls = _controls(idata, spec)
     return channel_table(data.channels, data.spend.sum(axis=0), contribution, mroas, hdi_prob, controls)
 
 
@@ -168,10 +187,7 @@ def channel_table(
         }
     table = pd.DataFrame({"channel": list(channels), "spend": spend})
     for metric, values in metrics.items():
-        summary = _summarise(values, hdi_prob)
-        if controls is not None:
-            summary["mean"] = control_variate_mean(values, controls)
-        for stat, column in summary.items():
+        for stat, column in _summarise(values, hdi_prob, controls).items():
             table[f"{metric}_{stat}"] = column
     return table.set_index("channel")
 
@@ -198,6 +214,7 @@ def channel_period_summary(
     window holds every week starting in the period (a partial first or last period is still reported).
     """
     contributions = predict(idata, scaling, spec, data, carry_in).contributions  # (S, T, C)
+    controls = _controls(idata, spec)
     dates = pd.DatetimeIndex(data.dates)
     step = pd.Timedelta(weeks=1)
     frames = []
@@ -230,7 +247,7 @@ def channel_period_summary(
                 }
             )
             for metric, values in metrics.items():
-                for stat, column in _summarise(values, hdi_prob).items():
+                for stat, column in _summarise(values, hdi_prob, controls).items():
                     table[f"{metric}_{stat}"] = column
             frames.append(table)
     return pd.concat(frames, ignore_index=True)

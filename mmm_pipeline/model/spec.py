@@ -143,8 +143,9 @@ class ModelSpec(_Strict):
     whose own data say little borrows from the others. Left out of the serialized spec when ``none``, so
     the structure key and the config hash of every existing spec stay what they were."""
     control_variates: bool = True
-    """Estimate each channel's posterior mean contribution, ROAS, share and marginal ROAS
-    (``channel_summary``, hence ``roas_drift`` and the report) with zero-variance control variates from
+    """Estimate the posterior means of the channel summary (contribution, ROAS, share, marginal ROAS;
+    hence ``roas_drift`` and the report), the period summary and the decomposition with zero-variance
+    control variates from
     the gradients nutpie stores with the draws (:func:`mmm_pipeline.model.insights.stein_controls`):
     the same expectation with less Monte Carlo error, so a weekly refit's ROAS moves less for reasons
     that are only sampling noise (``benchmarks/bench_refresh.py``). Intervals are unchanged; samplers

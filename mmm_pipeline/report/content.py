@@ -306,7 +306,8 @@ def what_changed(data: ReportData) -> dict:
         )
     elif weeks < 0:
         reasons.append(f"a shorter window: the data now end {after.date()}, before {before.date()}")
-    if weeks == 0 and run.get("data_fingerprint") != previous.get("data_fingerprint"):
+    prints = run.get("data_fingerprint"), previous.get("data_fingerprint")
+    if weeks == 0 and all(isinstance(f, str) for f in prints) and prints[0] != prints[1]:
         reasons.append(f"restated data in the same window (weeks up to {after.date()}: a corrected delivery)")
     events = data.drift_events
     if not events.empty:  # opened on the previous champion, or resolved by this one
