@@ -54,6 +54,7 @@ import yaml
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData
 from mmm_pipeline.model.refit import choose_scaling, refit_market
+from mmm_pipeline.model.sensitivity import run_sensitivity
 from mmm_pipeline.model.settings import ModelConfig
 from mmm_pipeline.model.spec import HALFNORMAL_UNIT_SD, ModelSpec
 from mmm_testkit.adapters import model_data
@@ -138,8 +139,15 @@ def roas_snapshot(outcome, window: ModelData) -> pd.DataFrame:  # noqa: ANN001 -
     return out
 
 
-def replay_ours(world: World, first_weeks: int, refits: int, log) -> list[Snapshot]:  # noqa: ANN001
-    """The champion on ``first_weeks`` weeks, then ``refits`` consecutive +1-week refits, each promoted."""
+def replay_ours(
+    world: World,
+    first_weeks: int,
+    refits: int,
+    log,
+    sensitivity: bool = False,  # noqa: ANN001
+) -> list[Snapshot]:
+    """The champion on ``first_weeks`` weeks, then ``refits`` consecutive +1-week refits, each promoted.
+    With ``sensitivity`` the champion's prior sensitivity (``model.sensitivity`` defaults) is printed."""
     snapshots, champion = [], None
     for k in range(refits + 1):
         window = world.data.window(0, first_weeks + k)
@@ -157,6 +165,15 @@ def replay_ours(world: World, first_weeks: int, refits: int, log) -> list[Snapsh
             f"{snap.reused_graph}, attempts {snap.attempts}, gate "
             f"{'passed' if not snap.gate_failures else 'FAILED: ' + '; '.join(snap.gate_failures)}"
         )
+        if sensitivity and k == 0:
+            alt = run_sensitivity(
+                window, outcome.fit.spec, scaling, outcome.tables["channel_summary"], world.model.sensitivity
+            )
+            log(
+                f"  [{world.name}] prior sensitivity ({alt.alternative}; {alt.chains} x {alt.draws} draws, "
+                f"{alt.seconds:.0f} s, graph reused {alt.reused_graph}, max R-hat {alt.max_r_hat:.3f}):\n"
+                + alt.table.round(3).to_string(index=False)
+            )
         # Every refit is promoted (a champion's scaling is inherited, so the first one's stays frozen).
         champion = {"model_id": f"{world.name}-{k}", "scaling": scaling.model_dump_json()}
     return snapshots
@@ -292,6 +309,9 @@ def main() -> None:
     parser.add_argument("--skip-pymc-marketing", action="store_true")
     parser.add_argument("--no-remedies", action="store_true", help="one attempt per refit")
     parser.add_argument(
+        "--sensitivity", action="store_true", help="also print each champion's prior sensitivity"
+    )
+    parser.add_argument(
         "--plain-means", action="store_true", help="spec.control_variates off (the product before)"
     )
     args = parser.parse_args()
@@ -319,7 +339,9 @@ def main() -> None:
             first = world.data.n_weeks - args.refits
             label = f"{world.name}, {args.chains} x {draws} draws"
             log(f"\n== {label}: champion on {first} weeks, then {args.refits} refits of +1 week")
-            snaps = replay_ours(world, first, args.refits, log)
+            snaps = replay_ours(world, first, args.refits, log, args.sensitivity)
+            if args.refits == 0:
+                continue
             if world.model.spec.control_variates:  # before/after on the same fits
                 results.append(summarize(f"ours, plain means: {label}", moves(snaps, "roas_plain_mean")))
                 results.append(summarize(f"ours, control variates: {label}", moves(snaps)))
@@ -332,6 +354,8 @@ def main() -> None:
                     log(f"  [PyMC-Marketing] failed: {exc!r}")
                 else:
                     results.append(summarize(f"PyMC-Marketing: {label}", theirs))
+    if not results:
+        return
     print("\nsummary (relative ROAS-mean move per refresh over every channel and refresh)")
     print(
         pd.DataFrame(results).to_string(
