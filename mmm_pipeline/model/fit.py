@@ -266,6 +266,7 @@ def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) ->
             "sampling without progress lines"
         )
     model = _WithProgress(compiled, progress, rate_ms=2000) if hook else compiled
+    controls = spec.control_variates and spec.pooling == "none"
     return nutpie.sample(
         model,
         draws=s.draws,
@@ -276,9 +277,10 @@ def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) ->
         target_accept=s.target_accept,
         progress_bar=hook,
         save_warmup=False,
-        # the Stein control variates of the posterior means (ModelSpec.control_variates, insights.py)
-        store_gradient=spec.control_variates,
-        store_unconstrained=spec.control_variates,
+        # the Stein control variates of the posterior means (ModelSpec.control_variates, insights.py);
+        # single-market fits only (the pooled tables do not use them, and its parameters are many)
+        store_gradient=controls,
+        store_unconstrained=controls,
     )
 
 
