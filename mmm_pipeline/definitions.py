@@ -19,6 +19,7 @@ from .defs.assets.monitoring import build_monitoring_assets
 from .defs.assets.optimization import build_optimization_assets
 from .defs.assets.publish import build_publish_assets
 from .defs.assets.report import build_report_assets
+from .defs.assets.sensitivity import build_sensitivity_assets
 from .defs.jobs import MODEL_JOB, build_jobs
 from .defs.resources import build_resources
 from .defs.schedules import build_schedules
@@ -34,6 +35,7 @@ def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
             *landed_week_specs(cfg),
             *build_feature_assets(cfg, models),
             *build_model_assets(cfg),
+            *build_sensitivity_assets(cfg),
             *build_cv_assets(cfg),
             *build_optimization_assets(cfg),
             *build_publish_assets(cfg, models),

@@ -193,6 +193,21 @@ CREATE TABLE IF NOT EXISTS models.roas_drift (
     change DOUBLE, relative_change DOUBLE,
     within_champion_hdi BOOLEAN        -- the new mean lies inside the champion's 94% HDI
 );
+CREATE TABLE IF NOT EXISTS models.prior_sensitivity (
+    -- one row per computation x channel (model/sensitivity.py): a champion refitted under an
+    -- alternative prior set, on a schedule (model.sensitivity.every_weeks), not on every refit
+    market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,   -- the champion it was computed on
+    computed_at TIMESTAMP NOT NULL, train_end DATE,       -- the champion's last training week
+    alternative VARCHAR,              -- the alternative prior set, in words
+    settings_hash VARCHAR,            -- model structure and priors + the alternative (a change recomputes)
+    chains INTEGER, draws INTEGER, tune INTEGER,          -- the alternative fit's sampler settings
+    alt_max_r_hat DOUBLE, alt_divergences INTEGER,        -- the alternative fit's convergence
+    channel VARCHAR,
+    roas_mean DOUBLE, roas_hdi_low DOUBLE, roas_hdi_high DOUBLE,              -- the champion's
+    alt_roas_mean DOUBLE, alt_roas_hdi_low DOUBLE, alt_roas_hdi_high DOUBLE,  -- under the alternative
+    relative_difference DOUBLE,       -- alt_roas_mean / roas_mean - 1
+    material BOOLEAN                  -- |relative_difference| above model.sensitivity.material_change
+);
 """
 
 #: Insight tables a fit writes (``tables/<name>.parquet``) and registration copies into ``models``.

@@ -116,6 +116,8 @@ def small_model_config(config_path: Path, **model: object) -> None:
             "sampler": {"chains": 2, "draws": 400, "tune": 400, "seed": 1},
         },
         "gate": {"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
+        # One more fit per market and run otherwise; tests/test_sensitivity.py switches it on.
+        "sensitivity": {"enabled": False},
         **model,
     }
     raw["cv"] = {"n_folds": 2, "min_train_weeks": 52, "horizon": 8, "step": 8, "baseline_draws": 500}

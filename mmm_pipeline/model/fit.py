@@ -112,6 +112,7 @@ def fit(
     lift_tests: LiftTests | None = None,
     progress: Progress | None = None,
     cache: ModelCache | None = DEFAULT_CACHE,
+    prior_scale: np.ndarray | None = None,
 ) -> FitResult:
     """Fit one market's MMM to ``data`` (a training window with KPI).
 
@@ -120,7 +121,9 @@ def fit(
     first weeks); zeros when ``None``. ``lift_tests``: the market's experiments
     (:mod:`~mmm_pipeline.model.calibration`); only those that ended by the window's last week enter the
     fit, so a CV fold never sees an experiment from its test weeks. ``progress`` receives readable
-    progress lines. ``cache=None`` builds and compiles afresh.
+    progress lines. ``cache=None`` builds and compiles afresh. ``prior_scale`` ``(C,)`` replaces the
+    channel-effect prior's per-channel scale (the ``beta_prior_scale`` data container, by default from
+    the spend shares): another prior on the same compiled graph (:mod:`~mmm_pipeline.model.sensitivity`).
     """
     spec = spec or ModelSpec()
     if spec.pooling != "none":
@@ -137,6 +140,8 @@ def fit(
         carry_in = np.zeros((spec.l_max - 1, len(data.channels)))
     tests = LiftTests.empty() if lift_tests is None else lift_tests.ended_by(data.dates[-1])
     inputs = model_inputs(data, scaling, spec, carry_in=carry_in, n_time=n_time, lift_tests=tests)
+    if prior_scale is not None:
+        inputs["beta_prior_scale"] = np.asarray(prior_scale, dtype=float).reshape(len(data.channels))
     key = graph_key(spec, scaling, n_time, padded_tests(len(tests)))
     entry = cache.get(key) if cache is not None else None
     reused = entry is not None and (sampler.name != "nutpie" or entry.compiled is not None)
@@ -263,6 +268,7 @@ def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) ->
             "sampling without progress lines"
         )
     model = _WithProgress(compiled, progress, rate_ms=2000) if hook else compiled
+    controls = spec.control_variates and spec.pooling == "none"
     return nutpie.sample(
         model,
         draws=s.draws,
@@ -273,6 +279,10 @@ def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) ->
         target_accept=s.target_accept,
         progress_bar=hook,
         save_warmup=False,
+        # the Stein control variates of the posterior means (ModelSpec.control_variates, insights.py);
+        # single-market fits only (the pooled tables do not use them, and its parameters are many)
+        store_gradient=controls,
+        store_unconstrained=controls,
     )
 
 

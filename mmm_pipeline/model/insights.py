@@ -24,9 +24,25 @@ HDI_PROB = 0.94
 _MARGINAL_STEP = 0.01
 
 
-def _summarise(draws: np.ndarray, hdi_prob: float) -> dict[str, np.ndarray]:
+def _summarise(
+    draws: np.ndarray, hdi_prob: float, controls: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Mean and HDI of draws ``(S, ...)``; with ``controls`` (:func:`stein_controls`) the mean is the
+    control-variate mean (linear in the draws, so sums of such means stay sums)."""
     bounds = hdi(draws, hdi_prob)
-    return {"mean": draws.mean(axis=0), "hdi_low": bounds[..., 0], "hdi_high": bounds[..., 1]}
+    if controls is None:
+        mean = draws.mean(axis=0)
+    else:
+        flat = draws.reshape(draws.shape[0], -1)
+        mean = control_variate_mean(flat, controls).reshape(draws.shape[1:])
+    return {"mean": mean, "hdi_low": bounds[..., 0], "hdi_high": bounds[..., 1]}
+
+
+def _controls(idata: object, spec: ModelSpec) -> np.ndarray | None:
+    """The Stein controls of a single-market posterior when ``spec.control_variates`` is on."""
+    if not spec.control_variates or spec.pooling != "none" or not isinstance(idata, az.InferenceData):
+        return None
+    return stein_controls(idata)
 
 
 def parameter_summary(
@@ -54,7 +70,7 @@ def decomposition(
     Components: ``intercept`` (the baseline), ``trend``, ``seasonality``, ``controls``, one per channel.
     """
     pred = predict(idata, scaling, spec, data, carry_in)
-    return decomposition_table(pred.dates, decomposition_parts(pred), hdi_prob)
+    return decomposition_table(pred.dates, decomposition_parts(pred), hdi_prob, _controls(idata, spec))
 
 
 def decomposition_parts(pred: Prediction) -> dict[str, np.ndarray]:
@@ -65,11 +81,14 @@ def decomposition_parts(pred: Prediction) -> dict[str, np.ndarray]:
 
 
 def decomposition_table(
-    dates: pd.DatetimeIndex, parts: dict[str, np.ndarray], hdi_prob: float = HDI_PROB
+    dates: pd.DatetimeIndex,
+    parts: dict[str, np.ndarray],
+    hdi_prob: float = HDI_PROB,
+    controls: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """:func:`decomposition`'s long table from component draws ``(S, T)`` (e.g. summed over markets)."""
     frames = [
-        pd.DataFrame({"week": dates, "component": name, **_summarise(values, hdi_prob)})
+        pd.DataFrame({"week": dates, "component": name, **_summarise(values, hdi_prob, controls)})
         for name, values in parts.items()
     ]
     return pd.concat(frames, ignore_index=True)
@@ -91,7 +110,46 @@ def channel_summary(
     window (carry-over included) by the spend added: the slope of the channel's response where it is.
     """
     contribution, mroas = channel_draws(idata, scaling, spec, data, carry_in)
-    return channel_table(data.channels, data.spend.sum(axis=0), contribution, mroas, hdi_prob)
+    controls = _controls(idata, spec)
+    return channel_table(data.channels, data.spend.sum(axis=0), contribution, mroas, hdi_prob, controls)
+
+
+def stein_controls(idata: az.InferenceData) -> np.ndarray | None:
+    """``(S, P')`` functions of each draw whose posterior mean is exactly zero, from the gradient of the
+    log density nutpie stored with the draws (:attr:`ModelSpec.control_variates`); None without them.
+
+    Why: a posterior mean estimated from ``S`` correlated draws carries Monte Carlo error, which is what
+    moves a channel's ROAS from one weekly refit to the next when a week of data hardly changes the
+    posterior (``benchmarks/bench_refresh.py``). By Stein's identity, for the unconstrained parameters
+    ``x`` with log density ``log p``, ``E[d log p / dx_i] = 0`` and ``E[x_i d log p / dx_i + 1] = 0``:
+    these zero-mean controls, regressed out of a quantity's draws, leave its mean unbiased (up to
+    O(1/S) from fitting the regression on the same draws) with less variance (zero-variance control
+    variates, Mira, Solgi & Imparato 2013).
+    """
+    stats = getattr(idata, "sample_stats", None)
+    if stats is None or "gradient" not in stats or "unconstrained_draw" not in stats:
+        return None
+    gradient = stats["gradient"].to_numpy()
+    gradient = gradient.reshape(-1, gradient.shape[-1])
+    draws = stats["unconstrained_draw"].to_numpy().reshape(gradient.shape)
+    return np.concatenate([gradient, draws * gradient + 1.0], axis=1)
+
+
+def control_variate_mean(values: np.ndarray, controls: np.ndarray) -> np.ndarray:
+    """``(C,)`` the mean of draws ``values`` ``(S, C)`` with the zero-mean ``controls`` ``(S, P)``
+    regressed out (least squares on the centred draws); a column with non-finite draws, or draws too few
+    for the regression (``S < 4 P``), keeps its plain mean."""
+    plain = values.mean(axis=0)
+    if values.shape[0] < 4 * controls.shape[1]:
+        return plain
+    centred = controls - controls.mean(axis=0)
+    out = np.array(plain, dtype=float)
+    finite = np.isfinite(values).all(axis=0)
+    if finite.any():
+        target = values[:, finite] - plain[finite]
+        coef, *_ = np.linalg.lstsq(centred, target, rcond=None)
+        out[finite] = plain[finite] - controls.mean(axis=0) @ coef
+    return out
 
 
 def channel_draws(
@@ -115,9 +173,11 @@ def channel_table(
     contribution: np.ndarray,
     mroas: np.ndarray,
     hdi_prob: float = HDI_PROB,
+    controls: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """:func:`channel_summary`'s table from total spend ``(C,)`` and contribution and marginal ROAS
-    draws ``(S, C)``."""
+    draws ``(S, C)``; with ``controls`` (:func:`stein_controls`) each mean is the control-variate mean,
+    the intervals stay those of the draws."""
     with np.errstate(divide="ignore", invalid="ignore"):
         metrics = {
             "contribution": contribution,
@@ -127,7 +187,7 @@ def channel_table(
         }
     table = pd.DataFrame({"channel": list(channels), "spend": spend})
     for metric, values in metrics.items():
-        for stat, column in _summarise(values, hdi_prob).items():
+        for stat, column in _summarise(values, hdi_prob, controls).items():
             table[f"{metric}_{stat}"] = column
     return table.set_index("channel")
 
@@ -154,6 +214,7 @@ def channel_period_summary(
     window holds every week starting in the period (a partial first or last period is still reported).
     """
     contributions = predict(idata, scaling, spec, data, carry_in).contributions  # (S, T, C)
+    controls = _controls(idata, spec)
     dates = pd.DatetimeIndex(data.dates)
     step = pd.Timedelta(weeks=1)
     frames = []
@@ -186,7 +247,7 @@ def channel_period_summary(
                 }
             )
             for metric, values in metrics.items():
-                for stat, column in _summarise(values, hdi_prob).items():
+                for stat, column in _summarise(values, hdi_prob, controls).items():
                     table[f"{metric}_{stat}"] = column
             frames.append(table)
     return pd.concat(frames, ignore_index=True)

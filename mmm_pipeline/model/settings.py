@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -38,6 +39,30 @@ class GateConfig(StrictModel):
     """In-sample MAPE (0.1 = 10%); ``null`` (default) switches the rule off."""
 
 
+class SensitivityConfig(StrictModel):
+    """``model.sensitivity``: the alternative prior set, how often it is refitted, how short, and when a
+    difference counts as material."""
+
+    enabled: bool = True
+    spend_share: Literal["opposite", "on", "off"] = "opposite"
+    """The alternative's channel-effect prior: ``opposite`` (default) scales it by spend share when the
+    model does not (``spec.beta_by_spend_share: false``) and makes it equal for every channel when the
+    model does; ``on`` / ``off`` say which outright."""
+    scale: float = Field(1.0, gt=0)
+    """Multiplies every channel's effect-prior sd in the alternative: 2 is twice as wide, 0.5 half."""
+    every_weeks: int = Field(4, ge=1)
+    """Refit the alternative when the champion's last training week is at least this many weeks past the
+    one of the last computation (or the champion's model or the alternative changed in another way: a new
+    config, a first champion); in between the report shows the last result and its age."""
+    chains: int = Field(2, ge=1)
+    draws: int = Field(500, ge=10)
+    tune: int = Field(500, ge=10)
+    """Sampler settings of the alternative fit, each capped at the champion's own."""
+    material_change: float = Field(0.25, gt=0)
+    """A channel whose alternative ROAS mean differs from the champion's by more than this share is
+    flagged as prior-sensitive."""
+
+
 class ModelConfig(StrictModel):
     """The weekly refit: model structure, priors and sampler (``spec``), gate and refresh rules."""
 
@@ -57,6 +82,9 @@ class ModelConfig(StrictModel):
     max_cv_crps_increase: float | None = Field(0.1, ge=0)
     """A challenger whose cross-validated CRPS is more than this share above the champion's is not
     promoted (0.1: 10% worse); ``null`` switches the rule off."""
+    sensitivity: SensitivityConfig = SensitivityConfig()
+    """Each channel's ROAS under an alternative prior set, shown in the report
+    (:mod:`~mmm_pipeline.model.sensitivity`)."""
 
     @model_validator(mode="after")
     def _sampler_installed(self) -> ModelConfig:

@@ -142,6 +142,15 @@ class ModelSpec(_Strict):
     national values, each market with its own baseline, trend, seasonality, controls and noise; a market
     whose own data say little borrows from the others. Left out of the serialized spec when ``none``, so
     the structure key and the config hash of every existing spec stay what they were."""
+    control_variates: bool = True
+    """Estimate the posterior means of the channel summary (contribution, ROAS, share, marginal ROAS;
+    hence ``roas_drift`` and the report), the period summary and the decomposition with zero-variance
+    control variates from
+    the gradients nutpie stores with the draws (:func:`mmm_pipeline.model.insights.stein_controls`):
+    the same expectation with less Monte Carlo error, so a weekly refit's ROAS moves less for reasons
+    that are only sampling noise (``benchmarks/bench_refresh.py``). Intervals are unchanged; samplers
+    other than nutpie store no gradients and keep the plain means. Left out of the serialized spec when
+    on (the default), so the structure key and config hash of every existing spec stay what they were."""
     pad_weeks_to: int = Field(13, ge=1)
     """Pad the time axis to a multiple of this many weeks (masked in the likelihood), so that fits on
     windows a few weeks apart (weekly refits, CV folds) share one compiled graph; 1 disables padding."""
@@ -168,6 +177,8 @@ class ModelSpec(_Strict):
             data.pop("saturation_by_channel", None)
         if self.pooling == "none":
             data.pop("pooling", None)
+        if self.control_variates:
+            data.pop("control_variates", None)
         return data
 
     def saturation_kinds(self, channels: Sequence[str]) -> tuple[SaturationKind, ...]:

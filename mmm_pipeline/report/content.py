@@ -284,6 +284,90 @@ def history_summary(data: ReportData) -> dict | None:
     }
 
 
+def _percent(share: object) -> float | None:
+    """A share (0.125) in percent (12.5), as the ``signed_pct`` filter takes it; None when missing."""
+    return None if share is None or pd.isna(share) else float(share) * 100
+
+
+def what_changed(data: ReportData) -> dict:
+    """What changed since the previous champion and why: new data weeks, restated data, a drift event,
+    a config or code change, lift tests; and each channel's ROAS before and after, flagging a move out of
+    the previous 94% interval that nothing on that list explains."""
+    run, previous = data.run, data.previous_run
+    if previous is None:
+        return {"first": True, "reasons": [], "channels": [], "unexplained": []}
+    reasons = []
+    before, after = pd.Timestamp(previous["train_end"]), pd.Timestamp(run["train_end"])
+    weeks = (after - before).days // 7
+    if weeks > 0:
+        reasons.append(
+            f"{weeks} new week{'s' if weeks != 1 else ''} of data "
+            f"({(before + pd.Timedelta(weeks=1)).date()} to {after.date()})"
+        )
+    elif weeks < 0:
+        reasons.append(f"a shorter window: the data now end {after.date()}, before {before.date()}")
+    prints = run.get("data_fingerprint"), previous.get("data_fingerprint")
+    if weeks == 0 and all(isinstance(f, str) for f in prints) and prints[0] != prints[1]:
+        reasons.append(f"restated data in the same window (weeks up to {after.date()}: a corrected delivery)")
+    events = data.drift_events
+    if not events.empty:  # opened on the previous champion, or resolved by this one
+        events = events[
+            (events["new_model_id"] == run["model_id"]) | (events["model_id"] == previous["model_id"])
+        ]
+    for e in events.itertuples():
+        detected = pd.Timestamp(e.detected_week).date()
+        reasons.append(f"drift event {e.event_id} ({e.rule}, detected in the week of {detected})")
+    config_changed = run.get("config_hash") != previous.get("config_hash")
+    if config_changed:
+        reasons.append("the model configuration changed (spec, priors, sampler, channels or controls)")
+    code = previous.get("code_version"), run.get("code_version")
+    if code[0] != code[1]:
+        reasons.append(f"the pipeline code changed ({code[0]} → {code[1]})")
+    tests = previous.get("n_lift_tests"), run.get("n_lift_tests")
+    if tests[0] != tests[1]:
+        reasons.append(f"lift tests in the fit: {tests[0]} → {tests[1]}")
+    if run.get("scaling_source") == "fresh":
+        reasons.append("the scaling was recomputed (channels or controls changed, or keep_scaling is off)")
+    drift = data.roas_drift.to_dict("records")
+    channels = [{**r, "change_pct": _percent(r["relative_change"])} for r in drift]
+    # A move out of the previous interval is explained by a drift event or a new configuration; new
+    # weeks alone should not do it (benchmarks/bench_refresh.py).
+    explained = config_changed or not events.empty
+    unexplained = [] if explained else [r["channel"] for r in channels if not r["within_champion_hdi"]]
+    return {
+        "first": False,
+        "previous_id": previous["model_id"],
+        "previous_end": before,
+        "reasons": reasons or ["nothing recorded changed: the same data and configuration were refitted"],
+        "channels": channels,
+        "unexplained": unexplained,
+    }
+
+
+def prior_sensitivity(data: ReportData) -> dict | None:
+    """The latest prior-sensitivity computation: the alternative prior set, on which champion and how
+    long ago, each channel's ROAS under both with the material flag; None before any."""
+    table = data.sensitivity
+    if table.empty:
+        return None
+    first = table.iloc[0]
+    age = (pd.Timestamp(data.run["train_end"]) - pd.Timestamp(first["train_end"])).days // 7
+    return {
+        "alternative": first["alternative"],
+        "model_id": first["model_id"],
+        "on_champion": first["model_id"] == data.model_id,
+        "weeks_old": age,
+        "computed_at": first["computed_at"],
+        "sampler": f"{int(first['chains'])} × {int(first['draws'])}",
+        "alt_max_r_hat": first["alt_max_r_hat"],
+        "alt_divergences": int(first["alt_divergences"]),
+        "rows": [
+            {**r, "difference_pct": _percent(r["relative_difference"])} for r in table.to_dict("records")
+        ],
+        "material": [str(c) for c in table.loc[table["material"].astype(bool), "channel"]],
+    }
+
+
 def warnings(data: ReportData, t: Thresholds) -> list[str]:
     """Plain-language warnings wherever a figure the reader relies on is weak."""
     out: list[str] = []
@@ -448,5 +532,7 @@ def context(data: ReportData, t: Thresholds) -> dict:
         "geo": geo_budget(data),
         "warnings": warnings(data, t),
         "next_steps": next_steps(data, t),
+        "changes": what_changed(data),
+        "sensitivity": prior_sensitivity(data),
         "thresholds": t,
     }

@@ -68,6 +68,11 @@ class ReportData:
     when no geo plan is configured or published."""
     geo_markets: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Its ``latest_geo_market_totals``: every market's row, not only this one's."""
+    previous_run: pd.Series | None = None
+    """The ``model_runs`` row of the champion this one replaced (``run.previous_champion``); None for a
+    market's first champion."""
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The market's latest ``prior_sensitivity`` computation, one row per channel; empty before any."""
 
     @property
     def model_id(self) -> str:
@@ -120,6 +125,7 @@ def load_report_data(
         latest = read("latest_model_runs", "model_id")
         plans = read("latest_plan_summary", "market")
         deliveries = _deliveries(bi, published)
+        previous_run, sensitivity = _previous_and_sensitivity(bi, published, market, runs.iloc[0])
         geo_plan, geo_markets = None, pd.DataFrame()
         if {"latest_geo_plan_summary", "latest_geo_market_totals"} <= set(published):
             geo = bi.execute("SELECT * FROM latest_geo_plan_summary").df()
@@ -137,8 +143,30 @@ def load_report_data(
         checks=list(checks or []),
         geo_plan=geo_plan,
         geo_markets=geo_markets,
+        previous_run=previous_run,
+        sensitivity=sensitivity,
         **frames,
     )
+
+
+def _previous_and_sensitivity(
+    bi: duckdb.DuckDBPyConnection, published: dict, market: str, run: pd.Series
+) -> tuple[pd.Series | None, pd.DataFrame]:
+    """The previous champion's run row (what "what changed" compares with) and the market's latest
+    prior-sensitivity computation (its rows for every channel)."""
+    previous = None
+    previous_id = run.get("previous_champion")
+    if isinstance(previous_id, str) and previous_id and "model_runs" in published:
+        rows = bi.execute("SELECT * FROM model_runs WHERE model_id = ?", [previous_id]).df()
+        previous = None if rows.empty else rows.iloc[0]
+    sensitivity = pd.DataFrame()
+    if "prior_sensitivity" in published:
+        sensitivity = bi.execute(
+            "SELECT * FROM prior_sensitivity WHERE market = ? "
+            "QUALIFY computed_at = max(computed_at) OVER () ORDER BY channel",
+            [market],
+        ).df()
+    return previous, sensitivity
 
 
 def _deliveries(bi: duckdb.DuckDBPyConnection, published: dict) -> pd.DataFrame:

@@ -51,7 +51,7 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
     @dg.asset(
         group_name="publish",
         kinds={"duckdb", "parquet"},
-        deps=["model_registry", *(["budget_recommendation"] if optimization else [])],
+        deps=["model_registry", "prior_sensitivity", *(["budget_recommendation"] if optimization else [])],
         pool=WRITER_POOL,
         # One partition per market: a materialization publishes every market's tables, and its partition
         # says whose new model or recommendation it carries. So another market's publish leaves this
@@ -81,6 +81,7 @@ def build_publish_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> lis
             # the geo tables too (empty without a geo plan): the catalog's relations never depend on config
             relations |= _geo_relations()
         relations |= MONITORING_TABLES  # performance_tracking, drift_events, optimization_history
+        relations |= {"prior_sensitivity": "models.prior_sensitivity"}  # every computation, all markets
         with warehouse.get_connection() as conn:
             ensure_schema(conn)
             ensure_monitoring_schema(conn)
