@@ -223,6 +223,10 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     history = spend_history(conn, market, channels, train_end)
                 except ValueError as exc:
                     raise dg.Failure(f"market {market}: {exc}") from None
+                # every landed week: the plan forecast's carry-in and controls (landed plan weeks)
+                rows = conn.execute(
+                    "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? ORDER BY week", [market]
+                ).df()
             previous = latest_optimization(conn, market)
             # Market conditions (config ``conditions``) tighten the plans, like a scenario's changes.
             try:
@@ -255,7 +259,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         model = load_model(str(serving["artifact_path"]))
         try:
             opt = recommend(
-                model, market, plans, history, groups=groups, max_draws=settings.max_draws,
+                model, market, plans, history, rows, groups=groups, max_draws=settings.max_draws,
                 dagster_run_id=context.run_id,
             )  # fmt: skip
         except (PlanError, ValueError) as exc:  # a plan that does not fit the model, duplicate names
@@ -287,11 +291,10 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             with warehouse.get_connection() as conn:
                 write_optimization(conn, opt)
                 # Optimization history: what was recommended, why this run happened, under which conditions.
-                baseline = monitoring_store.baseline_kpi(conn, model_id, opt.base_plan.current_weeks)
                 monitoring_store.append_history(
                     conn,
                     monitoring_store.history_rows(
-                        opt.tables, context.run.tags, [c.as_dict() for c in active], baseline
+                        opt.tables, context.run.tags, [c.as_dict() for c in active]
                     ),
                 )
                 history = conn.execute(
