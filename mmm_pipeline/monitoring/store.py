@@ -41,11 +41,22 @@ def replace_tracking(
         conn.unregister("tracking_rows")
 
 
-def tracking_rows(conn: duckdb.DuckDBPyConnection, market: str, model_id: str) -> pd.DataFrame:
+def market_tracking(conn: duckdb.DuckDBPyConnection, market: str) -> pd.DataFrame:
+    """Every tracking row of the market (each champion it has had), for
+    :func:`mmm_pipeline.monitoring.drift.lineage`."""
     return conn.execute(
-        "SELECT * FROM monitoring.performance_tracking WHERE market = ? AND model_id = ? ORDER BY week",
-        [market, model_id],
+        "SELECT * FROM monitoring.performance_tracking WHERE market = ? ORDER BY week, train_end",
+        [market],
     ).df()
+
+
+def last_event_week(conn: duckdb.DuckDBPyConnection, market: str) -> dt.date | None:
+    """The detected week of the market's latest drift event (open or resolved): where the champion
+    lineage the rules read starts again."""
+    row = conn.execute(
+        "SELECT max(detected_week) FROM monitoring.drift_events WHERE market = ?", [market]
+    ).fetchone()
+    return None if row is None or row[0] is None else pd.Timestamp(row[0]).date()
 
 
 def calibration_errors(conn: duckdb.DuckDBPyConnection, model_id: str) -> dict | None:
