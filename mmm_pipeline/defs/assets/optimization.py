@@ -102,6 +102,21 @@ def _uplift_text(summary: pd.Series, kpi: str) -> str:
     )
 
 
+def _forecast_text(summary: pd.Series, kpi: str) -> str:
+    """The plan forecast in words: the KPI of the plan weeks under the recommendation and the promised
+    uplift over the current allocation on those same weeks (what the scorecard will check)."""
+    if summary.get("forecast_start") is None or pd.isna(summary.get("forecast_start")):
+        return "no plan forecast (no spend history)"
+    return (
+        f"weeks {summary['forecast_start']} to {summary['forecast_end']}: "
+        f"{summary['forecast_kpi_mean']:,.0f} {kpi}, 94% HDI "
+        f"[{summary['forecast_kpi_hdi_low']:,.0f}, {summary['forecast_kpi_hdi_high']:,.0f}]; "
+        f"uplift over the current allocation on these weeks {summary['forecast_uplift_mean']:+,.0f} "
+        f"[{summary['forecast_uplift_hdi_low']:+,.0f}, {summary['forecast_uplift_hdi_high']:+,.0f}]; "
+        f"{summary['forecast_controls']}"
+    )
+
+
 def _conflicts(opt: Optimization) -> list[str]:
     out = []
     for name, error in opt.infeasible.items():
@@ -317,6 +332,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "budget": float(summary["budget"]),
                 "total_recommended": float(summary["total_recommended"]),
                 "uplift": uplift,
+                "plan_forecast": _forecast_text(opt.tables["plan_summary"].iloc[0], cfg.kpi.name),
                 "uplift_mean": float(summary["uplift_mean"]),
                 "uplift_hdi_low": float(summary["uplift_hdi_low"]),
                 "uplift_hdi_high": float(summary["uplift_hdi_high"]),
@@ -340,7 +356,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "trigger": context.run.tags.get("mmm/trigger", "manual"),
                 "conditions": ", ".join(c.name for c in active) or "none",
                 "history_kpi": dg.MetadataValue.md(
-                    _history_chart(kpi_trend_chart, history, f"{market}: predicted KPI over time")
+                    _history_chart(kpi_trend_chart, history, f"{market}: forecast KPI of each plan's weeks")
                 ),
                 "history_allocation": dg.MetadataValue.md(
                     _history_chart(allocation_chart, history, f"{market}: recommended allocation over time")
