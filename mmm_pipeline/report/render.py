@@ -132,7 +132,7 @@ def _charts(data: ReportData) -> list[charts.Chart]:
         ))  # fmt: skip
     if history_summary(data) is not None:
         for draw, name, title in (
-            (monitoring_plots.kpi_trend_chart, "history_kpi", "Forecast KPI of each recommendation's weeks"),
+            (monitoring_plots.kpi_trend_chart, "history_kpi", "Forecast KPI of the plan weeks"),
             (monitoring_plots.allocation_chart, "history_allocation", "Recommended allocation over time"),
             (monitoring_plots.roas_trend_chart, "history_roas", "ROAS at the recommended spend over time"),
         ):
@@ -140,7 +140,7 @@ def _charts(data: ReportData) -> list[charts.Chart]:
     if not data.scorecard.empty and (data.scorecard["status"] == "complete").any():
         out.append(charts.from_figure(
             monitoring_plots.scorecard_chart(data.scorecard, ""), "scorecard",
-            "Promised (94% interval) against actual KPI of each recommendation's plan weeks",
+            "Promised KPI (94% interval) against the actual KPI of the plan weeks",
         ))  # fmt: skip
     return out
 
