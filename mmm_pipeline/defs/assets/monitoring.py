@@ -283,6 +283,10 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "firing_now": dg.MetadataValue.json(
                     {m: [f.rule for f in d.firings] for m, d in decisions.items()}
                 ),
+                # what the rules read: each market's champion lineage since its latest event
+                "tracked_weeks_since_last_event": dg.MetadataValue.json(
+                    {m: len(rows) for m, (rows, _) in inputs.items()}
+                ),
                 "events": dg.MetadataValue.md(markdown_table(shown.head(20)) if len(shown) else "none"),
                 **calibration_metadata(calibrations, cfg),
                 "published": dg.MetadataValue.json(counts),
