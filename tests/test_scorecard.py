@@ -12,6 +12,7 @@ import pytest
 from mmm_pipeline.model.build import ModelData
 from mmm_pipeline.model.predict import PosteriorDraws, forecast_plan, thin
 from mmm_pipeline.monitoring import drift
+from mmm_pipeline.monitoring.plots import scorecard_chart
 from mmm_pipeline.monitoring.scorecard import FOLLOW_TOLERANCE, build_scorecard, coverage, score
 from mmm_pipeline.monitoring.settings import CusumRule
 from mmm_pipeline.monitoring.tracking import track
@@ -227,6 +228,12 @@ def test_coverage_near_nominal_when_actuals_follow_the_promise_and_a_break_shows
     pd.testing.assert_frame_equal(
         pre.drop(columns="coverage_to_date"), card.iloc[:40].drop(columns="coverage_to_date")
     )
+    # rows kept as stored and rows scored now have one date type, so they sort and chart together
+    # (the stored rows come back from DuckDB as timestamps, the new ones as dates)
+    corrected = frame_of(data, kpi=np.where(np.arange(len(kpi)) >= 110, kpi, broken))
+    mixed = build_scorecard(promised, allocated, {"all": corrected}, load, after, DRAWS)
+    assert pd.api.types.is_datetime64_any_dtype(mixed["first_week"])
+    assert scorecard_chart(mixed, "promised vs actual") is not None
 
 
 # --- alarms read the champion lineage (item 6) -----------------------------------------------------------

@@ -179,6 +179,9 @@ def build_scorecard(
         else:
             out.append(score(promise, mine, market_rows, load_model(str(promise["model_id"])), max_draws))
     frame = pd.DataFrame(out, columns=SCORECARD_COLUMNS)
+    # one type per column, whether a row was scored now (dates) or kept as stored (timestamps)
+    for column in ("created_at", "first_week", "last_week"):
+        frame[column] = pd.to_datetime(frame[column])
     return with_coverage(frame)
 
 
