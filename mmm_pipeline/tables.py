@@ -550,7 +550,7 @@ CREATE TABLE IF NOT EXISTS monitoring.recommendation_scorecard (
                                       -- the recommendation's model, previous allocation, controls as landed
     realized_uplift_mean DOUBLE, realized_uplift_hdi_low DOUBLE, realized_uplift_hdi_high DOUBLE,
                                       -- actual - counterfactual, per draw
-    uplift_in_interval BOOLEAN,       -- realized_uplift_mean inside the promised uplift's 94% HDI
+    uplift_in_interval BOOLEAN,       -- promised_uplift_mean inside the realized uplift's 94% HDI
     coverage_to_date DOUBLE,          -- share of the market's complete recommendations so far in_interval
     note VARCHAR,
     scored_at TIMESTAMP, dagster_run_id VARCHAR

@@ -178,10 +178,9 @@ def test_scorecard_row_promise_against_what_happened() -> None:
                        {"previous": data.spend[60:64]}).predictions["previous"]  # fmt: skip
     assert row["counterfactual_kpi_mean"] == pytest.approx(cf.kpi.sum(axis=1).mean())
     assert row["realized_uplift_mean"] == pytest.approx(actual - row["counterfactual_kpi_mean"])
+    assert row["realized_uplift_hdi_low"] < row["realized_uplift_mean"] < row["realized_uplift_hdi_high"]
     assert row["uplift_in_interval"] == (
-        promise["forecast_uplift_hdi_low"]
-        <= row["realized_uplift_mean"]
-        <= promise["forecast_uplift_hdi_high"]
+        row["realized_uplift_hdi_low"] <= promise["forecast_uplift_mean"] <= row["realized_uplift_hdi_high"]
     )
     # spend that did not follow the recommendation is said so
     ignored = score(promise, allocations, frame_of(data), model, max_draws=DRAWS)
@@ -217,6 +216,7 @@ def test_coverage_near_nominal_when_actuals_follow_the_promise_and_a_break_shows
     card = build_scorecard(promised, allocated, {"all": frame_of(data, kpi=kpi)}, load, max_draws=DRAWS)
     (stats,) = coverage(card).to_dict("records")
     assert stats["complete"] == 60 and 0.85 <= stats["coverage"] <= 1.0
+    assert 0.85 <= stats["uplift_coverage"] <= 1.0  # nothing was promised, nothing was realized
     assert card["coverage_to_date"].iloc[-1] == pytest.approx(stats["coverage"])
     after = build_scorecard(promised, allocated, {"all": frame_of(data, kpi=broken)}, load, card, DRAWS)
     post = after[pd.to_datetime(after["first_week"]) >= data.dates[100]]

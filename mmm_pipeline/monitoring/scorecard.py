@@ -123,12 +123,16 @@ def score(
     ).predictions["previous"]
     cf = interval(counterfactual.kpi.sum(axis=1))
     realized = interval(actual - counterfactual.kpi.sum(axis=1))
-    u_low, u_high = float(promise["forecast_uplift_hdi_low"]), float(promise["forecast_uplift_hdi_high"])
+    # The realized uplift carries the weeks' observation noise (the actual is one draw of it); the promised
+    # uplift is a difference of expected KPIs, where that noise cancels. So the promise is judged
+    # consistent when its mean lies inside the realized uplift's interval, not the other way round.
+    promised_uplift = float(promise["forecast_uplift_mean"])
     return out | {
         "counterfactual_kpi_mean": cf[0], "counterfactual_kpi_hdi_low": cf[1],
         "counterfactual_kpi_hdi_high": cf[2],
         "realized_uplift_mean": realized[0], "realized_uplift_hdi_low": realized[1],
-        "realized_uplift_hdi_high": realized[2], "uplift_in_interval": u_low <= realized[0] <= u_high,
+        "realized_uplift_hdi_high": realized[2],
+        "uplift_in_interval": realized[1] <= promised_uplift <= realized[2],
         "note": None if deviation <= FOLLOW_TOLERANCE else (
             f"spend deviated {deviation:.0%} from the recommendation: the promise was made for another spend"
         ),
@@ -200,7 +204,7 @@ def with_coverage(frame: pd.DataFrame) -> pd.DataFrame:
 def coverage(frame: pd.DataFrame) -> pd.DataFrame:
     """Per market: complete recommendations, how many actuals fell inside the promised 94% interval
     (the coverage, nominally 94%), the same over the ones whose spend followed the recommendation, and
-    how many realized uplifts fell inside the promised uplift interval."""
+    the share whose promised uplift lay inside the realized uplift's interval."""
     columns = ["market", "recommendations", "complete", "in_interval", "coverage", "followed",
                "coverage_followed", "uplift_coverage"]  # fmt: skip
     out = []
