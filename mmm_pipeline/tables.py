@@ -291,6 +291,22 @@ CREATE TABLE IF NOT EXISTS optimization.plan_summary (   -- one row per optimiza
     history_start DATE, history_end DATE,  -- the spend history (up to the champion's last training week)
     seconds DOUBLE                    -- optimization time of the base plan
 );
+-- The model's forecast of the base plan's weeks (the weeks after history_end; their seasonality, trend,
+-- controls, and the carry-in of the real spend before them), summed over the plan weeks; added to
+-- warehouses made before it existed. KPI intervals are predictive (observation noise included), 94% HDI.
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_start DATE;  -- first plan week
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_end DATE;    -- last plan week
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_kpi_mean DOUBLE;  -- recommended
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_kpi_hdi_low DOUBLE;
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_kpi_hdi_high DOUBLE;
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_current_kpi_mean DOUBLE;  -- current
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_current_kpi_hdi_low DOUBLE;
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_current_kpi_hdi_high DOUBLE;
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_uplift_mean DOUBLE;  -- rec - current
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_uplift_hdi_low DOUBLE;
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_uplift_hdi_high DOUBLE;
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_prob_uplift_positive DOUBLE;
+ALTER TABLE optimization.plan_summary ADD COLUMN IF NOT EXISTS forecast_controls VARCHAR;  -- known or held
 CREATE TABLE IF NOT EXISTS optimization.recommendations (   -- the base plan, one row per channel
     optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL,
@@ -338,6 +354,18 @@ CREATE TABLE IF NOT EXISTS optimization.scenarios (   -- the base plan and every
     roas_recommended DOUBLE,
     uplift_mean DOUBLE, uplift_hdi_low DOUBLE, uplift_hdi_high DOUBLE, prob_uplift_positive DOUBLE,
     same_mix_uplift_mean DOUBLE, n_flags INTEGER, seconds DOUBLE
+);
+CREATE TABLE IF NOT EXISTS optimization.plan_forecast (   -- base plan: the model's forecast, week by week
+    optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    week_index INTEGER, week DATE,    -- 0 = the first week after the history
+    controls_known BOOLEAN,           -- the week's controls had landed (else held at their recent mean)
+    kpi_mean DOUBLE, kpi_hdi_low DOUBLE, kpi_hdi_high DOUBLE,   -- under the recommended allocation
+    expected_mean DOUBLE,             -- its model mean (no observation noise)
+    baseline_mean DOUBLE,             -- intercept + trend + seasonality + controls
+    media_mean DOUBLE,                -- media, carry-in from the real spend before the plan included
+    current_kpi_mean DOUBLE, current_kpi_hdi_low DOUBLE, current_kpi_hdi_high DOUBLE,  -- current allocation
+    uplift_mean DOUBLE, uplift_hdi_low DOUBLE, uplift_hdi_high DOUBLE   -- recommended - current, per draw
 );
 CREATE TABLE IF NOT EXISTS optimization.scenario_allocations (   -- feasible scenarios, per channel
     optimization_id VARCHAR NOT NULL, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
@@ -412,6 +440,7 @@ OPTIMIZATION_TABLES = (
     "weekly_allocations",
     "scenarios",
     "scenario_allocations",
+    "plan_forecast",
 )
 
 
@@ -501,13 +530,49 @@ CREATE TABLE IF NOT EXISTS monitoring.optimization_history (
     conditions VARCHAR,               -- JSON [{name, evidence, plan_changes}]
     plan VARCHAR, plan_hash VARCHAR, mode VARCHAR, weeks INTEGER,
     budget DOUBLE, total_current DOUBLE, total_recommended DOUBLE,
-    baseline_kpi DOUBLE,              -- champion's non-media weekly KPI (mean of its last current_weeks)
-    expected_kpi DOUBLE,              -- baseline_kpi x weeks + expected media contribution: predicted KPI
+    expected_kpi DOUBLE,              -- the model's forecast of the KPI over the plan weeks (recommended)
+    expected_kpi_hdi_low DOUBLE, expected_kpi_hdi_high DOUBLE,   -- its 94% HDI (observation noise included)
     expected_contribution DOUBLE, expected_contribution_hdi_low DOUBLE, expected_contribution_hdi_high DOUBLE,
     uplift_mean DOUBLE, prob_uplift_positive DOUBLE, roas_recommended_total DOUBLE,
     channel VARCHAR, channel_group VARCHAR,
     current_spend DOUBLE, recommended_spend DOUBLE, change_pct DOUBLE, share_recommended DOUBLE,
     contribution_mean DOUBLE, roas_recommended DOUBLE, mroas_recommended DOUBLE
+);
+-- expected_kpi was "baseline x weeks + contribution" until the plan forecast replaced it.
+ALTER TABLE monitoring.optimization_history DROP COLUMN IF EXISTS baseline_kpi;
+ALTER TABLE monitoring.optimization_history ADD COLUMN IF NOT EXISTS expected_kpi_hdi_low DOUBLE;
+ALTER TABLE monitoring.optimization_history ADD COLUMN IF NOT EXISTS expected_kpi_hdi_high DOUBLE;
+ALTER TABLE monitoring.optimization_history ADD COLUMN IF NOT EXISTS forecast_start DATE;
+ALTER TABLE monitoring.optimization_history ADD COLUMN IF NOT EXISTS forecast_end DATE;
+ALTER TABLE monitoring.optimization_history ADD COLUMN IF NOT EXISTS forecast_uplift_mean DOUBLE;
+ALTER TABLE monitoring.optimization_history ADD COLUMN IF NOT EXISTS forecast_uplift_hdi_low DOUBLE;
+ALTER TABLE monitoring.optimization_history ADD COLUMN IF NOT EXISTS forecast_uplift_hdi_high DOUBLE;
+CREATE TABLE IF NOT EXISTS monitoring.recommendation_scorecard (
+    -- one row per recorded recommendation (base plan): what it promised for its weeks, what happened
+    optimization_id VARCHAR PRIMARY KEY, market VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    trigger VARCHAR,                  -- why the recommendation was made (optimization_history)
+    plan VARCHAR, mode VARCHAR, weeks INTEGER,
+    first_week DATE, last_week DATE,  -- the plan weeks
+    status VARCHAR,                   -- pending (no plan week landed) | partial | complete | no_forecast
+    weeks_landed INTEGER,
+    promised_kpi_mean DOUBLE, promised_kpi_hdi_low DOUBLE, promised_kpi_hdi_high DOUBLE,   -- 94% HDI
+    promised_uplift_mean DOUBLE, promised_uplift_hdi_low DOUBLE, promised_uplift_hdi_high DOUBLE,
+    recommended_spend DOUBLE, previous_spend DOUBLE,   -- over the plan weeks
+    actual_spend DOUBLE,              -- what was spent in the plan weeks (complete only, as below)
+    spend_deviation DOUBLE,           -- sum over channels |actual - recommended| / recommended total
+    followed BOOLEAN,                 -- spend_deviation <= 10%: the promise applies as made
+    actual_kpi DOUBLE,                -- the KPI over the plan weeks
+    kpi_error DOUBLE, kpi_pct_error DOUBLE,   -- actual - promised mean; / actual
+    in_interval BOOLEAN,              -- the actual KPI inside the promised 94% HDI
+    counterfactual_kpi_mean DOUBLE, counterfactual_kpi_hdi_low DOUBLE, counterfactual_kpi_hdi_high DOUBLE,
+                                      -- the recommendation's model, previous allocation, controls as landed
+    realized_uplift_mean DOUBLE, realized_uplift_hdi_low DOUBLE, realized_uplift_hdi_high DOUBLE,
+                                      -- actual - counterfactual, per draw
+    uplift_in_interval BOOLEAN,       -- promised_uplift_mean inside the realized uplift's 94% HDI
+    coverage_to_date DOUBLE,          -- share of the market's complete recommendations so far in_interval
+    note VARCHAR,
+    scored_at TIMESTAMP, dagster_run_id VARCHAR
 );
 """
 
@@ -516,6 +581,7 @@ MONITORING_TABLES = {
     "performance_tracking": "monitoring.performance_tracking",
     "drift_events": "monitoring.drift_events",
     "optimization_history": "monitoring.optimization_history",
+    "recommendation_scorecard": "monitoring.recommendation_scorecard",
 }
 
 

@@ -86,7 +86,12 @@ def test_graph_groups_lineage_and_checks(config_path: Path) -> None:
     assert graph.get(dg.AssetKey("executive_report")).parent_keys == {
         dg.AssetKey("bi_model_snapshots"),
         dg.AssetKey("drift_events"),  # the report shows this run's tracked performance
+        dg.AssetKey("recommendation_scorecard"),  # and whether the last recommendations delivered
     }
+    assert groups["recommendation_scorecard"] == "monitoring"
+    assert {dg.AssetKey("drift_events"), dg.AssetKey("budget_recommendation")} <= graph.get(
+        dg.AssetKey("recommendation_scorecard")
+    ).parent_keys
     assert ("executive_report", "report_complete") in checks
     assert graph.get(dg.AssetKey("budget_recommendation")).partitions_def.name == "market"
     assert dg.AssetKey("model_registry") in graph.get(dg.AssetKey("budget_recommendation")).parent_keys

@@ -197,8 +197,8 @@ def _fake_model(world, n_train: int, draws: int = 300):
 
 
 def test_tracking_forecasts_the_weeks_after_the_fit_with_carry_in() -> None:
-    from mmm_pipeline.model.predict import PosteriorDraws, predict
-    from mmm_pipeline.monitoring.tracking import TRACKING_COLUMNS, thin, track
+    from mmm_pipeline.model.predict import PosteriorDraws, predict, thin
+    from mmm_pipeline.monitoring.tracking import TRACKING_COLUMNS, track
     from mmm_testkit.synthetic import generate_world
 
     world = generate_world(seed=0, n_weeks=70)

@@ -102,7 +102,9 @@ def test_the_run_writes_a_dated_report_folder(project: dict) -> None:
     plan = _bi(cfg, "SELECT optimization_id FROM latest_plan_summary WHERE market = ?", [MARKET])
     assert manifest["model_id"] == champion["model_id"].item()
     assert manifest["optimization_id"] == plan["optimization_id"].item()
-    assert manifest["sections"] == [a for a, _ in SECTIONS if a != "tracking"]
+    # every section: "tracking" states the alarms' false-alarm rate before any week is tracked, and
+    # "scorecard" holds the recommendation's promise while its week has not landed
+    assert manifest["sections"] == [a for a, _ in SECTIONS]
     # The Markdown links the figures written beside it.
     markdown = (folder / "report.md").read_text()
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
@@ -198,7 +200,7 @@ def test_optimization_history_charts_from_two_optimizations(project: dict) -> No
     data.history = pd.concat([first, later], ignore_index=True)
     report = build_report(data)
     assert "tracking" in report.sections
-    for title in ("Predicted KPI at each recommendation", "Recommended allocation over time"):
+    for title in ("Forecast KPI of the plan weeks", "Recommended allocation over time"):
         assert title in report.html and title in report.markdown
     assert "2 recommendations" in report.html and "drift: 1" in report.html
     assert html_problems(report.html, report.sections) == []
@@ -305,6 +307,7 @@ def test_without_a_recommendation_the_model_sections_still_render(project: dict)
     data.plan = None
     data.recommendations = data.recommendations.iloc[0:0]
     data.scenarios = data.scenarios.iloc[0:0]
+    data.scorecard = data.scorecard.iloc[0:0]  # no recommendation ever: nothing to score
     report = build_report(data)
     assert report.sections == ["headline", "channels", "decomposition", "trust", "next-steps"]
     assert html_problems(report.html, report.sections) == []

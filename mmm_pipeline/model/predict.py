@@ -9,12 +9,14 @@ predictions reproduce the model's ``mu``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import arviz as az
 import numpy as np
 import pandas as pd
 
+from mmm_pipeline.metrics import hdi
 from mmm_pipeline.model import transforms
 from mmm_pipeline.model.build import (
     SATURATION_PARAMS,
@@ -203,3 +205,134 @@ def predict(
         noise = rng.standard_t(draws.nu[:, None], size=(n_draws, n_weeks))
     kpi = expected + noise * draws.sigma[:, None] * kpi_scale
     return Prediction(data.dates, data.channels, expected, kpi, components, contributions)
+
+
+def thin(draws: PosteriorDraws, max_draws: int | None) -> PosteriorDraws:
+    """Every k-th draw so that at most ``max_draws`` remain (all draws when ``None``)."""
+    if max_draws is None or draws.n_draws <= max_draws:
+        return draws
+    index = np.linspace(0, draws.n_draws - 1, max_draws).round().astype(int)
+    fields = {}
+    for name in ("intercept", "trend_slope", "gamma_fourier", "gamma_control", "beta", "alpha", "theta",
+                 "sigma", "nu"):  # fmt: skip
+        value = getattr(draws, name)
+        fields[name] = None if value is None else value[index]
+    fields["saturation"] = {k: v[index] for k, v in draws.saturation.items()}
+    return replace(draws, **fields)
+
+
+def week_noise(draws: PosteriorDraws, dates: pd.DatetimeIndex, seed: int) -> np.ndarray:
+    """Observation noise ``(S, T)`` in scaled units, as the likelihood has it, from one random stream per
+    week keyed by the week's date: a week's predictive draws are the same whichever forecast holds it
+    (tracking, the plan forecast at the recommendation, the scorecard's counterfactual), and do not change
+    when later weeks are added."""
+    columns = []
+    for week in pd.DatetimeIndex(dates).date:
+        rng = np.random.default_rng([seed, int(week.toordinal())])
+        if draws.nu is None:
+            columns.append(rng.standard_normal(draws.n_draws) * draws.sigma)
+        else:
+            columns.append(rng.standard_t(draws.nu) * draws.sigma)
+    return np.column_stack(columns) if columns else np.zeros((draws.n_draws, 0))
+
+
+def forecast(
+    draws: PosteriorDraws,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    data: ModelData,
+    carry_in: np.ndarray,
+    seed: int = 0,
+) -> Prediction:
+    """:func:`predict` for weeks after a fit, with the observation noise keyed by week
+    (:func:`week_noise`): the one forecast that tracking, the plan forecast and the scorecard share."""
+    prediction = predict(draws, scaling, spec, data, carry_in=carry_in, seed=seed)
+    noise = week_noise(draws, data.dates, seed) * scaling.kpi_scale
+    return replace(prediction, kpi=prediction.expected + noise)
+
+
+@dataclass(frozen=True)
+class PlanForecast:
+    """The model's forecast of a plan's weeks under several allocations (same draws, same noise).
+
+    ``predictions``: allocation name -> :class:`Prediction` over ``dates``. ``controls_known`` ``(T,)``:
+    the week's controls had landed (used as they are); otherwise every control was held at its mean over
+    the ``hold_weeks`` weeks up to the last history week (``held_from`` .. ``held_to``).
+    """
+
+    dates: pd.DatetimeIndex
+    predictions: dict[str, Prediction]
+    controls_known: np.ndarray
+    hold_weeks: int
+    held_from: pd.Timestamp | None
+    held_to: pd.Timestamp | None
+    carry_in: np.ndarray
+
+    def controls_note(self) -> str:
+        """Which weeks' controls were known and which were held, in words (stored with the forecast)."""
+        known = int(self.controls_known.sum())
+        if known == len(self.dates):
+            return "controls known (landed) for every plan week"
+        held = (
+            f"held at their mean of the {self.hold_weeks} weeks "
+            f"{self.held_from:%Y-%m-%d} to {self.held_to:%Y-%m-%d}"
+        )
+        if known == 0:
+            return f"controls {held} (no plan week had landed)"
+        return f"controls known for {known} of {len(self.dates)} plan weeks, the others {held}"
+
+
+def forecast_plan(
+    draws: PosteriorDraws,
+    scaling: ScalingSpec,
+    spec: ModelSpec,
+    history: ModelData,
+    after: pd.Timestamp,
+    allocations: Mapping[str, np.ndarray],
+    hold_weeks: int = 4,
+    seed: int = 0,
+) -> PlanForecast:
+    """Forecast the ``H`` weeks after ``after`` (a landed week of ``history``) under each allocation
+    ``(H, C)`` (raw weekly spend per channel, the model's channel order).
+
+    Why this and not "baseline x weeks + contribution": the plan weeks have their own seasonality and
+    trend, their controls, and the adstock of the real spend of the weeks before them (the carry-in);
+    the carry-over of the plan's spend past its last week is not a KPI of these weeks. ``history``: the
+    market's modeling rows, every landed week (KPI may be missing); a plan week found there with all its
+    controls takes them as they are, the others hold each control at its mean over the ``hold_weeks``
+    weeks up to ``after``.
+    """
+    after = pd.Timestamp(after)
+    position = int(np.searchsorted(history.dates, after, side="right"))
+    if position == 0 or history.dates[position - 1] != after:
+        raise ValueError(f"the history has no week {after:%Y-%m-%d} to forecast the plan from")
+    shapes = {name: np.asarray(a, dtype=float).shape for name, a in allocations.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"allocations of different shapes: {shapes}")
+    ((n_weeks, n_channels),) = set(shapes.values())
+    if n_channels != len(history.channels):
+        raise ValueError(f"allocations have {n_channels} channels, the model {len(history.channels)}")
+    dates = pd.DatetimeIndex([after + pd.Timedelta(weeks=i + 1) for i in range(n_weeks)])
+    start = max(0, position - hold_weeks)
+    held = np.nanmean(history.controls[start:position], axis=0) if history.controls.shape[1] else np.zeros(0)
+    controls = np.tile(held, (n_weeks, 1)).reshape(n_weeks, len(history.control_names))
+    known = np.zeros(n_weeks, dtype=bool)
+    index = {d: i for i, d in enumerate(history.dates)}
+    for t, week in enumerate(dates):
+        i = index.get(week)
+        if i is not None and np.isfinite(history.controls[i]).all():
+            controls[t], known[t] = history.controls[i], True
+    carry_in = history.carry_in(position, spec.l_max)
+    predictions = {}
+    for name, spend in allocations.items():
+        data = ModelData(dates, np.asarray(spend, dtype=float), controls, None, history.channels,
+                         history.control_names)  # fmt: skip
+        predictions[name] = forecast(draws, scaling, spec, data, carry_in, seed)
+    return PlanForecast(dates, predictions, known, hold_weeks, history.dates[start], after, carry_in)
+
+
+def interval(values: np.ndarray, prob: float = 0.94) -> tuple[float, float, float]:
+    """Mean and HDI of 1-d draws (a plan total, an uplift): ``(mean, low, high)``."""
+    values = np.asarray(values, dtype=float)
+    low, high = hdi(values, prob)
+    return float(values.mean()), float(low), float(high)

@@ -1,13 +1,14 @@
 """Drift rules on the tracking table, and the lifecycle of a drift event. Pure functions.
 
-:func:`evaluate` runs the configured rules (``monitoring.drift_rules``) on one champion's tracking rows
-as of their last week and returns the rules that fire with their evidence. Rules without a fixed
+:func:`evaluate` runs the configured rules (``monitoring.drift_rules``) on a market's tracking rows
+(:func:`lineage`: each week as the champion serving then forecast it, since the market's latest drift
+event) as of their last week and returns the rules that fire with their evidence. Rules without a fixed
 threshold take theirs from a :class:`~mmm_pipeline.monitoring.calibration.Calibration` of the champion
 (its stated false-alarm rate per year). :func:`decide` turns that into what should happen to the
 market's drift events: open a new event (only when none is open for the market's champion and the
-champion has tracked ``min_weeks`` weeks), keep the open one (no storm of events while the same drift
-persists), or resolve it (``recovered``: ``recovery_weeks`` quiet weeks in a row; ``new_champion``: the
-model it was about is no longer serving).
+lineage holds ``min_weeks`` tracked weeks since the latest event), keep the open one (no storm of
+events while the same drift persists), or resolve it (``recovered``: ``recovery_weeks`` quiet weeks
+in a row; ``new_champion``: the model it was about is no longer serving).
 """
 
 from __future__ import annotations
@@ -189,6 +190,28 @@ def quiet_weeks(
     return count
 
 
+def lineage(tracking: pd.DataFrame, since: dt.date | None = None) -> pd.DataFrame:
+    """The market's tracked weeks as its champions forecast them, one row per week after ``since``: each
+    week's row from the model with the latest ``train_end`` before it (the champion serving when the
+    week arrived, forecasting it from the closest origin).
+
+    Why not the current champion's rows alone: with a refit every week (``schedule.refit``) each
+    champion serves one week and tracks at most one, so rules over 4-8 weeks and
+    ``min_weeks_before_event`` would never be met and no alarm could ever fire. The champions in a row are
+    one lineage of forecasts; only a drift event breaks it (``since``: the market's latest event's
+    detected week), so a refit that an event started is still judged on its own first weeks only (no
+    refit chains), while a scheduled refit does not reset the count.
+    """
+    if tracking.empty:
+        return tracking
+    rows = tracking
+    if since is not None:
+        rows = rows[pd.to_datetime(rows["week"]) > pd.Timestamp(since)]
+    rows = rows.assign(_train_end=pd.to_datetime(rows["train_end"]))
+    rows = rows.sort_values(["week", "_train_end"]).drop_duplicates("week", keep="last")
+    return rows.drop(columns="_train_end").sort_values("week").reset_index(drop=True)
+
+
 def event_id(market: str, model_id: str, week: dt.date) -> str:
     """Deterministic id of the event a champion's drift opens in a week (also the sensor's run key)."""
     digest = hashlib.sha256(f"{market}|{model_id}|{week}".encode()).hexdigest()[:8]
@@ -215,9 +238,10 @@ def decide(
     min_weeks: int = 1,
 ) -> Decision:
     """Resolve the market's open events that no longer apply, open a new one if a rule fires, none is
-    open for the champion and the champion has tracked at least ``min_weeks`` weeks (a champion that
-    just replaced a drifted one is not judged on its first weeks: no chain of refits). ``rows``: the
-    champion's tracking rows; ``open_events``: the market's open ``drift_events`` rows (dicts with at
+    open for the champion and ``rows`` hold at least ``min_weeks`` weeks (a champion that just replaced a
+    drifted one is not judged on its first weeks: no chain of refits). ``rows``: the market's
+    :func:`lineage` since its latest drift event (the champion's own rows when it has served since);
+    ``open_events``: the market's open ``drift_events`` rows (dicts with at
     least ``event_id``, ``model_id``, ``detected_week``); ``calibration``: the champion's calibrated
     thresholds (see :func:`evaluate`)."""
     decision = Decision(firings=evaluate(rules, rows, calibration))

@@ -5,6 +5,7 @@ the same drawing.
 ``tracking_chart``: forecast vs actual since the champion was fitted, with drift events marked.
 ``kpi_trend_chart``, ``allocation_chart``, ``roas_trend_chart``: the optimization history over time (a
 trend needs two recommendations: callers show text instead below that, see :func:`optimizations`).
+``scorecard_chart``: what each recommendation promised for its plan weeks against what happened.
 """
 
 from __future__ import annotations
@@ -48,16 +49,37 @@ def _summaries(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def kpi_trend_chart(history: pd.DataFrame, title: str) -> plt.Figure:
-    """Predicted KPI (baseline + media contribution, with the contribution's 94% HDI) per optimization."""
+    """The model's forecast of each recommendation's plan weeks (KPI under the recommended allocation,
+    with its 94% HDI), at the first plan week; recommendations recorded before the plan forecast existed
+    have none and are left out."""
     s = _summaries(history)
-    when = pd.to_datetime(s["created_at"])
+    if "forecast_start" in s:
+        s = s[s["forecast_start"].notna() & s["expected_kpi"].notna()]
+    when = pd.to_datetime(s["forecast_start"]) if "forecast_start" in s else pd.to_datetime(s["created_at"])
     figure, ax = plt.subplots(figsize=(8, 3))
-    base = s["baseline_kpi"].fillna(0) * s["weeks"]
-    low, high = s["expected_contribution_hdi_low"], s["expected_contribution_hdi_high"]
-    ax.fill_between(when, base + low, base + high, alpha=0.3, label="94% HDI")
-    ax.plot(when, s["expected_kpi"], "o-", label="expected KPI at the recommendation")
+    ax.fill_between(when, s["expected_kpi_hdi_low"], s["expected_kpi_hdi_high"], alpha=0.3, label="94% HDI")
+    ax.plot(when, s["expected_kpi"], "o-", label="forecast KPI of the plan weeks")
     for x, y, trigger in zip(when, s["expected_kpi"], s["trigger"], strict=True):
         ax.annotate(str(trigger), (x, y), xytext=(0, 5), textcoords="offset points", fontsize=6)
+    ax.set_title(title)
+    _legend_outside(ax)
+    _dates_and_numbers(ax)
+    return figure
+
+
+def scorecard_chart(scorecard: pd.DataFrame, title: str) -> plt.Figure:
+    """Each complete recommendation's promised KPI (94% HDI) against the actual KPI of its plan weeks,
+    at the first plan week, with the counterfactual (the previous allocation) and misses marked."""
+    s = scorecard[scorecard["status"] == "complete"].sort_values("first_week")
+    when = pd.to_datetime(s["first_week"])
+    figure, ax = plt.subplots(figsize=(8, 3))
+    ax.fill_between(when, s["promised_kpi_hdi_low"], s["promised_kpi_hdi_high"], alpha=0.25,
+                    label="promised 94% HDI")  # fmt: skip
+    ax.plot(when, s["promised_kpi_mean"], "-", label="promised")
+    ax.plot(when, s["counterfactual_kpi_mean"], ":", color="C2", label="counterfactual (previous allocation)")
+    inside = s["in_interval"].astype(bool).to_numpy()
+    ax.plot(when[inside], s["actual_kpi"][inside], "k.", label="actual")
+    ax.plot(when[~inside], s["actual_kpi"][~inside], "rx", label="actual outside")
     ax.set_title(title)
     _legend_outside(ax)
     _dates_and_numbers(ax)

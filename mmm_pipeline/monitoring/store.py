@@ -21,8 +21,6 @@ from mmm_pipeline.warehouse import relation_exists, transaction
 
 #: Half-width of a central 94% interval of a normal distribution, in sds.
 Z_94 = 1.8808
-#: Components of ``models.decomposition`` that are not media.
-BASELINE_COMPONENTS = ("intercept", "trend", "seasonality", "controls")
 
 
 def _now() -> dt.datetime:
@@ -43,11 +41,22 @@ def replace_tracking(
         conn.unregister("tracking_rows")
 
 
-def tracking_rows(conn: duckdb.DuckDBPyConnection, market: str, model_id: str) -> pd.DataFrame:
+def market_tracking(conn: duckdb.DuckDBPyConnection, market: str) -> pd.DataFrame:
+    """Every tracking row of the market (each champion it has had), for
+    :func:`mmm_pipeline.monitoring.drift.lineage`."""
     return conn.execute(
-        "SELECT * FROM monitoring.performance_tracking WHERE market = ? AND model_id = ? ORDER BY week",
-        [market, model_id],
+        "SELECT * FROM monitoring.performance_tracking WHERE market = ? ORDER BY week, train_end",
+        [market],
     ).df()
+
+
+def last_event_week(conn: duckdb.DuckDBPyConnection, market: str) -> dt.date | None:
+    """The detected week of the market's latest drift event (open or resolved): where the champion
+    lineage the rules read starts again."""
+    row = conn.execute(
+        "SELECT max(detected_week) FROM monitoring.drift_events WHERE market = ?", [market]
+    ).fetchone()
+    return None if row is None or row[0] is None else pd.Timestamp(row[0]).date()
 
 
 def calibration_errors(conn: duckdb.DuckDBPyConnection, model_id: str) -> dict | None:
@@ -142,32 +151,14 @@ def events_without_run(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in rows]
 
 
-def baseline_kpi(conn: duckdb.DuckDBPyConnection, model_id: str, weeks: int) -> float | None:
-    """The model's non-media weekly KPI (intercept, trend, seasonality, controls), mean of its last weeks."""
-    if not relation_exists(conn, "models", "decomposition"):
-        return None
-    placeholders = ", ".join("?" for _ in BASELINE_COMPONENTS)
-    row = conn.execute(
-        f"""
-        WITH weekly AS (
-            SELECT week, sum(mean) AS base FROM models.decomposition
-            WHERE model_id = ? AND component IN ({placeholders}) GROUP BY week
-        )
-        SELECT avg(base) FROM (SELECT base FROM weekly ORDER BY week DESC LIMIT ?)
-        """,
-        [model_id, *BASELINE_COMPONENTS, weeks],
-    ).fetchone()
-    return None if row is None or row[0] is None else float(row[0])
-
-
 def history_rows(
     tables: Mapping[str, pd.DataFrame],
     tags: Mapping[str, str],
     conditions: Sequence[dict],
-    baseline: float | None,
 ) -> pd.DataFrame:
     """``monitoring.optimization_history`` rows of one optimization (its ``plan_summary`` and
-    ``recommendations`` tables, see :mod:`mmm_pipeline.optimize.recommendations`)."""
+    ``recommendations`` tables, see :mod:`mmm_pipeline.optimize.recommendations`). ``expected_kpi`` is
+    the model's forecast of the plan weeks under the recommendation (``forecast_kpi_*``)."""
     summary = tables["plan_summary"].iloc[0]
     recs = tables["recommendations"]
     weeks = int(summary["weeks"])
@@ -192,8 +183,14 @@ def history_rows(
         "budget": summary["budget"],
         "total_current": summary["total_current"],
         "total_recommended": summary["total_recommended"],
-        "baseline_kpi": baseline,
-        "expected_kpi": None if baseline is None else baseline * weeks + contribution,
+        "expected_kpi": summary.get("forecast_kpi_mean"),
+        "expected_kpi_hdi_low": summary.get("forecast_kpi_hdi_low"),
+        "expected_kpi_hdi_high": summary.get("forecast_kpi_hdi_high"),
+        "forecast_start": summary.get("forecast_start"),
+        "forecast_end": summary.get("forecast_end"),
+        "forecast_uplift_mean": summary.get("forecast_uplift_mean"),
+        "forecast_uplift_hdi_low": summary.get("forecast_uplift_hdi_low"),
+        "forecast_uplift_hdi_high": summary.get("forecast_uplift_hdi_high"),
         "expected_contribution": contribution,
         "expected_contribution_hdi_low": summary["contribution_hdi_low"],
         "expected_contribution_hdi_high": summary["contribution_hdi_high"],
@@ -230,3 +227,49 @@ def append_history(conn: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
         conn.register("history_rows", rows)
         conn.execute("INSERT INTO monitoring.optimization_history BY NAME SELECT * FROM history_rows")
         conn.unregister("history_rows")
+
+
+def scorecard_inputs(
+    conn: duckdb.DuckDBPyConnection,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame], dict[str, str]]:
+    """What :func:`mmm_pipeline.monitoring.scorecard.build_scorecard` reads: every recorded
+    recommendation's ``plan_summary`` row with its ``trigger``, their ``weekly_allocations``, each
+    market's modeling rows and each model's artifact folder (read briefly; the scoring runs outside)."""
+    empty = pd.DataFrame(columns=["optimization_id", "market", "model_id", "created_at", "weeks"])
+    if not relation_exists(conn, "optimization", "plan_summary"):
+        return empty, pd.DataFrame(columns=["optimization_id", "week_index", "channel"]), {}, {}
+    columns = {r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'optimization' AND table_name = 'plan_summary'"
+    ).fetchall()}  # fmt: skip
+    if "forecast_start" not in columns:  # a warehouse from before the plan forecast, not yet upgraded
+        return empty, pd.DataFrame(columns=["optimization_id", "week_index", "channel"]), {}, {}
+    promises = conn.execute(
+        "SELECT p.*, (SELECT any_value(h.trigger) FROM monitoring.optimization_history h "
+        "WHERE h.optimization_id = p.optimization_id) AS trigger FROM optimization.plan_summary p"
+    ).df()
+    allocations = conn.execute(
+        "SELECT optimization_id, week_index, week, channel, current, recommended "
+        "FROM optimization.weekly_allocations"
+    ).df()
+    rows = {}
+    if relation_exists(conn, "marts", "fct_modeling_weekly"):
+        rows = {
+            m: conn.execute(
+                "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? ORDER BY week", [m]
+            ).df()
+            for m in promises["market"].unique()
+        }
+    artifacts = dict(conn.execute("SELECT model_id, artifact_path FROM models.model_runs").fetchall())
+    return promises, allocations, rows, artifacts
+
+
+def replace_scorecard(conn: duckdb.DuckDBPyConnection, card: pd.DataFrame, run_id: str | None) -> None:
+    """Replace ``monitoring.recommendation_scorecard`` with ``card`` (call inside a transaction)."""
+    conn.execute("DELETE FROM monitoring.recommendation_scorecard")
+    if card.empty:
+        return
+    frame = card.assign(scored_at=_now(), dagster_run_id=run_id)
+    conn.register("scorecard_rows", frame)
+    conn.execute("INSERT INTO monitoring.recommendation_scorecard BY NAME SELECT * FROM scorecard_rows")
+    conn.unregister("scorecard_rows")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ from mmm_pipeline.ingest.categorical import with_indicators
 from mmm_pipeline.model.registry import StoredModel
 
 from ..model.build import ModelData
-from ..model.predict import PosteriorDraws, predict
+from ..model.predict import PosteriorDraws, forecast, thin
 
 #: Columns of the tracking table, in order (see ``TRACKING_DDL``).
 TRACKING_COLUMNS = [
@@ -35,28 +34,6 @@ TRACKING_COLUMNS = [
     "error", "abs_pct_error", "z_score", "rolling_mape", "crps", "n_spend_flags", "spend_flags",
     "n_draws",
 ]  # fmt: skip
-
-
-def thin(draws: PosteriorDraws, max_draws: int | None) -> PosteriorDraws:
-    """Every k-th draw so that at most ``max_draws`` remain (all draws when ``None``)."""
-    if max_draws is None or draws.n_draws <= max_draws:
-        return draws
-    index = np.linspace(0, draws.n_draws - 1, max_draws).round().astype(int)
-    fields = {}
-    for name in ("intercept", "trend_slope", "gamma_fourier", "gamma_control", "beta", "alpha", "theta",
-                 "sigma", "nu"):  # fmt: skip
-        value = getattr(draws, name)
-        fields[name] = None if value is None else value[index]
-    fields["saturation"] = {k: v[index] for k, v in draws.saturation.items()}
-    return replace(draws, **fields)
-
-
-def _noise(draws: PosteriorDraws, seed: int, key: int) -> np.ndarray:
-    """One week's observation noise per draw (scaled units), as the likelihood has it."""
-    rng = np.random.default_rng([seed, key])
-    if draws.nu is None:
-        return rng.standard_normal(draws.n_draws) * draws.sigma
-    return rng.standard_t(draws.nu) * draws.sigma
 
 
 def spend_flags(spend: np.ndarray, history: np.ndarray, channels: tuple[str, ...]) -> list[dict]:
@@ -104,14 +81,11 @@ def track(
     first = int(after[0])
     future = data.window(first)
     draws = thin(PosteriorDraws.from_idata(model.idata, spec), max_draws)
-    prediction = predict(draws, scaling, spec, future, carry_in=data.carry_in(first, spec.l_max), seed=seed)
-    # Observation noise drawn per week from a stream keyed by the week, so a week's row does not change
-    # when later weeks are added (the whole table is recomputed every time).
-    noise = (
-        np.column_stack([_noise(draws, seed, int(week.toordinal())) for week in future.dates.date])
-        * scaling.kpi_scale
-    )
-    kpi_draws = prediction.expected + noise
+    # The same forecast as the plan forecast of a recommendation (model.predict.forecast): observation
+    # noise keyed by week, so a week's row does not change when later weeks are added (the whole table is
+    # recomputed every time) and matches the plan forecast of that week under the same spend and controls.
+    prediction = forecast(draws, scaling, spec, future, data.carry_in(first, spec.l_max), seed)
+    kpi_draws = prediction.kpi
     scores = weekly_scores(kpi_draws, future.kpi, future.dates)
     scores["mean"] = prediction.expected.mean(axis=0)  # the forecast: posterior mean of the expected KPI
     actual = scores["observed"].to_numpy(float)

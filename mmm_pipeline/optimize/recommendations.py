@@ -21,8 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import pandas as pd
 
+from mmm_pipeline.ingest.categorical import with_indicators
+from mmm_pipeline.model.build import ModelData
+from mmm_pipeline.model.predict import PlanForecast, PosteriorDraws, forecast_plan, interval, thin
 from mmm_pipeline.model.registry import StoredModel
 from mmm_pipeline.optimize import (
     BudgetResult,
@@ -112,6 +116,8 @@ class Optimization:
     comparison: ScenarioComparison
     n_draws: int
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    forecast: PlanForecast | None = None
+    """The model's forecast of the base plan's weeks under the recommended and the current allocation."""
 
     @property
     def base_plan(self) -> Plan:
@@ -132,16 +138,19 @@ def recommend(
     market: str,
     plans: Sequence[Plan],
     history: pd.DataFrame,
+    rows: pd.DataFrame,
     *,
     groups: Mapping[str, str] | None = None,
     max_draws: int | None = 1000,
     dagster_run_id: str | None = None,
     created_at: dt.datetime | None = None,
 ) -> Optimization:
-    """Optimize the base plan (``plans[0]``) and the scenarios after it with the ``model``.
+    """Optimize the base plan (``plans[0]``) and the scenarios after it with the ``model``, and forecast
+    the base plan's weeks (:func:`plan_forecast`).
 
     ``history``: the market's weekly spend up to the model's last training week (:func:`spend_history`);
-    its last ``current_weeks`` weeks are the current allocation. Raises
+    its last ``current_weeks`` weeks are the current allocation. ``rows``: the market's modeling-table
+    rows (every landed week): the plan forecast's carry-in and controls. Raises
     :class:`mmm_pipeline.optimize.PlanError` for a plan that does not fit the model (unknown channel,
     group...); infeasible plans are reported in the result, never guessed.
     """
@@ -152,9 +161,95 @@ def recommend(
         new_optimization_id(market, created_at), market, model.model_id, created_at, list(plans),
         comparison, response.n_draws,
     )  # fmt: skip
+    if out.base is not None and len(history):
+        after = pd.Timestamp(pd.to_datetime(history["week"]).max())
+        out.forecast = plan_forecast(model, rows, market, after, out.base, max_draws)
     if out.base is not None:
         out.tables = _tables(out, history, dagster_run_id)
     return out
+
+
+def plan_forecast(
+    model: StoredModel,
+    rows: pd.DataFrame,
+    market: str,
+    after: pd.Timestamp,
+    result: BudgetResult,
+    max_draws: int | None = 1000,
+    allocations: Mapping[str, np.ndarray] | None = None,
+) -> PlanForecast:
+    """The model's forecast (:func:`mmm_pipeline.model.predict.forecast_plan`) of the plan's weeks after
+    ``after`` under the recommended (``recommended``) and the current allocation (``current``), or under
+    ``allocations``: controls as landed, else held at their mean over the plan's ``current_weeks``."""
+    frame = with_indicators(rows[rows["market"] == market].sort_values("week"), model.scaling.controls)
+    data = ModelData.from_frame(
+        frame, market, channels=model.scaling.channels, controls=model.scaling.controls
+    )
+    draws = thin(PosteriorDraws.from_idata(model.idata, model.spec), max_draws)
+    if allocations is None:
+        allocations = {"recommended": result.recommended, "current": result.problem.current}
+    return forecast_plan(
+        draws, model.scaling, model.spec, data, after, allocations, hold_weeks=result.plan.current_weeks
+    )
+
+
+#: ``plan_summary`` columns of the plan forecast (see ``OPTIMIZATION_DDL``).
+FORECAST_SUMMARY = [
+    "forecast_start", "forecast_end", "forecast_kpi_mean", "forecast_kpi_hdi_low", "forecast_kpi_hdi_high",
+    "forecast_current_kpi_mean", "forecast_current_kpi_hdi_low", "forecast_current_kpi_hdi_high",
+    "forecast_uplift_mean", "forecast_uplift_hdi_low", "forecast_uplift_hdi_high",
+    "forecast_prob_uplift_positive", "forecast_controls",
+]  # fmt: skip
+
+
+def forecast_summary(pf: PlanForecast | None) -> dict[str, object]:
+    """The plan forecast over all its weeks: the KPI under the recommended and the current allocation
+    (predictive: observation noise included, 94% HDI) and the promised uplift (recommended - current
+    expected KPI, per draw; the weeks' noise is common to both and cancels)."""
+    if pf is None:
+        return dict.fromkeys(FORECAST_SUMMARY)
+    rec, cur = pf.predictions["recommended"], pf.predictions["current"]
+    kpi, kpi_cur = interval(rec.kpi.sum(axis=1)), interval(cur.kpi.sum(axis=1))
+    uplift_draws = (rec.expected - cur.expected).sum(axis=1)
+    uplift = interval(uplift_draws)
+    return {
+        "forecast_start": pf.dates[0].date(),
+        "forecast_end": pf.dates[-1].date(),
+        "forecast_kpi_mean": kpi[0], "forecast_kpi_hdi_low": kpi[1], "forecast_kpi_hdi_high": kpi[2],
+        "forecast_current_kpi_mean": kpi_cur[0], "forecast_current_kpi_hdi_low": kpi_cur[1],
+        "forecast_current_kpi_hdi_high": kpi_cur[2],
+        "forecast_uplift_mean": uplift[0], "forecast_uplift_hdi_low": uplift[1],
+        "forecast_uplift_hdi_high": uplift[2],
+        "forecast_prob_uplift_positive": float((uplift_draws > 0).mean()),
+        "forecast_controls": pf.controls_note(),
+    }  # fmt: skip
+
+
+def forecast_weeks(pf: PlanForecast | None) -> pd.DataFrame:
+    """The plan forecast week by week (``optimization.plan_forecast`` without its keys)."""
+    columns = [
+        "week_index", "week", "controls_known", "kpi_mean", "kpi_hdi_low", "kpi_hdi_high", "expected_mean",
+        "baseline_mean", "media_mean", "current_kpi_mean", "current_kpi_hdi_low", "current_kpi_hdi_high",
+        "uplift_mean", "uplift_hdi_low", "uplift_hdi_high",
+    ]  # fmt: skip
+    if pf is None:
+        return pd.DataFrame(columns=columns)
+    rec, cur = pf.predictions["recommended"], pf.predictions["current"]
+    out = []
+    for t, week in enumerate(pf.dates):
+        kpi, kpi_cur = interval(rec.kpi[:, t]), interval(cur.kpi[:, t])
+        uplift = interval(rec.expected[:, t] - cur.expected[:, t])
+        baseline = sum(c[:, t] for c in rec.components.values())
+        out.append({
+            "week_index": t, "week": week.date(), "controls_known": bool(pf.controls_known[t]),
+            "kpi_mean": kpi[0], "kpi_hdi_low": kpi[1], "kpi_hdi_high": kpi[2],
+            "expected_mean": float(rec.expected[:, t].mean()), "baseline_mean": float(baseline.mean()),
+            "media_mean": float(rec.contributions[:, t].sum(axis=1).mean()),
+            "current_kpi_mean": kpi_cur[0], "current_kpi_hdi_low": kpi_cur[1],
+            "current_kpi_hdi_high": kpi_cur[2],
+            "uplift_mean": uplift[0], "uplift_hdi_low": uplift[1], "uplift_hdi_high": uplift[2],
+        })  # fmt: skip
+    return pd.DataFrame(out, columns=columns)
 
 
 def _tables(opt: Optimization, history: pd.DataFrame, dagster_run_id: str | None) -> dict[str, pd.DataFrame]:
@@ -181,6 +276,7 @@ def _tables(opt: Optimization, history: pd.DataFrame, dagster_run_id: str | None
                 "n_draws": opt.n_draws,
                 "history_start": weeks.min().date() if len(weeks) else None,
                 "history_end": history_end,
+                **forecast_summary(opt.forecast),
             }
         ]
     )
@@ -201,6 +297,7 @@ def _tables(opt: Optimization, history: pd.DataFrame, dagster_run_id: str | None
         "weekly_allocations": weekly,
         "scenarios": scenarios,
         "scenario_allocations": opt.comparison.allocations,
+        "plan_forecast": forecast_weeks(opt.forecast),
     }
     return {name: _with_keys(frame, keys) for name, frame in tables.items()}
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .data import ReportData
+from .monitoring import alarm_statement, scorecard_summary
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class Thresholds:
     max_roas_change: float = 0.3
     #: Share of the effect that defines "how long it lasts".
     effect_share: float = 0.9
+    #: The drift alarms' stated false-alarm rate per stable year (``monitoring``; None: monitoring off).
+    false_alarm_rate_per_year: float | None = None
+    #: Tracked weeks since the last drift event before an alarm may open an event.
+    min_weeks_before_event: int | None = None
 
 
 #: Report sections, in reading order: (anchor, title). Templates and the completeness check use them.
@@ -45,6 +50,7 @@ SECTIONS = (
     ("decomposition", "Where sales came from"),
     ("trust", "Can we trust it"),
     ("tracking", "Tracked performance and optimization history"),
+    ("scorecard", "Did the last recommendations deliver?"),
     ("scenarios", "Scenarios"),
     ("next-steps", "Risks and next steps"),
 )
@@ -528,6 +534,8 @@ def context(data: ReportData, t: Thresholds) -> dict:
         "dq": data_quality(data),
         "tracking": tracking_summary(data),
         "history": history_summary(data),
+        "alarms": alarm_statement(t.false_alarm_rate_per_year, t.min_weeks_before_event),
+        "scorecard": scorecard_summary(data),
         "scenarios": scenario_rows(data),
         "geo": geo_budget(data),
         "warnings": warnings(data, t),

@@ -62,6 +62,8 @@ class ReportData:
     history: pd.DataFrame
     """The market's ``optimization_history`` rows (optimization x channel), oldest first."""
     drift_events: pd.DataFrame
+    scorecard: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The market's ``recommendation_scorecard`` rows (one per recommendation), oldest first."""
     checks: list[CheckStatus] = field(default_factory=list)
     geo_plan: pd.Series | None = None
     """The latest geo optimization's ``latest_geo_plan_summary`` row (one budget across markets); None
@@ -96,6 +98,7 @@ _MARKET_FRAMES = {
     "tracking": ("performance_tracking", "week"),
     "history": ("optimization_history", "created_at, channel"),
     "drift_events": ("drift_events", "detected_week"),
+    "scorecard": ("recommendation_scorecard", "created_at"),
 }
 
 

@@ -132,11 +132,16 @@ def _charts(data: ReportData) -> list[charts.Chart]:
         ))  # fmt: skip
     if history_summary(data) is not None:
         for draw, name, title in (
-            (monitoring_plots.kpi_trend_chart, "history_kpi", "Predicted KPI at each recommendation"),
+            (monitoring_plots.kpi_trend_chart, "history_kpi", "Forecast KPI of the plan weeks"),
             (monitoring_plots.allocation_chart, "history_allocation", "Recommended allocation over time"),
             (monitoring_plots.roas_trend_chart, "history_roas", "ROAS at the recommended spend over time"),
         ):
             out.append(charts.from_figure(draw(data.history, ""), name, title))
+    if not data.scorecard.empty and (data.scorecard["status"] == "complete").any():
+        out.append(charts.from_figure(
+            monitoring_plots.scorecard_chart(data.scorecard, ""), "scorecard",
+            "Promised KPI (94% interval) against the actual KPI of the plan weeks",
+        ))  # fmt: skip
     return out
 
 
@@ -147,8 +152,9 @@ def build_report(
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     ctx = context(data, thresholds or Thresholds())
     rendered = _charts(data)
-    tracked = not data.tracking.empty or history_summary(data) is not None
+    tracked = not data.tracking.empty or history_summary(data) is not None or ctx["alarms"] is not None
     sections = [a for a, _ in SECTIONS if a != "tracking" or tracked]
+    sections = [a for a in sections if a != "scorecard" or ctx["scorecard"] is not None]
     if data.plan is None:
         sections = [a for a in sections if a not in ("actions", "scenarios")]
     ctx |= {"generated_at": now, "sections_shown": sections, "section_titles": dict(SECTIONS)}

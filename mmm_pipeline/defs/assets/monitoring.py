@@ -16,6 +16,7 @@ the weekly update and in the refit runs (a new champion resets tracking and reso
 """
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -30,10 +31,11 @@ from mmm_pipeline.tables import ensure_models as ensure_models_schema
 from ...config import ProjectConfig
 from ...monitoring import drift, store
 from ...monitoring.calibration import Calibration, calibrate
-from ...monitoring.plots import tracking_chart
+from ...monitoring.plots import scorecard_chart, tracking_chart
+from ...monitoring.scorecard import build_scorecard, coverage
 from ...monitoring.tracking import track
 from ...warehouse import relation_exists, transaction
-from ..metadata import markdown_table
+from ..metadata import markdown_table, table_metadata, ui_metadata
 from ..resources import WRITER_POOL, WarehouseResource
 
 #: Run tags written by the schedule and sensors (and read back by the assets).
@@ -210,8 +212,11 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             runs = champion_runs(conn)
             champions = dict(zip(runs["market"], runs["model_id"], strict=True))
             markets = sorted(set(champions) | {e["market"] for e in store.open_events(conn)})
+            # Each market's champion lineage since its latest event (drift.lineage): with a refit every
+            # week, one champion alone never tracks enough weeks for a rule (or min_weeks) to be met.
             inputs = {
-                m: (store.tracking_rows(conn, m, champions[m]) if m in champions else pd.DataFrame(),
+                m: (drift.lineage(store.market_tracking(conn, m), store.last_event_week(conn, m))
+                    if m in champions else pd.DataFrame(),
                     store.open_events(conn, m))
                 for m in markets
             }  # fmt: skip
@@ -278,6 +283,10 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "firing_now": dg.MetadataValue.json(
                     {m: [f.rule for f in d.firings] for m, d in decisions.items()}
                 ),
+                # what the rules read: each market's champion lineage since its latest event
+                "tracked_weeks_since_last_event": dg.MetadataValue.json(
+                    {m: len(rows) for m, (rows, _) in inputs.items()}
+                ),
                 "events": dg.MetadataValue.md(markdown_table(shown.head(20)) if len(shown) else "none"),
                 **calibration_metadata(calibrations, cfg),
                 "published": dg.MetadataValue.json(counts),
@@ -285,7 +294,83 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             },
         )
 
-    return [performance_tracking, drift_events]
+    @dg.asset(
+        group_name="monitoring",
+        kinds={"python", "duckdb"},
+        deps=["drift_events", *(["budget_recommendation"] if cfg.optimization.enabled else [])],
+        pool=WRITER_POOL,
+        description=(
+            "Did the last recommendations deliver? For every recorded recommendation: what it promised for "
+            "its plan weeks (the model's forecast of the KPI and of the uplift over the previous "
+            "allocation, 94% HDIs) against what happened once those weeks landed (the actual KPI; the "
+            "recommendation's model forecasting the same weeks under the previous allocation, controls as "
+            "landed, as the counterfactual; whether the spend followed the recommendation), whether the "
+            "actual fell inside the promised interval, and the coverage of the promised intervals so far "
+            "(monitoring.recommendation_scorecard). Publishes the monitoring tables for BI."
+        ),
+        metadata={"table": "monitoring.recommendation_scorecard", "nominal_coverage": 0.94},
+    )
+    def recommendation_scorecard(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            ensure_models_schema(conn)
+            ensure_monitoring(conn)
+            promises, allocations, rows, artifacts = store.scorecard_inputs(conn)
+            previous = conn.execute("SELECT * FROM monitoring.recommendation_scorecard").df()
+        loaded: dict[str, object] = {}
+
+        def load(model_id: str):  # noqa: ANN202 - a StoredModel or None
+            path = artifacts.get(model_id)
+            if model_id not in loaded:
+                loaded[model_id] = load_model(path) if path and Path(path).exists() else None
+            return loaded[model_id]
+
+        card = build_scorecard(promises, allocations, rows, load, previous, settings.max_draws)
+        with warehouse.get_connection() as conn:
+            with transaction(conn):
+                store.replace_scorecard(conn, card, context.run_id)
+            counts = publish_monitoring(conn, cfg)
+        summary = coverage(card)
+        context.log.info(
+            f"scorecard: {len(card)} recommendation(s), "
+            f"{int((card['status'] == 'complete').sum())} complete, "
+            f"{len(loaded)} model(s) loaded for counterfactuals"
+        )
+        shown = card.sort_values("created_at", ascending=False)[
+            ["optimization_id", "market", "first_week", "last_week", "status", "promised_kpi_mean",
+             "promised_kpi_hdi_low", "promised_kpi_hdi_high", "actual_kpi", "in_interval",
+             "counterfactual_kpi_mean", "promised_uplift_mean", "realized_uplift_mean", "followed"]
+        ]  # fmt: skip
+        metadata: dict[str, object] = {
+            **table_metadata(shown, "monitoring.recommendation_scorecard"),
+            "dagster/row_count": len(card),
+            "coverage": dg.MetadataValue.md(
+                markdown_table(
+                    summary, {"coverage": ".0%", "coverage_followed": ".0%", "uplift_coverage": ".0%"}
+                )
+                if len(summary)
+                else "no recommendation yet"
+            ),
+            "models_loaded": len(loaded),
+            "published": dg.MetadataValue.json(counts),
+        }
+        for market, group in card.groupby("market"):
+            if (group["status"] == "complete").sum() >= 1:
+                title = f"{market}: promised vs actual KPI of each recommendation's weeks"
+                metadata[f"chart_{market}"] = dg.MetadataValue.md(
+                    markdown_image(scorecard_chart(group, title), title)
+                )
+        # The scored results only: a new promise waiting for its weeks (another market's recommendation,
+        # recorded by its own run) is not new data for the reports, whose own market's promise comes
+        # with their own budget_recommendation; a week that lands and scores a promise is.
+        scored = card[card["status"] == "complete"]
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(modeling_fingerprint(scored)),
+            metadata=ui_metadata(metadata),
+        )
+
+    return [performance_tracking, drift_events, recommendation_scorecard]
 
 
 def evidence_summary(evidence: str, limit: int = 250) -> str:

@@ -102,6 +102,21 @@ def _uplift_text(summary: pd.Series, kpi: str) -> str:
     )
 
 
+def _forecast_text(summary: pd.Series, kpi: str) -> str:
+    """The plan forecast in words: the KPI of the plan weeks under the recommendation and the promised
+    uplift over the current allocation on those same weeks (what the scorecard will check)."""
+    if summary.get("forecast_start") is None or pd.isna(summary.get("forecast_start")):
+        return "no plan forecast (no spend history)"
+    return (
+        f"weeks {summary['forecast_start']} to {summary['forecast_end']}: "
+        f"{summary['forecast_kpi_mean']:,.0f} {kpi}, 94% HDI "
+        f"[{summary['forecast_kpi_hdi_low']:,.0f}, {summary['forecast_kpi_hdi_high']:,.0f}]; "
+        f"uplift over the current allocation on these weeks {summary['forecast_uplift_mean']:+,.0f} "
+        f"[{summary['forecast_uplift_hdi_low']:+,.0f}, {summary['forecast_uplift_hdi_high']:+,.0f}]; "
+        f"{summary['forecast_controls']}"
+    )
+
+
 def _conflicts(opt: Optimization) -> list[str]:
     out = []
     for name, error in opt.infeasible.items():
@@ -223,6 +238,10 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     history = spend_history(conn, market, channels, train_end)
                 except ValueError as exc:
                     raise dg.Failure(f"market {market}: {exc}") from None
+                # every landed week: the plan forecast's carry-in and controls (landed plan weeks)
+                rows = conn.execute(
+                    "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? ORDER BY week", [market]
+                ).df()
             previous = latest_optimization(conn, market)
             # Market conditions (config ``conditions``) tighten the plans, like a scenario's changes.
             try:
@@ -255,7 +274,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         model = load_model(str(serving["artifact_path"]))
         try:
             opt = recommend(
-                model, market, plans, history, groups=groups, max_draws=settings.max_draws,
+                model, market, plans, history, rows, groups=groups, max_draws=settings.max_draws,
                 dagster_run_id=context.run_id,
             )  # fmt: skip
         except (PlanError, ValueError) as exc:  # a plan that does not fit the model, duplicate names
@@ -287,11 +306,10 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             with warehouse.get_connection() as conn:
                 write_optimization(conn, opt)
                 # Optimization history: what was recommended, why this run happened, under which conditions.
-                baseline = monitoring_store.baseline_kpi(conn, model_id, opt.base_plan.current_weeks)
                 monitoring_store.append_history(
                     conn,
                     monitoring_store.history_rows(
-                        opt.tables, context.run.tags, [c.as_dict() for c in active], baseline
+                        opt.tables, context.run.tags, [c.as_dict() for c in active]
                     ),
                 )
                 history = conn.execute(
@@ -314,6 +332,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "budget": float(summary["budget"]),
                 "total_recommended": float(summary["total_recommended"]),
                 "uplift": uplift,
+                "plan_forecast": _forecast_text(opt.tables["plan_summary"].iloc[0], cfg.kpi.name),
                 "uplift_mean": float(summary["uplift_mean"]),
                 "uplift_hdi_low": float(summary["uplift_hdi_low"]),
                 "uplift_hdi_high": float(summary["uplift_hdi_high"]),
@@ -337,7 +356,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "trigger": context.run.tags.get("mmm/trigger", "manual"),
                 "conditions": ", ".join(c.name for c in active) or "none",
                 "history_kpi": dg.MetadataValue.md(
-                    _history_chart(kpi_trend_chart, history, f"{market}: predicted KPI over time")
+                    _history_chart(kpi_trend_chart, history, f"{market}: forecast KPI of each plan's weeks")
                 ),
                 "history_allocation": dg.MetadataValue.md(
                     _history_chart(allocation_chart, history, f"{market}: recommended allocation over time")

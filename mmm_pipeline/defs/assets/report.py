@@ -60,9 +60,14 @@ def _check_statuses(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]) 
 def build_report_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     gate = cfg.model.gate
     quality_checks = data_quality_check_keys(cfg)
+    monitoring = cfg.monitoring
+    alarms = (
+        {"false_alarm_rate_per_year": monitoring.false_alarm_rate_per_year,
+         "min_weeks_before_event": monitoring.min_weeks_before_event} if monitoring.enabled else {}
+    )  # fmt: skip
     thresholds = Thresholds(
         max_r_hat=gate.max_r_hat, min_ess=min(gate.min_ess_bulk, gate.min_ess_tail),
-        max_divergences=gate.max_divergences, max_roas_change=cfg.model.max_roas_change,
+        max_divergences=gate.max_divergences, max_roas_change=cfg.model.max_roas_change, **alarms,
     )  # fmt: skip
 
     @dg.asset(
@@ -70,7 +75,10 @@ def build_report_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         kinds={"html", "markdown"},
         partitions_def=MARKETS,
         # after the monitoring tables are published too, so the report shows this run's tracking
-        deps=["bi_model_snapshots", *(["drift_events"] if cfg.monitoring.enabled else [])],
+        deps=[
+            "bi_model_snapshots",
+            *(["drift_events", "recommendation_scorecard"] if cfg.monitoring.enabled else []),
+        ],
         description=(
             "The market's executive report, from the published BI catalog (read-only, so report and BI "
             "never disagree): headline uplift of the recommended plan with its 94% interval and "
