@@ -262,7 +262,10 @@ def test_disabled_optimization_builds_no_asset(tmp_path: Path) -> None:
     graph = build_definitions(load_config(config_path)).resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert "budget_recommendation" not in keys and "bi_model_snapshots" in keys
-    assert graph.get(dg.AssetKey("bi_model_snapshots")).parent_keys == {dg.AssetKey("model_registry")}
+    assert graph.get(dg.AssetKey("bi_model_snapshots")).parent_keys == {
+        dg.AssetKey("model_registry"),
+        dg.AssetKey("prior_sensitivity"),
+    }
 
 
 def test_default_plan_rules_apply_to_every_channel(tmp_path: Path) -> None:
