@@ -12,6 +12,7 @@ separate steps any Dagster executor can spread over processes or machines.
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -251,6 +252,50 @@ def _gate_check(
         if serving_fails
         else [],
         dg.AssetCheckSeverity.WARN,
+    )
+
+
+def _registry_warnings(
+    cvs: list[tuple[str, CVRecord]], moved: pd.DataFrame
+) -> Iterator[dg.AssetCheckResult]:
+    """The warning checks of a registration, for one market or each market of a pooled group (``cvs``:
+    a label prefix and the market's CV; ``moved``: ROAS drift rows beyond ``model.max_roas_change``)."""
+    beaten = [
+        f"{label}{name} CRPS {figures['crps']:,.4g} <= MMM {mmm_crps:,.4g}"
+        for label, cv in cvs
+        for mmm_crps in [cv.overall.get("mmm", {}).get("crps")]
+        for name, figures in cv.overall.items()
+        if name != "mmm" and mmm_crps is not None and figures.get("crps") is not None
+        and figures["crps"] <= mmm_crps
+    ]  # fmt: skip
+    yield dg.AssetCheckResult(
+        check_name="cv_beats_baselines",
+        passed=not beaten,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"beaten_by": dg.MetadataValue.md("\n".join(f"- {b}" for b in beaten) or "none")},
+    )
+    unstable = [f"{label}{c}" for label, cv in cvs for c in cv.unstable_channels]
+    yield dg.AssetCheckResult(
+        check_name="cv_roas_stable",
+        passed=not unstable,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"unstable_channels": ", ".join(unstable) or "none"},
+    )
+    pooled = any(label for label, _ in cvs)
+    yield dg.AssetCheckResult(
+        check_name="roas_stable",
+        passed=moved.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "moved": dg.MetadataValue.md(
+                "\n".join(
+                    f"- {f'{r.market} ' if pooled else ''}{r.channel}: {r.champion_roas_mean:.3f} -> "
+                    f"{r.roas_mean:.3f} ({r.relative_change:+.0%})"
+                    for r in moved.itertuples()
+                )
+                or "none"
+            )
+        },
     )
 
 
@@ -533,40 +578,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         yield _gate_check(serving_fails, record.model_id, record.gate_failures, context)
         yield _check("cv_folds_ok", cv.failed_folds, cv_status=cv.status, note=cv.note or "")
-        mmm_crps = cv.overall.get("mmm", {}).get("crps")
-        beaten = [
-            f"{name} CRPS {figures['crps']:,.4g} <= MMM {mmm_crps:,.4g}"
-            for name, figures in cv.overall.items()
-            if name != "mmm" and mmm_crps is not None and figures.get("crps") is not None
-            and figures["crps"] <= mmm_crps
-        ]  # fmt: skip
-        yield dg.AssetCheckResult(
-            check_name="cv_beats_baselines",
-            passed=not beaten,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"beaten_by": dg.MetadataValue.md("\n".join(f"- {b}" for b in beaten) or "none")},
-        )
-        yield dg.AssetCheckResult(
-            check_name="cv_roas_stable",
-            passed=not cv.unstable_channels,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"unstable_channels": ", ".join(cv.unstable_channels) or "none"},
-        )
-        yield dg.AssetCheckResult(
-            check_name="roas_stable",
-            passed=moved.empty,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "moved": dg.MetadataValue.md(
-                    "\n".join(
-                        f"- {r.channel}: {r.champion_roas_mean:.3f} -> {r.roas_mean:.3f} "
-                        f"({r.relative_change:+.0%})"
-                        for r in moved.itertuples()
-                    )
-                    or "none"
-                )
-            },
-        )
+        yield from _registry_warnings([("", cv)], moved)
 
     return [market_training_data, model_fit, model_registry]
 
@@ -899,41 +911,6 @@ def pooled_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         yield _check(
             "cv_folds_ok", failed_folds, cv_status=", ".join(f"{m}: {cvs[m].status}" for m in markets)
         )
-        beaten = [
-            f"market {m}: {name} CRPS {figures['crps']:,.4g} <= MMM {mmm_crps:,.4g}"
-            for m in markets
-            for mmm_crps in [cvs[m].overall.get("mmm", {}).get("crps")]
-            for name, figures in cvs[m].overall.items()
-            if name != "mmm" and mmm_crps is not None and figures.get("crps") is not None
-            and figures["crps"] <= mmm_crps
-        ]  # fmt: skip
-        yield dg.AssetCheckResult(
-            check_name="cv_beats_baselines",
-            passed=not beaten,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"beaten_by": dg.MetadataValue.md("\n".join(f"- {b}" for b in beaten) or "none")},
-        )
-        unstable = [f"{m}: {c}" for m in markets for c in cvs[m].unstable_channels]
-        yield dg.AssetCheckResult(
-            check_name="cv_roas_stable",
-            passed=not unstable,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"unstable_channels": ", ".join(unstable) or "none"},
-        )
-        yield dg.AssetCheckResult(
-            check_name="roas_stable",
-            passed=moved.empty,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "moved": dg.MetadataValue.md(
-                    "\n".join(
-                        f"- {r.market} {r.channel}: {r.champion_roas_mean:.3f} -> {r.roas_mean:.3f} "
-                        f"({r.relative_change:+.0%})"
-                        for r in moved.itertuples()
-                    )
-                    or "none"
-                )
-            },
-        )
+        yield from _registry_warnings([(f"market {m}: ", cvs[m]) for m in markets], moved)
 
     return [model_fit, model_registry]
