@@ -25,24 +25,25 @@ _MARGINAL_STEP = 0.01
 
 
 def _summarise(
-    draws: np.ndarray, hdi_prob: float, controls: np.ndarray | None = None
+    draws: np.ndarray, hdi_prob: float, weights: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Mean and HDI of draws ``(S, ...)``; with ``controls`` (:func:`stein_controls`) the mean is the
-    control-variate mean (linear in the draws, so sums of such means stay sums)."""
+    """Mean and HDI of draws ``(S, ...)``; with ``weights`` (:func:`control_variate_weights`) the mean
+    is the control-variate mean (linear in the draws, so sums of such means stay sums)."""
     bounds = hdi(draws, hdi_prob)
-    if controls is None:
+    if weights is None:
         mean = draws.mean(axis=0)
     else:
-        flat = draws.reshape(draws.shape[0], -1)
-        mean = control_variate_mean(flat, controls).reshape(draws.shape[1:])
+        mean = weighted_mean(draws.reshape(draws.shape[0], -1), weights).reshape(draws.shape[1:])
     return {"mean": mean, "hdi_low": bounds[..., 0], "hdi_high": bounds[..., 1]}
 
 
-def _controls(idata: object, spec: ModelSpec) -> np.ndarray | None:
-    """The Stein controls of a single-market posterior when ``spec.control_variates`` is on."""
+def _weights(idata: object, spec: ModelSpec) -> np.ndarray | None:
+    """The control-variate weights of a single-market posterior's draws when ``spec.control_variates``
+    is on (None: plain means)."""
     if not spec.control_variates or spec.pooling != "none" or not isinstance(idata, az.InferenceData):
         return None
-    return stein_controls(idata)
+    controls = stein_controls(idata)
+    return None if controls is None else control_variate_weights(controls)
 
 
 def parameter_summary(
@@ -70,7 +71,7 @@ def decomposition(
     Components: ``intercept`` (the baseline), ``trend``, ``seasonality``, ``controls``, one per channel.
     """
     pred = predict(idata, scaling, spec, data, carry_in)
-    return decomposition_table(pred.dates, decomposition_parts(pred), hdi_prob, _controls(idata, spec))
+    return decomposition_table(pred.dates, decomposition_parts(pred), hdi_prob, _weights(idata, spec))
 
 
 def decomposition_parts(pred: Prediction) -> dict[str, np.ndarray]:
@@ -84,11 +85,12 @@ def decomposition_table(
     dates: pd.DatetimeIndex,
     parts: dict[str, np.ndarray],
     hdi_prob: float = HDI_PROB,
-    controls: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """:func:`decomposition`'s long table from component draws ``(S, T)`` (e.g. summed over markets)."""
+    """:func:`decomposition`'s long table from component draws ``(S, T)`` (e.g. summed over markets);
+    ``weights``: :func:`control_variate_weights` for control-variate means."""
     frames = [
-        pd.DataFrame({"week": dates, "component": name, **_summarise(values, hdi_prob, controls)})
+        pd.DataFrame({"week": dates, "component": name, **_summarise(values, hdi_prob, weights)})
         for name, values in parts.items()
     ]
     return pd.concat(frames, ignore_index=True)
@@ -110,8 +112,8 @@ def channel_summary(
     window (carry-over included) by the spend added: the slope of the channel's response where it is.
     """
     contribution, mroas = channel_draws(idata, scaling, spec, data, carry_in)
-    controls = _controls(idata, spec)
-    return channel_table(data.channels, data.spend.sum(axis=0), contribution, mroas, hdi_prob, controls)
+    weights = _weights(idata, spec)
+    return channel_table(data.channels, data.spend.sum(axis=0), contribution, mroas, hdi_prob, weights)
 
 
 def stein_controls(idata: az.InferenceData) -> np.ndarray | None:
@@ -135,21 +137,43 @@ def stein_controls(idata: az.InferenceData) -> np.ndarray | None:
     return np.concatenate([gradient, draws * gradient + 1.0], axis=1)
 
 
-def control_variate_mean(values: np.ndarray, controls: np.ndarray) -> np.ndarray:
-    """``(C,)`` the mean of draws ``values`` ``(S, C)`` with the zero-mean ``controls`` ``(S, P)``
-    regressed out (least squares on the centred draws); a column with non-finite draws, or draws too few
-    for the regression (``S < 4 P``), keeps its plain mean."""
-    plain = values.mean(axis=0)
-    if values.shape[0] < 4 * controls.shape[1]:
-        return plain
-    centred = controls - controls.mean(axis=0)
-    out = np.array(plain, dtype=float)
+def control_variate_weights(controls: np.ndarray) -> np.ndarray | None:
+    """``(S,)`` weights of the draws whose weighted sum is the control-variate mean of any quantity:
+    the mean with the zero-mean ``controls`` ``(S, P)`` regressed out by least squares on the centred
+    draws. None when the draws are too few for the regression (``S < 4 P``): plain means then.
+
+    Why weights: the regression's fitted correction ``mean(controls) @ coef`` is linear in the
+    quantity's draws, ``coef = pinv(centred controls) @ (draws - mean)``, so it folds into one weight
+    vector ``1/S - mean(controls) @ pinv(centred controls)`` computed once per posterior (one thin SVD,
+    with ``numpy.linalg.lstsq``'s default cut-off for small singular values); every table of a fit then
+    costs a matrix product instead of a least-squares solve per quantity.
+    """
+    n_draws, n_controls = controls.shape
+    if n_draws < 4 * n_controls:
+        return None
+    mean = controls.mean(axis=0)
+    u, singular, vt = np.linalg.svd(controls - mean, full_matrices=False)
+    cutoff = np.finfo(float).eps * max(n_draws, n_controls) * (singular.max() if singular.size else 0.0)
+    inverse = np.divide(1.0, singular, out=np.zeros_like(singular), where=singular > cutoff)
+    return 1.0 / n_draws - ((vt @ mean) * inverse) @ u.T
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(C,)`` the weighted mean ``weights @ values`` of draws ``(S, C)``; a column with non-finite
+    draws keeps its plain mean (a weighted sum would turn one infinity into nonsense of either sign)."""
+    out = values.mean(axis=0).astype(float)
     finite = np.isfinite(values).all(axis=0)
     if finite.any():
-        target = values[:, finite] - plain[finite]
-        coef, *_ = np.linalg.lstsq(centred, target, rcond=None)
-        out[finite] = plain[finite] - controls.mean(axis=0) @ coef
+        out[finite] = weights @ values[:, finite]
     return out
+
+
+def control_variate_mean(values: np.ndarray, controls: np.ndarray) -> np.ndarray:
+    """``(C,)`` the mean of draws ``values`` ``(S, C)`` with the zero-mean ``controls`` ``(S, P)``
+    regressed out (:func:`control_variate_weights`); a column with non-finite draws, or draws too few
+    for the regression, keeps its plain mean."""
+    weights = control_variate_weights(controls)
+    return values.mean(axis=0) if weights is None else weighted_mean(values, weights)
 
 
 def channel_draws(
@@ -173,10 +197,11 @@ def channel_table(
     contribution: np.ndarray,
     mroas: np.ndarray,
     hdi_prob: float = HDI_PROB,
-    controls: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """:func:`channel_summary`'s table from total spend ``(C,)`` and contribution and marginal ROAS
-    draws ``(S, C)``; with ``controls`` (:func:`stein_controls`) each mean is the control-variate mean,
+    draws ``(S, C)``; with ``weights`` (:func:`control_variate_weights`) each mean is the control-variate
+    mean,
     the intervals stay those of the draws."""
     with np.errstate(divide="ignore", invalid="ignore"):
         metrics = {
@@ -187,7 +212,7 @@ def channel_table(
         }
     table = pd.DataFrame({"channel": list(channels), "spend": spend})
     for metric, values in metrics.items():
-        for stat, column in _summarise(values, hdi_prob, controls).items():
+        for stat, column in _summarise(values, hdi_prob, weights).items():
             table[f"{metric}_{stat}"] = column
     return table.set_index("channel")
 
@@ -214,7 +239,7 @@ def channel_period_summary(
     window holds every week starting in the period (a partial first or last period is still reported).
     """
     contributions = predict(idata, scaling, spec, data, carry_in).contributions  # (S, T, C)
-    controls = _controls(idata, spec)
+    weights = _weights(idata, spec)
     dates = pd.DatetimeIndex(data.dates)
     step = pd.Timedelta(weeks=1)
     frames = []
@@ -247,7 +272,7 @@ def channel_period_summary(
                 }
             )
             for metric, values in metrics.items():
-                for stat, column in _summarise(values, hdi_prob, controls).items():
+                for stat, column in _summarise(values, hdi_prob, weights).items():
                     table[f"{metric}_{stat}"] = column
             frames.append(table)
     return pd.concat(frames, ignore_index=True)
