@@ -5,16 +5,18 @@ recommendation and report from its view of the joint posterior, plus a national 
 
 One project is built and fitted once (module fixture); each test reads it. ``slow``: one pooled nutpie
 compile and three pooled fits (the weekly fit and two CV folds), a few minutes on shared cores. The
-stale-model sensor's request for a group is checked without a fit.
+stale-model and drift sensors' requests for a group are checked without a fit.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 import yaml
 from conftest import small_model_config
@@ -22,10 +24,12 @@ from conftest import small_model_config
 from mmm_pipeline.config import ProjectConfig, load_config
 from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.assets.model import GROUP_KEYS
+from mmm_pipeline.defs.assets.monitoring import EVENT_TAG
 from mmm_pipeline.defs.jobs import MODEL_JOB
-from mmm_pipeline.defs.sensors import STALE_MODEL_SENSOR
+from mmm_pipeline.defs.sensors import DRIFT_SENSOR, STALE_MODEL_SENSOR
 from mmm_pipeline.model.pooled import NATIONAL
 from mmm_pipeline.model.registry import read_group_record
+from mmm_pipeline.publish.bi import publish
 from mmm_pipeline.runner import RunSummary, project_instance, run_job, run_pipeline
 from mmm_pipeline.scaffold import init_project
 from mmm_testkit.synthetic import generate_world, write_world
@@ -167,21 +171,66 @@ def test_nothing_refits_on_unchanged_data_and_one_market_alone_is_refused(pooled
     assert "market group (north, south)" in message and "this run covers north" in message
 
 
-def test_the_stale_model_sensor_asks_one_run_over_every_market_for_the_group(tmp_path: Path):
-    config_path = init_project(tmp_path / "project", "synthetic")
+def _pooled_project(directory: Path) -> tuple[ProjectConfig, dg.DagsterInstance, dg.Definitions]:
+    """A synthetic project with ``pooling: partial``, its markets known to Dagster, nothing fitted."""
+    config_path = init_project(directory, "synthetic")
     raw = yaml.safe_load(config_path.read_text())
     raw.setdefault("model", {}).setdefault("spec", {})["pooling"] = "partial"
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_config(config_path)
     instance = project_instance(cfg)
     instance.add_dynamic_partitions("market", list(MARKETS))  # as the first ingestion does
-    defs = build_definitions(cfg)
-    with dg.partition_loading_context(dynamic_partitions_store=instance):
-        tick = defs.get_sensor_def(STALE_MODEL_SENSOR).evaluate_tick(
-            dg.build_sensor_context(instance=instance, definitions=defs)
+    return cfg, instance, build_definitions(cfg)
+
+
+def _tick(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor: str | None = None):
+    with dg.partition_loading_context(dynamic_partitions_store=instance):  # as the daemon does
+        return defs.get_sensor_def(name).evaluate_tick(
+            dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
         )
-    (request,) = tick.run_requests  # the group first; what lies below it in each market on a later tick
+
+
+def test_the_stale_model_sensor_asks_one_run_over_every_market_for_the_group(tmp_path: Path):
+    cfg, instance, defs = _pooled_project(tmp_path / "project")
+    (request,) = _tick(defs, STALE_MODEL_SENSOR, instance).run_requests  # the group first; what lies
+    # below it in each market on a later tick
     assert request.partition_key is None
     assert set(request.asset_selection) == set(GROUP_KEYS)
     assert request.tags["dagster/asset_partition_range_start"] == MARKETS[0]
     assert request.tags["dagster/asset_partition_range_end"] == MARKETS[-1]
+
+
+def test_drift_in_several_markets_starts_one_group_refit(tmp_path: Path):
+    """A shock that opens drift events in both markets in the same week: one run refits the group and
+    names both events (each is linked to it by the drift assets); the same events start nothing again,
+    a later event in one market starts one more group run."""
+    cfg, instance, defs = _pooled_project(tmp_path / "project")
+
+    def publish_events(*events: tuple[str, str, str]) -> None:
+        rows = pd.DataFrame(
+            [
+                {"event_id": event_id, "market": market, "model_id": "group-1", "rule": rule,
+                 "rules_fired": rule, "detected_week": dt.date(2024, 1, 1), "summary": f"{rule} {market}",
+                 "evidence": "{}", "status": "open", "dagster_run_id": None,
+                 "detected_at": dt.datetime(2024, 1, 2)}
+                for event_id, market, rule in events
+            ]
+        )  # fmt: skip
+        with duckdb.connect() as conn:
+            conn.register("events", rows)
+            publish(conn, {"drift_events": "events"}, cfg.publish_dir, cfg.bi_database_path)
+
+    both = [("drift-north-1", "north", "residual_shift"), ("drift-south-1", "south", "rolling_mape")]
+    publish_events(*both)
+    tick = _tick(defs, DRIFT_SENSOR, instance)
+    (request,) = tick.run_requests
+    assert request.partition_key is None and set(request.asset_selection) == set(GROUP_KEYS)
+    assert request.tags["dagster/asset_partition_range_start"] == MARKETS[0]
+    assert request.tags["dagster/asset_partition_range_end"] == MARKETS[-1]
+    assert request.tags["mmm/trigger"] == "drift"
+    assert request.tags[EVENT_TAG] == "drift-north-1,drift-south-1"
+    assert request.tags["mmm/drift_rule"] == "residual_shift,rolling_mape"
+    assert _tick(defs, DRIFT_SENSOR, instance, tick.cursor).run_requests == []
+    publish_events(*both, ("drift-north-2", "north", "cusum"))
+    (again,) = _tick(defs, DRIFT_SENSOR, instance, tick.cursor).run_requests
+    assert again.tags[EVENT_TAG] == "drift-north-2" and again.run_key != request.run_key

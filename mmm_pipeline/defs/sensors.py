@@ -177,36 +177,17 @@ def build_sensors(
         fresh = [e for e in events if e["event_id"] not in requested and pd.isna(e["dagster_run_id"])]
         if not fresh:
             return dg.SkipReason(f"{len(events)} open drift event(s), each with its run already requested")
-        requests = []
-        for event in fresh:
-            # A pooled group refits as one unit: the event's run refits the group (what lies below it in
-            # each market follows through the stale-model sensor).
-            scope: dict = (
-                {"asset_selection": list(GROUP_KEYS), "tags": group_run_tags(context.instance)}
-                if pooled
-                else {"partition_key": event["market"], "tags": {}}
-            )
-            requests.append(
-                dg.RunRequest(
-                    run_key=event["event_id"],
-                    **{k: v for k, v in scope.items() if k != "tags"},
-                    tags={
-                        **scope["tags"],
-                        TRIGGER_TAG: "drift",
-                        EVENT_TAG: event["event_id"],
-                        "mmm/drift_rule": event["rule"],
-                        "mmm/drift_rules_fired": event["rules_fired"] or event["rule"],
-                        "mmm/drift_model_id": event["model_id"],
-                        "mmm/drift_detected_week": pd.Timestamp(event["detected_week"]).date().isoformat(),
-                        "mmm/drift_summary": (event["summary"] or "")[:250],
-                        "mmm/drift_evidence": evidence_summary(event["evidence"] or "{}"),
-                    },
-                )
-            )
+        # A pooled group refits as one unit: every fresh event of the tick goes into one run over the
+        # group (a national shock opens an event in many markets at once; one refit answers them all);
+        # what lies below the group in each market follows through the stale-model sensor.
+        batches = [fresh] if pooled else [[event] for event in fresh]
+        requests = [_drift_request(batch, context.instance if pooled else None) for batch in batches]
+        for request, batch in zip(requests, batches, strict=True):
             context.log.info(
-                f"drift event {event['event_id']} ({event['summary']}): refit of "
-                + ("the market group" if pooled else event["market"])
-            )
+                f"drift event(s) {request.tags[EVENT_TAG]}: refit of "
+                + (f"the market group ({'; '.join(str(e['summary']) for e in batch)})" if pooled
+                   else f"{batch[0]['market']} ({batch[0]['summary']})")
+            )  # fmt: skip
         requested = (requested + [e["event_id"] for e in fresh])[-CURSOR_EVENTS:]
         context.update_cursor(json.dumps(requested))
         return requests
@@ -313,3 +294,38 @@ def read_open_events(cfg: ProjectConfig) -> list[dict]:
             "dagster_run_id FROM drift_events WHERE status = 'open' ORDER BY detected_at"
         ).df()
     return frame.to_dict("records")
+
+
+def _drift_request(events: list[dict], group_of: dg.DagsterInstance | None) -> dg.RunRequest:
+    """The refit run for open drift ``events``: one market's event (its partition, run key = event id),
+    or with ``group_of`` (pooling: partial) the events of a tick in one run over every market's
+    partition. The event tags join the events' values with commas (``EVENT_TAG`` lists the event ids:
+    the drift assets link each event to the run by it)."""
+
+    def joined(key: str) -> str:
+        return ",".join(dict.fromkeys(str(e[key] or "") for e in events))
+
+    ids = joined("event_id")
+    if group_of is None:
+        scope: dict = {"run_key": ids, "partition_key": events[0]["market"]}
+    else:
+        scope = {
+            "run_key": "drift-group-" + hashlib.sha256(ids.encode()).hexdigest()[:16],
+            "asset_selection": list(GROUP_KEYS),
+            "tags": group_run_tags(group_of),
+        }
+    tags = {
+        **scope.pop("tags", {}),
+        TRIGGER_TAG: "drift",
+        EVENT_TAG: ids,
+        "mmm/drift_rule": joined("rule"),
+        "mmm/drift_rules_fired": ",".join(dict.fromkeys(str(e["rules_fired"] or e["rule"]) for e in events)),
+        "mmm/drift_model_id": joined("model_id"),
+        "mmm/drift_detected_week": ",".join(
+            dict.fromkeys(pd.Timestamp(e["detected_week"]).date().isoformat() for e in events)
+        ),
+        "mmm/drift_summary": "; ".join(str(e["summary"] or "") for e in events)[:250],
+    }
+    if len(events) == 1:
+        tags["mmm/drift_evidence"] = evidence_summary(events[0]["evidence"] or "{}")
+    return dg.RunRequest(**scope, tags=tags)

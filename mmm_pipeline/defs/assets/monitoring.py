@@ -41,6 +41,8 @@ from ..resources import WRITER_POOL, WarehouseResource
 #: Run tags written by the schedule and sensors (and read back by the assets).
 TRIGGER_TAG = "mmm/trigger"
 EVENT_TAG = "mmm/drift_event_id"
+#: How many of the latest drift-triggered runs are searched for the runs of events not yet linked.
+RUNS_TO_LINK = 200
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -238,8 +240,8 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         with warehouse.get_connection() as conn:
             with transaction(conn):
                 # This run was started for an event: record it before anything else.
-                if EVENT_TAG in tags:
-                    store.set_event_run(conn, tags[EVENT_TAG], context.run_id, "STARTED")
+                for event_id in filter(None, tags.get(EVENT_TAG, "").split(",")):
+                    store.set_event_run(conn, event_id, context.run_id, "STARTED")
                 for market, decision in decisions.items():
                     rows = inputs[market][0]
                     last_week = pd.Timestamp(rows["week"].iloc[-1]).date() if len(rows) else None
@@ -250,15 +252,22 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     if decision.open is not None:
                         store.insert_event(conn, decision.open)
                         opened.append(decision.open)
-                # Link events to the runs the sensor started (found by tag), with their latest status.
-                for event_id in store.events_without_run(conn):
-                    runs = context.instance.get_runs(
-                        filters=dg.RunsFilter(tags={EVENT_TAG: event_id}), limit=1
+                # Link events to the runs the sensor started (their EVENT_TAG lists the event ids: one
+                # market's event, or a pooled group's events of one tick), with their latest status.
+                unlinked = store.events_without_run(conn)
+                if unlinked:
+                    drift_runs = context.instance.get_runs(
+                        filters=dg.RunsFilter(tags={TRIGGER_TAG: "drift"}), limit=RUNS_TO_LINK
                     )
-                    if runs:
-                        run = runs[0]
-                        status = run.status.value if run.run_id != context.run_id else "STARTED"
-                        store.set_event_run(conn, event_id, run.run_id, status)
+                    started = {
+                        event_id: run
+                        for run in reversed(drift_runs)  # newest last: it wins
+                        for event_id in run.tags.get(EVENT_TAG, "").split(",")
+                    }
+                    for event_id in unlinked:
+                        if (run := started.get(event_id)) is not None:
+                            status = run.status.value if run.run_id != context.run_id else "STARTED"
+                            store.set_event_run(conn, event_id, run.run_id, status)
             events = conn.execute("SELECT * FROM monitoring.drift_events ORDER BY detected_at DESC").df()
             counts = publish_monitoring(conn, cfg)
         for event in opened:
