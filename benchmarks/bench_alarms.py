@@ -42,7 +42,7 @@ tracking rows, and the script stops if the two disagree.
    follows the world's plan, within the training range (the spend rule never fires here).
 
     .venv/bin/python benchmarks/bench_alarms.py [--years 1000] [--replications 500] [--error-sd 1 2]
-        [--check 20] [--seed 0] [--part all|false|detection]
+        [--check 20] [--seed 0] [--part all|false|detection] [--calibration-paths 20000]
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ PROCESSES = {  # name -> (level sd, AR(1) rho); the total sd is 1
     "level error sd 0.5 + AR(1) rho 0.3": (LEVEL_SD, 0.3),
 }
 START = pd.Timestamp("2024-01-01")
+#: Simulated years per calibration (the product's default; ``--calibration-paths`` sets it).
+CALIBRATION_PATHS = [20_000]
 
 
 def process(level_sd: float, rho: float) -> NullErrors:
@@ -136,7 +138,7 @@ def first_week(fires: np.ndarray, after: int = 0) -> float:
 def calibrated(cfg: MonitoringConfig, rules, errors, kpi, groups, sd: float):  # noqa: ANN001, ANN201
     """The product's calibration of ``rules`` on a champion's CV errors (forecast ``kpi``, its sd ``sd``)."""
     return calibrate(rules, errors / sd, sd / np.abs(kpi), groups, cfg.false_alarm_rate_per_year,
-                     cfg.min_weeks_before_event, "cv")  # fmt: skip
+                     cfg.min_weeks_before_event, "cv", n_paths=CALIBRATION_PATHS[0])  # fmt: skip
 
 
 def rule_sets(cfg: MonitoringConfig) -> dict[str, tuple[list, int]]:
@@ -284,7 +286,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cv-folds", type=int, default=CV_FOLDS, help="CV folds of each champion (13 weeks)")
     parser.add_argument("--part", choices=["all", "false", "detection"], default="all")
+    parser.add_argument("--calibration-paths", type=int, default=20_000,
+                        help="simulated years per calibration (product default 20,000; fewer: faster, "
+                        "thresholds with more Monte-Carlo error)")  # fmt: skip
     args = parser.parse_args()
+    CALIBRATION_PATHS[0] = args.calibration_paths
     started = time.perf_counter()
     if args.part in ("all", "false"):
         false_alarms(args.years, args.seed, args.check, args.cv_folds)
