@@ -193,10 +193,11 @@ def false_alarms(years: int, seed: int, n_check: int, folds: int) -> None:
                 fires = rule_firing(rules, calibrations[kind], z, ape, min_weeks)
                 now = np.logical_or.reduce(list(fires.values()))[0]
                 years_fired[kind] += bool(now.any())
-                if kind != "fixed":
+                if kind == "changepoint":  # by rule: the defaults', and the CUSUM of the CUSUM set
                     for rule_name, weeks in fires.items():
-                        by_rule[rule_name] += bool(weeks.any()) if kind == "changepoint" or rule_name == (
-                            "residual_shift") else 0
+                        by_rule[rule_name] += bool(weeks.any())
+                elif kind == "CUSUM":
+                    by_rule["residual_shift"] += bool(fires["residual_shift"].any())
                 if year < n_check:
                     rows = tracking_rows(np.ones(52), 1.0 + sigma_rel * z[0], sigma_rel)
                     cal = None if kind == "fixed" else calibrations[kind]

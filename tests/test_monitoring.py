@@ -431,6 +431,19 @@ def test_changepoint_statistic_is_the_gls_t_of_a_step() -> None:
             fit = calibration.shift_fit(x, null)
             assert fit[0] == pytest.approx(abs(t[best]), rel=1e-6) and fit[1] == best
             assert fit[2] == pytest.approx(t[best] / np.sqrt(info[best]), rel=1e-6)
+    # A null fitted on four CV folds: the test whitens with the level sd at the upper 90% of its
+    # sampling spread (a level error taken too small reads as drift), not with the estimate.
+    fitted = calibration.fit_null(*list(_cv(null, folds=4, seed=14).values())[::2])
+    level = fitted.shift_test_level_sd
+    absorbed = fitted.noise_sd**2 * fitted.mean_factor
+    upper = (fitted.level_sd**2 + absorbed) * 7.7794 / 4 - absorbed  # chi2(4 folds) 90% quantile: 7.7794
+    assert level > fitted.level_sd and level == pytest.approx(np.sqrt(upper), rel=1e-4)
+    x = z[0]
+    lag = np.abs(np.subtract.outer(np.arange(20), np.arange(20)))
+    precision = np.linalg.inv(level**2 + fitted.noise_sd**2 * fitted.rho**lag)
+    steps = np.tril(np.ones((20, 20)))
+    t = steps.T @ precision @ x / np.sqrt(np.einsum("ts,tu,us->s", steps, precision, steps))
+    assert calibration.shift_fit(x, fitted)[0] == pytest.approx(np.abs(t).max(), rel=1e-6)
     # The shifted path at week 20 (the window: weeks 8-20) dates the shift near week 10 and sizes it.
     t, start, shift = calibration.shift_fit(z[1, 7:20], null)
     assert abs(start + 7 - 9) <= 2 and 1.0 < shift < 4.0
