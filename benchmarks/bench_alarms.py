@@ -15,9 +15,12 @@ tracking rows, and the script stops if the two disagree.
    Processes (standardized errors z; the forecast is calibrated overall, sd 1): independent; AR(1)
    rho 0.3; a level error shared by the champion's weeks (sd 0.5, the rest independent, sd 0.87);
    both. The KPI forecast is 1 with forecast sd ``sigma_rel`` (0.05: MAPE about 4%; for the last
-   process also 0.25: about 22%, near the case study's CV MAPE of 27%). "Fixed" are the rules as they
-   were (94% interval 3 of 4 weeks, MAPE 10%, CUSUM 5 / slack 0.5, events from the first tracked week);
-   "calibrated" the defaults.
+   process also 0.25: about 22%, near the case study's CV MAPE of 27%). Three rule sets in the same run,
+   on the same simulated years: "fixed", the rules as they were before issue 18 (94% interval 3 of 4
+   weeks, MAPE 10%, CUSUM 5 / slack 0.5, events from the first tracked week); "CUSUM", the calibrated
+   rules of the first issue-18 session (interval, MAPE and CUSUM slack 0.5, each calibrated to 5%/3 a
+   year); "changepoint", the defaults now (interval, MAPE and the changepoint test ``forecast_shift``
+   instead of the CUSUM, 5%/3 each). Both calibrated sets open no event before 4 tracked weeks.
 2. **Detection delay** on the break simulation's world (``mmm_testkit.synthetic``, seed 3, market
    ``all``; the champion fitted on 104 weeks, tracked 8 stable weeks, then the break). Refitting the
    MMM for hundreds of replications is too slow on this machine, so the forecast errors a champion
@@ -29,8 +32,17 @@ tracking rows, and the script stops if the two disagree.
    break week (0) to the first week at or after it in which a rule fires (an event opens there unless
    one is already open); not found within the 26 post-break weeks counts as never (``inf``).
 
+   What this break simulation assumes: the champion's forecast is unbiased apart from its null errors
+   (the residual processes above, the same process in its CV folds as in tracking, only the level
+   error drawn anew); the forecast sd is constant and right on average; the break is a step at a
+   known week that then persists (the channel's effect is 30% lower in every later week, so the KPI
+   moves by 30% of that week's true contribution, which for search in this world varies little: its
+   weekly contribution's coefficient of variation is 0.13 after the break); one champion serves all
+   34 tracked weeks (no refits in between, no carry of the level error across champions); spend
+   follows the world's plan, within the training range (the spend rule never fires here).
+
     .venv/bin/python benchmarks/bench_alarms.py [--years 1000] [--replications 500] [--error-sd 1 2]
-        [--check 20] [--seed 0] [--part all|false|detection]
+        [--check 20] [--seed 0] [--part all|false|detection] [--calibration-paths 20000]
 """
 
 from __future__ import annotations
@@ -55,6 +67,8 @@ from mmm_pipeline.monitoring.settings import (
 
 FIXED_RULES = [IntervalMissRule(interval=94), RollingMapeRule(threshold=0.1), CusumRule(threshold=5.0),
                SpendRangeRule()]  # fmt: skip
+#: The calibrated defaults of the first issue-18 session (the CUSUM where the changepoint test is now).
+CUSUM_RULES = [IntervalMissRule(), RollingMapeRule(), CusumRule(), SpendRangeRule()]
 CV_FOLDS, CV_HORIZON = 4, 13
 LEVEL_SD = 0.5
 PROCESSES = {  # name -> (level sd, AR(1) rho); the total sd is 1
@@ -64,6 +78,8 @@ PROCESSES = {  # name -> (level sd, AR(1) rho); the total sd is 1
     "level error sd 0.5 + AR(1) rho 0.3": (LEVEL_SD, 0.3),
 }
 START = pd.Timestamp("2024-01-01")
+#: Simulated years per calibration (the product's default; ``--calibration-paths`` sets it).
+CALIBRATION_PATHS = [20_000]
 
 
 def process(level_sd: float, rho: float) -> NullErrors:
@@ -96,14 +112,22 @@ def first_event(rules, rows: pd.DataFrame, calibration, min_weeks: int, after: i
     return None
 
 
-def firing(rules, thresholds: dict[str, float], z: np.ndarray, ape: np.ndarray, min_weeks: int) -> np.ndarray:  # noqa: ANN001
-    """Weeks (paths x weeks) in which any error rule fires (``weekly_statistic`` above its threshold)."""
-    out = np.zeros(z.shape, dtype=bool)
-    for rule in rules:
-        if rule.kind in ERROR_RULES:
-            paths = ape if rule.kind == "rolling_mape" else z
-            out |= weekly_statistic(rule, paths, min_weeks) > thresholds[rule.name]
-    return out
+def rule_firing(rules, calibration, z: np.ndarray, ape: np.ndarray, min_weeks: int) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """Per error rule, the weeks (paths x weeks) in which it fires (``weekly_statistic`` above its
+    threshold); ``calibration``: the champion's :class:`Calibration`, or a dict of fixed thresholds."""
+    thresholds = calibration if isinstance(calibration, dict) else calibration.thresholds
+    null = None if isinstance(calibration, dict) else calibration.z_null
+    return {
+        rule.name: weekly_statistic(rule, ape if rule.kind == "rolling_mape" else z, min_weeks, null)
+        > thresholds[rule.name]
+        for rule in rules
+        if rule.kind in ERROR_RULES
+    }
+
+
+def firing(rules, calibration, z: np.ndarray, ape: np.ndarray, min_weeks: int) -> np.ndarray:  # noqa: ANN001
+    """Weeks (paths x weeks) in which any error rule fires."""
+    return np.logical_or.reduce(list(rule_firing(rules, calibration, z, ape, min_weeks).values()))
 
 
 def first_week(fires: np.ndarray, after: int = 0) -> float:
@@ -111,10 +135,27 @@ def first_week(fires: np.ndarray, after: int = 0) -> float:
     return float(weeks[0] + after) if weeks.size else np.inf
 
 
-def calibrated(cfg: MonitoringConfig, errors: np.ndarray, kpi: np.ndarray, groups: np.ndarray, sd: float):  # noqa: ANN201
-    """The product's calibration on a champion's CV errors (forecast ``kpi``, forecast sd ``sd``)."""
-    return calibrate(cfg.drift_rules, errors / sd, sd / np.abs(kpi), groups, cfg.false_alarm_rate_per_year,
-                     cfg.min_weeks_before_event, "cv")  # fmt: skip
+def calibrated(cfg: MonitoringConfig, rules, errors, kpi, groups, sd: float):  # noqa: ANN001, ANN201
+    """The product's calibration of ``rules`` on a champion's CV errors (forecast ``kpi``, its sd ``sd``)."""
+    return calibrate(rules, errors / sd, sd / np.abs(kpi), groups, cfg.false_alarm_rate_per_year,
+                     cfg.min_weeks_before_event, "cv", n_paths=CALIBRATION_PATHS[0])  # fmt: skip
+
+
+def rule_sets(cfg: MonitoringConfig) -> dict[str, tuple[list, int]]:
+    """Rule set name -> (rules, min weeks before an event)."""
+    m = cfg.min_weeks_before_event
+    return {"fixed": (FIXED_RULES, 1), "CUSUM": (CUSUM_RULES, m), "changepoint": (cfg.drift_rules, m)}
+
+
+FIXED_THRESHOLDS = {"outside_interval": 1.8808, "rolling_mape": 0.1, "residual_shift": 5.0}
+
+
+def champion_calibrations(cfg: MonitoringConfig, errors, kpi, groups, sd: float) -> dict:  # noqa: ANN001
+    """Rule set name -> the champion's calibration of it (fixed: the fixed thresholds)."""
+    return {
+        name: FIXED_THRESHOLDS if name == "fixed" else calibrated(cfg, rules, errors, kpi, groups, sd)
+        for name, (rules, _) in rule_sets(cfg).items()
+    }
 
 
 def check(rules, rows: pd.DataFrame, calibration, min_weeks: int, fires: np.ndarray, after: int = 0) -> None:  # noqa: ANN001
@@ -127,45 +168,47 @@ def check(rules, rows: pd.DataFrame, calibration, min_weeks: int, fires: np.ndar
 
 def false_alarms(years: int, seed: int, n_check: int, folds: int) -> None:
     cfg = MonitoringConfig()
+    sets = rule_sets(cfg)
     print(f"\n=== 1. false alarms per stable year ({years} simulated years per row: a new champion each, "
           f"CV {folds}x{CV_HORIZON} weeks, tracked 52 weeks) ===")  # fmt: skip
-    print(f"{'process':<36} {'sigma_rel':>9}  {'fixed rules':>11}  {'calibrated':>10}  "
-          f"{'calibrated, by rule (interval / MAPE / CUSUM)':<46} {'median thresholds':<30}")  # fmt: skip
-    names = ("outside_interval", "rolling_mape", "residual_shift")
-    fixed_thresholds = {"outside_interval": 1.8808, "rolling_mape": 0.1, "residual_shift": 5.0}
+    print(f"{'process':<36} {'sigma_rel':>9}  {'fixed':>6}  {'CUSUM':>6}  {'changepoint':>11}  "
+          f"{'by rule: interval / MAPE / CUSUM / changepoint':<48} {'median thresholds':<30}")  # fmt: skip
+    names = ("outside_interval", "rolling_mape", "residual_shift", "forecast_shift")
     # Every process at MAPE ~4%; the most realistic one (level error + AR(1)) also at ~22%.
     last = list(PROCESSES)[-1]
     for sigma_rel, name in [(0.05, p) for p in PROCESSES] + [(0.25, last)]:
         level_sd, rho = PROCESSES[name]
         null = process(level_sd, rho)
         rng = np.random.default_rng([seed, int(sigma_rel * 100), int(level_sd * 10), int(rho * 10)])
-        fixed = new = 0
+        years_fired = dict.fromkeys(sets, 0)
         by_rule = dict.fromkeys(names, 0)
         thresholds = []
         for year in range(years):
             errors, groups = cv_errors(null, rng, sigma_rel, folds)
-            calibration = calibrated(cfg, errors, np.ones_like(errors), groups, sigma_rel)
-            thresholds.append(calibration.thresholds)
+            calibrations = champion_calibrations(cfg, errors, np.ones_like(errors), groups, sigma_rel)
+            thresholds.append({**calibrations["CUSUM"].thresholds, **calibrations["changepoint"].thresholds})
             z = null.simulate(rng, 1, 52)
             ape = calibration_ape(z, np.full_like(z, sigma_rel))
-            old = firing(FIXED_RULES, fixed_thresholds, z, ape, 1)[0]
-            now = firing(cfg.drift_rules, calibration.thresholds, z, ape, cfg.min_weeks_before_event)[0]
-            fixed += bool(old.any())
-            new += bool(now.any())
-            for rule in cfg.drift_rules:
-                if rule.kind in ERROR_RULES:
-                    paths = ape if rule.kind == "rolling_mape" else z
-                    stat = weekly_statistic(rule, paths, cfg.min_weeks_before_event)[0]
-                    by_rule[rule.name] += bool((stat > calibration.thresholds[rule.name]).any())
-            if year < n_check:
-                rows = tracking_rows(np.ones(52), 1.0 + sigma_rel * z[0], sigma_rel)
-                check(FIXED_RULES, rows, None, 1, old)
-                check(cfg.drift_rules, rows, calibration, cfg.min_weeks_before_event, now)
+            for kind, (rules, min_weeks) in sets.items():
+                fires = rule_firing(rules, calibrations[kind], z, ape, min_weeks)
+                now = np.logical_or.reduce(list(fires.values()))[0]
+                years_fired[kind] += bool(now.any())
+                if kind == "changepoint":  # by rule: the defaults', and the CUSUM of the CUSUM set
+                    for rule_name, weeks in fires.items():
+                        by_rule[rule_name] += bool(weeks.any())
+                elif kind == "CUSUM":
+                    by_rule["residual_shift"] += bool(fires["residual_shift"].any())
+                if year < n_check:
+                    rows = tracking_rows(np.ones(52), 1.0 + sigma_rel * z[0], sigma_rel)
+                    cal = None if kind == "fixed" else calibrations[kind]
+                    check(rules, rows, cal, min_weeks, now)
         med = pd.DataFrame(thresholds).median()
-        rules = " / ".join(f"{by_rule[r] / years:.1%}" for r in names)
-        print(f"{name:<36} {sigma_rel:>9.2f}  {fixed / years:>11.1%}  {new / years:>10.1%}  {rules:<46} "
+        rates = " / ".join(f"{by_rule[r] / years:.1%}" for r in names)
+        fired = {k: v / years for k, v in years_fired.items()}
+        print(f"{name:<36} {sigma_rel:>9.2f}  {fired['fixed']:>6.1%}  "
+              f"{fired['CUSUM']:>6.1%}  {fired['changepoint']:>11.1%}  {rates:<48} "
               f"|z| {med['outside_interval']:.2f}, MAPE {med['rolling_mape']:.1%}, "
-              f"CUSUM {med['residual_shift']:.1f}")  # fmt: skip
+              f"CUSUM {med['residual_shift']:.1f}, changepoint t {med['forecast_shift']:.2f}")  # fmt: skip
 
 
 def world_truth(seed: int, history: int, stable: int, post: int, channel: str) -> dict[str, np.ndarray]:
@@ -185,6 +228,7 @@ def detection(
     replications: int, seed: int, error_sd: float, n_check: int, folds: int, post: int = 26
 ) -> None:
     cfg = MonitoringConfig()
+    sets = rule_sets(cfg)
     history, stable, channel = 104, 8, "search"
     truth = world_truth(3, history, stable, post, channel)
     sd = error_sd * truth["noise_sd"]
@@ -207,34 +251,31 @@ def detection(
         f"{k} {np.mean(np.abs(v[stable:])) / sd:.2f}" for k, v in shifts.items()))  # fmt: skip
     print(f"{'break':<20} {'process':<36} {'rules':<11} {'median delay':>12} {'<= 8 weeks':>10} "
           f"{'found <= 26':>11} {'false alarm in the 8 stable weeks':>34}")  # fmt: skip
-    fixed_thresholds = {"outside_interval": 1.8808, "rolling_mape": 0.1, "residual_shift": 5.0}
     for name, (level_sd, rho) in list(PROCESSES.items())[1:]:
         null = process(level_sd, rho)
         for label, shift in shifts.items():
             rng = np.random.default_rng([seed, int(level_sd * 10), int(rho * 10), len(label)])
-            delays: dict[str, list[float]] = {"fixed": [], "calibrated": []}
-            early = {"fixed": 0, "calibrated": 0}
+            delays: dict[str, list[float]] = {kind: [] for kind in sets}
+            early = dict.fromkeys(sets, 0)
             for rep in range(replications):
                 errors, groups = cv_errors(null, rng, sd, folds)
-                calibration = calibrated(cfg, errors, np.full(errors.size, level), groups, sd)
+                calibrations = champion_calibrations(cfg, errors, np.full(errors.size, level), groups, sd)
                 e = null.simulate(rng, 1, stable + post)[0] * sd
                 actual = expected + e + shift
                 z = ((actual - expected) / sd)[None, :]
                 ape = (np.abs(actual - expected) / np.abs(actual))[None, :]
-                for kind, rules, thresholds, min_weeks, cal in (
-                    ("fixed", FIXED_RULES, fixed_thresholds, 1, None),
-                    ("calibrated", cfg.drift_rules, calibration.thresholds, cfg.min_weeks_before_event,
-                     calibration),
-                ):  # fmt: skip
-                    fires = firing(rules, thresholds, z, ape, min_weeks)[0]
+                for kind, (rules, min_weeks) in sets.items():
+                    fires = firing(rules, calibrations[kind], z, ape, min_weeks)[0]
                     early[kind] += bool(fires[:stable].any())
                     delays[kind].append(first_week(fires, stable) - stable)
                     if rep < n_check:
+                        cal = None if kind == "fixed" else calibrations[kind]
                         check(rules, tracking_rows(expected, actual, sd), cal, min_weeks, fires, stable)
             for kind, values in delays.items():
                 v = np.array(values)
+                found = np.mean(np.isfinite(v))
                 print(f"{label:<20} {name:<36} {kind:<11} {np.median(v):>12} {np.mean(v <= 8):>10.1%} "
-                      f"{np.mean(np.isfinite(v)):>11.1%} {early[kind] / replications:>34.1%}")  # fmt: skip
+                      f"{found:>11.1%} {early[kind] / replications:>34.1%}", flush=True)  # fmt: skip
 
 
 def main() -> int:
@@ -246,7 +287,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cv-folds", type=int, default=CV_FOLDS, help="CV folds of each champion (13 weeks)")
     parser.add_argument("--part", choices=["all", "false", "detection"], default="all")
+    parser.add_argument("--calibration-paths", type=int, default=20_000,
+                        help="simulated years per calibration (product default 20,000; fewer: faster, "
+                        "thresholds with more Monte-Carlo error)")  # fmt: skip
     args = parser.parse_args()
+    CALIBRATION_PATHS[0] = args.calibration_paths
     started = time.perf_counter()
     if args.part in ("all", "false"):
         false_alarms(args.years, args.seed, args.check, args.cv_folds)

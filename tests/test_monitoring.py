@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from mmm_pipeline.monitoring import calibration, drift
 from mmm_pipeline.monitoring.settings import (
+    ChangepointRule,
     CusumRule,
     IntervalMissRule,
     MonitoringConfig,
@@ -115,10 +116,11 @@ def test_event_lifecycle_one_event_per_drift() -> None:
 
 def test_monitoring_config_defaults_and_errors() -> None:
     cfg = MonitoringConfig()
-    assert [r.kind for r in cfg.drift_rules] == ["interval_misses", "rolling_mape", "cusum", "spend_range"]
+    kinds = ["interval_misses", "rolling_mape", "changepoint", "spend_range"]
+    assert [r.kind for r in cfg.drift_rules] == kinds
     assert cfg.false_alarm_rate_per_year == 0.05 and cfg.min_weeks_before_event == 4
     # Calibrated by default; without a calibration those rules cannot fire and are named as such.
-    assert drift.uncalibrated(cfg.drift_rules, None) == ["outside_interval", "rolling_mape", "residual_shift"]
+    assert drift.uncalibrated(cfg.drift_rules, None) == ["outside_interval", "rolling_mape", "forecast_shift"]
     assert drift.evaluate(cfg.drift_rules, rows([9.0] * 8, ape=[0.9] * 8)) == []
     with pytest.raises(ValidationError, match="false_alarm_rate_per_year"):
         MonitoringConfig.model_validate({"false_alarm_rate_per_year": 1.5})
@@ -269,7 +271,7 @@ def test_calibrated_thresholds_give_the_stated_rate_on_new_null_years() -> None:
         return 4 * (p * (1 - p) / n) ** 0.5 + 4 * (p * (1 - p) / cal.n_paths) ** 0.5
 
     for rule in ERROR_RULES:
-        statistic = calibration.year_statistic(rule, ape if rule.kind == "rolling_mape" else z, 4)
+        statistic = calibration.year_statistic(rule, ape if rule.kind == "rolling_mape" else z, 4, fitted)
         hit = statistic > cal.thresholds[rule.name]
         fired |= hit
         assert abs(hit.mean() - share) < tolerance(share), (rule.name, hit.mean())
@@ -281,7 +283,7 @@ def test_calibrated_thresholds_give_the_stated_rate_on_new_null_years() -> None:
     true_rate = np.zeros(n, dtype=bool)
     for rule in ERROR_RULES:
         paths = calibration.ape(z, np.full_like(z, 0.05)) if rule.kind == "rolling_mape" else z
-        true_rate |= calibration.year_statistic(rule, paths, 4) > cal.thresholds[rule.name]
+        true_rate |= calibration.year_statistic(rule, paths, 4, fitted) > cal.thresholds[rule.name]
     assert true_rate.mean() < 0.08
     assert (calibration.year_statistic(CusumRule(threshold=5), z, 1) > 5).mean() > 0.3
 
@@ -293,7 +295,7 @@ def test_simulated_statistics_are_what_the_rules_do() -> None:
     z = TRUTH.simulate(np.random.default_rng(7), 12, calibration.YEAR_WEEKS)
     ape = calibration.ape(z, np.full_like(z, 0.05))
     simulated = {
-        r.name: calibration.weekly_statistic(r, ape if r.kind == "rolling_mape" else z, 4)
+        r.name: calibration.weekly_statistic(r, ape if r.kind == "rolling_mape" else z, 4, cal.z_null)
         > cal.thresholds[r.name]
         for r in ERROR_RULES
     }
@@ -304,7 +306,7 @@ def test_simulated_statistics_are_what_the_rules_do() -> None:
             assert real[3:] == simulated[rule.name][i, 3:].tolist(), rule.name
     years = np.array([simulated[r.name].any(axis=1) for r in ERROR_RULES])
     assert 3 < years.sum() < years.size - 3
-    fired = calibration.year_statistic(ERROR_RULES[2], z, 4) > cal.thresholds[ERROR_RULES[2].name]
+    fired = calibration.year_statistic(ERROR_RULES[2], z, 4, cal.z_null) > cal.thresholds[ERROR_RULES[2].name]
     assert (fired == simulated[ERROR_RULES[2].name].any(axis=1)).all()
 
 
@@ -403,5 +405,76 @@ def test_in_sample_fallback_says_so(tmp_path) -> None:
     assert (
         cal.z_null.level_sd == 0.0 and "in-sample residuals" in cal.note and "no cross-validation" in cal.note
     )
-    (firing,) = drift.evaluate([CusumRule()], rows([-3.0] * 12), cal)
+    (firing,) = drift.evaluate([ChangepointRule()], rows([-3.0] * 12), cal)
     assert firing.evidence["calibration_source"] == "in_sample"
+
+
+def test_changepoint_statistic_is_the_gls_t_of_a_step() -> None:
+    """The vectorized statistic (every week of many paths, one whitening) and the single-path fit equal
+    the textbook GLS t of a step, computed from the inverse covariance for every week and start, also
+    past the window (each week reading its last ``window`` weeks)."""
+    null = calibration.NullErrors(level_sd=0.7, noise_sd=0.8, rho=0.4, n_residuals=0, n_groups=0)
+    z = null.simulate(np.random.default_rng(11), 3, 20)
+    z[1, 9:] += 2.5  # one path with a shift from week 10
+    window = 13
+    statistic = calibration.shift_statistic(z, null, window)
+    for p in range(3):
+        for end in range(1, 21):
+            x = z[p, max(0, end - window) : end]
+            lag = np.abs(np.subtract.outer(np.arange(x.size), np.arange(x.size)))
+            precision = np.linalg.inv(0.7**2 + 0.8**2 * 0.4**lag)
+            steps = np.tril(np.ones((x.size, x.size)))  # column s: a shift from week s on
+            info = np.einsum("ts,tu,us->s", steps, precision, steps)
+            t = steps.T @ precision @ x / np.sqrt(info)
+            best = int(np.argmax(np.abs(t)))
+            assert statistic[p, end - 1] == pytest.approx(abs(t[best]), rel=1e-6)
+            fit = calibration.shift_fit(x, null)
+            assert fit[0] == pytest.approx(abs(t[best]), rel=1e-6) and fit[1] == best
+            assert fit[2] == pytest.approx(t[best] / np.sqrt(info[best]), rel=1e-6)
+    # A null fitted on four CV folds: the test whitens with the level sd at the upper 90% of its
+    # sampling spread (a level error taken too small reads as drift), not with the estimate.
+    fitted = calibration.fit_null(*list(_cv(null, folds=4, seed=14).values())[::2])
+    level = fitted.shift_test_level_sd
+    absorbed = fitted.noise_sd**2 * fitted.mean_factor
+    upper = (fitted.level_sd**2 + absorbed) * 7.7794 / 4 - absorbed  # chi2(4 folds) 90% quantile: 7.7794
+    assert level > fitted.level_sd and level == pytest.approx(np.sqrt(upper), rel=1e-4)
+    x = z[0]
+    lag = np.abs(np.subtract.outer(np.arange(20), np.arange(20)))
+    precision = np.linalg.inv(level**2 + fitted.noise_sd**2 * fitted.rho**lag)
+    steps = np.tril(np.ones((20, 20)))
+    t = steps.T @ precision @ x / np.sqrt(np.einsum("ts,tu,us->s", steps, precision, steps))
+    assert calibration.shift_fit(x, fitted)[0] == pytest.approx(np.abs(t).max(), rel=1e-6)
+    # The shifted path at week 20 (the window: weeks 8-20) dates the shift near week 10 and sizes it.
+    t, start, shift = calibration.shift_fit(z[1, 7:20], null)
+    assert abs(start + 7 - 9) <= 2 and 1.0 < shift < 4.0
+
+
+def test_changepoint_reads_a_level_error_as_the_champions_own_and_a_change_of_it_as_drift() -> None:
+    """A champion whose weeks all sit 1.5 forecast sds below its forecast (a level error within what its
+    CV errors show) is not drift to the changepoint test; 2 sds more from week 13 is found within weeks,
+    dated and sized, earlier than by the CUSUM calibrated to the same rate (which must sit high enough
+    not to read such level errors as drift), and the evidence says what the test found."""
+    truth = calibration.NullErrors(level_sd=1.0, noise_sd=0.6, rho=0.2, n_residuals=0, n_groups=0)
+    rule, cusum = ChangepointRule(), CusumRule()
+    cv = list(_cv(truth, folds=12, seed=12).values())
+    cal = calibration.calibrate([IntervalMissRule(), RollingMapeRule(), rule], *cv, 0.05, 4, "cv")
+    cusum_cal = calibration.calibrate([IntervalMissRule(), RollingMapeRule(), cusum], *cv, 0.05, 4, "cv")
+    assert 3.0 < cal.thresholds["forecast_shift"] < 5.0  # |t| on a whitened scale
+    z = truth.simulate(np.random.default_rng(13), 1, 30)[0]
+    z -= z[:12].mean() + 1.5  # the first 12 weeks: 1.5 sds below the forecast on average
+    assert not any(f for _, f in drift.history([rule], rows(list(z[:12])), cal))
+    z[12:] -= 2.0
+    fired = [i for i, (_, f) in enumerate(drift.history([rule], rows(list(z)), cal)) if f]
+    assert fired and 12 <= fired[0] <= 18, fired
+    by_cusum = [i for i, (_, f) in enumerate(drift.history([cusum], rows(list(z)), cusum_cal)) if f]
+    assert not by_cusum or by_cusum[0] > fired[0], (by_cusum, fired)
+    firing = drift.evaluate([rule], rows(list(z[: fired[0] + 1])), cal)[0]
+    e = firing.evidence
+    assert e["calibrated"] and e["t"] > e["threshold"] == round(cal.thresholds["forecast_shift"], 4)
+    assert e["shift_sd"] < -1.0 and e["null_z"] == cal.z_null.as_dict()
+    since = pd.Timestamp(e["since"]) - pd.Timestamp(START + dt.timedelta(weeks=12))
+    assert abs(since) <= pd.Timedelta(weeks=2) and e["weeks_since"] == fired[0] + 1 - (since.days // 7 + 12)
+    assert "below the forecast since" in firing.summary()
+    assert "5% false alarms per stable year" in firing.summary()
+    # Without a calibration (no null model) the test is not evaluated, and is named as such.
+    assert drift.evaluate([rule], rows(list(z))) == [] and drift.uncalibrated([rule], None) == [rule.name]

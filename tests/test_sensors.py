@@ -243,7 +243,8 @@ def test_break_is_detected_after_it_happens_not_before(tmp_path: Path, monkeypat
     # No CV here: the thresholds rest on the champion's in-sample residuals, and the evidence says so.
     with duckdb.connect(str(result.cfg.bi_database_path), read_only=True) as bi:
         evidence = json.loads(bi.execute("SELECT evidence FROM drift_events").fetchone()[0])
-    calibrated = [e for e in evidence.values() if e["kind"] in ("interval_misses", "rolling_mape", "cusum")]
+    error_rules = ("interval_misses", "rolling_mape", "changepoint")
+    calibrated = [e for e in evidence.values() if e["kind"] in error_rules]
     assert calibrated and all(
         e["calibrated"] and e["calibration_source"] == "in_sample" and e["false_alarm_rate_per_year"] == 0.05
         for e in calibrated
@@ -255,7 +256,7 @@ def test_break_is_detected_after_it_happens_not_before(tmp_path: Path, monkeypat
         assert metadata["false_alarm_rate_per_year"].value == 0.05
         stated = metadata["calibration"].value["all"]
         assert stated["source"] == "in_sample" and "no cross-validation" in stated["note"]
-        assert set(stated["thresholds"]) == {"outside_interval", "rolling_mape", "residual_shift"}
+        assert set(stated["thresholds"]) == {"outside_interval", "rolling_mape", "forecast_shift"}
     # The initial optimization ran under the condition, and the history says so.
     with duckdb.connect(str(result.cfg.warehouse_path), read_only=True) as conn:
         history = conn.execute(

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .calibration import ERROR_RULES, Calibration, fixed_threshold
-from .settings import CusumRule, DriftRule, IntervalMissRule, RollingMapeRule, SpendRangeRule
+from .calibration import ERROR_RULES, Calibration, fixed_threshold, shift_fit
+from .settings import ChangepointRule, CusumRule, DriftRule, IntervalMissRule, RollingMapeRule, SpendRangeRule
 
 OPEN = "open"
 RESOLVED = "resolved"
@@ -60,6 +60,12 @@ class Firing:
             return (
                 f"CUSUM {max(e['s_pos'], e['s_neg']):.1f} > {e['threshold']:.1f} (actuals {side} forecast)"
                 f"{rate}"
+            )
+        if self.kind == "changepoint":
+            side = "above" if e["shift_sd"] > 0 else "below"
+            return (
+                f"actuals {abs(e['shift_sd']):.1f} forecast sds {side} the forecast since {e['since']}"
+                f" (changepoint t {e['t']:.1f} > {e['threshold']:.1f}){rate}"
             )
         if self.kind == "spend_range":
             return f"spend outside the training range: {', '.join(e['channels'])}"
@@ -125,6 +131,19 @@ def _rule(
         return Firing(rule.name, rule.kind, week, {
             "s_pos": float(s_pos[-1]), "s_neg": float(s_neg[-1]), "threshold": round(threshold, 4),
             "slack": rule.slack, "mean_error": float(rows["error"].mean()),
+            "last_z": [round(float(v), 2) for v in rows["z_score"].tail(6)], **stated,
+        })  # fmt: skip
+    if rule.kind == "changepoint":
+        assert isinstance(rule, ChangepointRule) and threshold is not None and calibration is not None
+        last = rows.tail(rule.window)
+        t, start, shift = shift_fit(last["z_score"].to_numpy(float), calibration.z_null)
+        if not t > threshold:
+            return None
+        since = last.iloc[start:]
+        return Firing(rule.name, rule.kind, week, {
+            "t": round(t, 4), "threshold": round(threshold, 4), "shift_sd": round(shift, 4),
+            "since": str(pd.Timestamp(since["week"].iloc[0]).date()), "weeks_since": len(since),
+            "mean_error_since": float(since["error"].mean()), "null_z": calibration.z_null.as_dict(),
             "last_z": [round(float(v), 2) for v in rows["z_score"].tail(6)], **stated,
         })  # fmt: skip
     if rule.kind == "spend_range":

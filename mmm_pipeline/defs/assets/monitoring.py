@@ -192,8 +192,9 @@ def build_monitoring_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         deps=["performance_tracking"],
         pool=WRITER_POOL,
         description=(
-            "Evaluates the drift rules (monitoring.drift_rules: interval misses, rolling MAPE, CUSUM of the "
-            "residuals, spend outside the training range) on each champion's tracking rows. Opens one "
+            "Evaluates the drift rules (monitoring.drift_rules: interval misses, rolling MAPE, a changepoint "
+            "test for a shift of the residuals, spend outside the training range) on each champion's "
+            "tracking rows. Opens one "
             "event when a rule fires and none is open for the market's champion; resolves it after "
             "monitoring.recovery_weeks quiet weeks or when a new champion serves; records the refit run the "
             "drift sensor started for it (monitoring.drift_events). Publishes the monitoring tables for BI."
