@@ -26,6 +26,14 @@ limits shape what is here:
 
 Everything else (the step levels, the worker function that rebuilds the job and executes one step,
 events sent back to the run) is dagster-dask's own.
+
+``dagster-celery`` (``execution.executor: celery``) is used as it comes: its orchestrator submits each
+step as a Celery task when the step's inputs are ready, with the run's current known state, under the
+instance's op concurrency (a writer step waits for the ``WRITER_POOL`` slot before it is submitted), and
+Celery names tasks by unique ids; the dask limits above do not arise there, and dynamic outputs run.
+What is here: the broker and backend from the ``execution.celery`` section (a folder by default, see
+:class:`~mmm_pipeline.execution_settings.CeleryConfig` for why) and the worker that listens on them
+(``mmm-pipeline celery-worker``, :func:`start_celery_worker`).
 """
 
 from __future__ import annotations
@@ -42,6 +50,10 @@ from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.instance import DagsterInstance
 from dagster._utils import iterate_with_context
+from dagster_celery import celery_executor
+from dagster_celery.executor import CeleryExecutor
+from dagster_celery.make_app import make_app
+from dagster_celery.tasks import create_task
 from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements, query_on_dask_worker
 
 from ..config import ProjectConfig
@@ -122,12 +134,57 @@ def pooled_dask_executor(init_context: dg.InitExecutorContext) -> PooledDaskExec
     return PooledDaskExecutor("existing", {"address": init_context.executor_config["address"]})
 
 
+def celery_executor_config(cfg: ProjectConfig) -> dict[str, object]:
+    """dagster-celery's executor config for this project (broker, result backend, Celery settings), the
+    same for the orchestrators that submit steps and the workers that take them; creates the default
+    filesystem broker's and result backend's folders (kombu and Celery expect them to exist)."""
+    settings, folder = cfg.execution.celery, cfg.celery_folder
+    broker = settings.broker or "filesystem://"
+    # Without a result backend a submitted step could not report back; the default file backend keeps
+    # one small file per step.
+    backend = settings.backend or f"file://{folder / 'results'}"
+    config_source: dict[str, object] = {"broker_connection_retry_on_startup": True}
+    if broker.startswith("filesystem://"):
+        messages, control, processed = folder / "messages", folder / "control", folder / "processed"
+        # A worker claims a message by renaming it into ``processed``: atomic only within one filesystem,
+        # so the processed messages are kept there (kombu would move them to /tmp, maybe another one).
+        config_source["broker_transport_options"] = {
+            "data_folder_in": str(messages),
+            "data_folder_out": str(messages),
+            "control_folder": str(control),
+            "processed_folder": str(processed),
+            "store_processed": True,
+        }
+        for path in (messages, control, processed):
+            path.mkdir(parents=True, exist_ok=True)
+    if backend.startswith("file://") and settings.backend is None:
+        (folder / "results").mkdir(parents=True, exist_ok=True)
+    return {"broker": broker, "backend": backend, "config_source": config_source}
+
+
+def start_celery_worker(cfg: ProjectConfig, concurrency: int, name: str | None) -> None:
+    """Run a Celery worker on the project's broker until stopped (``mmm-pipeline celery-worker``).
+
+    It is dagster-celery's own app and step task (what ``dagster-celery worker start`` runs), built from
+    the project's config instead of a second YAML file that would have to agree with it. Its pool
+    processes (``concurrency``; default one, as a fit samples on the cores it has) live across tasks, so
+    each compiles a model graph once and reuses it for later markets of the same shape.
+    """
+    app = make_app(CeleryExecutor.for_cli(**celery_executor_config(cfg)).app_args())
+    create_task(app)
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--prefetch-multiplier=1"]
+    app.worker_main([*argv, *(["--hostname", name] if name else [])])
+
+
 def model_executor(cfg: ProjectConfig) -> dg.ExecutorDefinition:
-    """The model job's executor: dask when configured, else the multiprocess executor (UI and daemon
-    runs; the CLI's ``in_process`` runs execute steps in its own process whatever the job's executor)."""
+    """The model job's executor: dask or celery when configured, else the multiprocess executor (UI and
+    daemon runs; the CLI's ``in_process`` runs execute steps in its own process whatever the job's
+    executor)."""
     execution = cfg.execution
     if execution.executor == "dask":
         return pooled_dask_executor.configured({"address": execution.dask.scheduler_address})
+    if execution.executor == "celery":
+        return celery_executor.configured(celery_executor_config(cfg))
     return dg.multiprocess_executor.configured({"max_concurrent": cfg.cv.max_parallel_folds})
 
 
