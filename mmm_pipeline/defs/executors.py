@@ -79,10 +79,22 @@ def run_step_on_worker(dependencies: object, packed: bytes, pool: str | None) ->
     """dagster-dask's worker function on the unpickled step arguments (the job, the run, its config,
     the step key, the instance, the known state), inside the cluster-wide lock of the step's pool if it
     has one; returns the step's events pickled (dask cannot size Dagster records either, and warns).
-    ``dependencies`` (the upstream steps' futures) only orders the tasks."""
+    ``dependencies`` (the upstream steps' futures) only orders the tasks.
+
+    A step in a pool first leaves the worker's thread pool (``secede``): waiting for the lock, it would
+    otherwise hold the worker's only thread, and the worker would idle while another run's writer step
+    runs elsewhere, instead of taking that run's fit, fold or plan steps. It does not rejoin: rejoining
+    waits for a free thread while holding the lock, so every writer on the cluster would wait for
+    whatever long step this worker took meanwhile. Writer steps are short (a few seconds of DuckDB
+    writes), so one beside a running fit costs that fit little. The job's definition (rebuilt when the
+    worker's previous step was of a run with another selection) is loaded before the lock, not in it.
+    """
     arguments = with_ready_outputs(pickle.loads(packed))
     if pool is None:
         return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
+    recon_job, run = arguments[0], arguments[1]
+    recon_job.get_subset(op_selection=run.resolved_op_selection).get_definition()  # cached per process
+    dask.distributed.secede()
     with dask.distributed.Lock(f"dagster-pool/{pool}"):
         return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
 
