@@ -7,6 +7,7 @@ Slow: four small fits with CV per path (the in-process reference once for both) 
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from mmm_pipeline.config import load_config
 from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.executors import celery_executor_config
 from mmm_pipeline.defs.jobs import MODEL_JOB
+from mmm_pipeline.defs.resources import WRITER_POOL
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
 from mmm_pipeline.settings import ConfigError
@@ -115,6 +117,34 @@ def market_step_pids(config_path: Path, runs: list) -> set[int]:
     return step_pids
 
 
+def writer_steps(config_path: Path, runs: list) -> list[tuple[float, float, str]]:
+    """(start, end, step) of every step in the warehouse writers' pool, over the market runs."""
+    cfg = load_config(config_path)
+    instance = project_instance(cfg)
+    job = build_definitions(cfg).resolve_job_def(MODEL_JOB)
+    pooled = {node.name for node in job.graph.iterate_op_defs() if node.pool == WRITER_POOL}
+    spans = []
+    for job_name, run_id, _ok, _scope in runs:
+        if job_name != MODEL_JOB:
+            continue
+        started = {}
+        for entry in instance.all_logs(run_id):
+            event = entry.dagster_event if entry.is_dagster_event else None
+            if event is None or entry.step_key is None or entry.step_key.rsplit(".", 1)[-1] not in pooled:
+                continue
+            if event.event_type_value == "STEP_START":
+                started[entry.step_key] = entry.timestamp
+            elif event.event_type_value == "STEP_SUCCESS":
+                spans.append((started[entry.step_key], entry.timestamp, f"{run_id[:8]} {entry.step_key}"))
+    return sorted(spans)
+
+
+def assert_one_writer_at_a_time(spans: list[tuple[float, float, str]]) -> None:
+    assert len({name.split()[0] for *_, name in spans}) > 1  # several runs had writer steps
+    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+        assert start >= end, f"{second} started before {first} ended"
+
+
 @pytest.mark.slow
 def test_four_markets_through_a_dask_cluster_match_the_in_process_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process: tuple[pd.DataFrame, list]
@@ -139,6 +169,7 @@ def test_four_markets_through_a_dask_cluster_match_the_in_process_run(
     # Every step ran in one of the two worker processes, and both workers took steps.
     assert market_step_pids(fanned, dask_runs) == worker_pids
     assert len(local_runs) == len(dask_runs)
+    assert_one_writer_at_a_time(writer_steps(fanned, dask_runs))
 
 
 @pytest.fixture
@@ -199,6 +230,8 @@ def test_four_markets_through_celery_workers_match_the_in_process_run(
     assert step_pids <= set().union(*pool_pids.values()), (step_pids, pool_pids)
     assert all(step_pids & pids for pids in pool_pids.values()), (step_pids, pool_pids)
     assert len(local_runs) == len(celery_runs)
+    # dagster-celery claims the instance's pool slot before it submits a writer step
+    assert_one_writer_at_a_time(writer_steps(fanned, celery_runs))
 
 
 BASE = "calendar: {week_start: sunday, start: 2014-08-03}\nchannels: [{name: tv}]\n"

@@ -169,7 +169,7 @@ def celery_executor_config(cfg: ProjectConfig) -> dict[str, object]:
         }
         for path in (messages, control, processed):
             path.mkdir(parents=True, exist_ok=True)
-    if backend.startswith("file://") and settings.backend is None:
+    if settings.backend is None:
         (folder / "results").mkdir(parents=True, exist_ok=True)
     return {"broker": broker, "backend": backend, "config_source": config_source}
 
