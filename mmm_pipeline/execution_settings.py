@@ -62,9 +62,8 @@ class ExecutionConfig(StrictModel):
     executor: Executor = "in_process"
     max_workers: int | None = Field(None, ge=1)
     """Market runs in flight at once (``multiprocess``, ``dask``, ``celery``), each orchestrated by its own
-    process; default: twice the dask cluster's worker threads (``dask``) or twice the machine's cores
-    (``celery``), so the next markets' steps fill the workers while earlier runs' writer steps take
-    turns; the machine's cores (``multiprocess``)."""
+    process; default: the dask cluster's worker threads (``dask``), the machine's cores (``multiprocess``,
+    ``celery``: runs beyond the workers' slots wait in the broker's queue)."""
     dask: DaskConfig = DaskConfig()
     celery: CeleryConfig = CeleryConfig()
     storage: str | None = None

@@ -472,24 +472,21 @@ def _executor_address(cfg: ProjectConfig) -> str:
 
 
 def _default_parallel_runs(cfg: ProjectConfig) -> int:
-    """Market runs in flight when ``execution.max_workers`` is unset.
+    """Market runs in flight when ``execution.max_workers`` is unset: the dask cluster's worker threads
+    (more runs would only queue on the cluster, each orchestrator process holding the whole stack in
+    memory), else this machine's cores (with celery, runs beyond the workers' slots wait in the queue).
 
-    ``dask`` and ``celery``: twice the workers' slots (the dask cluster's worker threads; this machine's
-    cores for celery, whose workers cannot be counted from here). A market run's second half is a chain
-    of short steps, most of them warehouse writers that take turns across runs; with only as many runs
-    as slots, the workers idled through those tails (a quarter of each worker's time in the four-market
-    benchmark on two workers, ``benchmarks/README.md``), and the next market's fit started only once a
-    whole run had ended. The extra runs' steps wait in the cluster's queue, not on the cores; each costs
-    an orchestrator process. ``multiprocess``: the cores, since each run's steps are processes of its
-    own that would otherwise compete for them."""
+    Twice as many was tried for dask (to fill the workers during earlier runs' writer tails): on four
+    markets it started four orchestrators importing the stack at once, the first fit began later, and
+    the runs' writer steps, which take turns on the warehouse, only piled up at the end
+    (``benchmarks/README.md``)."""
     if cfg.execution.executor == "dask":
         from distributed import Client  # only with the dask executor
 
         with Client(cfg.execution.dask.scheduler_address, timeout=30) as client:
             workers = client.scheduler_info()["workers"].values()
-            return 2 * max(1, sum(worker["nthreads"] for worker in workers))
-    cores = os.cpu_count() or 1
-    return 2 * cores if cfg.execution.executor == "celery" else cores
+            return max(1, sum(worker["nthreads"] for worker in workers))
+    return os.cpu_count() or 1
 
 
 def _orchestrate_market_run(

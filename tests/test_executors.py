@@ -42,8 +42,9 @@ DECIDED = [
 #: What it measures, equal within these absolute tolerances. Not bit for bit: a fit samples slightly
 #: differently with another compiled graph. Seen: east and south matched the in-process fits exactly;
 #: north (its worker's own compile, against east's graph in-process) and west differed by up to r2 0.001,
-#: max R-hat 0.011 and CV CRPS skill 0.011. Which market reuses whose graph depends on the workers.
-MEASURED = {"r2": 0.01, "mape": 0.002, "max_r_hat": 0.03, "cv_crps_skill": 0.03}
+#: max R-hat 0.011 and CV CRPS skill 0.011; in another run (south and east compiled on the workers) south's
+#: CV CRPS skill, one 8-week fold, by 0.035. Which market reuses whose graph depends on the workers.
+MEASURED = {"r2": 0.01, "mape": 0.002, "max_r_hat": 0.03, "cv_crps_skill": 0.05}
 
 
 def four_market_project(directory: Path, execution: dict[str, object]) -> Path:
