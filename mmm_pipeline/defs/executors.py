@@ -8,9 +8,9 @@ limits shape what is here:
   two runs of one job at once (two markets of ``refit_model``) submit the same task names, and dask
   hands the second run the first run's result instead of running its steps. :class:`PooledDaskExecutor`
   names tasks by run as well.
-- It ignores op concurrency pools (it executes steps without the instance's concurrency context; the
-  same gap was reported for dagster-celery, dagster-io/dagster#30256, whose 0.29.27 orchestrator does
-  claim the slots, see below). Steps in a pool (the DuckDB
+- It ignores op concurrency pools (it executes steps without the instance's concurrency context, as
+  dagster-celery once did, pull requests dagster-io/dagster#30256 and #32411; dagster-celery 0.29.27's
+  orchestrator claims the slots, see below). Steps in a pool (the DuckDB
   writers, ``WRITER_POOL``) therefore hold a cluster-wide ``distributed.Lock`` named after the pool
   while they run: one writer at a time on the whole cluster, wherever its worker runs.
 - It cannot run dynamic outputs (dagster-io/dagster#9785); the CV folds are static outputs for that
