@@ -22,10 +22,11 @@ class DaskConfig(StrictModel):
 class CeleryConfig(StrictModel):
     """A Celery broker and result backend that ``mmm-pipeline celery-worker`` processes listen on.
 
-    Default: kombu's ``filesystem://`` transport and Celery's ``file://`` result backend, both in
-    ``folder``. Chosen because they come with the pip install (kombu and celery are dagster-celery's own
-    dependencies) and need no server, no root and no network port: the broker is a folder whose message
-    files a worker claims by an atomic rename, which every worker already reaches, since workers need the
+    Default: kombu's ``filesystem://`` transport and Celery's ``file://`` result backend (each result
+    renamed into place once written, ``defs/executors.py``), both in ``folder``. Chosen because they
+    come with the pip install (kombu and celery are dagster-celery's own dependencies) and need no
+    server, no root and no network port: the broker is a folder whose message files a worker claims by
+    an atomic rename, which every worker already reaches, since workers need the
     project folder anyway (the warehouse, the artifacts, the config file). A RabbitMQ or Redis server
     would be a service to install and keep running beside the project for nothing gained on one machine
     or a shared mount. For workers on machines without a shared folder, give a broker URL
@@ -35,7 +36,7 @@ class CeleryConfig(StrictModel):
     broker: str | None = None
     """A Celery broker URL; default ``filesystem://`` in ``folder``."""
     backend: str | None = None
-    """A Celery result backend URL; default ``file://<folder>/results``."""
+    """A Celery result backend URL; default a ``file://<folder>/results`` backend writing results whole."""
     folder: str | None = None
     """The filesystem broker's and result backend's folder (relative to the config file); default
     ``<paths.data_dir>/celery``."""

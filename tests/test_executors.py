@@ -7,6 +7,7 @@ Slow: four small fits with CV per path (the in-process reference once for both) 
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import subprocess
@@ -21,12 +22,14 @@ import psutil
 import pytest
 import yaml
 from conftest import model_runs
+from dagster_celery.executor import CeleryExecutor
+from dagster_celery.make_app import make_app
 from distributed import Client, LocalCluster
 
 from mmm_pipeline.cli import build_parser, cmd_celery_worker
 from mmm_pipeline.config import load_config
 from mmm_pipeline.definitions import build_definitions
-from mmm_pipeline.defs.executors import celery_executor_config
+from mmm_pipeline.defs.executors import ATOMIC_FILE_BACKEND, AtomicFileBackend, celery_executor_config
 from mmm_pipeline.defs.jobs import MODEL_JOB
 from mmm_pipeline.defs.resources import WRITER_POOL
 from mmm_pipeline.runner import project_instance, run_pipeline
@@ -298,7 +301,7 @@ def test_celery_executor_uses_the_project_folder_broker_or_the_configured_urls(t
     config = celery_executor_config(cfg)
     folder = tmp_path / "data" / "celery"
     assert config["broker"] == "filesystem://"
-    assert config["backend"] == f"file://{folder / 'results'}"
+    assert config["backend"] == f"mmm_pipeline.defs.executors:AtomicFileBackend+file://{folder / 'results'}"
     options = config["config_source"]["broker_transport_options"]
     # one folder for both directions, the processed messages on the same disk (a claim is a rename)
     assert options["data_folder_in"] == options["data_folder_out"] == str(folder / "messages")
@@ -317,3 +320,26 @@ def test_celery_executor_uses_the_project_folder_broker_or_the_configured_urls(t
 def test_celery_worker_command_is_in_the_cli() -> None:
     args = build_parser().parse_args(["celery-worker", "--concurrency", "2", "--name", "one@%h"])
     assert (args.func, args.concurrency, args.name) == (cmd_celery_worker, 2, "one@%h")
+
+
+def test_celery_results_appear_only_once_written_whole(tmp_path: Path) -> None:
+    """The default result backend writes a step's result beside its final name and renames it into
+    place: an orchestrator polling the results folder never reads a half-written result (Celery's own
+    file backend writes in place; a half-written 417 KB result once failed a run)."""
+    app = make_app(CeleryExecutor.for_cli(backend=f"{ATOMIC_FILE_BACKEND}+file://{tmp_path}").app_args())
+    backend = app.backend
+    assert isinstance(backend, AtomicFileBackend)
+    seen_while_writing = []
+
+    class Watched(io.FileIO):
+        def write(self, data: bytes) -> int:
+            seen_while_writing.append(sorted(p.name for p in tmp_path.iterdir()))
+            return super().write(data)
+
+    backend.open = Watched
+    result = "x" * 500_000
+    backend.store_result("task-1", result, "SUCCESS")
+    assert backend.get_result("task-1") == result
+    final = "celery-task-meta-task-1"
+    assert seen_while_writing and all(final not in names for names in seen_while_writing)
+    assert [p.name for p in tmp_path.iterdir()] == [final]  # no partial file left behind

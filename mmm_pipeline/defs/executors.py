@@ -39,10 +39,13 @@ What is here: the broker and backend from the ``execution.celery`` section (a fo
 
 from __future__ import annotations
 
+import os
 import pickle
+import uuid
 
 import dagster as dg
 import dask.distributed
+from celery.backends.filesystem import FilesystemBackend
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.errors import raise_execution_interrupts
 from dagster._core.events import DagsterEventType
@@ -147,6 +150,24 @@ def pooled_dask_executor(init_context: dg.InitExecutorContext) -> PooledDaskExec
     return PooledDaskExecutor("existing", {"address": init_context.executor_config["address"]})
 
 
+class AtomicFileBackend(FilesystemBackend):
+    """Celery's ``file://`` result backend, each result written to a temporary file and renamed into
+    place. Celery's own writes the result file in place, and an orchestrator that polls for it can read
+    it half-written: seen in the slow celery test, a 417 KB step result read as ``Unterminated string``
+    (kombu ``DecodeError``), and the market's run failed."""
+
+    def set(self, key: bytes, value: bytes | str) -> None:
+        target = self._filename(key)
+        partial = target + f".partial-{uuid.uuid4().hex}".encode()
+        with self.open(partial, "wb") as out:
+            out.write(value.encode() if isinstance(value, str) else value)
+        os.replace(partial, target)
+
+
+#: The default result backend's class, as Celery resolves a backend URL's ``<class>+`` prefix.
+ATOMIC_FILE_BACKEND = f"{__name__}:{AtomicFileBackend.__name__}"
+
+
 def celery_executor_config(cfg: ProjectConfig) -> dict[str, object]:
     """dagster-celery's executor config for this project (broker, result backend, Celery settings), the
     same for the orchestrators that submit steps and the workers that take them; creates the default
@@ -154,8 +175,8 @@ def celery_executor_config(cfg: ProjectConfig) -> dict[str, object]:
     settings, folder = cfg.execution.celery, cfg.celery_folder
     broker = settings.broker or "filesystem://"
     # Without a result backend a submitted step could not report back; the default file backend keeps
-    # one small file per step.
-    backend = settings.backend or f"file://{folder / 'results'}"
+    # one file per step (its events), written whole before it appears (AtomicFileBackend).
+    backend = settings.backend or f"{ATOMIC_FILE_BACKEND}+file://{folder / 'results'}"
     config_source: dict[str, object] = {"broker_connection_retry_on_startup": True}
     if broker.startswith("filesystem://"):
         messages, control, processed = folder / "messages", folder / "control", folder / "processed"
