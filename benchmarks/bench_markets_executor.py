@@ -11,8 +11,11 @@ for its later markets. ``--in-process`` adds the default path (markets one after
 process) for reference.
 
 Printed per configuration: wall time of the model stage, markets per minute, and for 2 workers the
-throughput against 1 worker as a share of linear (``t1 / (2 * t2)``; goal >= 0.8). Timed runs: keep the
-machine otherwise idle (figures from a shared machine are noisy).
+throughput against 1 worker as a share of linear (``t1 / (2 * t2)``; goal >= 0.8). Then where the time
+went, from the Dagster event log: seconds from the model stage's start to the first fit step, each
+worker process's busy share of the span of the market runs' steps (idle = waiting for the next step),
+and the seconds of each kind of step summed over markets. Timed runs: keep the machine otherwise idle
+(figures from a shared machine are noisy); the load average is printed with the figures.
 
 Run::
 
@@ -22,6 +25,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import shutil
 import tempfile
@@ -29,6 +33,8 @@ import time
 from pathlib import Path
 
 import yaml
+from dagster import DagsterEventType, DagsterInstance
+from dagster._core.storage.dagster_run import RunsFilter
 from distributed import LocalCluster
 
 from mmm_pipeline.config import load_config
@@ -59,8 +65,8 @@ def base_project(directory: Path, args: argparse.Namespace) -> Path:
     return config_path
 
 
-def timed_refit(base: Path, target: Path, execution: dict[str, object]) -> float:
-    """Copy the base project, set ``execution``, run the model stage; seconds of wall time."""
+def timed_refit(base: Path, target: Path, execution: dict[str, object]) -> tuple[float, float]:
+    """Copy the base project, set ``execution``, run the model stage; its wall seconds and start time."""
     shutil.copytree(base.parent, target, ignore=shutil.ignore_patterns("*.lock"))
     config_path = target / base.name
     raw = yaml.safe_load(config_path.read_text())
@@ -68,11 +74,43 @@ def timed_refit(base: Path, target: Path, execution: dict[str, object]) -> float
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_config(config_path)
     os.environ["DAGSTER_HOME"] = str(target / "dagster_home")
-    started = time.perf_counter()
+    started, wall_start = time.perf_counter(), time.time()
     summary = run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None)
     seconds = time.perf_counter() - started
     assert summary.ok, summary.problems
-    return seconds
+    return seconds, wall_start
+
+
+def where_the_time_went(home: Path, started: float) -> str:
+    """The model runs' steps from the event log: time to the first fit, each step process's busy share of
+    the steps' span, and seconds per kind of step (summed over markets)."""
+    steps = []  # (step key, pid, start, end)
+    with DagsterInstance.from_config(str(home)) as instance:
+        for run in instance.get_runs(RunsFilter(job_name="refit_model")):
+            begun: dict[str, tuple[float, int]] = {}
+            for entry in instance.all_logs(run.run_id):
+                event = entry.dagster_event if entry.is_dagster_event else None
+                if event is None:
+                    continue
+                if event.event_type == DagsterEventType.STEP_START:
+                    begun[entry.step_key] = (entry.timestamp, event.pid)
+                elif event.event_type == DagsterEventType.STEP_SUCCESS and entry.step_key in begun:
+                    start, pid = begun[entry.step_key]
+                    steps.append((entry.step_key, pid, start, entry.timestamp))
+    first, last = min(s[2] for s in steps), max(s[3] for s in steps)
+    first_fit = min(s[2] for s in steps if s[0] == "model_fit")
+    busy: dict[int, float] = collections.defaultdict(float)
+    kinds: dict[str, float] = collections.defaultdict(float)
+    for key, pid, start, end in steps:
+        busy[pid] += end - start
+        kinds[key.rsplit(".", 1)[-1]] += end - start
+    workers = sorted((b for b in busy.values() if b > 0.05 * (last - first)), reverse=True)
+    top = sorted(kinds.items(), key=lambda kv: -kv[1])[:6]
+    return (
+        f"  first fit step {first_fit - started:.1f} s after the start; steps span {last - first:.1f} s; "
+        f"step processes busy {', '.join(f'{b / (last - first):.0%}' for b in workers)}\n"
+        f"  step seconds: {', '.join(f'{k} {v:.0f}' for k, v in top)}"
+    )
 
 
 def main() -> None:
@@ -93,18 +131,25 @@ def main() -> None:
         f"each), {args.folds} CV fold(s); machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
     )
     times: dict[str, float] = {}
+    breakdown: dict[str, str] = {}
     if args.in_process:
-        times["in_process"] = timed_refit(base, root / "in_process", {"executor": "in_process"})
+        times["in_process"], _ = timed_refit(base, root / "in_process", {"executor": "in_process"})
     for n in (int(w) for w in args.workers.split(",")):
         with LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
             memory_limit=0,
         ) as cluster:  # fmt: skip
             execution = {"executor": "dask", "dask": {"scheduler_address": cluster.scheduler_address}}
-            times[f"dask, {n} worker(s)"] = timed_refit(base, root / f"dask_{n}", execution)
+            name = f"dask, {n} worker(s)"
+            times[name], started = timed_refit(base, root / f"dask_{n}", execution)
+            breakdown[name] = f"load {os.getloadavg()[0]:.1f} at the end\n" + where_the_time_went(
+                root / f"dask_{n}" / "dagster_home", started
+            )
     print(f"{'configuration':<22} {'wall s':>8} {'markets/min':>12}")
     for name, seconds in times.items():
         print(f"{name:<22} {seconds:8.1f} {args.markets / seconds * 60:12.2f}")
+    for name, text in breakdown.items():
+        print(f"{name}: {text}")
     one, two = times.get("dask, 1 worker(s)"), times.get("dask, 2 worker(s)")
     if one and two:
         print(f"2 workers vs 1: {one / two:.2f}x throughput = {one / (2 * two):.2f} of linear (goal >= 0.8)")

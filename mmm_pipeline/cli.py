@@ -329,6 +329,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_celery_worker(args: argparse.Namespace) -> int:
+    """A Celery worker for ``execution.executor: celery``: takes the model job's steps from the broker
+    the config names until stopped (Ctrl-C or SIGTERM)."""
+    from .defs.executors import start_celery_worker  # celery only for this command
+
+    start_celery_worker(load_config(args.config), args.concurrency, args.name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmm-pipeline", description=__doc__)
     parser.add_argument(
@@ -392,6 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="set up and run the case-study demo end to end")
     p.add_argument("--dir", default="demo_project")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "celery-worker",
+        help="run a Celery worker for execution.executor: celery (the model job's steps, from the broker "
+        "that execution.celery names; default: a folder under the project's data)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="steps at once in pool processes (default 1: a fit samples on the cores it has)",
+    )
+    p.add_argument("--name", help="the worker's node name (default: celery@HOSTNAME; unique per machine)")
+    p.set_defaults(func=cmd_celery_worker)
 
     p = sub.add_parser("ui", help="open the Dagster UI (127.0.0.1) on this project")
     p.add_argument("--port", type=int, default=3000)

@@ -146,6 +146,11 @@ class ProjectConfig(InputContract):
         return str(p if p.is_absolute() else (self.root / p).resolve())
 
     @property
+    def celery_folder(self) -> Path:
+        """The filesystem broker's and result backend's folder (``execution.celery.folder``)."""
+        return self._path(self.execution.celery.folder, "celery")
+
+    @property
     def sql_models_dir(self) -> Path:
         if self.paths.sql_models:
             return self._path(self.paths.sql_models, "")

@@ -329,11 +329,11 @@ def _refit_models(
     market runs the stale part of the model job, each market its own partitioned run (as the daemon's
     ``stale_model_sensor`` starts them). With ``execution.executor: in_process`` (default) the runs go
     one after another in this process, so the compiled model graph is reused between markets of the same
-    shape. With ``multiprocess`` or ``dask`` they fan out: the market runs are started at once (up to
-    ``execution.max_workers``), each run's steps executed by the job's executor in other processes or on
-    the dask cluster (:func:`fan_out`). Under ``model.spec.pooling: partial`` the group's fit, CV and
-    registration go first, in one run over every market (:func:`_refit_group`), and the markets' runs
-    then materialize what that made stale below it.
+    shape. With ``multiprocess``, ``dask`` or ``celery`` they fan out: the market runs are started at once
+    (up to ``execution.max_workers``), each run's steps executed by the job's executor in other processes,
+    on the dask cluster or by the Celery workers (:func:`fan_out`). Under ``model.spec.pooling: partial``
+    the group's fit, CV and registration go first, in one run over every market (:func:`_refit_group`),
+    and the markets' runs then materialize what that made stale below it.
     """
     with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
         if not relation_exists(conn, "marts", "fct_modeling_weekly"):
@@ -391,7 +391,7 @@ def _refit_models(
     if fanned_out:
         log(
             f"running {len(fanned_out)} market(s) at once through the {cfg.execution.executor} executor"
-            + (f" ({cfg.execution.dask.scheduler_address})" if cfg.execution.executor == "dask" else "")
+            + _executor_address(cfg)
         )
         job_def = defs.resolve_job_def(MODEL_JOB)
         for market, run_id in fan_out(cfg, instance, fanned_out):
@@ -462,10 +462,24 @@ def fan_out(
         return [(market, future.result()) for (market, _), future in zip(runs, futures, strict=True)]
 
 
+def _executor_address(cfg: ProjectConfig) -> str:
+    """Where the executor's workers are, for the log: the dask scheduler, or the Celery broker."""
+    if cfg.execution.executor == "dask":
+        return f" ({cfg.execution.dask.scheduler_address})"
+    if cfg.execution.executor == "celery":
+        return f" (broker {cfg.execution.celery.broker or f'filesystem:// in {cfg.celery_folder}'})"
+    return ""
+
+
 def _default_parallel_runs(cfg: ProjectConfig) -> int:
     """Market runs in flight when ``execution.max_workers`` is unset: the dask cluster's worker threads
     (more runs would only queue on the cluster, each orchestrator process holding the whole stack in
-    memory), else this machine's cores."""
+    memory), else this machine's cores (with celery, runs beyond the workers' slots wait in the queue).
+
+    Twice as many was tried for dask (to fill the workers during earlier runs' writer tails): on four
+    markets it started four orchestrators importing the stack at once, the first fit began later, and
+    the runs' writer steps, which take turns on the warehouse, only piled up at the end
+    (``benchmarks/README.md``)."""
     if cfg.execution.executor == "dask":
         from distributed import Client  # only with the dask executor
 

@@ -113,7 +113,7 @@ def test_killed_fit_optimization_and_publish_are_redone(tmp_path: Path) -> None:
     small_model_config(config)
     cfg = load_config(config)
     dead = [_kill_at_step(cfg, "model_fit")]
-    dead.append(_kill_at_step(cfg, "budget_recommendation"))
+    dead.append(_kill_at_step(cfg, "budget_recommendation.record_recommendation"))
     dead.append(_kill_at_step(cfg, "bi_model_snapshots"))
     result = _run_again(cfg)
     assert result.returncode == 0, result.stdout + result.stderr

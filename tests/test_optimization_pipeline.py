@@ -23,6 +23,8 @@ from mmm_pipeline.config import load_config
 from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import MODEL_JOB
 from mmm_pipeline.defs.staleness import stale_resolver
+from mmm_pipeline.model.build import ScalingSpec
+from mmm_pipeline.model.registry import champion, load_model
 from mmm_pipeline.optimize import (
     InfeasiblePlanError,
     ResponseModel,
@@ -31,7 +33,8 @@ from mmm_pipeline.optimize import (
     optimize_budget,
     plan_from_dict,
 )
-from mmm_pipeline.optimize.recommendations import OPTIMIZATION_TABLES
+from mmm_pipeline.optimize.plan import load_scenarios
+from mmm_pipeline.optimize.recommendations import OPTIMIZATION_TABLES, Optimization, recommend, spend_history
 from mmm_pipeline.optimize.response import SaturationBlock
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
@@ -67,6 +70,40 @@ def _set_optimization(config_path: Path, **changes: object) -> None:
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+def _sequential(config_path: Path, market: str) -> Optimization:
+    """The market's base plan and scenarios optimized one after another in one call (``recommend``) with
+    its champion, on the inputs the pipeline's steps read."""
+    cfg = load_config(config_path)
+    files = cfg.optimization_files()
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as conn:
+        serving = champion(conn, market)
+        channels = ScalingSpec.model_validate_json(str(serving["scaling"])).channels
+        history = spend_history(conn, market, channels, pd.Timestamp(serving["train_end"]).date())
+        rows = conn.execute(
+            "SELECT * FROM marts.fct_modeling_weekly WHERE market = ? ORDER BY week", [market]
+        ).df()
+    return recommend(
+        load_model(str(serving["artifact_path"])), market, load_scenarios(files[0], files[1:]), history, rows,
+        groups={c.name: c.group for c in cfg.channels}, max_draws=cfg.optimization.max_draws,
+    )  # fmt: skip
+
+
+def _plan_steps(config_path: Path, summary) -> dict[str, list[str]]:  # noqa: ANN001 - a RunSummary
+    """The plan steps each market's model run executed (each its own step), by market."""
+    instance = project_instance(load_config(config_path))
+    out: dict[str, list[str]] = {}
+    for job, run_id, _ok, scope in summary.runs:
+        if job == MODEL_JOB and scope in MARKETS:
+            out[scope] = sorted(
+                entry.step_key
+                for entry in instance.all_logs(run_id)
+                if entry.is_dagster_event
+                and entry.dagster_event.event_type_value == "STEP_SUCCESS"
+                and ".optimize_plan_" in entry.step_key
+            )
+    return out
+
+
 def _snapshot(config_path: Path) -> dict[str, pd.DataFrame]:
     cfg = load_config(config_path)
     out: dict[str, pd.DataFrame] = {}
@@ -98,6 +135,9 @@ def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(directory / "dagster_home"))
         stages["after_first"] = _snapshot(config_path)
+        # The first run's plans once more, one after another in this process, as before plan steps.
+        stages["sequential"] = {market: _sequential(config_path, market) for market in MARKETS}
+        stages["first_steps"] = _plan_steps(config_path, first)
         # A scenario whose rules conflict: reported with its rules; the base plan is still recorded.
         (directory / "plans" / "squeeze.yaml").write_text(SQUEEZE)
         _set_optimization(config_path, scenarios=[*SCENARIOS, "plans/squeeze.yaml"])
@@ -171,6 +211,29 @@ def test_recommendation_per_market_uses_the_champion(project: dict) -> None:
         assert len(weekly) == len(cfg.channel_names)
         assert (pd.to_datetime(weekly["week"]) == pd.Timestamp("2024-01-01")).all()  # the week after
     assert snap["is_current"] == dict.fromkeys(MARKETS, True)  # nothing for a runner to re-optimize
+
+
+#: What differs between two optimizations of the same plans: their id, time, run and wall time, and the
+#: plan files' paths (this module's project is a copy of the folder the first run read them from).
+VOLATILE = ["optimization_id", "created_at", "dagster_run_id", "seconds", "plan_source", "source"]
+
+
+def test_each_plan_is_its_own_step_with_the_results_of_one_call(project: dict) -> None:
+    """The base plan and each scenario ran as a step of their own (``optimize_plan_<k>``), and what was
+    recorded is what optimizing them one after another in one call gives."""
+    steps = [f"budget_recommendation.optimize_plan_{k}" for k in range(4)]
+    assert project["first_steps"] == dict.fromkeys(MARKETS, steps)
+    snap = project["after_first"]
+    for market, sequential in project["sequential"].items():
+        for name in OPTIMIZATION_TABLES:
+            expected = sequential.tables[name].drop(columns=VOLATILE, errors="ignore")
+            table = snap[name]
+            recorded = table[table["market"] == market][expected.columns].reset_index(drop=True)
+            for column in recorded.columns:  # DuckDB hands dates back as timestamps
+                if pd.api.types.is_datetime64_any_dtype(recorded[column]):
+                    recorded[column] = pd.to_datetime(recorded[column]).astype("datetime64[ns]")
+                    expected[column] = pd.to_datetime(expected[column]).astype("datetime64[ns]")
+            pd.testing.assert_frame_equal(recorded, expected, check_dtype=False, rtol=1e-12, obj=name)
 
 
 def test_bi_catalog_publishes_every_and_the_latest_optimization(project: dict) -> None:

@@ -24,15 +24,18 @@ from mmm_pipeline.optimize import (
     PlanError,
     ResponseModel,
     build_problem,
+    combine_scenarios,
     compare_scenarios,
     load_plan,
     load_scenario,
     load_scenarios,
     optimize_budget,
+    optimize_scenario,
     plan_from_dict,
     violations,
 )
 from mmm_pipeline.optimize.objective import ObjectiveFunction
+from mmm_pipeline.optimize.plan import apply_scenario
 from mmm_pipeline.optimize.response import SaturationBlock
 from mmm_pipeline.optimize.solver import Evaluator
 from mmm_testkit.adapters import true_response
@@ -616,7 +619,6 @@ def test_infeasible_scenario_is_reported_not_guessed(world):
     truth = true_response(world)
     base = load_plan(PLANS / "base_plan.yaml")
     squeeze = base.model_copy(update={"name": "squeeze"})
-    from mmm_pipeline.optimize.plan import apply_scenario
 
     squeeze = apply_scenario(
         base, {"shares": {"traditional_floor": {"group": "traditional", "min": 0.7}}}, "squeeze"
@@ -652,6 +654,33 @@ def test_scenarios_from_files_compare(world):
     assert search_share["share_recommended"].iloc[0] >= 0.30 - 1e-6
     for name, result in comparison.results.items():
         assert violations(result.problem, result.recommended) == [], name
+
+
+def test_scenarios_solved_apart_in_any_order_combine_to_the_one_call(world):
+    """The pipeline solves each plan in a step of its own (``optimize_scenario``, anywhere, in any order)
+    and puts them together (``combine_scenarios``): the same comparison as one call, wall time aside."""
+    truth = true_response(world)
+    base = load_plan(PLANS / "base_plan.yaml")
+    squeeze = apply_scenario(
+        base, {"shares": {"traditional_floor": {"group": "traditional", "min": 0.7}}}, "squeeze"
+    )
+    plans = [*load_scenarios(base, [PLANS / "recession.yaml", PLANS / "growth.yaml"]), squeeze]
+    history = world.spend_matrix()
+    together = compare_scenarios(plans, truth, history=history, groups=GROUPS)
+    apart = {
+        plan.name: optimize_scenario(plan, truth, history=history, groups=GROUPS) for plan in reversed(plans)
+    }
+    assert isinstance(apart["squeeze"], InfeasiblePlanError)
+    combined = combine_scenarios(plans, apart)
+    pd.testing.assert_frame_equal(
+        combined.table.drop(columns="seconds"), together.table.drop(columns="seconds")
+    )
+    pd.testing.assert_frame_equal(combined.allocations, together.allocations)
+    assert list(combined.results) == [p.name for p in plans]
+    for name in ("base", "recession", "growth"):
+        np.testing.assert_array_equal(combined.results[name].recommended, together.results[name].recommended)
+    with pytest.raises(ValueError, match="distinct"):
+        combine_scenarios([base, base], apart)
 
 
 def test_yaml_errors_name_file_and_key(tmp_path, resp3):

@@ -8,8 +8,9 @@ limits shape what is here:
   two runs of one job at once (two markets of ``refit_model``) submit the same task names, and dask
   hands the second run the first run's result instead of running its steps. :class:`PooledDaskExecutor`
   names tasks by run as well.
-- It ignores op concurrency pools (it executes steps without the instance's concurrency context; the
-  same gap is reported for dagster-celery, dagster-io/dagster#30256). Steps in a pool (the DuckDB
+- It ignores op concurrency pools (it executes steps without the instance's concurrency context, as
+  dagster-celery once did, pull requests dagster-io/dagster#30256 and #32411; dagster-celery 0.29.27's
+  orchestrator claims the slots, see below). Steps in a pool (the DuckDB
   writers, ``WRITER_POOL``) therefore hold a cluster-wide ``distributed.Lock`` named after the pool
   while they run: one writer at a time on the whole cluster, wherever its worker runs.
 - It cannot run dynamic outputs (dagster-io/dagster#9785); the CV folds are static outputs for that
@@ -26,14 +27,25 @@ limits shape what is here:
 
 Everything else (the step levels, the worker function that rebuilds the job and executes one step,
 events sent back to the run) is dagster-dask's own.
+
+``dagster-celery`` (``execution.executor: celery``) is used as it comes: its orchestrator submits each
+step as a Celery task when the step's inputs are ready, with the run's current known state, under the
+instance's op concurrency (a writer step waits for the ``WRITER_POOL`` slot before it is submitted), and
+Celery names tasks by unique ids; the dask limits above do not arise there, and dynamic outputs run.
+What is here: the broker and backend from the ``execution.celery`` section (a folder by default, see
+:class:`~mmm_pipeline.execution_settings.CeleryConfig` for why) and the worker that listens on them
+(``mmm-pipeline celery-worker``, :func:`start_celery_worker`).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import uuid
 
 import dagster as dg
 import dask.distributed
+from celery.backends.filesystem import FilesystemBackend
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.errors import raise_execution_interrupts
 from dagster._core.events import DagsterEventType
@@ -42,6 +54,10 @@ from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.instance import DagsterInstance
 from dagster._utils import iterate_with_context
+from dagster_celery import celery_executor
+from dagster_celery.executor import CeleryExecutor
+from dagster_celery.make_app import make_app
+from dagster_celery.tasks import create_task
 from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements, query_on_dask_worker
 
 from ..config import ProjectConfig
@@ -67,10 +83,22 @@ def run_step_on_worker(dependencies: object, packed: bytes, pool: str | None) ->
     """dagster-dask's worker function on the unpickled step arguments (the job, the run, its config,
     the step key, the instance, the known state), inside the cluster-wide lock of the step's pool if it
     has one; returns the step's events pickled (dask cannot size Dagster records either, and warns).
-    ``dependencies`` (the upstream steps' futures) only orders the tasks."""
+    ``dependencies`` (the upstream steps' futures) only orders the tasks.
+
+    A step in a pool first leaves the worker's thread pool (``secede``): waiting for the lock, it would
+    otherwise hold the worker's only thread, and the worker would idle while another run's writer step
+    runs elsewhere, instead of taking that run's fit, fold or plan steps. It does not rejoin: rejoining
+    waits for a free thread while holding the lock, so every writer on the cluster would wait for
+    whatever long step this worker took meanwhile. Writer steps are short (a few seconds of DuckDB
+    writes), so one beside a running fit costs that fit little. The job's definition (rebuilt when the
+    worker's previous step was of a run with another selection) is loaded before the lock, not in it.
+    """
     arguments = with_ready_outputs(pickle.loads(packed))
     if pool is None:
         return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
+    recon_job, run = arguments[0], arguments[1]
+    recon_job.get_subset(op_selection=run.resolved_op_selection).get_definition()  # cached per process
+    dask.distributed.secede()
     with dask.distributed.Lock(f"dagster-pool/{pool}"):
         return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
 
@@ -122,12 +150,75 @@ def pooled_dask_executor(init_context: dg.InitExecutorContext) -> PooledDaskExec
     return PooledDaskExecutor("existing", {"address": init_context.executor_config["address"]})
 
 
+class AtomicFileBackend(FilesystemBackend):
+    """Celery's ``file://`` result backend, each result written to a temporary file and renamed into
+    place. Celery's own writes the result file in place, and an orchestrator that polls for it can read
+    it half-written: seen in the slow celery test, a 417 KB step result read as ``Unterminated string``
+    (kombu ``DecodeError``), and the market's run failed."""
+
+    def set(self, key: bytes, value: bytes | str) -> None:
+        target = self._filename(key)
+        partial = target + f".partial-{uuid.uuid4().hex}".encode()
+        with self.open(partial, "wb") as out:
+            out.write(value.encode() if isinstance(value, str) else value)
+        os.replace(partial, target)
+
+
+#: The default result backend's class, as Celery resolves a backend URL's ``<class>+`` prefix.
+ATOMIC_FILE_BACKEND = f"{__name__}:{AtomicFileBackend.__name__}"
+
+
+def celery_executor_config(cfg: ProjectConfig) -> dict[str, object]:
+    """dagster-celery's executor config for this project (broker, result backend, Celery settings), the
+    same for the orchestrators that submit steps and the workers that take them; creates the default
+    filesystem broker's and result backend's folders (kombu and Celery expect them to exist)."""
+    settings, folder = cfg.execution.celery, cfg.celery_folder
+    broker = settings.broker or "filesystem://"
+    # Without a result backend a submitted step could not report back; the default file backend keeps
+    # one file per step (its events), written whole before it appears (AtomicFileBackend).
+    backend = settings.backend or f"{ATOMIC_FILE_BACKEND}+file://{folder / 'results'}"
+    config_source: dict[str, object] = {"broker_connection_retry_on_startup": True}
+    if broker.startswith("filesystem://"):
+        messages, control, processed = folder / "messages", folder / "control", folder / "processed"
+        # A worker claims a message by renaming it into ``processed``: atomic only within one filesystem,
+        # so the processed messages are kept there (kombu would move them to /tmp, maybe another one).
+        config_source["broker_transport_options"] = {
+            "data_folder_in": str(messages),
+            "data_folder_out": str(messages),
+            "control_folder": str(control),
+            "processed_folder": str(processed),
+            "store_processed": True,
+        }
+        for path in (messages, control, processed):
+            path.mkdir(parents=True, exist_ok=True)
+    if settings.backend is None:
+        (folder / "results").mkdir(parents=True, exist_ok=True)
+    return {"broker": broker, "backend": backend, "config_source": config_source}
+
+
+def start_celery_worker(cfg: ProjectConfig, concurrency: int, name: str | None) -> None:
+    """Run a Celery worker on the project's broker until stopped (``mmm-pipeline celery-worker``).
+
+    It is dagster-celery's own app and step task (what ``dagster-celery worker start`` runs), built from
+    the project's config instead of a second YAML file that would have to agree with it. Its pool
+    processes (``concurrency``; default one, as a fit samples on the cores it has) live across tasks, so
+    each compiles a model graph once and reuses it for later markets of the same shape.
+    """
+    app = make_app(CeleryExecutor.for_cli(**celery_executor_config(cfg)).app_args())
+    create_task(app)
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--prefetch-multiplier=1"]
+    app.worker_main([*argv, *(["--hostname", name] if name else [])])
+
+
 def model_executor(cfg: ProjectConfig) -> dg.ExecutorDefinition:
-    """The model job's executor: dask when configured, else the multiprocess executor (UI and daemon
-    runs; the CLI's ``in_process`` runs execute steps in its own process whatever the job's executor)."""
+    """The model job's executor: dask or celery when configured, else the multiprocess executor (UI and
+    daemon runs; the CLI's ``in_process`` runs execute steps in its own process whatever the job's
+    executor)."""
     execution = cfg.execution
     if execution.executor == "dask":
         return pooled_dask_executor.configured({"address": execution.dask.scheduler_address})
+    if execution.executor == "celery":
+        return celery_executor.configured(celery_executor_config(cfg))
     return dg.multiprocess_executor.configured({"max_concurrent": cfg.cv.max_parallel_folds})
 
 

@@ -14,9 +14,11 @@ channel's binding rule and its shadow price at the optimum), ``budget`` (API, ta
 from mmm_pipeline.optimize.budget import (
     BudgetResult,
     ScenarioComparison,
+    combine_scenarios,
     compare_scenarios,
     marginal_table,
     optimize_budget,
+    optimize_scenario,
 )
 from mmm_pipeline.optimize.constraints import (
     InfeasiblePlanError,
@@ -46,6 +48,7 @@ __all__ = [
     "ScenarioComparison",
     "apply_scenario",
     "build_problem",
+    "combine_scenarios",
     "compare_scenarios",
     "conflicting_rules",
     "load_plan",
@@ -53,6 +56,7 @@ __all__ = [
     "load_scenarios",
     "marginal_table",
     "optimize_budget",
+    "optimize_scenario",
     "plan_from_dict",
     "violations",
 ]

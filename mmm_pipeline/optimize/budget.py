@@ -394,30 +394,67 @@ def compare_scenarios(
     seed: int = 0,
     raise_on_infeasible: bool = False,
 ) -> ScenarioComparison:
-    """Optimize every scenario (plans with distinct names) and compare them.
+    """Optimize every scenario (plans with distinct names) one after another and compare them.
 
     An infeasible scenario is reported as such, with its conflicting rules, never with a best-effort
-    allocation; ``raise_on_infeasible`` raises instead.
+    allocation; ``raise_on_infeasible`` raises instead. The same as :func:`optimize_scenario` on each
+    plan (anywhere, in any order: each solve is seeded on its own) put together by
+    :func:`combine_scenarios`, which is how the pipeline runs them, one step per scenario.
     """
+    _distinct_names(plans)
+    results = {}
+    for plan in plans:
+        result = optimize_scenario(
+            plan, response, current=current, history=history, groups=groups, n_starts=n_starts, seed=seed
+        )
+        if raise_on_infeasible and isinstance(result, InfeasiblePlanError):
+            raise result
+        results[plan.name] = result
+    return combine_scenarios(plans, results)
+
+
+def _distinct_names(plans: Sequence[Plan]) -> None:
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
         raise ValueError(f"scenario names must be distinct, got {names}")
-    rows, allocations, results = [], [], {}
+
+
+def optimize_scenario(
+    plan: Plan,
+    response: ResponseModel,
+    *,
+    current: Mapping[str, float] | pd.Series | np.ndarray | None = None,
+    history: pd.DataFrame | np.ndarray | None = None,
+    groups: Mapping[str, str] | Mapping[str, Sequence[str]] | None = None,
+    n_starts: int = 3,
+    seed: int = 0,
+) -> BudgetResult | InfeasiblePlanError:
+    """One scenario of a comparison: :func:`optimize_budget`, with an infeasible plan returned (its
+    error names the conflicting rules) rather than raised, since a comparison reports it."""
+    try:
+        return optimize_budget(
+            plan, response, current=current, history=history, groups=groups, n_starts=n_starts, seed=seed
+        )
+    except InfeasiblePlanError as exc:
+        return exc
+
+
+def combine_scenarios(
+    plans: Sequence[Plan], results: Mapping[str, BudgetResult | InfeasiblePlanError]
+) -> ScenarioComparison:
+    """The comparison of ``plans`` (distinct names, in this order) from each one's
+    :func:`optimize_scenario` result in ``results`` (by plan name)."""
+    _distinct_names(plans)
+    rows, allocations = [], []
     keep = [
         "budget", "total_current", "total_recommended", "objective_recommended", "contribution_mean",
         "contribution_hdi_low", "contribution_hdi_high", "roas_recommended", "uplift_mean", "uplift_hdi_low",
         "uplift_hdi_high", "prob_uplift_positive", "same_mix_uplift_mean", "n_flags", "seconds",
     ]  # fmt: skip
     for plan in plans:
-        try:
-            result = optimize_budget(
-                plan, response, current=current, history=history, groups=groups, n_starts=n_starts, seed=seed
-            )
-        except InfeasiblePlanError as exc:
-            if raise_on_infeasible:
-                raise
-            results[plan.name] = exc
-            conflicts = "; ".join(name for name, _ in exc.conflicts)
+        result = results[plan.name]
+        if isinstance(result, InfeasiblePlanError):
+            conflicts = "; ".join(name for name, _ in result.conflicts)
             rows.append(
                 {
                     "scenario": plan.name,
@@ -427,7 +464,6 @@ def compare_scenarios(
                 }
             )
             continue
-        results[plan.name] = result
         summary = result.summary.iloc[0]
         rows.append({"scenario": plan.name, "status": "ok", "conflicts": "", "objective": plan.objective.kind,
                      **{k: summary[k] for k in keep}})  # fmt: skip
@@ -452,4 +488,4 @@ def compare_scenarios(
     alloc = (
         pd.concat(allocations, ignore_index=True)[columns] if allocations else pd.DataFrame(columns=columns)
     )
-    return ScenarioComparison(table, alloc, results)
+    return ScenarioComparison(table, alloc, {plan.name: results[plan.name] for plan in plans})

@@ -35,6 +35,7 @@ from mmm_pipeline.optimize import (
     ResponseModel,
     ScenarioComparison,
     compare_scenarios,
+    optimize_scenario,
 )
 from mmm_pipeline.optimize.conditions import ActiveCondition, apply_conditions, evaluate_conditions
 from mmm_pipeline.optimize.settings import ConditionConfig
@@ -145,21 +146,62 @@ def recommend(
     dagster_run_id: str | None = None,
     created_at: dt.datetime | None = None,
 ) -> Optimization:
-    """Optimize the base plan (``plans[0]``) and the scenarios after it with the ``model``, and forecast
-    the base plan's weeks (:func:`plan_forecast`).
+    """Optimize the base plan (``plans[0]``) and the scenarios after it with the ``model``, one after
+    another, and forecast the base plan's weeks (:func:`plan_forecast`).
 
     ``history``: the market's weekly spend up to the model's last training week (:func:`spend_history`);
     its last ``current_weeks`` weeks are the current allocation. ``rows``: the market's modeling-table
     rows (every landed week): the plan forecast's carry-in and controls. Raises
     :class:`mmm_pipeline.optimize.PlanError` for a plan that does not fit the model (unknown channel,
-    group...); infeasible plans are reported in the result, never guessed.
+    group...); infeasible plans are reported in the result, never guessed. The pipeline runs the same
+    in pieces, a step per plan: :func:`optimize_plan` on each, then :func:`optimization_of`.
     """
-    created_at = created_at or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    response = ResponseModel.from_idata(model.idata, model.scaling, model.spec, max_draws)
+    response = scenario_response(model, max_draws)
     comparison = compare_scenarios(list(plans), response, history=history, groups=groups)
+    return optimization_of(
+        model, market, plans, comparison, history, rows, n_draws=response.n_draws, max_draws=max_draws,
+        dagster_run_id=dagster_run_id, created_at=created_at,
+    )  # fmt: skip
+
+
+def scenario_response(model: StoredModel, max_draws: int | None = 1000) -> ResponseModel:
+    """The champion's media response over (at most ``max_draws``, thinned evenly) posterior draws: what
+    every plan of an optimization is solved against."""
+    return ResponseModel.from_idata(model.idata, model.scaling, model.spec, max_draws)
+
+
+def optimize_plan(
+    model: StoredModel,
+    plan: Plan,
+    history: pd.DataFrame,
+    *,
+    groups: Mapping[str, str] | None = None,
+    max_draws: int | None = 1000,
+) -> BudgetResult | InfeasiblePlanError:
+    """One plan of :func:`recommend` on its own (a step of its own in the pipeline): the same solve with
+    the same seed, so a plan's result does not depend on where or after which other plan it ran."""
+    return optimize_scenario(plan, scenario_response(model, max_draws), history=history, groups=groups)
+
+
+def optimization_of(
+    model: StoredModel,
+    market: str,
+    plans: Sequence[Plan],
+    comparison: ScenarioComparison,
+    history: pd.DataFrame,
+    rows: pd.DataFrame,
+    *,
+    n_draws: int,
+    max_draws: int | None = 1000,
+    dagster_run_id: str | None = None,
+    created_at: dt.datetime | None = None,
+) -> Optimization:
+    """The optimization of ``market`` from its plans' ``comparison``: the base plan's forecast and the
+    tables to record (none when the base plan is infeasible); see :func:`recommend`."""
+    created_at = created_at or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     out = Optimization(
         new_optimization_id(market, created_at), market, model.model_id, created_at, list(plans),
-        comparison, response.n_draws,
+        comparison, n_draws,
     )  # fmt: skip
     if out.base is not None and len(history):
         after = pd.Timestamp(pd.to_datetime(history["week"]).max())

@@ -10,6 +10,7 @@ the ``plan_feasible`` check with the conflicting rules, so the last good recomme
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -23,8 +24,10 @@ from mmm_pipeline.optimize.recommendations import (
     OPTIMIZATION_TABLES,
     Optimization,
     latest_optimization,
+    optimization_of,
+    optimize_plan,
     plans_in_force,
-    recommend,
+    scenario_response,
     spend_history,
     write_optimization,
 )
@@ -34,13 +37,49 @@ from ...config import ProjectConfig
 from ...model.build import ScalingSpec
 from ...monitoring import store as monitoring_store
 from ...monitoring.plots import allocation_chart, kpi_trend_chart, optimizations, roas_trend_chart
-from ...optimize import InfeasiblePlanError, PlanError, load_plan, load_scenarios
+from ...optimize import (
+    BudgetResult,
+    InfeasiblePlanError,
+    Plan,
+    PlanError,
+    combine_scenarios,
+    load_plan,
+    load_scenarios,
+)
+from ...optimize.conditions import ActiveCondition
 from ..metadata import md_text, ui_metadata
 from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
 
 #: P(uplift > 0) below this raises the ``uplift_positive`` warning.
 MIN_PROB_UPLIFT = 0.5
+
+
+@dataclass(frozen=True)
+class OptimizationInputs:
+    """What the recording step needs besides the plans' results: read once, before the plan steps."""
+
+    market: str
+    plans: list[Plan]
+    """The base plan, then the scenarios, with the conditions in force applied."""
+    active: list[ActiveCondition]
+    previous: dict | None
+    """The market's latest recorded optimization (``plan_summary`` row), if any."""
+    serving: dict | None
+    """The champion's ``model_runs`` row; None when no fit has passed the gate (nothing to optimize)."""
+    history: pd.DataFrame | None
+    rows: pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class PlanTask:
+    """One plan step's work: the plan, the champion's artifact (None: no champion, nothing to do) and
+    the spend history its current allocation and ranges come from."""
+
+    market: str
+    plan: Plan
+    artifact_path: str | None
+    history: pd.DataFrame | None
 
 
 def _recommendation_markdown(recommendation: pd.DataFrame) -> str:
@@ -180,55 +219,25 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             metadata={"holding": ", ".join(c.name for c in active) or "none"},
         )
 
-    @dg.asset(
-        group_name="optimization",
-        kinds={"scipy", "duckdb"},
-        partitions_def=MARKETS,
-        deps=["model_registry", "market_conditions"],
-        pool=WRITER_POOL,
-        # A changed plan file re-optimizes with the same champion: no refit.
-        code_version=plan_code_version(cfg),
-        description=(
-            "Recommends the market's media budget split with its champion model only (never a rejected "
-            "fit): the base budget plan (optimization.plan; business rules on budget, channels, shares, "
-            "ratios, historical range) and each scenario (optimization.scenarios) are optimized over the "
-            "posterior draws against the recent spend history, then recorded in the optimization schema "
-            "in one transaction (recommendations, plan_summary, marginal_roi, weekly_allocations, "
-            "scenarios, scenario_allocations; latest_* views per market). An infeasible base plan writes "
-            "nothing: the last good recommendation keeps serving."
-        ),
-        check_specs=[
-            dg.AssetCheckSpec(
-                "plan_feasible",
-                asset="budget_recommendation",
-                description="the base plan and every scenario can meet all their rules (on failure the "
-                "metadata names the conflicting rules; an infeasible base plan writes nothing)",
-            ),
-            dg.AssetCheckSpec(
-                "within_history",
-                asset="budget_recommendation",
-                description="no channel's recommended weekly spend lies outside its historical range, "
-                "where the model would extrapolate (a warning)",
-            ),
-            dg.AssetCheckSpec(
-                "uplift_positive",
-                asset="budget_recommendation",
-                description=f"the recommendation beats the current allocation in at least "
-                f"{MIN_PROB_UPLIFT:.0%} of posterior draws (a warning)",
-            ),
-        ],
-        metadata={
-            "plan": str(plan_path),
-            "scenarios": ", ".join(str(p) for p in scenario_paths) or "none",
+    plan_outputs = [f"plan_{k}" for k in range(1 + len(scenario_paths))]
+
+    @dg.op(
+        ins={"model_registry": dg.In(dg.Nothing), "market_conditions": dg.In(dg.Nothing)},
+        out={
+            "inputs": dg.Out(OptimizationInputs, description="the champion, spend history and plans"),
+            **{name: dg.Out(PlanTask, description=f"plan {name[5:]}'s task") for name in plan_outputs},
         },
+        description="Reads the champion, the spend history and the plans in force; one output per plan "
+        "(the base plan, then each scenario).",
     )
-    def budget_recommendation(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    def optimization_inputs(context: dg.OpExecutionContext, warehouse: WarehouseResource):
         market = context.partition_key
         try:
             files = cfg.optimization_files()
             plans = load_scenarios(files[0], files[1:])
         except (ConfigError, PlanError) as exc:
             raise dg.Failure(f"optimization: {exc}") from None
+        history = rows = None
         with warehouse.get_connection() as conn:
             serving = champion(conn, market)
             if serving is not None:
@@ -252,6 +261,67 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             context.log.info(
                 f"market {market}: condition(s) {', '.join(c.name for c in active)} hold: plans tightened"
             )
+        inputs = OptimizationInputs(market, plans, active, previous, serving, history, rows)
+        yield dg.Output(inputs, "inputs")
+        artifact = None if serving is None else str(serving["artifact_path"])
+        if serving is not None:
+            context.log.info(
+                f"market {market}: optimizing plan {plans[0].name!r} and {len(plans) - 1} scenario(s) "
+                f"with champion {serving['model_id']} ({len(history)} weeks of spend history up to "
+                f"{train_end}), a step per plan"
+            )
+        for plan, name in zip(plans, plan_outputs, strict=True):
+            yield dg.Output(PlanTask(market, plan, artifact, history), name)
+
+    @dg.op(
+        # a BudgetResult, an InfeasiblePlanError (reported, not raised) or None (no champion)
+        out=dg.Out(dg.Any),
+        description="Optimizes one plan (the base plan or a scenario) over the champion's posterior draws; "
+        "writes nothing, so plan steps run side by side under any executor.",
+    )
+    def optimize_plan_step(
+        context: dg.OpExecutionContext, task: PlanTask
+    ) -> BudgetResult | InfeasiblePlanError | None:
+        if task.artifact_path is None:
+            return None
+        started = time.perf_counter()
+        try:
+            result = optimize_plan(
+                load_model(task.artifact_path), task.plan, task.history, groups=groups,
+                max_draws=settings.max_draws,
+            )  # fmt: skip
+        except (PlanError, ValueError) as exc:  # a plan that does not fit the model
+            raise dg.Failure(f"market {task.market}: {exc}") from None
+        status = "infeasible" if isinstance(result, InfeasiblePlanError) else "ok"
+        context.log.info(
+            f"market {task.market}: plan {task.plan.name!r}: {status} in {time.perf_counter() - started:.1f}s"
+        )
+        return result
+
+    @dg.op(
+        pool=WRITER_POOL,
+        ins={"results": dg.In(list)},  # the plan steps' results, in plan order
+        out={
+            "result": dg.Out(
+                dg.Nothing, description="the recommendation (recorded in DuckDB, not passed on)"
+            ),
+            **{
+                f"budget_recommendation_{check}": dg.Out(dg.Nothing, is_required=False)
+                for check in ("plan_feasible", "within_history", "uplift_positive")
+            },
+        },
+        description="Compares the plans' results, forecasts the base plan's weeks and records everything "
+        "in the optimization schema in one transaction.",
+    )
+    def record_recommendation(
+        context: dg.OpExecutionContext,
+        warehouse: WarehouseResource,
+        inputs: OptimizationInputs,
+        results: list[BudgetResult | InfeasiblePlanError | None],
+    ):
+        market, plans, active, previous, serving = (
+            inputs.market, inputs.plans, inputs.active, inputs.previous, inputs.serving
+        )  # fmt: skip
         if serving is None:
             # Not a step failure: the model registry's champion_serving check says why no model serves
             # and what to do; publishing and the "not yet trustworthy" page still run after this.
@@ -261,25 +331,25 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 + (f" (the last recommendation, {previous['optimization_id']}, stays)" if previous else "")
             )
             context.log.warning(f"market {market}: {note}")
-            yield dg.MaterializeResult(metadata={"status": "no champion: nothing written", "note": note})
+            yield dg.MaterializeResult(
+                asset_key="budget_recommendation",
+                metadata={"status": "no champion: nothing written", "note": note},
+            )
             for check in ("plan_feasible", "within_history", "uplift_positive"):
-                yield dg.AssetCheckResult(check_name=check, passed=True, metadata={"note": note})
+                yield dg.AssetCheckResult(
+                    asset_key="budget_recommendation", check_name=check, passed=True, metadata={"note": note}
+                )
             return
         model_id = str(serving["model_id"])
-        context.log.info(
-            f"market {market}: optimizing plan {plans[0].name!r} and {len(plans) - 1} scenario(s) with "
-            f"champion {model_id} ({len(history)} weeks of spend history up to {train_end})"
-        )
         started = time.perf_counter()
         model = load_model(str(serving["artifact_path"]))
-        try:
-            opt = recommend(
-                model, market, plans, history, rows, groups=groups, max_draws=settings.max_draws,
-                dagster_run_id=context.run_id,
-            )  # fmt: skip
-        except (PlanError, ValueError) as exc:  # a plan that does not fit the model, duplicate names
-            raise dg.Failure(f"market {market}: {exc}") from None
-        seconds = time.perf_counter() - started
+        comparison = combine_scenarios(plans, {p.name: r for p, r in zip(plans, results, strict=True)})
+        history, n_draws = inputs.history, scenario_response(model, settings.max_draws).n_draws
+        opt = optimization_of(
+            model, market, plans, comparison, history, inputs.rows, n_draws=n_draws,
+            max_draws=settings.max_draws, dagster_run_id=context.run_id,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started + float(comparison.table["seconds"].fillna(0).sum())
         conflicts = _conflicts(opt)
         base = opt.base
         table = opt.comparison.table
@@ -367,8 +437,11 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             }
         # Each recorded recommendation is new data for what reads it (the BI publish, the report).
         recorded = None if base is None else dg.DataVersion(opt.optimization_id)
-        yield dg.MaterializeResult(metadata=ui_metadata(metadata), data_version=recorded)
+        yield dg.MaterializeResult(
+            asset_key="budget_recommendation", metadata=ui_metadata(metadata), data_version=recorded
+        )
         yield dg.AssetCheckResult(
+            asset_key="budget_recommendation",
             check_name="plan_feasible",
             passed=bool(not conflicts),
             metadata={
@@ -378,6 +451,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         not_evaluated = {"note": "not evaluated: the base plan is infeasible"}
         yield dg.AssetCheckResult(
+            asset_key="budget_recommendation",
             check_name="within_history",
             passed=bool(base is None or not base.flags),
             severity=dg.AssetCheckSeverity.WARN,
@@ -386,6 +460,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             else {"flags": dg.MetadataValue.md("\n".join(f"- {f}" for f in base.flags) or "none")},
         )
         yield dg.AssetCheckResult(
+            asset_key="budget_recommendation",
             check_name="uplift_positive",
             passed=bool(base is None or base.summary.iloc[0]["prob_uplift_positive"] >= MIN_PROB_UPLIFT),
             severity=dg.AssetCheckSeverity.WARN,
@@ -398,6 +473,59 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 }
             ),
         )
+
+    @dg.graph_asset(
+        name="budget_recommendation",
+        group_name="optimization",
+        kinds={"scipy", "duckdb"},
+        partitions_def=MARKETS,
+        ins={
+            "model_registry": dg.AssetIn(dagster_type=dg.Nothing),
+            "market_conditions": dg.AssetIn(dagster_type=dg.Nothing),
+        },
+        # A changed plan file re-optimizes with the same champion: no refit.
+        code_version=plan_code_version(cfg),
+        description=(
+            "Recommends the market's media budget split with its champion model only (never a rejected "
+            "fit): the base budget plan (optimization.plan; business rules on budget, channels, shares, "
+            "ratios, historical range) and each scenario (optimization.scenarios) are optimized over the "
+            "posterior draws against the recent spend history, each plan its own step "
+            "(optimize_plan_<k>: 0 the base plan, then the scenarios in order), then recorded in the "
+            "optimization schema in one transaction (recommendations, plan_summary, marginal_roi, "
+            "weekly_allocations, scenarios, scenario_allocations; latest_* views per market). An "
+            "infeasible base plan writes nothing: the last good recommendation keeps serving."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "plan_feasible",
+                asset="budget_recommendation",
+                description="the base plan and every scenario can meet all their rules (on failure the "
+                "metadata names the conflicting rules; an infeasible base plan writes nothing)",
+            ),
+            dg.AssetCheckSpec(
+                "within_history",
+                asset="budget_recommendation",
+                description="no channel's recommended weekly spend lies outside its historical range, "
+                "where the model would extrapolate (a warning)",
+            ),
+            dg.AssetCheckSpec(
+                "uplift_positive",
+                asset="budget_recommendation",
+                description=f"the recommendation beats the current allocation in at least "
+                f"{MIN_PROB_UPLIFT:.0%} of posterior draws (a warning)",
+            ),
+        ],
+        metadata={
+            "plan": str(plan_path),
+            "scenarios": ", ".join(str(p) for p in scenario_paths) or "none",
+        },
+    )
+    def budget_recommendation(model_registry, market_conditions):  # noqa: ANN001, ANN202 - a composition
+        inputs, *tasks = optimization_inputs(
+            model_registry=model_registry, market_conditions=market_conditions
+        )
+        results = [optimize_plan_step.alias(f"optimize_plan_{k}")(task) for k, task in enumerate(tasks)]
+        return record_recommendation(inputs=inputs, results=results)
 
     return [market_conditions, budget_recommendation, *build_geo_assets(cfg)]
 
