@@ -120,3 +120,19 @@ def test_hill_gradients_are_finite_in_weeks_without_spend():
     grads = pytensor.function([x, half_sat, slope], pytensor.grad(total, [half_sat, slope]))
     for g in grads(X, np.array([50.0, 80.0, 120.0]), np.array([0.5, 1.0, 2.0])):
         assert np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+def test_hill_graph_form_has_the_power_form_gradients():
+    """The graph's log/tanh form of the Hill curve has the power form's gradients (same function)."""
+    x, half_sat, slope = pt.matrix("x"), pt.vector("k"), pt.vector("s")
+    total = tf.hill_saturation(x, half_sat, slope, xp=pt).sum()
+    grads = pytensor.function([x, half_sat, slope], pytensor.grad(total, [x, half_sat, slope]))
+    k, s = np.array([50.0, 80.0, 120.0]), np.array([0.5, 1.0, 2.0])
+    d_x, d_k, d_s = grads(X, k, s)
+    positive = X > 0
+    safe = np.where(positive, X, 1.0)
+    r = (safe / k) ** s
+    bend = np.where(positive, r / (1 + r) ** 2, 0.0)  # d sat / d log r
+    np.testing.assert_allclose(d_x, bend * s / safe, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(d_k, (bend * -s / k).sum(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(d_s, (bend * np.log(safe / k)).sum(axis=0), rtol=1e-10)
