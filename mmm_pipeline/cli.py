@@ -26,7 +26,7 @@ from mmm_pipeline.settings import ConfigError
 from .config import CONFIG_ENV_VAR, ProjectConfig, load_config
 from .optimize.plan import PlanError, load_plan, load_scenarios
 from .report import latest_report, read_manifest
-from .runner import STAGES, PipelineRunError, RunSummary, project_instance, run_pipeline
+from .runner import STAGES, PipelineRunError, RunSummary, celery_worker, project_instance, run_pipeline
 from .scaffold import EXAMPLES, demo_file, init_project
 
 
@@ -332,9 +332,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_celery_worker(args: argparse.Namespace) -> int:
     """A Celery worker for ``execution.executor: celery``: takes the model job's steps from the broker
     the config names until stopped (Ctrl-C or SIGTERM)."""
-    from .defs.executors import start_celery_worker  # celery only for this command
-
-    start_celery_worker(load_config(args.config), args.concurrency, args.name)
+    celery_worker(load_config(args.config), args.concurrency, args.name)
     return 0
 
 

@@ -508,3 +508,11 @@ def _orchestrate_market_run(
 
 def _names(keys: tuple[dg.AssetKey, ...]) -> str:
     return ", ".join(k.to_user_string() for k in keys)
+
+
+def celery_worker(cfg: ProjectConfig, concurrency: int, name: str | None) -> None:
+    """``mmm-pipeline celery-worker``: a Celery worker for the project's model job until stopped (the CLI
+    reaches Dagster only through this module and the definitions; celery is imported only here)."""
+    from .defs.executors import start_celery_worker
+
+    start_celery_worker(cfg, concurrency, name)
