@@ -9,10 +9,12 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import yaml
 
+from mmm_pipeline.execution_settings import STAGES
 from mmm_pipeline.ingest.importers.wide import (
     WideImportError,
     config_entries,
@@ -21,13 +23,17 @@ from mmm_pipeline.ingest.importers.wide import (
     load_wide_mapping,
     read_table,
 )
-from mmm_pipeline.settings import ConfigError
+from mmm_pipeline.settings import ConfigError, PipelineRunError
 
 from .config import CONFIG_ENV_VAR, ProjectConfig, load_config
 from .optimize.plan import PlanError, load_plan, load_scenarios
-from .report import latest_report, read_manifest
-from .runner import STAGES, PipelineRunError, RunSummary, celery_worker, project_instance, run_pipeline
 from .scaffold import EXAMPLES, demo_file, init_project
+
+if TYPE_CHECKING:
+    from .runner import RunSummary
+
+# Dagster, PyMC and the report stack load inside the commands that use them: `init`, `import-wide`,
+# `synthetic`, `--help` and config errors answer in about a second instead of several.
 
 
 def _config(args: argparse.Namespace) -> ProjectConfig:
@@ -126,6 +132,8 @@ def _print_recommendation(cfg: ProjectConfig) -> None:
 
 def _print_reports(cfg: ProjectConfig) -> None:
     """Each market's newest executive report (HTML, opens offline in any browser)."""
+    from .report import latest_report, read_manifest
+
     markets = (
         sorted(p.name for p in cfg.reports_dir.glob("*") if p.is_dir()) if cfg.reports_dir.exists() else []
     )
@@ -227,6 +235,8 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_pipeline
+
     cfg = _config(args)
     started = time.perf_counter()
     summary = run_pipeline(cfg, weeks=args.weeks, select=args.select, until=args.until, refit=args.refit)
@@ -241,7 +251,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     """Recompute tracking and drift events now; print each champion's recent weeks and open events."""
     from .definitions import build_definitions
     from .defs.jobs import TRACKING_JOB
-    from .runner import run_job
+    from .runner import project_instance, run_job
 
     cfg = _config(args)
     result = run_job(build_definitions(cfg), TRACKING_JOB, project_instance(cfg))
@@ -275,6 +285,8 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .runner import run_pipeline
+
     started = time.perf_counter()
     directory = Path(args.dir).resolve()
     config_path = directory / "mmm_pipeline.yaml"
@@ -298,6 +310,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from .runner import project_instance
+
     cfg = _config(args)
     project_instance(cfg)  # make sure the instance config exists
     env = {
@@ -332,6 +346,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_celery_worker(args: argparse.Namespace) -> int:
     """A Celery worker for ``execution.executor: celery``: takes the model job's steps from the broker
     the config names until stopped (Ctrl-C or SIGTERM)."""
+    from .runner import celery_worker
+
     celery_worker(load_config(args.config), args.concurrency, args.name)
     return 0
 

@@ -21,6 +21,7 @@ from .defs.assets.publish import build_publish_assets
 from .defs.assets.report import build_report_assets
 from .defs.assets.sensitivity import build_sensitivity_assets
 from .defs.jobs import MODEL_JOB, build_jobs
+from .defs.partitions import weekly_partitions
 from .defs.resources import build_resources
 from .defs.schedules import build_schedules
 from .defs.sensors import build_sensors
@@ -28,12 +29,14 @@ from .defs.sensors import build_sensors
 
 def build_definitions(cfg: ProjectConfig) -> dg.Definitions:
     models = discover_models(cfg.sql_models_dir, cfg)
-    jobs = build_jobs(cfg)
+    # Read once: the first week with data comes from the warehouse (a DuckDB connection each time).
+    weeks = weekly_partitions(cfg)
+    jobs = build_jobs(cfg, weeks)
     return dg.Definitions(
         assets=[
             *build_ingestion_assets(cfg),
-            *landed_week_specs(cfg),
-            *build_feature_assets(cfg, models),
+            *landed_week_specs(weeks),
+            *build_feature_assets(cfg, models, weeks),
             *build_model_assets(cfg),
             *build_sensitivity_assets(cfg),
             *build_cv_assets(cfg),

@@ -9,6 +9,9 @@ from pydantic import Field, model_validator
 
 from mmm_pipeline.settings import StrictModel
 
+#: What ``mmm-pipeline run --until`` can stop after, in pipeline order.
+STAGES = ("ingest", "features", "model")
+
 Executor = Literal["in_process", "multiprocess", "dask", "celery"]
 
 

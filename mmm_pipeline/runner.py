@@ -18,7 +18,9 @@ import dagster as dg
 from dagster import DagsterInstance
 from dagster._core.instance.ref import InstanceRef
 
+from mmm_pipeline.execution_settings import STAGES
 from mmm_pipeline.model.registry import latest_run
+from mmm_pipeline.settings import PipelineRunError
 
 from .config import ProjectConfig, load_config
 from .definitions import build_definitions
@@ -40,8 +42,6 @@ from .report import latest_report
 from .warehouse import relation_exists
 
 #: How far a run goes: ``ingest`` only, ``features`` (ingest + feature tables), ``model`` (+ refits).
-STAGES = ("ingest", "features", "model")
-
 INSTANCE_YAML = f"""# Written by mmm-pipeline; the CLI and `mmm-pipeline ui` share this instance.
 telemetry:
   enabled: false
@@ -66,10 +66,6 @@ RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 #: Scope of the runs that hash a market's inputs again (in the run list the CLI prints).
 INPUTS_SCOPE = " (inputs hash)"
-
-
-class PipelineRunError(RuntimeError):
-    """A run that failed; the message says which step or check and why."""
 
 
 def project_instance(cfg: ProjectConfig) -> DagsterInstance:

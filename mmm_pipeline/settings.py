@@ -22,6 +22,13 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and the key."""
 
 
+class PipelineRunError(RuntimeError):
+    """A run that failed; the message says which step or check and why.
+
+    Here, not in ``runner``, so the CLI can catch it without importing Dagster and PyMC first.
+    """
+
+
 class StrictModel(BaseModel):
     """Config models reject unknown keys, so a typo is an error naming the key, not a silent default."""
 

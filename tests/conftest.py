@@ -104,7 +104,7 @@ def run(cfg: ProjectConfig, weeks: str = "pending", until: str = "features") -> 
 
 
 def small_model_config(config_path: Path, **model: object) -> None:
-    """Make a project's model quick to fit in tests (2 chains x 400 draws, 2 CV folds), gate to match.
+    """Make a project's model quick to fit in tests (2 chains x 200 draws, 2 CV folds), gate to match.
 
     ``model`` entries override the ``model`` section's keys (e.g. ``gate={...}``).
     """
@@ -113,7 +113,7 @@ def small_model_config(config_path: Path, **model: object) -> None:
         "spec": {
             "l_max": 4,
             "n_fourier": 1,
-            "sampler": {"chains": 2, "draws": 400, "tune": 400, "seed": 1},
+            "sampler": {"chains": 2, "draws": 200, "tune": 200, "seed": 1},
         },
         "gate": {"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
         # One more fit per market and run otherwise; tests/test_sensitivity.py switches it on.

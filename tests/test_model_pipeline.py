@@ -45,10 +45,14 @@ def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
         stages["after_first"] = model_runs(config_path)
         stages["unchanged"] = _run(config_path)
         stages["after_unchanged"] = model_runs(config_path)
+        # From here on no cross-validation: the first run's CV is checked above; what the later stages
+        # check is scaling, retirement, drift and the gate (a refit without CV can still be promoted).
+        raw = yaml.safe_load(config_path.read_text())
+        raw["cv"]["enabled"] = False
+        config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["refit"] = _run(config_path, refit=True)
         stages["after_refit"] = model_runs(config_path)
         # An impossible gate. First no new fit: the champions are registered again under it.
-        raw = yaml.safe_load(config_path.read_text())
         raw["model"]["gate"]["min_ess_bulk"] = 1e9
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["tightened"] = _run(config_path)
@@ -56,7 +60,6 @@ def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
         # Then a refit: the new fit must be kept as rejected and the champions must stay. One attempt:
         # the retry ladder through the pipeline to BI is test_remedies' (the CLI test).
         raw["model"]["remedies"] = {"max_attempts": 1}
-        raw["cv"]["enabled"] = False  # what is checked is the gate; the refit stage cross-validated
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["strict"] = _run(config_path, refit=True)
         stages["after_strict"] = model_runs(config_path)
@@ -77,7 +80,7 @@ def test_first_fit_promotes_one_champion_per_market(project: dict) -> None:
     for column in ("config_hash", "code_version", "model_spec", "scaling", "artifact_path"):
         assert runs[column].notna().all(), column
     assert (
-        (runs["sampler"] == "nutpie").all() and (runs["chains"] == 2).all() and (runs["draws"] == 400).all()
+        (runs["sampler"] == "nutpie").all() and (runs["chains"] == 2).all() and (runs["draws"] == 200).all()
     )
     assert (runs["max_r_hat"] < 1.2).all() and (runs["min_ess_bulk"] > 20).all()
     assert (runs["total_seconds"] > runs["sample_seconds"]).all()

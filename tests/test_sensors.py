@@ -223,7 +223,7 @@ def test_break_is_detected_after_it_happens_not_before(tmp_path: Path, monkeypat
     """Light variant: shorter history, no CV, fewer draws; the requested refit is not executed."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     settings = SimulationSettings(
-        history_weeks=60, stable_weeks=3, post_weeks=4, multiplier=0.0, draws=300, tune=300, cv=False,
+        history_weeks=60, stable_weeks=3, post_weeks=4, multiplier=0.0, draws=200, tune=200, cv=False,
         refit=False, conditions=[CONDITION],
     )  # fmt: skip
     result = run_simulation(tmp_path / "project", settings)

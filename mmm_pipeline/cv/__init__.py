@@ -5,42 +5,38 @@ bias, interval coverage from predictive draws), ``baselines`` (seasonal-naive an
 predictive distributions), ``stability`` (per-fold channel parameters and their spread), ``cv``
 (:func:`run_fold`, :func:`run_cv`, :func:`combine_folds` and the tables they return;
 :func:`run_pooled_fold` for a market group under ``pooling: partial``).
+
+Names load on first use (PEP 562): ``config.py`` reads :class:`~mmm_pipeline.cv.folds.CVConfig` on every
+CLI start, and importing ``run`` and ``baselines`` eagerly would pull PyMC in (seconds) for commands such
+as ``init`` that never fit anything.
 """
 
-from mmm_pipeline.cv.baselines import GaussianForecast, ridge, seasonal_naive
-from mmm_pipeline.cv.folds import CVSpec, Fold, folds_frame, make_folds
-from mmm_pipeline.cv.metrics import coverage, forecast_metrics, summarize, weekly_scores
-from mmm_pipeline.cv.run import (
-    CVResult,
-    FoldResult,
-    combine_folds,
-    cv_model_spec,
-    run_cv,
-    run_fold,
-    run_pooled_fold,
-)
-from mmm_pipeline.cv.stability import channel_stability, fold_parameters, parameter_stability
+from __future__ import annotations
 
-__all__ = [
-    "CVResult",
-    "CVSpec",
-    "Fold",
-    "FoldResult",
-    "GaussianForecast",
-    "channel_stability",
-    "combine_folds",
-    "coverage",
-    "cv_model_spec",
-    "folds_frame",
-    "fold_parameters",
-    "forecast_metrics",
-    "make_folds",
-    "parameter_stability",
-    "ridge",
-    "run_cv",
-    "run_fold",
-    "run_pooled_fold",
-    "seasonal_naive",
-    "summarize",
-    "weekly_scores",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "baselines": ("GaussianForecast", "ridge", "seasonal_naive"),
+    "folds": ("CVSpec", "Fold", "folds_frame", "make_folds"),
+    "metrics": ("coverage", "forecast_metrics", "summarize", "weekly_scores"),
+    "run": (
+        "CVResult",
+        "FoldResult",
+        "combine_folds",
+        "cv_model_spec",
+        "run_cv",
+        "run_fold",
+        "run_pooled_fold",
+    ),
+    "stability": ("channel_stability", "fold_parameters", "parameter_stability"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

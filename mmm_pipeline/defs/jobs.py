@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mmm_pipeline.defs.partitions import weekly_partitions
-
 from ..config import ProjectConfig
 from .assets.model import MARKETS
 from .executors import model_executor
@@ -40,7 +38,7 @@ GEO_ASSETS = ("geo_budget_recommendation", "bi_geo_snapshots")
 WEEKLY_SELECTION = INGEST_SELECTION | FEATURES_SELECTION
 
 
-def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
+def build_jobs(cfg: ProjectConfig, weeks: dg.PartitionsDefinition) -> list[dg.UnresolvedAssetJobDefinition]:
     geo = cfg.optimization.enabled and cfg.optimization_geo_plan_path is not None
     # The geo budget reads every market's champion: it runs on its own, never inside one market's run.
     model_selection = MODEL_SELECTION - dg.AssetSelection.assets(*GEO_ASSETS) if geo else MODEL_SELECTION
@@ -65,7 +63,7 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(
             FEATURES_JOB,
             selection=FEATURES_SELECTION,
-            partitions_def=weekly_partitions(cfg),
+            partitions_def=weeks,
             description=(
                 "Rebuild the staging models for a range of weeks (one run for any range), then the "
                 "intermediate and mart models, and publish the marts for BI."
@@ -92,7 +90,7 @@ def build_jobs(cfg: ProjectConfig) -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(
             WEEKLY_JOB,
             selection=WEEKLY_SELECTION,
-            partitions_def=weekly_partitions(cfg),
+            partitions_def=weeks,
             description=(
                 "The weekly schedule's run: scan the landing folder, rebuild the week's features, update "
                 "performance tracking and drift events. On success the follow-up sensor starts a refit "

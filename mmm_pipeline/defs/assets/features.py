@@ -13,7 +13,6 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from mmm_pipeline.defs.partitions import weekly_partitions
 from mmm_pipeline.features.sql_models import SqlModel, Window, build_model, commit_model
 from mmm_pipeline.ingest.schemas import MODELING_RULES, modeling_rule_of, modeling_schema
 
@@ -64,9 +63,11 @@ def _case_table(frame: pd.DataFrame, cases: pd.DataFrame) -> str:
     return f"{len(cases)} failing value(s):\n\n" + shown.to_markdown(index=False)
 
 
-def _sql_asset(model: SqlModel, cfg: ProjectConfig, models: dict[str, SqlModel]) -> dg.AssetsDefinition:
+def _sql_asset(
+    model: SqlModel, cfg: ProjectConfig, models: dict[str, SqlModel], weeks: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     schema, rules, rule_of = _rules_for(model, cfg)
-    partitions = weekly_partitions(cfg) if model.incremental else None
+    partitions = weeks if model.incremental else None
 
     @dg.asset(
         name=model.name,
@@ -122,5 +123,9 @@ def _sql_asset(model: SqlModel, cfg: ProjectConfig, models: dict[str, SqlModel])
     return _asset
 
 
-def build_feature_assets(cfg: ProjectConfig, models: dict[str, SqlModel]) -> list[dg.AssetsDefinition]:
-    return [_sql_asset(model, cfg, models) for model in models.values()]
+def build_feature_assets(
+    cfg: ProjectConfig, models: dict[str, SqlModel], weeks: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    """One asset per SQL model; the incremental ones are partitioned by ``weeks``
+    (:func:`mmm_pipeline.defs.partitions.weekly_partitions`, read once per code location build)."""
+    return [_sql_asset(model, cfg, models, weeks) for model in models.values()]

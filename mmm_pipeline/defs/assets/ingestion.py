@@ -27,7 +27,6 @@ from mmm_pipeline.ingest.schemas import LANDING_RULES
 
 from ...config import ProjectConfig
 from ...warehouse import transaction
-from ..partitions import weekly_partitions
 from ..resources import WRITER_POOL, WarehouseResource
 from .model import MARKETS
 
@@ -57,14 +56,14 @@ def changed_weeks(
     return {w: v for w, v in sorted({**gone, **now}.items()) if observed.get(w) != v}
 
 
-def landed_week_specs(cfg: ProjectConfig) -> list[dg.AssetSpec]:
+def landed_week_specs(weeks: dg.PartitionsDefinition) -> list[dg.AssetSpec]:
     """The external ``landed_weeks`` asset: weekly partitions like the staging models it feeds."""
     return [
         dg.AssetSpec(
             LANDED_KEY,
             group_name="ingestion",
             kinds={"duckdb"},
-            partitions_def=weekly_partitions(cfg),
+            partitions_def=weeks,
             deps=["landing_files"],
             description=(
                 "The active landed rows (raw.landed_media, _kpi, _controls, _lift_tests), by week: observed "

@@ -26,6 +26,7 @@ from ...report import (
     serving_ids,
     write_report,
 )
+from ..partitions import weekly_partitions
 from .features import build_feature_assets
 from .ingestion import build_ingestion_assets
 from .model import MARKETS
@@ -39,7 +40,7 @@ def data_quality_check_keys(cfg: ProjectConfig) -> list[dg.AssetCheckKey]:
     """
     assets = [
         *build_ingestion_assets(cfg),
-        *build_feature_assets(cfg, discover_models(cfg.sql_models_dir, cfg)),
+        *build_feature_assets(cfg, discover_models(cfg.sql_models_dir, cfg), weekly_partitions(cfg)),
     ]
     return sorted(
         {k for a in assets for k in a.check_keys}, key=lambda k: (k.asset_key.to_user_string(), k.name)
