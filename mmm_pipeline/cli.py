@@ -235,9 +235,9 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # before the heavy imports: a config error answers at once
     from .runner import run_pipeline
 
-    cfg = _config(args)
     started = time.perf_counter()
     summary = run_pipeline(cfg, weeks=args.weeks, select=args.select, until=args.until, refit=args.refit)
     status = _print_summary(summary)
@@ -249,11 +249,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_track(args: argparse.Namespace) -> int:
     """Recompute tracking and drift events now; print each champion's recent weeks and open events."""
+    cfg = _config(args)
     from .definitions import build_definitions
     from .defs.jobs import TRACKING_JOB
     from .runner import project_instance, run_job
 
-    cfg = _config(args)
     result = run_job(build_definitions(cfg), TRACKING_JOB, project_instance(cfg))
     if not result.success:
         print("error: the tracking run failed (see the Dagster run log)", file=sys.stderr)
@@ -310,9 +310,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from .runner import project_instance
 
-    cfg = _config(args)
     project_instance(cfg)  # make sure the instance config exists
     env = {
         **os.environ,

@@ -64,6 +64,8 @@ def test_inputs_are_scaled_padded_and_name_unknown_channels() -> None:
         tests.inputs(["search"], [60_000.0], 2_000_000.0, 8)
 
 
+@pytest.mark.slow  # two fits on a graph of its own (35 s of compiling); the default suite checks each
+# pipeline fit against its lift tests (tests/test_lift_tests_pipeline.py, the lift_tests_agree check)
 def test_precise_lift_tests_pin_the_fitted_curves_to_the_truth() -> None:
     """Experiments at two spend levels per channel, read without noise and with a small standard error,
     leave each channel's fitted curve close to the true one; without them the same fit is off by much

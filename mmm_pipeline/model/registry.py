@@ -13,6 +13,7 @@ writes files; only registration writes to the warehouse (in the writer pool).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -262,11 +263,22 @@ class StoredModel:
 
 
 def load_model(folder: Path | str) -> StoredModel:
-    """Load a model run's posterior with its spec and frozen scaling, without refitting."""
-    folder = Path(folder)
-    idata = az.from_netcdf(str(folder / "posterior.nc"))
+    """Load a model run's posterior with its spec and frozen scaling, without refitting.
+
+    A run reads the same champion in several steps (each plan's optimization, the recording, tracking,
+    the scorecard), so loads are kept per process, keyed by the file's path and modification time: an
+    artifact is written once under its own model id, and a rewritten file is read again. Callers only
+    read the posterior.
+    """
+    path = (Path(folder) / "posterior.nc").resolve()
+    return _load_posterior(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_posterior(path: str, _mtime_ns: int) -> StoredModel:
+    idata = az.from_netcdf(path)
     return StoredModel(
-        model_id=folder.name,
+        model_id=Path(path).parent.name,
         idata=idata,
         spec=ModelSpec.model_validate_json(idata.attrs["model_spec"]),
         scaling=ScalingSpec.model_validate_json(idata.attrs["scaling"]),

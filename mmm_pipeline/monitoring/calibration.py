@@ -223,8 +223,12 @@ def shift_statistic(paths: np.ndarray, null: NullErrors, window: int) -> np.ndar
     for s in range(head):
         t = np.cumsum(w[:, s:] * steps[s:, s], axis=1) / np.sqrt(np.cumsum(steps[s:, s] ** 2))
         np.maximum(out[:, s:head], np.abs(t), out=out[:, s:head])
-    for end in range(head + 1, n_weeks + 1):  # weeks past the window: the last `window` weeks each
-        out[:, end - 1] = shift_statistic(x[:, end - window : end], null, window)[:, -1]
+    # Weeks past the window read their last `window` weeks: whitened, the statistic for each candidate
+    # start s is the (lower-triangular) step regressor's dot product, one matrix product per week.
+    scale = np.sqrt(np.sum(steps**2, axis=0))
+    for end in range(head + 1, n_weeks + 1):
+        t = (x[:, end - window : end] @ whiten.T) @ steps / scale
+        out[:, end - 1] = np.max(np.abs(t), axis=1)
     return out
 
 
