@@ -18,4 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from threadpoolctl import threadpool_limits  # noqa: E402  (after the variable: it may load NumPy)
 
-threadpool_limits(limits=int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")
+_threads = os.environ["OPENBLAS_NUM_THREADS"].strip()
+# A value OpenBLAS itself would not read as a count (empty, "auto") leaves the loaded pools as they are.
+if _threads.isdigit() and int(_threads) > 0:
+    threadpool_limits(limits=int(_threads), user_api="blas")
