@@ -276,7 +276,10 @@ def load_model(folder: Path | str) -> StoredModel:
 
 @functools.lru_cache(maxsize=8)
 def _load_posterior(path: str, _mtime_ns: int) -> StoredModel:
-    idata = az.from_netcdf(path)
+    # Read into memory and close the file (ArviZ opens lazily by default): a kept entry must not depend
+    # on a file that a re-run of the same model may replace.
+    with az.rc_context({"data.load": "eager"}):
+        idata = az.from_netcdf(path)
     return StoredModel(
         model_id=Path(path).parent.name,
         idata=idata,
