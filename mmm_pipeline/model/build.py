@@ -16,10 +16,10 @@ Scaling (frozen in :class:`ScalingSpec`, computed once from the first training w
 * Trend: weeks since the first training week over the number of training weeks (slope = change over
   the first window). Seasonality: Fourier terms of the calendar date, so they do not depend on the window.
 
-Every array the data determines enters through a ``pm.Data`` container, and the time axis is padded to a
-multiple of :attr:`ModelSpec.pad_weeks_to` weeks with a mask on the likelihood. Padding sits after the
-last week and adstock only looks back, so padded weeks change nothing; they let next week's refit or
-another CV fold swap the data into an already compiled graph (see ``fit.py``).
+Every array the data determines enters through one ``pm.Data`` container (:class:`PackedData`), and the
+time axis is padded to a multiple of :attr:`ModelSpec.pad_weeks_to` weeks with a mask on the likelihood.
+Padding sits after the last week and adstock only looks back, so padded weeks change nothing; they let
+next week's refit or another CV fold swap the data into an already compiled graph (see ``fit.py``).
 
 NUTS samples ``intercept`` and ``beta_c`` in other coordinates (``intercept_centered``,
 ``log_contribution_sd``); the equation, the priors and the posterior are the same (see
@@ -448,8 +448,54 @@ def _channel_effect(
     return pm.Deterministic("beta_channel", pt.exp(log_sd - log_spread), dims="channel")
 
 
+#: The name of the one data container of every graph (:class:`PackedData`).
+DATA_CONTAINER = "data"
+
+
+def input_layout(inputs: dict[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Names and shapes of ``inputs`` in packing order: what a compiled graph expects its data to be."""
+    return tuple((name, np.shape(inputs[name])) for name in sorted(inputs))
+
+
+def pack_inputs(inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Every array of ``inputs`` in one float vector, in :func:`input_layout`'s order (the value of the
+    :data:`DATA_CONTAINER` container)."""
+    return np.concatenate([np.asarray(inputs[name], dtype=float).ravel() for name, _ in input_layout(inputs)])
+
+
+class PackedData:
+    """Every array of ``inputs`` as a view of one ``pm.Data`` vector, by name.
+
+    Why one container: nutpie wraps each data container of a graph in numba code of its own, compiled again
+    in every process, so the compile time grows with their number (the single-market graph with 9
+    containers compiled in 26-28 s with warm caches, frozen to constants in 13 s). One container keeps the
+    data swappable (next week's refit, a CV fold, another market on the compiled graph) at the cost of
+    one. Shapes are fixed by the graph (they are part of the graph key); integer arrays (lift-test
+    indices) travel as floats, exact for any index, and are cast back.
+    """
+
+    def __init__(self, inputs: dict[str, np.ndarray]) -> None:
+        self.layout = input_layout(inputs)
+        self.var = pm.Data(DATA_CONTAINER, pack_inputs(inputs))
+        self._views: dict[str, pt.TensorVariable] = {}
+        offset = 0
+        for name, shape in self.layout:
+            size = math.prod(shape)
+            view = self.var[offset : offset + size].reshape(shape)
+            if np.issubdtype(np.asarray(inputs[name]).dtype, np.integer):
+                view = pt.cast(pt.round(view), "int64")
+            self._views[name] = view
+            offset += size
+
+    def __getitem__(self, name: str) -> pt.TensorVariable:
+        return self._views[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._views
+
+
 def lift_test_likelihood(
-    inputs: dict[str, np.ndarray],
+    data: PackedData,
     groups: list[tuple[SaturationGroupDims, dict[str, pt.TensorVariable]]],
     beta: pt.TensorVariable,
 ) -> None:
@@ -465,20 +511,17 @@ def lift_test_likelihood(
     In a pooled model (:mod:`mmm_pipeline.model.pooled`) ``beta`` and the parameters carry a leading
     market axis and ``lift_market`` says in which market each test ran: a test reads its own market's
     curve."""
-    channel = pm.Data("lift_channel", inputs["lift_channel"], dims="lift_test")
-    pooled = "lift_market" in inputs
-    market = pm.Data("lift_market", inputs["lift_market"], dims="lift_test") if pooled else None
+    channel = data["lift_channel"]
+    pooled = "lift_market" in data
+    market = data["lift_market"] if pooled else None
 
     def per_test(values: pt.TensorVariable) -> pt.TensorVariable:
         """Each test's value of a ``(C,)`` (or, pooled, ``(M, C)``) parameter."""
         return values[market, channel] if pooled else values[channel]
 
-    x_old = pm.Data("lift_x", inputs["lift_x"], dims="lift_test")
-    x_new = pm.Data("lift_x_new", inputs["lift_x_new"], dims="lift_test")
-    observed = pm.Data("lift_y", inputs["lift_y"], dims="lift_test")
-    se = pm.Data("lift_se", inputs["lift_se"], dims="lift_test")
-    lift_mask = pm.Data("lift_mask", inputs["lift_mask"], dims="lift_test")
-    full_shape = inputs["beta_prior_scale"].shape  # (C,), or (M, C) pooled
+    x_old, x_new = data["lift_x"], data["lift_x_new"]
+    observed, se, lift_mask = data["lift_y"], data["lift_se"], data["lift_mask"]
+    full_shape = dict(data.layout)["beta_prior_scale"]  # (C,), or (M, C) pooled
     n_channels = full_shape[-1]
     rises = []
     for (kind, idx, dim), params in groups:
@@ -527,7 +570,8 @@ def model_coords(
 
 
 def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: ModelSpec) -> pm.Model:
-    """The PyMC model on data containers named as :func:`model_inputs`' keys (see the module docstring).
+    """The PyMC model on ``inputs`` (:func:`model_inputs`, one :class:`PackedData` container; see the module
+    docstring).
 
     Media effects are non-negative: ``beta_c`` has a positive prior and saturation maps into ``[0, 1)``.
     The likelihood is a ``Potential`` summing the masked pointwise log-density, so padded weeks add
@@ -549,10 +593,8 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
     channels, controls = scaling.channels, scaling.controls
     groups = saturation_groups(spec, channels)
     with pm.Model(coords=model_coords(inputs, scaling, spec)) as model:
-        media = pm.Data("media", inputs["media"], dims=("time", "channel"))
-        media_init = pm.Data("media_init", inputs["media_init"], dims=("lag_init", "channel"))
-        y = pm.Data("y", inputs["y"], dims="time")
-        mask = pm.Data("mask", inputs["mask"], dims="time")
+        data = PackedData(inputs)
+        media, media_init, y, mask = data["media"], data["media_init"], data["y"], data["mask"]
 
         if not spec.reparameterize:
             intercept = prior_variable("intercept", spec.prior("intercept"))
@@ -560,17 +602,17 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         # term by term from the data's means (the same number as the mean of the sum).
         terms, mean_terms = pt.zeros(n_time), pt.zeros(())
         if spec.trend:
-            trend = pm.Data("trend", inputs["trend"], dims="time")
+            trend = data["trend"]
             slope = prior_variable("trend_slope", spec.prior("trend_slope"))
             terms, mean_terms = terms + slope * trend, mean_terms + slope * _masked_mean(mask, trend)
         linear = []
         if spec.n_fourier:
-            fourier = pm.Data("fourier", inputs["fourier"], dims=("time", "fourier_mode"))
+            fourier = data["fourier"]
             linear.append(
                 (fourier, prior_variable("gamma_fourier", spec.prior("gamma_fourier"), "fourier_mode"))
             )
         if controls:
-            control_data = pm.Data("controls", inputs["controls"], dims=("time", "control"))
+            control_data = data["controls"]
             linear.append(
                 (control_data, prior_variable("gamma_control", spec.prior("gamma_control"), "control"))
             )
@@ -578,7 +620,7 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
             terms = terms + pt.dot(features, coef)
             mean_terms = mean_terms + pt.dot(_masked_mean(mask, features), coef)
 
-        prior_scale = pm.Data("beta_prior_scale", inputs["beta_prior_scale"], dims="channel")
+        prior_scale = data["beta_prior_scale"]
         alpha = prior_variable("alpha", spec.prior("alpha"), "channel")
         theta = prior_variable("theta", spec.prior("theta"), "channel") if spec.adstock == "delayed" else None
         adstocked = transforms.adstock(
@@ -586,7 +628,7 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         )
         unit = None
         if spec.saturation_prior_unit == "typical_spend":
-            unit = pm.Data("saturation_unit", inputs["saturation_unit"], dims="channel")
+            unit = data["saturation_unit"]
         group_params = [
             (group, {p: _saturation_param(p, spec, unit, group) for p in SATURATION_PARAMS[group[0]]})
             for group in groups
@@ -598,7 +640,7 @@ def build_model(inputs: dict[str, np.ndarray], scaling: ScalingSpec, spec: Model
         terms = terms + (saturated * beta).sum(axis=1)
         mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum()
         if "lift_x" in inputs:
-            lift_test_likelihood(inputs, group_params, beta)
+            lift_test_likelihood(data, group_params, beta)
 
         if spec.reparameterize:
             centered = shifted_prior("intercept_centered", spec.prior("intercept"), mean_terms)

@@ -3,8 +3,9 @@
 Compiling is the expensive part of a small MMM: nutpie's numba compilation of the graph takes tens of
 seconds, sampling a few hundred weeks a few seconds. A continuous pipeline refits every week and
 cross-validates over folds, so :class:`ModelCache` keeps compiled graphs keyed by everything that shapes
-them (structure, priors, channels, controls, padded length) and later fits only swap data in:
-``CompiledPyMCModel.with_data`` for nutpie, ``pm.set_data`` for PyMC's samplers. Because the time axis
+them (structure, priors, channels, controls, padded length) and later fits only swap data in (the one
+packed data container, :class:`~mmm_pipeline.model.build.PackedData`): ``CompiledPyMCModel.with_data``
+for nutpie, ``pm.set_data`` for PyMC's samplers. Because the time axis
 is padded to a multiple of ``spec.pad_weeks_to`` weeks, windows that differ by a few weeks share a graph.
 """
 
@@ -22,7 +23,16 @@ import arviz as az
 import numpy as np
 import pymc as pm
 
-from mmm_pipeline.model.build import ModelData, ScalingSpec, build_model, model_inputs, padded_length
+from mmm_pipeline.model.build import (
+    DATA_CONTAINER,
+    ModelData,
+    ScalingSpec,
+    build_model,
+    input_layout,
+    model_inputs,
+    pack_inputs,
+    padded_length,
+)
 from mmm_pipeline.model.calibration import LiftTests, padded_tests
 from mmm_pipeline.model.spec import ModelSpec
 
@@ -64,6 +74,7 @@ class CacheEntry:
     """A built model and, after its first nutpie fit, its compiled form: what :class:`ModelCache` keeps."""
 
     model: pm.Model
+    layout: tuple  # the names and shapes of the inputs it was built for (:func:`~.build.input_layout`)
     compiled: Any = None  # nutpie's CompiledPyMCModel, made on the first nutpie fit
 
 
@@ -146,7 +157,7 @@ def fit(
     entry = cache.get(key) if cache is not None else None
     reused = entry is not None and (sampler.name != "nutpie" or entry.compiled is not None)
     if entry is None:
-        entry = CacheEntry(build_model(inputs, scaling, spec))
+        entry = CacheEntry(build_model(inputs, scaling, spec), input_layout(inputs))
         if cache is not None:
             cache.put(key, entry)
     built = time.perf_counter()
@@ -177,6 +188,9 @@ def sample_entry(
     sample_s)``. One sampling step for the single-market and the pooled model, so both report the same
     timings and progress lines."""
     report = progress or (lambda _message: None)
+    if input_layout(inputs) != entry.layout:  # a graph key that misses a shape would sample wrong data
+        raise ValueError(f"inputs {input_layout(inputs)} do not fit the graph built for {entry.layout}")
+    packed = pack_inputs(inputs)
     compile_s = 0.0
     if spec.sampler.name == "nutpie":
         import nutpie
@@ -188,14 +202,11 @@ def sample_entry(
             compile_s = time.perf_counter() - t0
             report(f"compiled in {compile_s:.1f} s")
         t0 = time.perf_counter()
-        # Only the containers this structure declares: no controls, ``n_fourier: 0`` or ``trend: false``
-        # leave some inputs without a container, and nutpie rejects names it does not know.
-        shared = {k: v for k, v in inputs.items() if k in entry.model.named_vars}
-        idata = _sample_nutpie(entry.compiled.with_data(**shared), spec, progress)
+        idata = _sample_nutpie(entry.compiled.with_data(**{DATA_CONTAINER: packed}), spec, progress)
         sample_s = time.perf_counter() - t0
     else:
         t0 = time.perf_counter()
-        idata = _sample_pymc(entry.model, inputs, spec, progress)
+        idata = _sample_pymc(entry.model, packed, spec, progress)
         sample_s = time.perf_counter() - t0
         # pm.sample compiles (and initializes) on every call; its own clock covers the sampling loop only.
         loop_s = idata.posterior.attrs.get("sampling_time")
@@ -287,7 +298,7 @@ def _sample_nutpie(compiled: Any, spec: ModelSpec, progress: Progress | None) ->
 
 
 def _sample_pymc(
-    model: pm.Model, inputs: dict[str, np.ndarray], spec: ModelSpec, progress: Progress | None
+    model: pm.Model, packed: np.ndarray, spec: ModelSpec, progress: Progress | None
 ) -> az.InferenceData:
     """PyMC's own NUTS, or numpyro/blackjax through ``pm.sample(nuts_sampler=...)``."""
     s = spec.sampler
@@ -297,7 +308,7 @@ def _sample_pymc(
     elif s.name in ("numpyro", "blackjax"):
         kwargs["nuts_sampler"] = s.name
     with model:
-        pm.set_data({k: v for k, v in inputs.items() if k in model.named_vars})
+        pm.set_data({DATA_CONTAINER: packed})
         return pm.sample(
             draws=s.draws,
             tune=s.tune,

@@ -40,8 +40,10 @@ from mmm_pipeline.model.build import (
     SATURATION_PARAMS,
     SPEND_POWER,
     ModelData,
+    PackedData,
     ScalingSpec,
     group_prior,
+    input_layout,
     lift_test_likelihood,
     model_coords,
     model_inputs,
@@ -196,31 +198,29 @@ def build_pooled_model(
     groups = saturation_groups(spec, channels)
     spread = spec.prior("market_sd")
     with pm.Model(coords=model_coords(inputs, scaling, spec, markets)) as model:
-        media = pm.Data("media", inputs["media"], dims=("time", "market", "channel"))
-        media_init = pm.Data("media_init", inputs["media_init"], dims=("lag_init", "market", "channel"))
-        y = pm.Data("y", inputs["y"], dims=("time", "market"))
-        mask = pm.Data("mask", inputs["mask"], dims=("time", "market"))
+        data = PackedData(inputs)
+        media, media_init, y, mask = data["media"], data["media_init"], data["y"], data["mask"]
 
         if not spec.reparameterize:
             intercept = prior_variable("intercept", spec.prior("intercept"), "market")
         terms, mean_terms = pt.zeros((n_time, len(markets))), pt.zeros(len(markets))
         if spec.trend:
-            trend = pm.Data("trend", inputs["trend"], dims=("time", "market"))
+            trend = data["trend"]
             slope = prior_variable("trend_slope", spec.prior("trend_slope"), "market")
             terms, mean_terms = terms + slope * trend, mean_terms + slope * _masked_mean(mask, trend)
         if spec.n_fourier:
-            fourier = pm.Data("fourier", inputs["fourier"], dims=("time", "fourier_mode"))
+            fourier = data["fourier"]
             gamma = prior_variable("gamma_fourier", spec.prior("gamma_fourier"), ("market", "fourier_mode"))
             terms = terms + pt.dot(fourier, gamma.T)
             mean_fourier = pt.dot(mask.T, fourier) / mask.sum(axis=0)[:, None]  # (M, F)
             mean_terms = mean_terms + (mean_fourier * gamma).sum(axis=1)
         if controls:
-            control_data = pm.Data("controls", inputs["controls"], dims=("time", "market", "control"))
+            control_data = data["controls"]
             gamma = prior_variable("gamma_control", spec.prior("gamma_control"), ("market", "control"))
             terms = terms + (control_data * gamma[None]).sum(axis=2)
             mean_terms = mean_terms + (_masked_mean(mask, control_data) * gamma).sum(axis=1)
 
-        prior_scale = pm.Data("beta_prior_scale", inputs["beta_prior_scale"], dims=("market", "channel"))
+        prior_scale = data["beta_prior_scale"]
         alpha = pm.Deterministic(
             "alpha",
             _pooled_share("alpha", spec.prior("alpha"), "channel", spread),
@@ -238,7 +238,7 @@ def build_pooled_model(
         )  # (T, M, C)
         unit = None
         if spec.saturation_prior_unit == "typical_spend":
-            unit = pm.Data("saturation_unit", inputs["saturation_unit"], dims=("market", "channel"))
+            unit = data["saturation_unit"]
         group_params = []
         for group in groups:
             _, idx, dim = group
@@ -265,7 +265,7 @@ def build_pooled_model(
         terms = terms + (saturated * beta[None]).sum(axis=2)
         mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum(axis=1)
         if "lift_x" in inputs:
-            lift_test_likelihood(inputs, group_params, beta)
+            lift_test_likelihood(data, group_params, beta)
 
         if spec.reparameterize:
             centered = shifted_prior("intercept_centered", spec.prior("intercept"), mean_terms, dims="market")
@@ -356,7 +356,8 @@ def fit_pooled(
     sampler = spec.sampler
     reused = entry is not None and (sampler.name != "nutpie" or entry.compiled is not None)
     if entry is None:
-        entry = CacheEntry(build_pooled_model(inputs, markets, scalings[markets[0]], spec))
+        model = build_pooled_model(inputs, markets, scalings[markets[0]], spec)
+        entry = CacheEntry(model, input_layout(inputs))
         if cache is not None:
             cache.put(key, entry)
     built = time.perf_counter()
