@@ -11,19 +11,23 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor
 import pytest
 
 from mmm_pipeline import metrics
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import (
+    DATA_CONTAINER,
     ModelData,
+    PackedData,
     ScalingSpec,
     build_model,
     model_inputs,
     padded_length,
     typical_spend,
 )
-from mmm_pipeline.model.fit import FitResult, ModelCache, fit
+from mmm_pipeline.model.calibration import LiftTests
+from mmm_pipeline.model.fit import CacheEntry, FitResult, ModelCache, fit, sample_entry
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.spec import ModelSpec, PriorSpec, SamplerSpec
 from mmm_testkit.adapters import model_data
@@ -146,6 +150,25 @@ def test_frozen_scaling_is_reused_and_graph_not_recompiled(data, result, cache):
     assert second["mask"].sum() == window.n_weeks and second["mask"][window.n_weeks :].sum() == 0
     assert refit.reused_graph and refit.timings["compile"] == 0.0
     assert insights.diagnostics(refit.idata, refit.scaling, SPEC, window)["r2"] > 0.9
+
+
+def test_one_packed_container_carries_every_input_exactly(data, result):
+    """The graph reads each input from one data container (nutpie compiles one wrapper, not one per
+    array): every view gives back its array to the bit, integer lift-test indices as integers, and data
+    of another shape is refused rather than read at the wrong offsets."""
+    world = generate_world(seed=11, n_weeks=N_WEEKS, lift_tests_per_channel=1)
+    tests = LiftTests.from_frame(world.lift_tests)
+    inputs = model_inputs(data, result.scaling, SPEC, lift_tests=tests)
+    with pm.Model() as model:
+        packed = PackedData(inputs)
+    assert [v.name for v in model.data_vars] == [DATA_CONTAINER]
+    views = pytensor.function([], [packed[name] for name, _ in packed.layout])()
+    for (name, _), value in zip(packed.layout, views, strict=True):
+        np.testing.assert_array_equal(value, inputs[name])
+        assert value.dtype.kind == np.asarray(inputs[name]).dtype.kind, name
+    entry = CacheEntry(model, packed.layout)
+    with pytest.raises(ValueError, match="do not fit the graph built for"):  # no lift-test rows
+        sample_entry(entry, model_inputs(data, result.scaling, SPEC), SPEC, None)
 
 
 def test_diagnostics_and_insights(data, result, messages):
