@@ -60,6 +60,8 @@ def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
         # Then a refit: the new fit must be kept as rejected and the champions must stay. One attempt:
         # the retry ladder through the pipeline to BI is test_remedies' (the CLI test).
         raw["model"]["remedies"] = {"max_attempts": 1}
+        # No draw count passes this gate: the fewest draws that still give a posterior to keep.
+        raw["model"]["spec"]["sampler"] |= {"draws": 50, "tune": 50}
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["strict"] = _run(config_path, refit=True)
         stages["after_strict"] = model_runs(config_path)

@@ -85,20 +85,21 @@ def run_step_on_worker(dependencies: object, packed: bytes, pool: str | None) ->
     has one; returns the step's events pickled (dask cannot size Dagster records either, and warns).
     ``dependencies`` (the upstream steps' futures) only orders the tasks.
 
-    A step in a pool first leaves the worker's thread pool (``secede``): waiting for the lock, it would
-    otherwise hold the worker's only thread, and the worker would idle while another run's writer step
-    runs elsewhere, instead of taking that run's fit, fold or plan steps. It does not rejoin: rejoining
-    waits for a free thread while holding the lock, so every writer on the cluster would wait for
-    whatever long step this worker took meanwhile. Writer steps are short (a few seconds of DuckDB
-    writes), so one beside a running fit costs that fit little. The job's definition (rebuilt when the
-    worker's previous step was of a run with another selection) is loaded before the lock, not in it.
+    A step waiting for the lock keeps the worker's thread: it must not leave the thread pool
+    (``secede``) so the worker can take another step meanwhile. Two Dagster steps in threads of one
+    process deadlock: each step's setup reconfigures Python logging (``logging.config.dictConfig``, from
+    the instance's ``dagster.yaml``), which takes logging's module lock and then every handler's lock,
+    while the other step's thread holds a handler's lock (emitting an event) and waits for the module
+    lock. Seen here with the secede variant: 8 markets on 2 workers, both workers idle for good after
+    4 minutes. Writer steps are short (a few seconds of DuckDB writes), so the wait costs little. The
+    job's definition (rebuilt when the worker's previous step was of a run with another selection) is
+    loaded before the lock, not in it.
     """
     arguments = with_ready_outputs(pickle.loads(packed))
     if pool is None:
         return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
     recon_job, run = arguments[0], arguments[1]
     recon_job.get_subset(op_selection=run.resolved_op_selection).get_definition()  # cached per process
-    dask.distributed.secede()
     with dask.distributed.Lock(f"dagster-pool/{pool}"):
         return pickle.dumps(list(query_on_dask_worker(dependencies, *arguments)))
 
