@@ -128,12 +128,14 @@ def main() -> None:
     base = base_project(root / "base", args)
     print(
         f"{args.markets} markets x {args.weeks} weeks, {args.chains} chains x {args.draws} draws (1 core "
-        f"each), {args.folds} CV fold(s); machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+        f"each), {args.folds} CV fold(s); machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
     times: dict[str, float] = {}
     breakdown: dict[str, str] = {}
     if args.in_process:
         times["in_process"], _ = timed_refit(base, root / "in_process", {"executor": "in_process"})
+        print(f"in_process: {times['in_process']:.1f} s", flush=True)
     for n in (int(w) for w in args.workers.split(",")):
         with LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
@@ -145,6 +147,8 @@ def main() -> None:
             breakdown[name] = f"load {os.getloadavg()[0]:.1f} at the end\n" + where_the_time_went(
                 root / f"dask_{n}" / "dagster_home", started
             )
+            # as each configuration ends: a later one that hangs (or is stopped) keeps this figure
+            print(f"{name}: {times[name]:.1f} s", flush=True)
     print(f"{'configuration':<22} {'wall s':>8} {'markets/min':>12}")
     for name, seconds in times.items():
         print(f"{name:<22} {seconds:8.1f} {args.markets / seconds * 60:12.2f}")
