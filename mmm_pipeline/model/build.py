@@ -476,12 +476,12 @@ class PackedData:
 
     def __init__(self, inputs: dict[str, np.ndarray]) -> None:
         self.layout = input_layout(inputs)
-        self.var = pm.Data(DATA_CONTAINER, pack_inputs(inputs))
+        packed = pm.Data(DATA_CONTAINER, pack_inputs(inputs))
         self._views: dict[str, pt.TensorVariable] = {}
         offset = 0
         for name, shape in self.layout:
             size = math.prod(shape)
-            view = self.var[offset : offset + size].reshape(shape)
+            view = packed[offset : offset + size].reshape(shape)
             if np.issubdtype(np.asarray(inputs[name]).dtype, np.integer):
                 view = pt.cast(pt.round(view), "int64")
             self._views[name] = view

@@ -5,8 +5,8 @@ seconds, sampling a few hundred weeks a few seconds. A continuous pipeline refit
 cross-validates over folds, so :class:`ModelCache` keeps compiled graphs keyed by everything that shapes
 them (structure, priors, channels, controls, padded length) and later fits only swap data in (the one
 packed data container, :class:`~mmm_pipeline.model.build.PackedData`): ``CompiledPyMCModel.with_data``
-for nutpie, ``pm.set_data`` for PyMC's samplers. Because the time axis
-is padded to a multiple of ``spec.pad_weeks_to`` weeks, windows that differ by a few weeks share a graph.
+for nutpie, ``pm.set_data`` for PyMC's samplers. Because the time axis is padded to a multiple of
+``spec.pad_weeks_to`` weeks, windows that differ by a few weeks share a graph.
 """
 
 from __future__ import annotations
