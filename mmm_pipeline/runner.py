@@ -34,6 +34,7 @@ from .defs.staleness import (
     OBSERVED_KEYS,
     MarketPlan,
     WeekRange,
+    around_shared,
     model_plans,
     stale_week_ranges,
     weeks_with_data,
@@ -66,6 +67,8 @@ RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 #: Scope of the runs that hash a market's inputs again (in the run list the CLI prints).
 INPUTS_SCOPE = " (inputs hash)"
+#: Scope of a market's runs of what reads every market's monitoring (its report), after that ran once.
+REPORT_SCOPE = " (report)"
 
 
 def project_instance(cfg: ProjectConfig) -> DagsterInstance:
@@ -361,7 +364,9 @@ def _refit_models(
             plans = model_plans(instance, graph, set(job_keys) - set(GROUP_KEYS), observed)
             with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
                 latest = {market: latest_run(conn, market) for market in weeks}
-    fanned_out: list[tuple[str, list[dg.AssetKey]]] = []
+    own: list[tuple[str, list[dg.AssetKey]]] = []
+    below: list[tuple[str, list[dg.AssetKey]]] = []
+    shared: set[dg.AssetKey] = set()
     for plan in plans:
         market, run = plan.market, latest[plan.market]
         last_week = min(weeks[market], cfg.model.train_end) if cfg.model.train_end else weeks[market]
@@ -380,19 +385,47 @@ def _refit_models(
             # stale to it. The one rule of the runner's own: write the report again (nothing else).
             log(f"market {market}: no report folder under {cfg.reports_dir}: writing the report again")
             selection.append(REPORT_KEY)
-        if selection and cfg.execution.executor == "in_process":
-            run_market(selection, market)
-        elif selection:
-            fanned_out.append((market, selection))
-    if fanned_out:
+        mine, common, after = around_shared(graph, selection)
+        shared.update(common)
+        own += [(market, list(mine))] if mine else []
+        below += [(market, list(after))] if after else []
+    failed = _run_markets(cfg, defs, instance, own, "", summary, log)
+    if shared:
+        # Once for every market, after all their fits and plans (each market's run would redo them).
+        log(f"all markets: running {_names(tuple(sorted(shared)))} once")
+        result = run_job(defs, MODEL_JOB, instance, sorted(shared))
+        _record(summary, MODEL_JOB, result, "all markets", prefix="all markets: ")
+        if not result.success:
+            return
+    later = [(m, keys) for m, keys in below if m not in failed]
+    _run_markets(cfg, defs, instance, later, REPORT_SCOPE, summary, log)
+
+
+def _run_markets(
+    cfg: ProjectConfig,
+    defs: dg.Definitions,
+    instance: DagsterInstance,
+    runs: list[tuple[str, list[dg.AssetKey]]],
+    scope: str,
+    summary: RunSummary,
+    log: Callable[[str], None],
+) -> set[str]:
+    """One model run per (market, selection): one after another in this process with the default
+    ``in_process`` executor (the compiled model graph is reused between markets of the same shape), else
+    all at once through the configured executor (:func:`fan_out`). Returns the markets whose run failed."""
+    results: list[tuple[str, dg.ExecuteInProcessResult]] = []
+    if cfg.execution.executor == "in_process":
+        results = [(m, run_job(defs, MODEL_JOB, instance, keys, partition_key=m)) for m, keys in runs]
+    elif runs:
         log(
-            f"running {len(fanned_out)} market(s) at once through the {cfg.execution.executor} executor"
+            f"running {len(runs)} market(s) at once through the {cfg.execution.executor} executor"
             + _executor_address(cfg)
         )
         job_def = defs.resolve_job_def(MODEL_JOB)
-        for market, run_id in fan_out(cfg, instance, fanned_out):
-            result = run_result(job_def, instance, run_id)
-            _record(summary, MODEL_JOB, result, market, prefix=f"market {market}: ")
+        results = [(m, run_result(job_def, instance, run_id)) for m, run_id in fan_out(cfg, instance, runs)]
+    for market, result in results:
+        _record(summary, MODEL_JOB, result, market + scope, prefix=f"market {market}: ")
+    return {market for market, result in results if not result.success}
 
 
 def _refit_group(

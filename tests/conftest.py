@@ -104,7 +104,8 @@ def run(cfg: ProjectConfig, weeks: str = "pending", until: str = "features") -> 
 
 
 def small_model_config(config_path: Path, **model: object) -> None:
-    """Make a project's model quick to fit in tests (2 chains x 200 draws, 2 CV folds), gate to match.
+    """Make a project's model quick to fit in tests (2 chains x 200 draws, 2 CV folds), gate to match,
+    and its plans quick to optimize (200 of those draws).
 
     ``model`` entries override the ``model`` section's keys (e.g. ``gate={...}``).
     """
@@ -121,6 +122,8 @@ def small_model_config(config_path: Path, **model: object) -> None:
         **model,
     }
     raw["cv"] = {"n_folds": 2, "min_train_weeks": 52, "horizon": 8, "step": 8, "baseline_draws": 500}
+    # Half the posterior's 400 draws: each plan's objective reads every draw it is given.
+    raw["optimization"] = {**raw.get("optimization", {}), "max_draws": 200}
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 

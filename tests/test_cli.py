@@ -44,8 +44,15 @@ def test_init_synthetic_two_markets_and_run(tmp_path: Path) -> None:
     # One model per market, fitted, gated, registered and published; the CLI prints each champion.
     for market in ("north", "south"):
         assert f"Champion of market {market}: {market}-" in result.stdout
-    model_runs = [line for line in result.stdout.splitlines() if "refit_model" in line]
-    assert len([line for line in model_runs if "(inputs hash)" not in line]) == 2, result.stdout
+    model_runs = [line.split()[3:] for line in result.stdout.splitlines() if "refit_model" in line]
+    # Per market: its inputs hashed, then its fit to its plan; every market's monitoring once; then
+    # each market's report (it reads that monitoring).
+    assert sorted(model_runs) == sorted(
+        [[m, "(inputs", "hash)", "ok"] for m in ("north", "south")]
+        + [[m, "ok"] for m in ("north", "south")]
+        + [["all", "markets", "ok"]]
+        + [[m, "(report)", "ok"] for m in ("north", "south")]
+    ), result.stdout
     # The run ends with each market's executive report (written after its refit).
     reports = [line for line in result.stdout.splitlines() if line.startswith("Executive report")]
     assert len(reports) == 2 and result.stdout.rstrip().endswith(reports[-1])

@@ -106,7 +106,7 @@ def market_step_pids(config_path: Path, runs: list) -> set[int]:
     """The processes that started the steps of the four markets' model runs (runs of the location, one
     per market partition)."""
     instance = project_instance(load_config(config_path))
-    fit_runs = [run_id for job, run_id, _ok, scope in runs if job == "refit_model" and "(" not in scope]
+    fit_runs = [run_id for job, run_id, _ok, scope in runs if job == "refit_model" and scope in MARKETS]
     assert len(fit_runs) == len(MARKETS)
     step_pids = set()
     for run_id in fit_runs:

@@ -288,6 +288,21 @@ def test_calibrated_thresholds_give_the_stated_rate_on_new_null_years() -> None:
     assert (calibration.year_statistic(CusumRule(threshold=5), z, 1) > 5).mean() > 0.3
 
 
+def test_the_same_champion_is_simulated_once_per_process() -> None:
+    """Tracking and drift both calibrate the champion in every run: the second call reuses the first's
+    thresholds (seeded, so equal to a fresh simulation); other inputs simulate again."""
+    cv = _cv(TRUTH, folds=4, seed=21)
+    first = _calibrate(cv)
+    again = _calibrate({k: np.array(v, copy=True) for k, v in cv.items()})
+    assert again is first
+    fresh = calibration._simulate(RULES, cv["z"], cv["forecast_cv"], cv["groups"], 0.05, 4, "cv", None,
+                                  first.n_paths, first.seed)  # fmt: skip
+    assert fresh.thresholds == first.thresholds and fresh.simulated_rates == first.simulated_rates
+    assert _calibrate(cv, rate=0.1) is not first and _calibrate(cv, seed=1) is not first
+    moved = dict(cv, z=cv["z"] + 1e-9)
+    assert _calibrate(moved) is not first
+
+
 def test_simulated_statistics_are_what_the_rules_do() -> None:
     """The vectorized statistics the calibration simulates fire in exactly the weeks (from week 4 on) in
     which the real rules (``drift.history`` on tracking rows) fire."""

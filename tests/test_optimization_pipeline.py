@@ -182,7 +182,7 @@ def test_recommendation_per_market_uses_the_champion(project: dict) -> None:
         row = summary.loc[market]
         assert row["model_id"] == champions[market]
         assert row["plan"] == "base" and row["scenarios"] == "recession, growth, competitive_response"
-        assert row["infeasible_scenarios"] == "" and row["n_draws"] == 400  # 2 chains x 200 draws
+        assert row["infeasible_scenarios"] == "" and row["n_draws"] == 200  # max_draws of the 2 x 200 draws
         assert row["total_recommended"] == pytest.approx(row["budget"], rel=1e-6)
         assert row["budget"] == pytest.approx(row["total_current"], rel=1e-9)  # change_pct 0
         assert row["uplift_hdi_low"] <= row["uplift_mean"] <= row["uplift_hdi_high"]

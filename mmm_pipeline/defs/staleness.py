@@ -111,7 +111,8 @@ def model_plans(
 
     ``job_keys``: the model job's assets (or the part of them a user selected). Unpartitioned assets
     of the job (performance tracking, drift events) go with the first market that runs; if no market
-    needs a run but one of them is stale, the first market runs just them. ``force_fit``
+    needs a run but one of them is stale, the first market's plan holds just them (the runner runs them
+    once after every market's own part: :func:`around_shared`). ``force_fit``
     (``run --refit``) adds the fit as a root for every market (every selected asset if the selection
     leaves the fit out).
     """
@@ -139,6 +140,23 @@ def _closure(asset_graph: BaseAssetGraph, roots: Iterable[dg.AssetKey], keys: se
     """``roots`` and their descendants among ``keys``, in a stable order."""
     below = dg.AssetSelection.assets(*roots).downstream().resolve(asset_graph)
     return tuple(sorted(below & keys))
+
+
+def around_shared(
+    asset_graph: BaseAssetGraph, selection: Iterable[dg.AssetKey]
+) -> tuple[tuple[dg.AssetKey, ...], tuple[dg.AssetKey, ...], tuple[dg.AssetKey, ...]]:
+    """A market's selection cut where it meets the job's unpartitioned assets: ``(own, shared, below)``.
+
+    The unpartitioned assets (performance tracking, drift events, the scorecard) cover every market's
+    champion, so one run of them after all the markets' own runs does what each market's run would
+    otherwise redo for every market, one writer at a time; ``below`` is the market's part that reads
+    them (its report), run after that."""
+    selection = tuple(selection)
+    shared = tuple(k for k in selection if not asset_graph.get(k).is_partitioned)
+    under = dg.AssetSelection.assets(*shared).downstream().resolve(asset_graph) if shared else set()
+    below = tuple(k for k in selection if k in under and k not in shared)
+    own = tuple(k for k in selection if k not in under)
+    return own, shared, below
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ and is not part of the split); events only count from ``min_weeks`` tracked week
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +47,10 @@ ERROR_RULES = ("interval_misses", "rolling_mape", "cusum", "changepoint")
 MIN_RESIDUALS = 8
 #: Upper bound on the fitted autocorrelation (a near-unit root is not a stable forecast error).
 MAX_RHO = 0.9
+#: Calibrations simulated in this process, by a digest of their inputs (see :func:`calibrate`).
+_CALIBRATIONS: dict[str, Calibration] = {}
+#: At most this many are kept (a market's champion changes rarely; hundreds of markets stay cheap).
+MAX_CACHED = 1024
 #: Quantile of the level variance's sampling spread the changepoint test assumes (see
 #: :attr:`NullErrors.shift_test_level_sd`).
 SHIFT_TEST_LEVEL_QUANTILE = 0.9
@@ -368,6 +374,33 @@ def calibrate(
     if not 0 < rate_per_year < 1:
         raise ValueError(f"false_alarm_rate_per_year must be in (0, 1), got {rate_per_year}")
     z, forecast_cv = np.asarray(z, dtype=float), np.abs(np.asarray(forecast_cv, dtype=float))
+    # Seeded, so the same inputs always give the same thresholds: a run's tracking and drift steps (and
+    # every later run until the champion or the settings change) reuse one simulation per champion.
+    inputs = (list(rules), z, forecast_cv, np.asarray(groups), rate_per_year, min_weeks, source,
+              reference_mape, n_paths, seed)  # fmt: skip
+    key = hashlib.sha256(pickle.dumps(inputs)).hexdigest()
+    if (known := _CALIBRATIONS.get(key)) is not None:
+        return known
+    if len(_CALIBRATIONS) >= MAX_CACHED:
+        _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
+    _CALIBRATIONS[key] = _simulate(rules, z, forecast_cv, groups, rate_per_year, min_weeks, source,
+                                   reference_mape, n_paths, seed)  # fmt: skip
+    return _CALIBRATIONS[key]
+
+
+def _simulate(
+    rules: Sequence[DriftRule],
+    z: np.ndarray,
+    forecast_cv: np.ndarray,
+    groups: np.ndarray,
+    rate_per_year: float,
+    min_weeks: int,
+    source: str,
+    reference_mape: float | None,
+    n_paths: int,
+    seed: int,
+) -> Calibration:
+    """:func:`calibrate`'s simulation (no cache)."""
     z_null = fit_null(z, groups)
     ok = np.isfinite(z) & np.isfinite(forecast_cv)
     scale = forecast_cv[ok]
