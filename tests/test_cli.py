@@ -94,3 +94,28 @@ def test_failed_file_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
     result = _cli("--config", config, "run", cwd=tmp_path)
     assert result.returncode == 1
     assert "known_channels" in result.stderr and "x.csv" in result.stderr and "tiktok" in result.stderr
+
+
+def test_a_run_started_with_interrupts_ignored_leaves_its_children_stoppable(tmp_path: Path) -> None:
+    """A script's background job starts with SIGINT ignored; Dagster maps SIGTERM to SIGINT's handler, and
+    an ignored signal stays ignored in every process started afterwards (step processes, dask workers,
+    Dagster's ``tail -F`` log mirrors, which it stops with SIGTERM and then waits 30 s for each). After a
+    real ``run``, a process it starts ignores neither."""
+    assert _cli("init", "proj", "--example", "synthetic", cwd=tmp_path).returncode == 0
+    config = str(tmp_path / "proj" / "mmm_pipeline.yaml")
+    assert _cli("--config", config, "synthetic", "--weeks", "60", cwd=tmp_path).returncode == 0
+    script = f"""
+import signal, subprocess
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `mmm-pipeline run &` in a script starts
+from mmm_pipeline.config import load_config
+from mmm_pipeline.runner import run_pipeline
+assert run_pipeline(load_config({config!r}), until="ingest", log=lambda _m: None).ok
+child = subprocess.Popen(["sleep", "30"])
+ignored = [line for line in open(f"/proc/{{child.pid}}/status") if line.startswith("SigIgn:")][0]
+child.kill()
+print(int(ignored.split()[1], 16))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ignored = int(done.stdout.split()[-1])
+    assert not ignored & (1 << (15 - 1)) and not ignored & (1 << (2 - 1)), hex(ignored)  # TERM, INT

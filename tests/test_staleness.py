@@ -22,7 +22,7 @@ from mmm_pipeline.config import ProjectConfig, load_config
 from mmm_pipeline.definitions import build_definitions
 from mmm_pipeline.defs.jobs import MODEL_JOB
 from mmm_pipeline.defs.sensors import STALE_MODEL_SENSOR
-from mmm_pipeline.defs.staleness import OBSERVED_KEYS, model_plans, stale_resolver
+from mmm_pipeline.defs.staleness import OBSERVED_KEYS, around_shared, model_plans, stale_resolver
 from mmm_pipeline.runner import RunSummary, project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
 from mmm_testkit.synthetic import generate_world, write_world
@@ -105,6 +105,19 @@ def test_before_any_fit_cli_daemon_and_dagster_agree_everything_is_missing(tmp_p
     cli, daemon = _three_answers(cfg)
     assert cli == daemon
     assert {(m, FIT) for m in MARKETS} | {(m, REPORT) for m in MARKETS} <= cli
+    # How the runner cuts each market's plan: its own assets, then every market's monitoring (in the
+    # first market's plan only; run once), then what reads it (the report).
+    defs = build_definitions(cfg)
+    graph = defs.resolve_asset_graph()
+    job_keys = defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
+    monitoring = {
+        dg.AssetKey(k) for k in ("performance_tracking", "drift_events", "recommendation_scorecard")
+    }
+    for i, plan in enumerate(model_plans(project_instance(cfg), graph, job_keys, MARKETS)):
+        own, shared, below = around_shared(graph, plan.selection)
+        assert set(own) | set(shared) | set(below) == set(plan.selection)
+        assert FIT in own and REPORT not in own and not monitoring & set(own)
+        assert set(shared) == (monitoring if i == 0 else set()) and below == (REPORT,)
 
 
 @pytest.mark.slow
