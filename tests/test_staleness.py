@@ -105,19 +105,19 @@ def test_before_any_fit_cli_daemon_and_dagster_agree_everything_is_missing(tmp_p
     cli, daemon = _three_answers(cfg)
     assert cli == daemon
     assert {(m, FIT) for m in MARKETS} | {(m, REPORT) for m in MARKETS} <= cli
-    # How the runner cuts each market's plan: its own assets, then every market's monitoring (in the
-    # first market's plan only; run once), then what reads it (the report).
+    # How the runner cuts each market's plan: its own assets, then every market's monitoring (below
+    # each market's fit, so in every plan; the runner runs it once), then what reads it (the report).
     defs = build_definitions(cfg)
     graph = defs.resolve_asset_graph()
     job_keys = defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
     monitoring = {
         dg.AssetKey(k) for k in ("performance_tracking", "drift_events", "recommendation_scorecard")
     }
-    for i, plan in enumerate(model_plans(project_instance(cfg), graph, job_keys, MARKETS)):
+    for plan in model_plans(project_instance(cfg), graph, job_keys, MARKETS):
         own, shared, below = around_shared(graph, plan.selection)
         assert set(own) | set(shared) | set(below) == set(plan.selection)
         assert FIT in own and REPORT not in own and not monitoring & set(own)
-        assert set(shared) == (monitoring if i == 0 else set()) and below == (REPORT,)
+        assert set(shared) == monitoring and below == (REPORT,)  # every fit feeds them: run once
 
 
 @pytest.mark.slow
