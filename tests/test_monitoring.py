@@ -295,8 +295,7 @@ def test_the_same_champion_is_simulated_once_per_process() -> None:
     first = _calibrate(cv)
     again = _calibrate({k: np.array(v, copy=True) for k, v in cv.items()})
     assert again is first
-    fresh = calibration._simulate(RULES, cv["z"], cv["forecast_cv"], cv["groups"], 0.05, 4, "cv", None,
-                                  first.n_paths, first.seed)  # fmt: skip
+    fresh = calibration.calibrate.__wrapped__(RULES, cv["z"], cv["forecast_cv"], cv["groups"], 0.05, 4, "cv")
     assert fresh.thresholds == first.thresholds and fresh.simulated_rates == first.simulated_rates
     assert _calibrate(cv, rate=0.1) is not first and _calibrate(cv, seed=1) is not first
     moved = dict(cv, z=cv["z"] + 1e-9)

@@ -28,16 +28,20 @@ and is not part of the split); events only count from ``min_weeks`` tracked week
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.stats import chi2
 
 from .settings import ChangepointRule, CusumRule, DriftRule, IntervalMissRule, RollingMapeRule
+
+T = TypeVar("T")
 
 #: Weeks of one stable year of tracking.
 YEAR_WEEKS = 52
@@ -47,13 +51,29 @@ ERROR_RULES = ("interval_misses", "rolling_mape", "cusum", "changepoint")
 MIN_RESIDUALS = 8
 #: Upper bound on the fitted autocorrelation (a near-unit root is not a stable forecast error).
 MAX_RHO = 0.9
-#: Calibrations simulated in this process, by a digest of their inputs (see :func:`calibrate`).
-_CALIBRATIONS: dict[str, Calibration] = {}
-#: At most this many are kept (a market's champion changes rarely; hundreds of markets stay cheap).
+#: Calibrations kept per process (see :func:`calibrate`): a market's champion changes rarely, and
+#: hundreds of markets stay cheap.
 MAX_CACHED = 1024
 #: Quantile of the level variance's sampling spread the changepoint test assumes (see
 #: :attr:`NullErrors.shift_test_level_sd`).
 SHIFT_TEST_LEVEL_QUANTILE = 0.9
+
+
+def _remembered(function: Callable[..., T]) -> Callable[..., T]:
+    """``function`` (pure and seeded) remembered per process by the content of its arguments (their
+    pickle's digest), up to :data:`MAX_CACHED` results, the oldest dropped first."""
+    cache: dict[str, T] = {}
+
+    @functools.wraps(function)
+    def remembered(*args: object, **kwargs: object) -> T:
+        key = hashlib.sha256(pickle.dumps((args, sorted(kwargs.items())))).hexdigest()
+        if key not in cache:
+            if len(cache) >= MAX_CACHED:
+                cache.pop(next(iter(cache)))
+            cache[key] = function(*args, **kwargs)
+        return cache[key]
+
+    return remembered
 
 
 @dataclass(frozen=True)
@@ -351,6 +371,7 @@ class Calibration:
         }
 
 
+@_remembered
 def calibrate(
     rules: Sequence[DriftRule],
     z: np.ndarray,
@@ -369,38 +390,13 @@ def calibrate(
     in-sample residuals); ``forecast_cv``: its forecast sd / |forecast mean| in the same weeks;
     ``reference_mape``: its CV MAPE (default: the MAPE of these weeks). A rule with a configured
     threshold keeps it (its simulated rate is reported); the others get the ``1 - rate / m`` quantile of
-    their yearly statistic, ``m`` the number of error rules.
+    their yearly statistic, ``m`` the number of error rules. Seeded, so the same inputs always give the
+    same thresholds: a run's tracking and drift steps (and every later run until the champion or the
+    settings change) reuse one simulation per champion and process.
     """
     if not 0 < rate_per_year < 1:
         raise ValueError(f"false_alarm_rate_per_year must be in (0, 1), got {rate_per_year}")
     z, forecast_cv = np.asarray(z, dtype=float), np.abs(np.asarray(forecast_cv, dtype=float))
-    # Seeded, so the same inputs always give the same thresholds: a run's tracking and drift steps (and
-    # every later run until the champion or the settings change) reuse one simulation per champion.
-    inputs = (list(rules), z, forecast_cv, np.asarray(groups), rate_per_year, min_weeks, source,
-              reference_mape, n_paths, seed)  # fmt: skip
-    key = hashlib.sha256(pickle.dumps(inputs)).hexdigest()
-    if (known := _CALIBRATIONS.get(key)) is not None:
-        return known
-    if len(_CALIBRATIONS) >= MAX_CACHED:
-        _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
-    _CALIBRATIONS[key] = _simulate(rules, z, forecast_cv, groups, rate_per_year, min_weeks, source,
-                                   reference_mape, n_paths, seed)  # fmt: skip
-    return _CALIBRATIONS[key]
-
-
-def _simulate(
-    rules: Sequence[DriftRule],
-    z: np.ndarray,
-    forecast_cv: np.ndarray,
-    groups: np.ndarray,
-    rate_per_year: float,
-    min_weeks: int,
-    source: str,
-    reference_mape: float | None,
-    n_paths: int,
-    seed: int,
-) -> Calibration:
-    """:func:`calibrate`'s simulation (no cache)."""
     z_null = fit_null(z, groups)
     ok = np.isfinite(z) & np.isfinite(forecast_cv)
     scale = forecast_cv[ok]
