@@ -365,14 +365,12 @@ def _refit_models(
     if missing := sorted(set(weeks) - known):
         instance.add_dynamic_partitions(MARKETS.name, missing)
 
-    def run_market(selection: list[dg.AssetKey], market: str, scope: str = "") -> bool:
-        result = run_job(defs, MODEL_JOB, instance, selection, partition_key=market)
-        _record(summary, MODEL_JOB, result, market + scope, prefix=f"market {market}: ")
-        return result.success
-
     graph = defs.resolve_asset_graph()
     observed_keys = [k for k in OBSERVED_KEYS if graph.has(k)]
-    observed = [m for m in sorted(weeks) if run_market(observed_keys, m, INPUTS_SCOPE)]
+    # Always here, whatever the executor: quick hashes the plans below are decided on.
+    observed = [
+        m for m in sorted(weeks) if _run_market(defs, instance, m, observed_keys, INPUTS_SCOPE, summary)
+    ]
     job_keys = keys if keys is not None else defs.resolve_job_def(MODEL_JOB).asset_layer.selected_asset_keys
     plans = model_plans(instance, graph, job_keys, observed, force_fit=force)
     if cfg.model.spec.pooling == "partial":
@@ -420,6 +418,20 @@ def _refit_models(
     _run_markets(cfg, defs, instance, later, REPORT_SCOPE, summary, log)
 
 
+def _run_market(
+    defs: dg.Definitions,
+    instance: DagsterInstance,
+    market: str,
+    selection: list[dg.AssetKey],
+    scope: str,
+    summary: RunSummary,
+) -> bool:
+    """One market's model run in this process, recorded in ``summary``; True if it succeeded."""
+    result = run_job(defs, MODEL_JOB, instance, selection, partition_key=market)
+    _record(summary, MODEL_JOB, result, market + scope, prefix=f"market {market}: ")
+    return result.success
+
+
 def _run_markets(
     cfg: ProjectConfig,
     defs: dg.Definitions,
@@ -432,16 +444,16 @@ def _run_markets(
     """One model run per (market, selection): one after another in this process with the default
     ``in_process`` executor (the compiled model graph is reused between markets of the same shape), else
     all at once through the configured executor (:func:`fan_out`). Returns the markets whose run failed."""
-    results: list[tuple[str, dg.ExecuteInProcessResult]] = []
     if cfg.execution.executor == "in_process":
-        results = [(m, run_job(defs, MODEL_JOB, instance, keys, partition_key=m)) for m, keys in runs]
-    elif runs:
-        log(
-            f"running {len(runs)} market(s) at once through the {cfg.execution.executor} executor"
-            + _executor_address(cfg)
-        )
-        job_def = defs.resolve_job_def(MODEL_JOB)
-        results = [(m, run_result(job_def, instance, run_id)) for m, run_id in fan_out(cfg, instance, runs)]
+        return {m for m, keys in runs if not _run_market(defs, instance, m, keys, scope, summary)}
+    if not runs:
+        return set()
+    log(
+        f"running {len(runs)} market(s) at once through the {cfg.execution.executor} executor"
+        + _executor_address(cfg)
+    )
+    job_def = defs.resolve_job_def(MODEL_JOB)
+    results = [(m, run_result(job_def, instance, run_id)) for m, run_id in fan_out(cfg, instance, runs)]
     for market, result in results:
         _record(summary, MODEL_JOB, result, market + scope, prefix=f"market {market}: ")
     return {market for market, result in results if not result.success}
