@@ -41,6 +41,7 @@ from .defs.staleness import (
     stale_week_ranges,
     weeks_with_data,
 )
+from .defs.storage import project_storage
 from .report import latest_report
 from .warehouse import relation_exists
 
@@ -80,7 +81,7 @@ def project_instance(cfg: ProjectConfig) -> DagsterInstance:
     config_file = home / "dagster.yaml"
     if not config_file.exists():
         config_file.write_text(INSTANCE_YAML)
-    return DagsterInstance.from_config(str(home))
+    return DagsterInstance.from_ref(project_storage(InstanceRef.from_dir(str(home))))
 
 
 @dataclass

@@ -148,6 +148,12 @@ def landing_fingerprints(
             yield LandingEntry(kind, path, rel, stat, sha256_of(path, landing), unchanged=False)
 
 
+#: Accepted files logged one by one; past this, a progress line every as many files. A historical load
+#: of weekly files is hundreds of files, and every log line is an event in the Dagster instance; the
+#: asset's metadata lists every file.
+LOGGED_FILES = 25
+
+
 def scan_landing(
     conn: duckdb.DuckDBPyConnection,
     cfg: InputContract,
@@ -216,9 +222,12 @@ def scan_landing(
         result.files.append((rel, "accepted" + (" with warnings" if warnings else "")))
         for warning in warnings:
             log.warning(f"{rel}: {warning.describe()}")
-        log.info(
-            f"{rel}: {len(rows)} rows for weeks {rows['week'].min():%Y-%m-%d}..{rows['week'].max():%Y-%m-%d}"
-        )
+        accepted = len(result.accepted)
+        if accepted <= LOGGED_FILES:
+            weeks = f"{rows['week'].min():%Y-%m-%d}..{rows['week'].max():%Y-%m-%d}"
+            log.info(f"{rel}: {len(rows)} rows for weeks {weeks}")
+        elif accepted % LOGGED_FILES == 0:
+            log.info(f"... {accepted} files accepted so far (the full list is in the scan's metadata)")
     return result
 
 

@@ -115,8 +115,6 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             context.log_event(
                 dg.AssetObservation(asset_key=LANDED_KEY, partition=week, tags={DATA_VERSION_TAG: version})
             )
-        for line in result.file_lines():
-            context.log.info(f"  {line}")
         new_markets = sorted(set(markets) - set(context.instance.get_dynamic_partitions(MARKETS.name)))
         if new_markets:
             context.instance.add_dynamic_partitions(MARKETS.name, new_markets)
