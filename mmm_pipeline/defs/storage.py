@@ -2,10 +2,10 @@
 
 Dagster's SQLite storages build a new SQLAlchemy engine for every connection they open: for every event
 a run stores, and twice for an asset event (the run's own file, then the asset index). A new engine has
-an empty statement cache, so each event also compiles its INSERT again. Profiled on the case study's
-first feature run (about 4 000 events: per-partition planned and materialization events over 208 weekly
-partitions), engine creation and SQL compilation were about a fifth of the run (48-56 s → 38-43 s in
-alternating runs with one engine per file, ``benchmarks/bench_instance_storage.py``).
+an empty statement cache, so each event also compiles its INSERT again. On the case study's first
+feature run (4 237 events: per-partition planned and materialization events over 208 weekly partitions),
+one engine per file took the run from 96 to 69 s on a disk and from 66 to 50 s on a RAM disk (medians of
+two alternating runs, ``benchmarks/bench_instance_storage.py``, 2026-12-02).
 
 The classes below change only that: files, tables, schema, locking and NullPool (a connection per use,
 closed after it) are Dagster's. They are what :func:`project_storage` puts in the instance the CLI
