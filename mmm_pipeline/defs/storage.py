@@ -68,24 +68,24 @@ class EngineReusingEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
 
-class EngineReusingRunStorage(SqliteRunStorage):
+class _OneEngine:
+    """``connect`` of Dagster's SQLite run and schedule storages (one database file each), on one engine."""
+
+    _conn_string: str
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        engine = _engine(self.__dict__.setdefault("_engines", {}), self._conn_string)
+        with engine.connect() as conn, conn.begin():
+            yield conn
+
+
+class EngineReusingRunStorage(_OneEngine, SqliteRunStorage):
     """Dagster's SQLite run storage, one engine."""
 
-    @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        engine = _engine(self.__dict__.setdefault("_engines", {}), self._conn_string)
-        with engine.connect() as conn, conn.begin():
-            yield conn
 
-
-class EngineReusingScheduleStorage(SqliteScheduleStorage):
+class EngineReusingScheduleStorage(_OneEngine, SqliteScheduleStorage):
     """Dagster's SQLite schedule storage (sensor cursors and ticks), one engine."""
-
-    @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        engine = _engine(self.__dict__.setdefault("_engines", {}), self._conn_string)
-        with engine.connect() as conn, conn.begin():
-            yield conn
 
 
 class EngineReusingSqliteStorage(DagsterSqliteStorage):
