@@ -75,7 +75,8 @@ REPORT_SCOPE = " (report)"
 
 
 def project_instance(cfg: ProjectConfig) -> DagsterInstance:
-    """The project's persistent Dagster instance (created on first use)."""
+    """The project's persistent Dagster instance (created on first use), written through one SQLAlchemy
+    engine per SQLite file (``defs/storage.py``) unless ``dagster.yaml`` configures another storage."""
     home = Path(os.environ.get("DAGSTER_HOME") or cfg.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config_file = home / "dagster.yaml"

@@ -12,7 +12,8 @@ from dagster import AssetKey, DagsterInstance, RunsFilter
 
 from mmm_pipeline.config import load_config
 from mmm_pipeline.definitions import build_definitions
-from mmm_pipeline.defs.jobs import FEATURES_JOB
+from mmm_pipeline.defs.jobs import FEATURES_JOB, INGEST_JOB
+from mmm_pipeline.ingest.ingestion import LOGGED_FILES
 from mmm_pipeline.runner import project_instance, run_pipeline, week_ranges
 
 
@@ -38,6 +39,14 @@ def test_historical_load_is_one_run_and_matches_the_source(loaded_case_study) ->
     assert len(runs) == 1
     assert runs[0].tags["dagster/asset_partition_range_start"] == "2014-08-03"
     assert runs[0].tags["dagster/asset_partition_range_end"] == "2018-07-22"
+    # The scan logged the first LOGGED_FILES accepted files one by one, then progress; every file is in
+    # the asset's metadata (each log line is an event in the instance: 624 files would be 624 events).
+    (scan,) = instance.get_runs(filters=RunsFilter(job_name=INGEST_JOB))
+    messages = [e.user_message for e in instance.all_logs(scan.run_id)]
+    assert sum("rows for weeks" in m for m in messages) == LOGGED_FILES
+    assert sum("files accepted so far" in m for m in messages) == 624 // LOGGED_FILES - 1
+    landed = instance.get_latest_materialization_event(AssetKey("landing_files")).asset_materialization
+    assert landed.metadata["files"].value.count(": accepted") == 624
 
 
 def test_new_week_reads_only_its_files_and_rebuilds_only_that_week(case_study) -> None:
