@@ -4,6 +4,7 @@ items 2, 3 and 6): a hand-made posterior over a synthetic world, no sampling."""
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,13 @@ from mmm_pipeline.model.build import ModelData
 from mmm_pipeline.model.predict import PosteriorDraws, forecast_plan, thin
 from mmm_pipeline.monitoring import drift
 from mmm_pipeline.monitoring.plots import scorecard_chart
-from mmm_pipeline.monitoring.scorecard import FOLLOW_TOLERANCE, build_scorecard, coverage, score
+from mmm_pipeline.monitoring.scorecard import (
+    FOLLOW_TOLERANCE,
+    build_scorecard,
+    coverage,
+    score,
+    with_coverage,
+)
 from mmm_pipeline.monitoring.settings import CusumRule
 from mmm_pipeline.monitoring.tracking import track
 from mmm_pipeline.optimize.recommendations import forecast_summary, forecast_weeks
@@ -287,3 +294,22 @@ def test_lineage_takes_each_weeks_latest_forecast_origin() -> None:
     assert line["week"].tolist() == [START + dt.timedelta(weeks=w) for w in (1, 2, 3, 4, 5)]
     assert drift.lineage(rows, START + dt.timedelta(weeks=3))["model_id"].tolist() == ["m1", "m1"]
     assert drift.lineage(rows.iloc[0:0]).empty
+
+
+def test_coverage_to_date_counts_only_complete_hits_and_skips_unscored_rows() -> None:
+    """Rows read back from the warehouse carry ``in_interval`` as objects with None where nothing was
+    scored yet: no hit, no pandas downcasting warning."""
+    frame = pd.DataFrame(
+        {
+            "market": ["a", "a", "a", "b"],
+            "created_at": pd.to_datetime(["2024-01-01", "2024-01-08", "2024-01-15", "2024-01-01"]),
+            "optimization_id": ["o1", "o2", "o3", "o4"],
+            "status": ["complete", "pending", "complete", "pending"],
+            "in_interval": pd.Series([True, None, False, None], dtype=object),
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        covered = with_coverage(frame)
+    assert covered["coverage_to_date"].tolist()[:3] == [1.0, 1.0, 0.5]
+    assert np.isnan(covered["coverage_to_date"].iloc[3])

@@ -194,7 +194,7 @@ def with_coverage(frame: pd.DataFrame) -> pd.DataFrame:
     creation) whose actual KPI fell inside the promised interval (missing before the first complete)."""
     frame = frame.sort_values(["market", "created_at", "optimization_id"]).reset_index(drop=True)
     complete = frame["status"] == "complete"
-    hits = (complete & frame["in_interval"].fillna(False).astype(bool)).astype(float)
+    hits = (complete & frame["in_interval"].eq(True)).astype(float)  # missing (not scored yet): no hit
     n = complete.astype(float).groupby(frame["market"]).cumsum()
     k = hits.groupby(frame["market"]).cumsum()
     frame["coverage_to_date"] = np.where(n > 0, k / n.where(n > 0, 1.0), np.nan)
