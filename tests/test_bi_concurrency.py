@@ -16,12 +16,15 @@ READER = textwrap.dedent(
     import json, os, sys, time, duckdb
     bi, stop, out, mode = sys.argv[1:5]
     # "held": a BI tool that keeps the catalog open all along; "fresh": one that connects per query.
-    held = duckdb.connect(bi, read_only=True) if mode == "held" else None
+    # One thread and a pause between queries: a reader must not take the cores the run needs.
+    def connect():
+        return duckdb.connect(bi, read_only=True, config={"threads": 1})
+    held = connect() if mode == "held" else None
     seen, errors, reads = set(), [], 0
     deadline = time.time() + 240
     while not os.path.exists(stop) and time.time() < deadline:
         try:
-            c = held or duckdb.connect(bi, read_only=True)
+            c = held or connect()
             n, tv = c.execute("SELECT count(*), sum(spend_tv) FROM fct_modeling_weekly").fetchone()
             seen.add((n, round(tv, 2)))
             reads += 1
@@ -30,7 +33,7 @@ READER = textwrap.dedent(
                 c.close()
         except Exception as exc:
             errors.append(repr(exc))
-        time.sleep(0.01)
+        time.sleep(0.05)
     json.dump({"seen": sorted(seen), "errors": errors, "reads": reads}, open(out, "w"))
     """
 )

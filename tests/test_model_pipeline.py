@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pytest
@@ -26,6 +27,21 @@ from mmm_pipeline.model.settings import GateConfig
 from mmm_pipeline.runner import INPUTS_SCOPE, project_instance, run_pipeline
 
 MARKETS = ("north", "south")
+
+
+def _recommendations(config_path: Path) -> dict[str, object]:
+    """The recorded recommendations (optimization ids) and the status of each market's latest
+    ``budget_recommendation`` materialization."""
+    cfg = load_config(config_path)
+    instance = project_instance(cfg)
+    statuses = {}
+    for market in MARKETS:
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(dg.AssetKey("budget_recommendation"), asset_partitions=[market]), limit=1
+        ).records
+        statuses[market] = record.asset_materialization.metadata["status"].value
+    ids = query(cfg, "SELECT optimization_id FROM optimization.plan_summary ORDER BY optimization_id")
+    return {"ids": [i for (i,) in ids], "status": statuses}
 
 
 def _run(config_path: Path, refit: bool = False):
@@ -52,11 +68,13 @@ def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["refit"] = _run(config_path, refit=True)
         stages["after_refit"] = model_runs(config_path)
+        stages["recommended_after_refit"] = _recommendations(config_path)
         # An impossible gate. First no new fit: the champions are registered again under it.
         raw["model"]["gate"]["min_ess_bulk"] = 1e9
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["tightened"] = _run(config_path)
         stages["after_tightened"] = model_runs(config_path)
+        stages["recommended_after_tightened"] = _recommendations(config_path)
         # Then a refit: the new fit must be kept as rejected and the champions must stay. One attempt:
         # the retry ladder through the pipeline to BI is test_remedies' (the CLI test).
         raw["model"]["remedies"] = {"max_attempts": 1}
@@ -65,6 +83,7 @@ def project(two_markets_project: tuple[Path, object]) -> dict[str, object]:
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         stages["strict"] = _run(config_path, refit=True)
         stages["after_strict"] = model_runs(config_path)
+        stages["recommended_after_strict"] = _recommendations(config_path)
         # More history required than the project has: the refit fails and the message names the setting.
         raw["model"]["min_train_weeks"] = 200
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -236,6 +255,17 @@ def test_a_tightened_gate_warns_but_keeps_the_champion_serving(project: dict) ->
     champions = after[after["status"] == "champion"]
     assert sorted(champions["model_id"]) == sorted(before[before["status"] == "champion"]["model_id"])
     assert not champions["gate_passed"].any() and champions["gate_failures"].str.contains("bulk ESS").all()
+
+
+def test_a_registration_that_keeps_the_champion_keeps_its_recommendation(project: dict) -> None:
+    """The refit's new champions were optimized once; the tightened gate and the rejected refit changed
+    the registry (so Dagster reran the recommendation) but not the champion, the plans or the weeks: the
+    serving recommendation stays, nothing optimized or recorded twice."""
+    refit = project["recommended_after_refit"]
+    assert refit["status"] == {m: "recorded" for m in MARKETS}
+    for stage in ("recommended_after_tightened", "recommended_after_strict"):
+        assert project[stage]["ids"] == refit["ids"], stage
+        assert project[stage]["status"] == {m: "unchanged: not optimized again" for m in MARKETS}, stage
 
 
 def test_too_little_history_names_the_setting(project: dict) -> None:

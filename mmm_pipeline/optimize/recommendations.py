@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mmm_pipeline.features.data_version import modeling_fingerprint
 from mmm_pipeline.ingest.categorical import with_indicators
 from mmm_pipeline.model.build import ModelData
 from mmm_pipeline.model.predict import PlanForecast, PosteriorDraws, forecast_plan, interval, thin
@@ -70,6 +71,17 @@ def plan_hash(plans: Sequence[Plan]) -> str:
             dumped.pop("scope")
             dumped.pop("markets")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recommendation_inputs_version(
+    model_id: str, plans: Sequence[Plan], rows: pd.DataFrame, settings_version: str
+) -> str:
+    """What a market's recommendation is computed from: the champion, the plans in force (conditions
+    applied), the modeling rows (spend history, carry-in and controls of the plan weeks) and the
+    optimization settings (``settings_version``). The solver is deterministic (seeded starts), so equal
+    versions give the same recommendation: it need not be optimized, nor recorded, twice."""
+    payload = [model_id, plan_hash(plans), modeling_fingerprint(rows), settings_version]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
 def spend_history(

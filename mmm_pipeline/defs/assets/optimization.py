@@ -27,6 +27,7 @@ from mmm_pipeline.optimize.recommendations import (
     optimization_of,
     optimize_plan,
     plans_in_force,
+    recommendation_inputs_version,
     scenario_response,
     spend_history,
     write_optimization,
@@ -69,6 +70,10 @@ class OptimizationInputs:
     """The champion's ``model_runs`` row; None when no fit has passed the gate (nothing to optimize)."""
     history: pd.DataFrame | None
     rows: pd.DataFrame | None
+    inputs_version: str | None = None
+    """:func:`recommendation_inputs_version` of the champion, plans, rows and settings (with a champion)."""
+    unchanged: str | None = None
+    """The recorded recommendation made from these very inputs, if any: it stays, nothing is optimized."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,30 @@ def plan_code_version(cfg: ProjectConfig) -> str:
     return digest.hexdigest()[:16]
 
 
+def _recorded_from(
+    context: dg.OpExecutionContext, market: str, inputs_version: str, previous: dict | None
+) -> str | None:
+    """The id of the market's serving recommendation (``previous``) when its latest materialization says
+    it was made from inputs of ``inputs_version``; None otherwise.
+
+    Why: a registration that keeps the champion (a tightened gate, a rejected refit) makes the
+    recommendation stale for Dagster, yet optimizing again would give the same plan and record it a
+    second time (the scorecard would count one recommendation twice).
+    """
+    if previous is None:
+        return None
+    found = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("budget_recommendation"), asset_partitions=[market]),
+        limit=1,
+    ).records
+    metadata = found[0].asset_materialization.metadata if found else {}
+    made_from, serving = metadata.get("inputs_version"), metadata.get("serving")
+    if made_from is None or serving is None:
+        return None
+    same = made_from.value == inputs_version and serving.value == previous["optimization_id"]
+    return str(previous["optimization_id"]) if same else None
+
+
 def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     settings = cfg.optimization
     if not settings.enabled:
@@ -220,6 +249,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
 
     plan_outputs = [f"plan_{k}" for k in range(1 + len(scenario_paths))]
+    settings_version = plan_code_version(cfg)
 
     @dg.op(
         ins={"model_registry": dg.In(dg.Nothing), "market_conditions": dg.In(dg.Nothing)},
@@ -261,10 +291,23 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             context.log.info(
                 f"market {market}: condition(s) {', '.join(c.name for c in active)} hold: plans tightened"
             )
-        inputs = OptimizationInputs(market, plans, active, previous, serving, history, rows)
-        yield dg.Output(inputs, "inputs")
-        artifact = None if serving is None else str(serving["artifact_path"])
+        inputs_version = unchanged = None
         if serving is not None:
+            inputs_version = recommendation_inputs_version(
+                str(serving["model_id"]), plans, rows, settings_version
+            )
+            unchanged = _recorded_from(context, market, inputs_version, previous)
+        inputs = OptimizationInputs(
+            market, plans, active, previous, serving, history, rows, inputs_version, unchanged
+        )
+        yield dg.Output(inputs, "inputs")
+        artifact = None if serving is None or unchanged else str(serving["artifact_path"])
+        if unchanged:
+            context.log.info(
+                f"market {market}: recommendation {unchanged} was made from the same champion "
+                f"({serving['model_id']}), plans, conditions and weeks: it stays, nothing to optimize"
+            )
+        elif serving is not None:
             context.log.info(
                 f"market {market}: optimizing plan {plans[0].name!r} and {len(plans) - 1} scenario(s) "
                 f"with champion {serving['model_id']} ({len(history)} weeks of spend history up to "
@@ -341,6 +384,20 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 )
             return
         model_id = str(serving["model_id"])
+        if inputs.unchanged is not None:
+            yield dg.MaterializeResult(
+                asset_key="budget_recommendation",
+                metadata={
+                    "status": "unchanged: not optimized again",
+                    "champion": model_id,
+                    "serving": inputs.unchanged,
+                    "inputs_version": str(inputs.inputs_version),
+                    "note": "the serving recommendation was made from the same champion, plans, "
+                    "conditions and weeks; its checks stand",
+                },
+                data_version=dg.DataVersion(inputs.unchanged),
+            )
+            return
         started = time.perf_counter()
         model = load_model(str(serving["artifact_path"]))
         comparison = combine_scenarios(plans, {p.name: r for p, r in zip(plans, results, strict=True)})
@@ -359,6 +416,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         metadata: dict[str, object] = {
             "champion": model_id,
+            "inputs_version": str(inputs.inputs_version),
             "plan": opt.base_plan.name,
             "plan_source": opt.base_plan.source,
             "draws": opt.n_draws,
@@ -484,7 +542,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             "market_conditions": dg.AssetIn(dagster_type=dg.Nothing),
         },
         # A changed plan file re-optimizes with the same champion: no refit.
-        code_version=plan_code_version(cfg),
+        code_version=settings_version,
         description=(
             "Recommends the market's media budget split with its champion model only (never a rejected "
             "fit): the base budget plan (optimization.plan; business rules on budget, channels, shares, "
