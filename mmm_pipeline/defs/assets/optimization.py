@@ -54,6 +54,8 @@ from .model import MARKETS
 
 #: P(uplift > 0) below this raises the ``uplift_positive`` warning.
 MIN_PROB_UPLIFT = 0.5
+#: The recommendation's checks (each a step output, yielded when the step has something to say).
+CHECKS = ("plan_feasible", "scenarios_feasible", "within_history", "uplift_positive")
 
 
 @dataclass(frozen=True)
@@ -161,13 +163,20 @@ def _forecast_text(summary: pd.Series, kpi: str) -> str:
     )
 
 
-def _conflicts(opt: Optimization) -> list[str]:
+def _conflicts(opt: Optimization, scenarios: bool) -> list[str]:
+    """Why the base plan (``scenarios=False``) or each scenario cannot be met: the conflicting rules."""
     out = []
     for name, error in opt.infeasible.items():
-        what = "base plan" if name == opt.base_plan.name else "scenario"
+        if (name != opt.base_plan.name) != scenarios:
+            continue
+        what = "scenario" if scenarios else "base plan"
         rules = "; ".join(f"{rule} ({text})" for rule, text in error.conflicts)
         out.append(f"{what} {name!r} ({error.plan.source}) is infeasible; these rules conflict: {rules}")
     return out
+
+
+def _bullets(lines: list[str]) -> dg.MetadataValue:
+    return dg.MetadataValue.md("\n".join(f"- {line}" for line in lines) or "none")
 
 
 def plan_code_version(cfg: ProjectConfig) -> str:
@@ -350,7 +359,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             ),
             **{
                 f"budget_recommendation_{check}": dg.Out(dg.Nothing, is_required=False)
-                for check in ("plan_feasible", "within_history", "uplift_positive")
+                for check in CHECKS
             },
         },
         description="Compares the plans' results, forecasts the base plan's weeks and records everything "
@@ -378,7 +387,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 asset_key="budget_recommendation",
                 metadata={"status": "no champion: nothing written", "note": note},
             )
-            for check in ("plan_feasible", "within_history", "uplift_positive"):
+            for check in CHECKS:
                 yield dg.AssetCheckResult(
                     asset_key="budget_recommendation", check_name=check, passed=True, metadata={"note": note}
                 )
@@ -407,7 +416,7 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             max_draws=settings.max_draws, dagster_run_id=context.run_id,
         )  # fmt: skip
         seconds = time.perf_counter() - started + float(comparison.table["seconds"].fillna(0).sum())
-        conflicts = _conflicts(opt)
+        conflicts, scenario_conflicts = _conflicts(opt, scenarios=False), _conflicts(opt, scenarios=True)
         base = opt.base
         table = opt.comparison.table
         context.log.info(
@@ -502,10 +511,14 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             asset_key="budget_recommendation",
             check_name="plan_feasible",
             passed=bool(not conflicts),
-            metadata={
-                "conflicting_rules": dg.MetadataValue.md("\n".join(f"- {c}" for c in conflicts) or "none"),
-                "written": base is not None,
-            },
+            metadata={"conflicting_rules": _bullets(conflicts), "written": base is not None},
+        )
+        yield dg.AssetCheckResult(
+            asset_key="budget_recommendation",
+            check_name="scenarios_feasible",
+            passed=bool(not scenario_conflicts),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"conflicting_rules": _bullets(scenario_conflicts)},
         )
         not_evaluated = {"note": "not evaluated: the base plan is infeasible"}
         yield dg.AssetCheckResult(
@@ -557,8 +570,15 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             dg.AssetCheckSpec(
                 "plan_feasible",
                 asset="budget_recommendation",
-                description="the base plan and every scenario can meet all their rules (on failure the "
-                "metadata names the conflicting rules; an infeasible base plan writes nothing)",
+                description="the base plan can meet all its rules (on failure the metadata names the "
+                "conflicting rules; an infeasible base plan writes nothing, the last recommendation stays)",
+            ),
+            dg.AssetCheckSpec(
+                "scenarios_feasible",
+                asset="budget_recommendation",
+                description="every scenario can meet all its rules (a warning: a scenario is a what-if, "
+                "and 'not possible under these rules' is its answer; the metadata and the report name "
+                "the conflicting rules; the base recommendation is recorded either way)",
             ),
             dg.AssetCheckSpec(
                 "within_history",
