@@ -97,7 +97,8 @@ def test_graph_groups_lineage_and_checks(config_path: Path) -> None:
     assert dg.AssetKey("model_registry") in graph.get(dg.AssetKey("budget_recommendation")).parent_keys
     assert dg.AssetKey("budget_recommendation") in graph.get(dg.AssetKey("bi_model_snapshots")).parent_keys
     assert {
-        ("budget_recommendation", c) for c in ("plan_feasible", "scenarios_feasible", "within_history", "uplift_positive")
+        ("budget_recommendation", c)
+        for c in ("plan_feasible", "scenarios_feasible", "within_history", "uplift_positive")
     } <= checks
     model_job = defs.resolve_job_def("refit_model")
     assert dg.AssetKey("budget_recommendation") in model_job.asset_layer.selected_asset_keys
