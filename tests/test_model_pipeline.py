@@ -41,7 +41,14 @@ def _recommendations(config_path: Path) -> dict[str, object]:
         ).records
         statuses[market] = record.asset_materialization.metadata["status"].value
     ids = query(cfg, "SELECT optimization_id FROM optimization.plan_summary ORDER BY optimization_id")
-    return {"ids": [i for (i,) in ids], "status": statuses}
+    checks = {}
+    for check in ("plan_feasible", "scenarios_feasible", "within_history", "uplift_positive"):
+        key = dg.AssetCheckKey(dg.AssetKey("budget_recommendation"), check)
+        execution = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        evaluation = execution.event.dagster_event.event_specific_data
+        note = evaluation.metadata.get("note")
+        checks[check] = (execution.status.value, "" if note is None else str(note.value))
+    return {"ids": [i for (i,) in ids], "status": statuses, "checks": checks}
 
 
 def _run(config_path: Path, refit: bool = False):
@@ -266,6 +273,12 @@ def test_a_registration_that_keeps_the_champion_keeps_its_recommendation(project
     for stage in ("recommended_after_tightened", "recommended_after_strict"):
         assert project[stage]["ids"] == refit["ids"], stage
         assert project[stage]["status"] == {m: "unchanged: not optimized again" for m in MARKETS}, stage
+        # its checks are stated again from what was recorded (the UI shows them, not "skipped")
+        checks = project[stage]["checks"]
+        assert all(status in ("SUCCEEDED", "FAILED") for status, _ in checks.values()), checks
+        recorded_with = [note.removeprefix("as recorded with ").split()[0] for _, note in checks.values()]
+        assert all(note.startswith("as recorded with") for _, note in checks.values()), checks
+        assert set(recorded_with) <= set(refit["ids"]), checks
 
 
 def test_too_little_history_names_the_setting(project: dict) -> None:

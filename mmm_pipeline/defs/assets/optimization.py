@@ -10,6 +10,7 @@ the ``plan_feasible`` check with the conflicting rules, so the last good recomme
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -220,6 +221,26 @@ def _recorded_from(
     return str(previous["optimization_id"]) if same else None
 
 
+def _checks_of_recorded(recorded: dict) -> Iterator[dg.AssetCheckResult]:
+    """The checks of a recommendation that stays (its ``plan_summary`` row), stated again for the new
+    materialization from what was recorded, so the UI shows its warnings rather than skipped checks."""
+    note = f"as recorded with {recorded['optimization_id']} (inputs unchanged)"
+    infeasible = [s for s in str(recorded.get("infeasible_scenarios") or "").split(", ") if s]
+    n_flags, prob = int(recorded["n_flags"]), float(recorded["prob_uplift_positive"])
+    warn = dg.AssetCheckSeverity.WARN
+    results = {
+        "plan_feasible": (True, dg.AssetCheckSeverity.ERROR, {}),
+        "scenarios_feasible": (not infeasible, warn, {"infeasible": ", ".join(infeasible) or "none"}),
+        "within_history": (n_flags == 0, warn, {"flags": n_flags}),
+        "uplift_positive": (prob >= MIN_PROB_UPLIFT, warn, {"prob_uplift_positive": prob}),
+    }
+    for check, (passed, severity, metadata) in results.items():
+        yield dg.AssetCheckResult(
+            asset_key="budget_recommendation", check_name=check, passed=bool(passed), severity=severity,
+            metadata=ui_metadata({**metadata, "note": note}),
+        )  # fmt: skip
+
+
 def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
     settings = cfg.optimization
     if not settings.enabled:
@@ -402,10 +423,11 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                     "serving": inputs.unchanged,
                     "inputs_version": str(inputs.inputs_version),
                     "note": "the serving recommendation was made from the same champion, plans, "
-                    "conditions and weeks; its checks stand",
+                    "conditions and weeks; its checks are stated again as recorded",
                 },
                 data_version=dg.DataVersion(inputs.unchanged),
             )
+            yield from _checks_of_recorded(previous)
             return
         started = time.perf_counter()
         model = load_model(str(serving["artifact_path"]))
