@@ -221,24 +221,50 @@ def _recorded_from(
     return str(previous["optimization_id"]) if same else None
 
 
+def _check_results(
+    plan_conflicts: list[str],
+    scenario_conflicts: list[str],
+    flags: list[str] | None,
+    uplift: dict[str, object] | None,
+    note: str | None = None,
+) -> Iterator[dg.AssetCheckResult]:
+    """The recommendation's checks (:data:`CHECKS`), one rule each. ``flags`` and ``uplift`` (with
+    ``prob_uplift_positive``) are None when the base plan is infeasible: nothing to judge."""
+    extra = {} if note is None else {"note": note}
+    not_evaluated = {"note": "not evaluated: the base plan is infeasible"}
+    warn = dg.AssetCheckSeverity.WARN
+    yield dg.AssetCheckResult(
+        asset_key="budget_recommendation", check_name="plan_feasible", passed=not plan_conflicts,
+        metadata={"conflicting_rules": _bullets(plan_conflicts), "written": flags is not None, **extra},
+    )  # fmt: skip
+    yield dg.AssetCheckResult(
+        asset_key="budget_recommendation", check_name="scenarios_feasible", passed=not scenario_conflicts,
+        severity=warn, metadata={"conflicting_rules": _bullets(scenario_conflicts), **extra},
+    )  # fmt: skip
+    yield dg.AssetCheckResult(
+        asset_key="budget_recommendation", check_name="within_history", passed=not flags, severity=warn,
+        metadata=not_evaluated if flags is None else {"flags": _bullets(flags), **extra},
+    )  # fmt: skip
+    prob = None if uplift is None else float(uplift["prob_uplift_positive"])
+    yield dg.AssetCheckResult(
+        asset_key="budget_recommendation", check_name="uplift_positive", severity=warn,
+        passed=prob is None or prob >= MIN_PROB_UPLIFT,
+        metadata=not_evaluated if uplift is None else ui_metadata({**uplift, **extra}),
+    )  # fmt: skip
+
+
 def _checks_of_recorded(recorded: dict) -> Iterator[dg.AssetCheckResult]:
     """The checks of a recommendation that stays (its ``plan_summary`` row), stated again for the new
     materialization from what was recorded, so the UI shows its warnings rather than skipped checks."""
-    note = f"as recorded with {recorded['optimization_id']} (inputs unchanged)"
     infeasible = [s for s in str(recorded.get("infeasible_scenarios") or "").split(", ") if s]
-    n_flags, prob = int(recorded["n_flags"]), float(recorded["prob_uplift_positive"])
-    warn = dg.AssetCheckSeverity.WARN
-    results = {
-        "plan_feasible": (True, dg.AssetCheckSeverity.ERROR, {}),
-        "scenarios_feasible": (not infeasible, warn, {"infeasible": ", ".join(infeasible) or "none"}),
-        "within_history": (n_flags == 0, warn, {"flags": n_flags}),
-        "uplift_positive": (prob >= MIN_PROB_UPLIFT, warn, {"prob_uplift_positive": prob}),
-    }
-    for check, (passed, severity, metadata) in results.items():
-        yield dg.AssetCheckResult(
-            asset_key="budget_recommendation", check_name=check, passed=bool(passed), severity=severity,
-            metadata=ui_metadata({**metadata, "note": note}),
-        )  # fmt: skip
+    n_flags = int(recorded["n_flags"])
+    yield from _check_results(
+        [],
+        [f"scenario {name!r} is infeasible" for name in infeasible],
+        [f"{n_flags} flag(s) on the recommendation"] if n_flags else [],
+        {"prob_uplift_positive": float(recorded["prob_uplift_positive"])},
+        note=f"as recorded with {recorded['optimization_id']} (inputs unchanged)",
+    )
 
 
 def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
@@ -529,42 +555,16 @@ def build_optimization_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
         yield dg.MaterializeResult(
             asset_key="budget_recommendation", metadata=ui_metadata(metadata), data_version=recorded
         )
-        yield dg.AssetCheckResult(
-            asset_key="budget_recommendation",
-            check_name="plan_feasible",
-            passed=bool(not conflicts),
-            metadata={"conflicting_rules": _bullets(conflicts), "written": base is not None},
-        )
-        yield dg.AssetCheckResult(
-            asset_key="budget_recommendation",
-            check_name="scenarios_feasible",
-            passed=bool(not scenario_conflicts),
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"conflicting_rules": _bullets(scenario_conflicts)},
-        )
-        not_evaluated = {"note": "not evaluated: the base plan is infeasible"}
-        yield dg.AssetCheckResult(
-            asset_key="budget_recommendation",
-            check_name="within_history",
-            passed=bool(base is None or not base.flags),
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata=not_evaluated
+        yield from _check_results(
+            conflicts,
+            scenario_conflicts,
+            None if base is None else list(base.flags),
+            None
             if base is None
-            else {"flags": dg.MetadataValue.md("\n".join(f"- {f}" for f in base.flags) or "none")},
-        )
-        yield dg.AssetCheckResult(
-            asset_key="budget_recommendation",
-            check_name="uplift_positive",
-            passed=bool(base is None or base.summary.iloc[0]["prob_uplift_positive"] >= MIN_PROB_UPLIFT),
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata=not_evaluated
-            if base is None
-            else ui_metadata(
-                {
-                    "prob_uplift_positive": float(base.summary.iloc[0]["prob_uplift_positive"]),
-                    "uplift": _uplift_text(base.summary.iloc[0], cfg.kpi.name),
-                }
-            ),
+            else {
+                "prob_uplift_positive": float(base.summary.iloc[0]["prob_uplift_positive"]),
+                "uplift": _uplift_text(base.summary.iloc[0], cfg.kpi.name),
+            },
         )
 
     @dg.graph_asset(
