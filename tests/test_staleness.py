@@ -29,9 +29,13 @@ from mmm_testkit.synthetic import generate_world, write_world
 
 MARKETS = ("north", "south")
 LIFT_FILE = "lift_tests/experiments.csv"
-FIT, RECOMMENDATION, BI, REPORT = (
-    dg.AssetKey(k) for k in ("model_fit", "budget_recommendation", "bi_model_snapshots", "executive_report")
-)
+FIT, RECOMMENDATION, SCORECARD, BI, REPORT = (
+    dg.AssetKey(k)
+    for k in (
+        "model_fit", "budget_recommendation", "recommendation_scorecard", "bi_model_snapshots",
+        "executive_report",
+    )
+)  # fmt: skip
 
 
 def _project(directory: Path) -> Path:
@@ -128,23 +132,26 @@ def test_plan_change_reoptimizes_and_corrected_lift_test_refits(tmp_path: Path) 
     assert first.ok, first.problems
     assert {("model_fit", m) for m in MARKETS} <= done, log
 
-    # (a) A second run: every market current, nothing model-side but the re-hash of the inputs.
+    # (a) A second run: every market current, nothing model-side but the observed assets (the re-hash of
+    # the inputs, the conditions re-evaluated).
+    observed = {k.to_user_string() for k in OBSERVED_KEYS}
     assert _three_answers(cfg) == (set(), set())
     second, log, done = _run(config_path)
     assert second.ok, second.problems
-    assert done == {("market_training_data", m) for m in MARKETS}, log
+    assert done == {(k, m) for k in observed for m in MARKETS}, log
     assert sum("already covers" in line for line in log) == 2, log
 
-    # (b) A plan file changes: the recommendations, their BI publish and the reports; no fit.
+    # (b) A plan file changes: the recommendations, the scorecard that scores them, their BI publish and
+    # the reports; no fit.
     plan = cfg.optimization_plan_path
     plan.write_text(plan.read_text().replace("digital_floor: {group: digital, min: 0.40}",
                                              "digital_floor: {group: digital, min: 0.45}"))  # fmt: skip
     cli, daemon = _three_answers(cfg)
-    assert cli == daemon == {(m, k) for m in MARKETS for k in (RECOMMENDATION, BI, REPORT)}
+    assert cli == daemon == {(m, k) for m in MARKETS for k in (RECOMMENDATION, SCORECARD, BI, REPORT)}
     third, log, done = _run(config_path)
     assert third.ok, third.problems
-    assert {k for k, _ in done} == {"market_training_data", "budget_recommendation", "bi_model_snapshots",
-                                     "executive_report"}, log  # fmt: skip
+    assert {k for k, _ in done} == observed | {k.to_user_string() for k in (RECOMMENDATION, SCORECARD, BI,
+                                                                             REPORT)}, log  # fmt: skip
     assert _three_answers(cfg) == (set(), set())
 
     # (c) North's lift test corrected in place (same count): north refits, south does not.
