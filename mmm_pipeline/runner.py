@@ -36,7 +36,7 @@ from .defs.staleness import (
     OBSERVED_KEYS,
     MarketPlan,
     WeekRange,
-    around_shared,
+    model_phases,
     model_plans,
     stale_week_ranges,
     weeks_with_data,
@@ -383,9 +383,7 @@ def _refit_models(
             plans = model_plans(instance, graph, set(job_keys) - set(GROUP_KEYS), observed)
             with WarehouseResource(database=str(cfg.warehouse_path)).get_connection() as conn:
                 latest = {market: latest_run(conn, market) for market in weeks}
-    own: list[tuple[str, list[dg.AssetKey]]] = []
-    below: list[tuple[str, list[dg.AssetKey]]] = []
-    shared: set[dg.AssetKey] = set()
+    selections: dict[str, list[dg.AssetKey]] = {}
     for plan in plans:
         market, run = plan.market, latest[plan.market]
         last_week = min(weeks[market], cfg.model.train_end) if cfg.model.train_end else weeks[market]
@@ -404,19 +402,19 @@ def _refit_models(
             # stale to it. The one rule of the runner's own: write the report again (nothing else).
             log(f"market {market}: no report folder under {cfg.reports_dir}: writing the report again")
             selection.append(REPORT_KEY)
-        mine, common, after = around_shared(graph, selection)
-        shared.update(common)
-        own += [(market, list(mine))] if mine else []
-        below += [(market, list(after))] if after else []
+        if selection:
+            selections[market] = selection
+    phases = model_phases(graph, selections)
+    own = [(market, list(keys)) for market, keys in phases.own.items()]
     failed = _run_markets(cfg, defs, instance, own, "", summary, log)
-    if shared:
+    if phases.shared:
         # Once for every market, after all their fits and plans (each market's run would redo them).
-        log(f"all markets: running {_names(tuple(sorted(shared)))} once")
-        result = run_job(defs, MODEL_JOB, instance, sorted(shared))
+        log(f"all markets: running {_names(phases.shared)} once")
+        result = run_job(defs, MODEL_JOB, instance, list(phases.shared))
         _record(summary, MODEL_JOB, result, "all markets", prefix="all markets: ")
         if not result.success:
             return
-    later = [(m, keys) for m, keys in below if m not in failed]
+    later = [(m, list(keys)) for m, keys in phases.below.items() if m not in failed]
     _run_markets(cfg, defs, instance, later, REPORT_SCOPE, summary, log)
 
 

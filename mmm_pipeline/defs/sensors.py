@@ -9,9 +9,11 @@
   week whose landed content changed; the same answer as ``mmm-pipeline run`` and the UI); when a feature
   run or the weekly update succeeds, one run per market that hashes what its fit reads and which market
   conditions hold again (``market_training_data``, ``market_conditions``).
-- ``stale_model_sensor``: per market, a model run of what Dagster reports missing or stale
+- ``stale_model_sensor``: what Dagster reports missing or stale in the model job
   (:func:`mmm_pipeline.defs.staleness.model_plans`, the same decision ``mmm-pipeline run`` takes and
-  the UI shows as "unsynced"); nothing for a market whose model is current (``schedule.refit``).
+  the UI shows as "unsynced"), run in ``mmm-pipeline run``'s order: each market's own part in a run per
+  market, then every market's monitoring once, then each market's report; nothing for a market whose
+  model is current (``schedule.refit``).
 - ``drift_sensor``: reads the published ``drift_events`` relation (through the read-only BI catalog,
   never the working warehouse, so it never waits for or blocks the DuckDB writer) and starts one
   refit + reoptimization run per open event, tagged with the rule and its evidence; the run key is
@@ -30,6 +32,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from mmm_pipeline.ingest.ingestion import landing_fingerprints
 
@@ -37,7 +40,7 @@ from ..config import ProjectConfig
 from .assets.model import GROUP_KEYS, MARKETS, group_run_tags
 from .assets.monitoring import EVENT_TAG, TRIGGER_TAG, evidence_summary
 from .jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB, WEEKLY_JOB
-from .staleness import INPUTS_KEY, OBSERVED_KEYS, MarketPlan, model_plans, stale_week_ranges
+from .staleness import INPUTS_KEY, OBSERVED_KEYS, MarketPlan, model_phases, model_plans, stale_week_ranges
 
 NEW_DATA_SENSOR = "new_data_sensor"
 FOLLOW_UP_SENSOR = "follow_up_sensor"
@@ -198,11 +201,12 @@ def build_sensors(
         minimum_interval_seconds=60,
         default_status=_status(cfg.schedule.refit and (cfg.schedule.enabled or sensors_cfg.new_data.enabled)),
         description=(
-            "Per market, one refit_model run of exactly what Dagster reports missing or stale (the UI's "
-            "'unsynced'): the fit when what it reads (market_training_data) or the model config changed, "
-            "the recommendation when a plan file changed, the report when its settings changed, and what "
-            "lies below. The same decision as `mmm-pipeline run`. No run for a current market, none while "
-            "the market has a run in progress, none twice for the same state."
+            "Runs exactly what Dagster reports missing or stale in refit_model (the UI's 'unsynced'): the "
+            "fit when what it reads (market_training_data) or the model config changed, the "
+            "recommendation when a plan file changed, the report when its settings changed, and what lies "
+            "below. The same decision and order as `mmm-pipeline run`: one run per market of its own part, "
+            "then (no model run in progress) one run of every market's monitoring, then one run per market "
+            "of its report. No run for a current market, none twice for the same state."
         ),
     )
     def stale_model_sensor(context: dg.SensorEvaluationContext):
@@ -227,21 +231,7 @@ def build_sensors(
                     tags=tags,
                 )
             ]
-        requests = []
-        for plan in plans:
-            if plan.market in busy:
-                context.log.info(f"market {plan.market}: a model run is in progress; deciding after it")
-                continue
-            context.log.info(f"market {plan.market}: {plan.reasons()}")
-            requests.append(
-                dg.RunRequest(
-                    run_key=_state_key(context.instance, context.repository_def.asset_graph, plan),
-                    partition_key=plan.market,
-                    asset_selection=list(plan.selection),
-                    tags={TRIGGER_TAG: "stale", "mmm/stale": plan.reasons()[:250]},
-                )
-            )
-        return requests or dg.SkipReason(f"market(s) {', '.join(sorted(busy))} have a model run in progress")
+        return _phased_requests(context, plans, busy)
 
     return [new_data_sensor, follow_up_sensor, drift_sensor, stale_model_sensor]
 
@@ -256,6 +246,77 @@ def stale_model_requests(
     return [p for p in plans if p.selection]
 
 
+def _phased_requests(
+    context: dg.SensorEvaluationContext, plans: list[MarketPlan], busy: set[str]
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """The stale model work in the runner's order (:func:`model_phases`), one phase per tick:
+
+    1. each market's own part (fit, CV, registry, recommendation, ...), one run per market;
+    2. when no model run is in progress any more, the unpartitioned assets (every market's monitoring)
+       in one run: in every market's run they would be computed again for all markets each time, one
+       writer after another, part of the time on markets whose new champion is not registered yet;
+    3. then what each market's part reads of them (its report), one run per market: once the
+       monitoring is current, nothing stale lies below it, so this is the first phase again.
+
+    A market whose own run was already launched for its present state (the run failed) does not hold
+    back the other markets' monitoring and reports, as in ``mmm-pipeline run``; its own phases wait for a
+    new state (new data, a changed config) or a run started by hand."""
+    instance, graph = context.instance, context.repository_def.asset_graph
+    keys = {plan.market: _state_key(instance, graph, plan) for plan in plans}
+    selections = {plan.market: plan.selection for plan in plans}
+    phases = model_phases(graph, selections)
+    fresh = [p for p in plans if p.market in phases.own and not _requested(instance, keys[p.market])]
+    if fresh:
+        requests = []
+        for plan in fresh:
+            if plan.market in busy:
+                context.log.info(f"market {plan.market}: a model run is in progress; deciding after it")
+                continue
+            own = phases.own[plan.market]
+            context.log.info(f"market {plan.market}: {plan.reasons()}: {_names(own)}")
+            requests.append(
+                dg.RunRequest(
+                    run_key=keys[plan.market],
+                    partition_key=plan.market,
+                    asset_selection=list(own),
+                    tags={TRIGGER_TAG: "stale", "mmm/stale": plan.reasons()[:250]},
+                )
+            )
+        return requests or dg.SkipReason(f"market(s) {', '.join(sorted(busy))} have a model run in progress")
+    if busy:
+        return dg.SkipReason(
+            f"market(s) {', '.join(sorted(busy))} have a model run in progress: every market's "
+            "monitoring and the reports run after the markets' own runs"
+        )
+    # A market whose own part is still stale after its run failed changed nothing the monitoring reads:
+    # the others' monitoring and reports go ahead without it.
+    failed = set(phases.own)
+    done = [plan for plan in plans if plan.market not in failed]
+    phases = model_phases(graph, {plan.market: plan.selection for plan in done})
+    if phases.shared:
+        state = "|".join(keys[plan.market] for plan in done)
+        context.log.info(f"all markets: {_names(phases.shared)} once, after every market's own run")
+        return [
+            dg.RunRequest(
+                run_key="shared-" + hashlib.sha256(state.encode()).hexdigest()[:16],
+                asset_selection=list(phases.shared),
+                tags={TRIGGER_TAG: "stale", "mmm/stale": "; ".join(p.reasons() for p in done)[:250]},
+            )
+        ]
+    return dg.SkipReason(
+        f"market(s) {', '.join(sorted(failed))}: a run for this state was launched already (see its log)"
+    )
+
+
+def _names(keys: tuple[dg.AssetKey, ...]) -> str:
+    return ", ".join(k.to_user_string() for k in keys)
+
+
+def _requested(instance: dg.DagsterInstance, run_key: str) -> bool:
+    """Whether a run was already launched for ``run_key`` (the daemon skips a request whose key it used)."""
+    return bool(instance.get_run_ids(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
+
+
 def _markets_in_progress(instance: dg.DagsterInstance) -> set[str]:
     runs = instance.get_runs(
         dg.RunsFilter(
@@ -265,7 +326,9 @@ def _markets_in_progress(instance: dg.DagsterInstance) -> set[str]:
         )
     )  # fmt: skip
     busy = {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
-    if any("dagster/asset_partition_range_start" in run.tags for run in runs):  # a pooled group's run
+    # A pooled group's run (a partition range) or a run of the unpartitioned monitoring (no partition)
+    # covers every market.
+    if any("dagster/partition" not in run.tags for run in runs):
         busy |= set(instance.get_dynamic_partitions(MARKETS.name))
     return busy
 

@@ -112,7 +112,7 @@ def model_plans(
     ``job_keys``: the model job's assets (or the part of them a user selected). Unpartitioned assets
     of the job (performance tracking, drift events) go with the first market that runs; if no market
     needs a run but one of them is stale, the first market's plan holds just them (the runner runs them
-    once after every market's own part: :func:`around_shared`). ``force_fit``
+    once after every market's own part: :func:`model_phases`). ``force_fit``
     (``run --refit``) adds the fit as a root for every market (every selected asset if the selection
     leaves the fit out).
     """
@@ -142,21 +142,41 @@ def _closure(asset_graph: BaseAssetGraph, roots: Iterable[dg.AssetKey], keys: se
     return tuple(sorted(below & keys))
 
 
-def around_shared(
-    asset_graph: BaseAssetGraph, selection: Iterable[dg.AssetKey]
-) -> tuple[tuple[dg.AssetKey, ...], tuple[dg.AssetKey, ...], tuple[dg.AssetKey, ...]]:
-    """A market's selection cut where it meets the job's unpartitioned assets: ``(own, shared, below)``.
+@dataclass(frozen=True)
+class ModelPhases:
+    """The model job's stale work cut where it meets the job's unpartitioned assets, in the order every
+    launcher runs it: each market's ``own`` part, then the ``shared`` unpartitioned assets once, then
+    each market's part ``below`` them (what reads them: its report).
 
     The unpartitioned assets (performance tracking, drift events, the scorecard) cover every market's
     champion, so one run of them after all the markets' own runs does what each market's run would
-    otherwise redo for every market, one writer at a time; ``below`` is the market's part that reads
-    them (its report), run after that."""
-    selection = tuple(selection)
-    shared = tuple(k for k in selection if not asset_graph.get(k).is_partitioned)
+    otherwise redo for every market, one writer at a time."""
+
+    own: dict[str, tuple[dg.AssetKey, ...]]
+    shared: tuple[dg.AssetKey, ...]
+    below: dict[str, tuple[dg.AssetKey, ...]]
+
+
+def model_phases(
+    asset_graph: BaseAssetGraph, selections: dict[str, Iterable[dg.AssetKey]]
+) -> ModelPhases:
+    """``selections`` (market -> what its run must materialize) cut into :class:`ModelPhases`.
+
+    Cut over all markets at once: :func:`model_plans` puts the stale unpartitioned assets in one
+    market's plan only, and another market's report that reads them still belongs after them."""
+    selections = {market: tuple(keys) for market, keys in selections.items()}
+    shared = tuple(
+        sorted(
+            {k for keys in selections.values() for k in keys if not asset_graph.get(k).is_partitioned},
+            key=dg.AssetKey.to_user_string,
+        )
+    )
     under = dg.AssetSelection.assets(*shared).downstream().resolve(asset_graph) if shared else set()
-    below = tuple(k for k in selection if k in under and k not in shared)
-    own = tuple(k for k in selection if k not in under)
-    return own, shared, below
+    own = {m: tuple(k for k in keys if k not in under) for m, keys in selections.items()}
+    below = {m: tuple(k for k in keys if k in under and k not in shared) for m, keys in selections.items()}
+    return ModelPhases(
+        {m: keys for m, keys in own.items() if keys}, shared, {m: keys for m, keys in below.items() if keys}
+    )
 
 
 @dataclass(frozen=True)
