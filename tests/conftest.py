@@ -9,10 +9,12 @@ from pathlib import Path
 
 #: numba's LLVM optimization level for the suite, set before anything imports numba (subprocesses such as
 #: the CLI runs inherit it). Most of a small test fit is compiling nutpie's numba functions, and level 0
-#: halves that (single market, 2 chains x 200 draws, 2026-12-02: compile 9.4 s at level 0 against
-#: 20.5-22.4 s at the default 3, identical posterior means to 4 decimals); sampling is slower at level 0
-#: (11.4 s against 8.5-9.2 s at 4 chains x 1000 draws), which small test draws do not feel. The product
-#: keeps numba's default. ``NUMBA_OPT`` already set in the environment wins.
+#: cuts that by a quarter to a half with the same posterior (``benchmarks/bench_compile_cache.py
+#: --numba-opt 3,0``, 2026-12-02, single market, 2 chains x 200 draws: compile 14.9-15.0 s against
+#: 19.0-20.5 s at numba's default 3, posterior means equal; a scratch run with the default PyTensor
+#: compile directory: 9.4 s against 20.5-22.4 s). Sampling is slower at level 0 (11.4 s against 8.5-9.2 s
+#: at 4 chains x 1000 draws), which small test draws do not feel, so the product keeps numba's default.
+#: ``NUMBA_OPT`` already set in the environment wins.
 os.environ.setdefault("NUMBA_OPT", "0")
 
 import duckdb
