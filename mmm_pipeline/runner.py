@@ -36,6 +36,7 @@ from .defs.staleness import (
     OBSERVED_KEYS,
     MarketPlan,
     WeekRange,
+    asset_names,
     model_phases,
     model_plans,
     stale_week_ranges,
@@ -394,7 +395,7 @@ def _refit_models(
         else:
             log(f"market {market}: model {run['model_id']} ({run['status']}) already covers {last_week}")
             if plan.roots:
-                log(f"market {market}: out of date: {plan.reasons()}: running {_names(plan.selection)}")
+                log(f"market {market}: out of date: {plan.reasons()}: running {asset_names(plan.selection)}")
         selection = list(plan.selection)
         report_gone = latest_report(cfg.reports_dir, market) is None
         if REPORT_KEY in job_keys and REPORT_KEY not in selection and report_gone:
@@ -409,7 +410,7 @@ def _refit_models(
     failed = _run_markets(cfg, defs, instance, own, "", summary, log)
     if phases.shared:
         # Once for every market, after all their fits and plans (each market's run would redo them).
-        log(f"all markets: running {_names(phases.shared)} once")
+        log(f"all markets: running {asset_names(phases.shared)} once")
         result = run_job(defs, MODEL_JOB, instance, list(phases.shared))
         _record(summary, MODEL_JOB, result, "all markets", prefix="all markets: ")
         if not result.success:
@@ -481,7 +482,7 @@ def _refit_group(
     if dg.AssetKey("model_fit") in selection:
         log(f"market group {', '.join(markets)}: fitting one pooled model ({why})")
     else:
-        log(f"market group {', '.join(markets)}: running {_names(tuple(selection))} ({why})")
+        log(f"market group {', '.join(markets)}: running {asset_names(selection)} ({why})")
     result = run_job(defs, MODEL_JOB, instance, selection, tags=group_run_tags(instance))
     _record(summary, MODEL_JOB, result, "market group", prefix="market group: ")
     return True if result.success else None
@@ -565,9 +566,6 @@ def _orchestrate_market_run(
             tags=process_tags(),
         )
 
-
-def _names(keys: tuple[dg.AssetKey, ...]) -> str:
-    return ", ".join(k.to_user_string() for k in keys)
 
 
 def celery_worker(cfg: ProjectConfig, concurrency: int, name: str | None) -> None:

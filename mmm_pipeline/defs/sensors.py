@@ -40,7 +40,15 @@ from ..config import ProjectConfig
 from .assets.model import GROUP_KEYS, MARKETS, group_run_tags
 from .assets.monitoring import EVENT_TAG, TRIGGER_TAG, evidence_summary
 from .jobs import FEATURES_JOB, INGEST_JOB, MODEL_JOB, WEEKLY_JOB
-from .staleness import INPUTS_KEY, OBSERVED_KEYS, MarketPlan, model_phases, model_plans, stale_week_ranges
+from .staleness import (
+    INPUTS_KEY,
+    OBSERVED_KEYS,
+    MarketPlan,
+    asset_names,
+    model_phases,
+    model_plans,
+    stale_week_ranges,
+)
 
 NEW_DATA_SENSOR = "new_data_sensor"
 FOLLOW_UP_SENSOR = "follow_up_sensor"
@@ -263,8 +271,7 @@ def _phased_requests(
     new state (new data, a changed config) or a run started by hand."""
     instance, graph = context.instance, context.repository_def.asset_graph
     keys = {plan.market: _state_key(instance, graph, plan) for plan in plans}
-    selections = {plan.market: plan.selection for plan in plans}
-    phases = model_phases(graph, selections)
+    phases = model_phases(graph, {plan.market: plan.selection for plan in plans})
     fresh = [p for p in plans if p.market in phases.own and not _requested(instance, keys[p.market])]
     if fresh:
         requests = []
@@ -273,7 +280,7 @@ def _phased_requests(
                 context.log.info(f"market {plan.market}: a model run is in progress; deciding after it")
                 continue
             own = phases.own[plan.market]
-            context.log.info(f"market {plan.market}: {plan.reasons()}: {_names(own)}")
+            context.log.info(f"market {plan.market}: {plan.reasons()}: {asset_names(own)}")
             requests.append(
                 dg.RunRequest(
                     run_key=keys[plan.market],
@@ -295,7 +302,7 @@ def _phased_requests(
     phases = model_phases(graph, {plan.market: plan.selection for plan in done})
     if phases.shared:
         state = "|".join(keys[plan.market] for plan in done)
-        context.log.info(f"all markets: {_names(phases.shared)} once, after every market's own run")
+        context.log.info(f"all markets: {asset_names(phases.shared)} once, after every market's own run")
         return [
             dg.RunRequest(
                 run_key="shared-" + hashlib.sha256(state.encode()).hexdigest()[:16],
@@ -307,9 +314,6 @@ def _phased_requests(
         f"market(s) {', '.join(sorted(failed))}: a run for this state was launched already (see its log)"
     )
 
-
-def _names(keys: tuple[dg.AssetKey, ...]) -> str:
-    return ", ".join(k.to_user_string() for k in keys)
 
 
 def _requested(instance: dg.DagsterInstance, run_key: str) -> bool:

@@ -142,6 +142,11 @@ def _closure(asset_graph: BaseAssetGraph, roots: Iterable[dg.AssetKey], keys: se
     return tuple(sorted(below & keys))
 
 
+def asset_names(keys: Iterable[dg.AssetKey]) -> str:
+    """``keys`` as the UI names them, comma-separated (for log lines)."""
+    return ", ".join(k.to_user_string() for k in keys)
+
+
 @dataclass(frozen=True)
 class ModelPhases:
     """The model job's stale work cut where it meets the job's unpartitioned assets, in the order every
