@@ -6,7 +6,6 @@ fails, which stops everything downstream of it in the run).
 """
 
 import hashlib
-import warnings
 from collections.abc import Callable
 
 import dagster as dg
@@ -19,9 +18,6 @@ from mmm_pipeline.ingest.schemas import MODELING_RULES, modeling_rule_of, modeli
 from ...config import ProjectConfig
 from ..metadata import table_metadata
 from ..resources import WRITER_POOL, WarehouseResource
-
-# Single-run backfills are how a historical load stays one run; the parameter is marked beta in 1.13.
-warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 MODELING_TABLE = "fct_modeling_weekly"
 MAX_CASES_SHOWN = 20
