@@ -19,6 +19,7 @@ from mmm_pipeline.defs.storage import (
 )
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_pipeline.scaffold import init_project
+from mmm_testkit.synthetic import generate_world, write_world
 
 
 def test_cli_instance_writes_what_dagsters_own_classes_read(tmp_path: Path, dagster_home: Path) -> None:
@@ -65,3 +66,32 @@ def test_a_storage_the_user_configured_is_left_alone(tmp_path: Path) -> None:
     swapped = project_storage(default)
     assert swapped.storage_data.class_name == "EngineReusingSqliteStorage"
     assert swapped._replace(storage_data=default.storage_data) == default
+
+
+def test_event_batches_are_stored_whole_and_dagsters_classes_read_them(tmp_path: Path) -> None:
+    """A feature run over 30 weekly partitions: Dagster hands the storage its planned events and each
+    partitioned step's materializations as batches, which go in one transaction per file; Dagster's own
+    classes read back every event and every partition's materialization, as one by one."""
+    cfg = load_config(init_project(tmp_path / "proj", "synthetic"))
+    world = generate_world(seed=2, n_weeks=30, start=cfg.calendar.start)
+    write_world(world, cfg.landing_dir, tmp_path / "truth")
+    instance = project_instance(cfg)
+    assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) > 1  # set by the project's storage
+    stored: list[int] = []
+    batch = instance.event_log_storage.store_event_batch
+
+    def counted(events: list) -> None:
+        stored.append(len(events))
+        batch(events)
+
+    instance.event_log_storage.store_event_batch = counted  # the real method, its calls counted
+    summary = run_pipeline(cfg, instance=instance, log=lambda _m: None, until="features")
+    assert summary.ok, summary.problems
+    assert stored and max(stored) >= 30  # a batch per partitioned step at least
+    plain = DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
+    weeks = {d.date().isoformat() for d in world.dates}
+    for run_id in [r[1] for r in summary.runs]:
+        written = [(e.dagster_event_type, e.message) for e in instance.all_logs(run_id)]
+        assert [(e.dagster_event_type, e.message) for e in plain.all_logs(run_id)] == written
+    for asset in ("stg_media", "stg_kpi"):
+        assert plain.get_materialized_partitions(dg.AssetKey(asset)) >= weeks, asset
