@@ -46,6 +46,11 @@ class SimulationSettings:
     tune: int = 400
     chains: int = 2
     cv: bool = True
+    cv_folds: int = 2
+    cv_horizon: int = 8
+    """Weeks per CV fold (folds step by as many weeks). The drift thresholds are calibrated on the CV
+    errors: 2 x 8 weeks keep the simulation quick but estimate the champion's level error loosely, so
+    whether a given shift fires varies from fit to fit; the product's default layout is 4 x 13."""
     refit: bool = True
     """Execute the runs the drift sensor requests (False: only check the requests)."""
     weeks_after_refit: int | None = None
@@ -108,8 +113,8 @@ def setup_project(directory: Path, s: SimulationSettings) -> tuple[ProjectConfig
         "gate": {"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
         "max_roas_change": 10.0,
     }  # fmt: skip
-    raw["cv"] = {"enabled": s.cv, "n_folds": 2, "min_train_weeks": 52, "horizon": 8, "step": 8,
-                 "baseline_draws": 500}  # fmt: skip
+    raw["cv"] = {"enabled": s.cv, "n_folds": s.cv_folds, "min_train_weeks": 52, "horizon": s.cv_horizon,
+                 "step": s.cv_horizon, "baseline_draws": 500}  # fmt: skip
     raw["optimization"] = {"plan": "plans/synthetic/base_plan.yaml", "scenarios": [], "max_draws": 200}
     raw["monitoring"] = {"max_draws": 400}
     if s.drift_rules is not None:
