@@ -567,7 +567,6 @@ def _orchestrate_market_run(
         )
 
 
-
 def celery_worker(cfg: ProjectConfig, concurrency: int, name: str | None) -> None:
     """``mmm-pipeline celery-worker``: a Celery worker for the project's model job until stopped (the CLI
     reaches Dagster only through this module and the definitions; celery is imported only here)."""

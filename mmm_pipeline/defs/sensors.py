@@ -315,7 +315,6 @@ def _phased_requests(
     )
 
 
-
 def _requested(instance: dg.DagsterInstance, run_key: str) -> bool:
     """Whether a run was already launched for ``run_key`` (the daemon skips a request whose key it used)."""
     return bool(instance.get_run_ids(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
