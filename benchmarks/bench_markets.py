@@ -27,7 +27,11 @@ true response, one draw, no extrapolation rule): **captured share of the achieva
   over every market x channel) with :func:`mmm_pipeline.optimize.geo.optimize_geo_budget`.
 
 Goal lines (issue 17): **pooling cuts the median per-market ROAS error by >= 30% on the noisy markets**
-and **coverage >= 90%** (pooled). Also printed: the pooled fit's wall time (build + compile + sampling,
+and **coverage >= 90%** (pooled); **every market gets a champion**: the pooled fit against the product's
+default gate (:class:`~mmm_pipeline.model.settings.GateConfig`; convergence over the joint posterior,
+in-sample fit per market, :func:`~mmm_pipeline.model.group_refit.group_gate_failures`), which decides
+promotion for the whole group (a miss sends the product up the remedies ladder, not timed here). Also
+printed: the pooled fit's wall time (build + compile + sampling,
 and sampling alone), the independent fits' total, and the process's peak memory
 (``resource.getrusage``, max resident set size so far).
 
@@ -50,9 +54,11 @@ import numpy as np
 import pandas as pd
 
 from mmm_pipeline.model.fit import ModelCache, fit
+from mmm_pipeline.model.group_refit import group_diagnostics, group_gate_failures
 from mmm_pipeline.model.insights import channel_summary
 from mmm_pipeline.model.market_insights import market_channel_summary
 from mmm_pipeline.model.pooled import NATIONAL, fit_pooled, market_posterior
+from mmm_pipeline.model.settings import GateConfig
 from mmm_pipeline.model.spec import ModelSpec, SamplerSpec
 from mmm_pipeline.optimize import ResponseModel, load_plan, optimize_budget, plan_from_dict
 from mmm_pipeline.optimize.budget import optimize_problem
@@ -238,6 +244,18 @@ def run_world(
         f"  pooled fit: {t['total']:.0f} s wall (build {t['build']:.0f} s, compile {t['compile']:.0f} s, "
         f"sampling {t['sample']:.0f} s), {divergences} divergences; peak memory so far "
         f"{peak_memory_mb():.0f} MB",
+        flush=True,
+    )
+    gate = GateConfig()
+    joint = group_diagnostics(result)
+    failures = group_gate_failures(joint, gate)
+    first = next(iter(joint.values()))
+    print(
+        f"  gate (the product's defaults: R-hat <= {gate.max_r_hat}, ESS bulk and tail >= "
+        f"{gate.min_ess_bulk:.0f}, {gate.max_divergences} divergences, in-sample fit per market): "
+        f"max R-hat {first['max_r_hat']:.3f}, min ESS bulk {first['min_ess_bulk']:.0f} / tail "
+        f"{first['min_ess_tail']:.0f} -> "
+        + ("PASS: every market gets a champion" if not failures else f"FAIL: {'; '.join(failures)}"),
         flush=True,
     )
     table = market_channel_summary(result.idata, result.scalings, pooled_spec, result.data, result.carry_in)

@@ -237,6 +237,38 @@ def test_pooled_graph_matches_numpy_prediction_and_reads_each_lift_test_on_its_m
     assert row == sum(len(t) for t in tests.values())
 
 
+def test_the_national_effect_keeps_its_prior_in_the_sampler_s_coordinate(data, geo):
+    """The national channel effect is sampled as the log of the national contribution's rise from a low
+    to a high week of spend: prior draws of ``beta_channel_national`` must still follow the single-market
+    prior (HalfNormal, sigma scaled by the markets' mean spend share), and the sampled coordinate must be
+    ``log beta`` plus the log rise of the national Hill curve between those weeks (no sampling,
+    PyTensor's fast compile mode)."""
+    import pymc as pm
+    from scipy import stats
+
+    from mmm_pipeline.model.pooled import build_pooled_model
+    from mmm_pipeline.model.spec import HALFNORMAL_UNIT_SD
+
+    markets = geo.markets
+    scalings = {m: ScalingSpec.from_data(d) for m, d in data.items()}
+    inputs = pooled_inputs(data, scalings, POOLED)
+    model = build_pooled_model(inputs, markets, scalings[markets[0]], POOLED)
+    with model:
+        prior = pm.sample_prior_predictive(draws=4000, random_seed=8, compile_kwargs={"mode": "FAST_COMPILE"})
+    draws = prior.prior
+    sigma = HALFNORMAL_UNIT_SD * inputs["beta_prior_scale"].mean(axis=0)
+    for c, channel in enumerate(data[markets[0]].channels):
+        beta = draws["beta_channel_national"].sel(channel=channel).to_numpy().ravel()
+        assert stats.kstest(beta, stats.halfnorm(scale=sigma[c]).cdf).pvalue > 0.001, channel
+        k = draws["half_sat_typical_national"].sel(channel=channel).to_numpy().ravel()
+        s = draws["slope_national"].sel(channel=channel).to_numpy().ravel()
+        points = inputs["national_spend_points"][:, c]
+        ratio = (points[None, :] / k[:, None]) ** s[:, None]
+        low, high = (ratio / (1 + ratio)).T
+        sampled = draws["log_national_contribution_rise"].sel(channel=channel).to_numpy().ravel()
+        np.testing.assert_allclose(sampled, np.log(beta) + np.log(high - low), rtol=1e-6, atol=1e-9)
+
+
 def test_a_pooled_fold_that_cannot_fit_fails_the_mmm_in_every_market_and_scores_the_baselines(data, geo):
     # Lift tests of a market outside the group: the fold's pooled fit is refused before it samples.
     stray = {"elsewhere": LiftTests.from_frame(geo.world.lift_tests, geo.markets[0])}

@@ -8,7 +8,10 @@ around shared national values (issue 17, ``ModelSpec.pooling: partial``)::
     logit alpha_mc   = logit alpha_c  + sd_alpha_c * z_mc        z_mc ~ Normal(0, 1)  (non-centred)
 
 The national values have the single-market model's priors (``beta_c``'s spread scaled by the markets'
-mean spend share), the spreads ``sd ~ market_sd`` (``ModelSpec.priors``). Everything else is each
+mean spend share), the spreads ``sd ~ market_sd`` (``ModelSpec.priors``). The sampler moves the national
+effect as the log of the national contribution's rise from a low to a high week of spend
+(``log_national_contribution_rise``; ``beta_c`` keeps its prior exactly), as the single-market model
+samples its contribution's spread: what the data pin down. Everything else is each
 market's own, with the single-market priors: intercept, trend, seasonality, control effects and noise
 scale. Each market keeps its own frozen :class:`~mmm_pipeline.model.build.ScalingSpec` (KPI / its max,
 spend / its max per channel, saturation priors in units of its typical week), so ``beta`` and the curve
@@ -124,6 +127,7 @@ def pooled_inputs(
     for key in _MARKET_MAJOR:
         if key in per_market[0]:
             inputs[key] = np.stack([one[key] for one in per_market], axis=0)
+    inputs["national_spend_points"] = _spend_points(inputs)
     tests = {m: t for m, t in (lift_tests or {}).items() if len(t)}
     unknown = sorted(set(tests) - set(markets))
     if unknown:
@@ -144,6 +148,23 @@ def pooled_inputs(
     return inputs
 
 
+#: The low and high week of spend between which the national curves' rise is read (:func:`_spend_points`).
+SPEND_QUANTILES = np.array([0.1, 0.9])
+
+
+def _spend_points(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``(2, C)``: a low and a high week of each channel's spend (:data:`SPEND_QUANTILES` over the group's
+    observed weeks and markets), in the units of the national curve parameters (each market's typical
+    week with the default ``saturation_prior_unit``, else its biggest week). Why: the national effect is
+    sampled as the log of the national contribution's rise between them (:func:`build_pooled_model`);
+    they are data, so a compiled graph refits new weeks with them."""
+    media = inputs["media"]
+    if "saturation_unit" in inputs:
+        media = media / inputs["saturation_unit"][None]
+    observed = media[inputs["mask"] > 0]  # (observed week-markets, C)
+    return np.quantile(observed, SPEND_QUANTILES, axis=0)
+
+
 def _masked_mean(mask: pt.TensorVariable, values: pt.TensorVariable) -> pt.TensorVariable:
     """Each market's mean over its observed weeks: ``(T, M, ...)`` to ``(M, ...)``."""
     extra = values.ndim - 2
@@ -152,25 +173,36 @@ def _masked_mean(mask: pt.TensorVariable, values: pt.TensorVariable) -> pt.Tenso
 
 
 def _pooled_positive(
-    name: str, prior: PriorSpec, dim: str, spread: PriorSpec, scale: pt.TensorVariable | None = None
-) -> pt.TensorVariable:
-    """``(M, k)`` market values of a positive parameter, log-normal around a national value.
+    name: str,
+    prior: PriorSpec,
+    dim: str,
+    spread: PriorSpec,
+    scale: pt.TensorVariable | None = None,
+    log_shift: pt.TensorVariable | float = 0.0,
+    sampled_as: str | None = None,
+) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """``(M, k)`` market values of a positive parameter, log-normal around a national value, and the
+    ``(k,)`` national value.
 
-    ``log_<name>_national`` is the log of a draw from ``prior`` (the single-market prior, so that the
-    national value means what a single market's does); ``<name>_market_sd`` the spread of the markets'
-    log values around it; ``<name>_z`` their standardized deviations (non-centred: the funnel between a
-    small spread and the deviations is what centred hierarchies diverge in).
+    The national value is a draw from ``prior`` (the single-market prior, so that it means what a single
+    market's does), sampled as its log plus ``log_shift`` under the name ``sampled_as`` (default
+    ``log_<name>_national``; :func:`~mmm_pipeline.model.build.shifted_prior`: the prior stays exact, only
+    the sampler's coordinate moves); ``<name>_market_sd`` is the spread of the markets' log values around it,
+    ``<name>_z`` their standardized deviations (non-centred: the funnel between a small spread and the
+    deviations is what centred hierarchies diverge in).
     """
     if prior.dist not in POSITIVE_PRIORS:
         raise ValueError(
             f"pooling: partial draws {name} on the log scale around its national value; its prior must be "
             f"one of {sorted(POSITIVE_PRIORS)}, got {prior.dist}"
         )
-    log_national = shifted_prior(f"log_{name}_national", prior, 0.0, log=True, scale=scale, dims=dim)
-    pm.Deterministic(f"{name}_national", pt.exp(log_national), dims=dim)
+    sampled_as = sampled_as or f"log_{name}_national"
+    shifted = shifted_prior(sampled_as, prior, log_shift, log=True, scale=scale, dims=dim)
+    log_national = shifted - log_shift
+    national = pm.Deterministic(f"{name}_national", pt.exp(log_national), dims=dim)
     sd = prior_variable(f"{name}_market_sd", spread, dim)
     z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("market", dim))
-    return pt.exp(log_national[None, :] + sd[None, :] * z)
+    return pt.exp(log_national[None, :] + sd[None, :] * z), national
 
 
 def _pooled_share(name: str, prior: PriorSpec, dim: str, spread: PriorSpec) -> pt.TensorVariable:
@@ -230,7 +262,7 @@ def build_pooled_model(
         if spec.adstock == "delayed":
             theta = pm.Deterministic(
                 "theta",
-                _pooled_positive("theta", spec.prior("theta"), "channel", spread),
+                _pooled_positive("theta", spec.prior("theta"), "channel", spread)[0],
                 dims=("market", "channel"),
             )
         adstocked = transforms.adstock(
@@ -239,29 +271,44 @@ def build_pooled_model(
         unit = None
         if spec.saturation_prior_unit == "typical_spend":
             unit = data["saturation_unit"]
-        group_params = []
+        group_params, national_curves = [], []
         for group in groups:
-            _, idx, dim = group
-            params = {}
-            for name in SATURATION_PARAMS[group[0]]:
+            kind, idx, dim = group
+            params, national = {}, {}
+            for name in SATURATION_PARAMS[kind]:
                 power = SPEND_POWER[name]
                 relative = unit is not None and power != 0.0
                 base = f"{name}_typical" if relative else name
-                value = _pooled_positive(base, group_prior(spec, name, group), dim, spread)
+                value, national[name] = _pooled_positive(base, group_prior(spec, name, group), dim, spread)
                 if relative:
                     pm.Deterministic(base, value, dims=("market", dim))
                     value = value * (unit if dim == "channel" else unit[:, idx]) ** power
                 params[name] = pm.Deterministic(name, value, dims=("market", dim))
             group_params.append((group, params))
+            national_curves.append((kind, idx, national))
         saturated = transforms.grouped_saturation(
             [(kind, idx, params) for (kind, idx, _), params in group_params], adstocked, xp=pt
         )
         national_scale = prior_scale.mean(axis=0)
-        beta = pm.Deterministic(
+        # The national effect is sampled as the log of the national contribution's rise from a low to a
+        # high week of spend (as the single-market model samples its spread, build._channel_effect): what
+        # the markets' data pin down is how much a channel's contribution moves with its spend, not beta
+        # and the curve apart. Sampled as log beta, beta and the curve parameters of a channel sit on a
+        # ridge shared by every market (40-market world: R-hat 1.03, ESS 160-200; benchmarks/README.md).
+        # (The rise, not the sd over more points: PyTensor 2.38's fusion rewrite fails on the sd's graph.)
+        # The floor keeps a channel whose low and high weeks are equal finite (its beta is then prior).
+        rise = transforms.grouped_saturation(national_curves, data["national_spend_points"], xp=pt)
+        log_spread = pt.log(rise[1] - rise[0] + 1e-12)
+        beta, _ = _pooled_positive(
             "beta_channel",
-            _pooled_positive("beta_channel", spec.prior("beta_channel"), "channel", spread, national_scale),
-            dims=("market", "channel"),
+            spec.prior("beta_channel"),
+            "channel",
+            spread,
+            national_scale,
+            log_shift=log_spread,
+            sampled_as="log_national_contribution_rise",
         )
+        beta = pm.Deterministic("beta_channel", beta, dims=("market", "channel"))
         terms = terms + (saturated * beta[None]).sum(axis=2)
         mean_terms = mean_terms + (_masked_mean(mask, saturated) * beta).sum(axis=1)
         if "lift_x" in inputs:
