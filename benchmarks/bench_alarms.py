@@ -166,9 +166,12 @@ def check(rules, rows: pd.DataFrame, calibration, min_weeks: int, fires: np.ndar
         raise SystemExit(f"real rules: first event in week {real}, vectorized statistics: {expected}")
 
 
-def false_alarms(years: int, seed: int, n_check: int, folds: int) -> None:
+def false_alarms(years: int, seed: int, n_check: int, folds: int, expected_paths: int = 0) -> None:
     cfg = MonitoringConfig()
     sets = rule_sets(cfg)
+    if expected_paths:
+        print(f"(chance: per champion, the share of {expected_paths:,} shared simulated stable years in which"
+              " its thresholds fire, averaged over the champions, +- its standard error)")  # fmt: skip
     print(f"\n=== 1. false alarms per stable year ({years} simulated years per row: a new champion each, "
           f"CV {folds}x{CV_HORIZON} weeks, tracked 52 weeks) ===")  # fmt: skip
     print(f"{'process':<36} {'sigma_rel':>9}  {'fixed':>6}  {'CUSUM':>6}  {'changepoint':>11}  "
@@ -183,6 +186,11 @@ def false_alarms(years: int, seed: int, n_check: int, folds: int) -> None:
         years_fired = dict.fromkeys(sets, 0)
         by_rule = dict.fromkeys(names, 0)
         thresholds = []
+        chances: dict[str, list[float]] = {kind: [] for kind in sets}
+        if expected_paths:  # own generator: the Bernoulli years above are the same with or without
+            key = [seed, 99, int(sigma_rel * 100), int(level_sd * 10), int(rho * 10)]
+            truth_z = null.simulate(np.random.default_rng(key), expected_paths, 52)
+            truth_ape = calibration_ape(truth_z, np.full_like(truth_z, sigma_rel))
         for year in range(years):
             errors, groups = cv_errors(null, rng, sigma_rel, folds)
             calibrations = champion_calibrations(cfg, errors, np.ones_like(errors), groups, sigma_rel)
@@ -190,6 +198,9 @@ def false_alarms(years: int, seed: int, n_check: int, folds: int) -> None:
             z = null.simulate(rng, 1, 52)
             ape = calibration_ape(z, np.full_like(z, sigma_rel))
             for kind, (rules, min_weeks) in sets.items():
+                if expected_paths:
+                    chances[kind].append(firing(rules, calibrations[kind], truth_z, truth_ape, min_weeks)
+                                         .any(axis=1).mean())  # fmt: skip
                 fires = rule_firing(rules, calibrations[kind], z, ape, min_weeks)
                 now = np.logical_or.reduce(list(fires.values()))[0]
                 years_fired[kind] += bool(now.any())
@@ -209,6 +220,10 @@ def false_alarms(years: int, seed: int, n_check: int, folds: int) -> None:
               f"{fired['CUSUM']:>6.1%}  {fired['changepoint']:>11.1%}  {rates:<48} "
               f"|z| {med['outside_interval']:.2f}, MAPE {med['rolling_mape']:.1%}, "
               f"CUSUM {med['residual_shift']:.1f}, changepoint t {med['forecast_shift']:.2f}")  # fmt: skip
+        if expected_paths:
+            se = {k: np.std(v, ddof=1) / np.sqrt(len(v)) for k, v in chances.items()}
+            print(f"{'':<36} {'chance':>9}  " + "  ".join(
+                f"{k} {np.mean(v):.2%} +- {se[k]:.2%}" for k, v in chances.items()))  # fmt: skip
 
 
 def world_truth(seed: int, history: int, stable: int, post: int, channel: str) -> dict[str, np.ndarray]:
@@ -286,6 +301,8 @@ def main() -> int:
     parser.add_argument("--error-sd", type=float, nargs="+", default=[1.0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cv-folds", type=int, default=CV_FOLDS, help="CV folds of each champion (13 weeks)")
+    parser.add_argument("--expected-paths", type=int, default=0,
+                        help="also each champion's chance of a false alarm, on this many shared stable years")
     parser.add_argument("--part", choices=["all", "false", "detection"], default="all")
     parser.add_argument("--calibration-paths", type=int, default=20_000,
                         help="simulated years per calibration (product default 20,000; fewer: faster, "
@@ -294,7 +311,7 @@ def main() -> int:
     CALIBRATION_PATHS[0] = args.calibration_paths
     started = time.perf_counter()
     if args.part in ("all", "false"):
-        false_alarms(args.years, args.seed, args.check, args.cv_folds)
+        false_alarms(args.years, args.seed, args.check, args.cv_folds, args.expected_paths)
     if args.part in ("all", "detection"):
         for error_sd in args.error_sd:
             detection(args.replications, args.seed, error_sd, args.check, args.cv_folds)
