@@ -72,6 +72,7 @@ def alone(data, geo) -> FitResult:
 def test_pooling_is_validated_and_kept_out_of_existing_structure_keys():
     assert ModelSpec().pooling == "none"
     assert "pooling" not in ModelSpec().model_dump()  # existing specs' keys and config hashes unchanged
+    assert "market_varying" not in ModelSpec().model_dump()
     assert "partial" in POOLED.structure_key() and POOLED.structure_key() != SPEC.structure_key()
     with pytest.raises(ValidationError, match="pooling"):
         ModelSpec(pooling="full")
@@ -267,6 +268,38 @@ def test_the_national_effect_keeps_its_prior_in_the_sampler_s_coordinate(data, g
         low, high = (ratio / (1 + ratio)).T
         sampled = draws["log_national_contribution_rise"].sel(channel=channel).to_numpy().ravel()
         np.testing.assert_allclose(sampled, np.log(beta) + np.log(high - low), rtol=1e-6, atol=1e-9)
+
+
+def test_only_the_market_varying_parameters_vary_by_market(data, geo):
+    """By default every market shares the national Hill slope (no spread, no deviations), and draws its
+    effect, half-saturation and decay around the national ones; naming ``slope`` in
+    ``market_varying`` gives it a spread too, and leaving ``beta_channel`` out shares the effect."""
+    import pymc as pm
+
+    from mmm_pipeline.model.pooled import build_pooled_model
+
+    markets = geo.markets
+    scalings = {m: ScalingSpec.from_data(d) for m, d in data.items()}
+    inputs = pooled_inputs(data, scalings, POOLED)
+    assert "slope" not in POOLED.market_varying and "beta_channel" in POOLED.market_varying
+    for varying, spread_vars, shared in [
+        (POOLED.market_varying, {"alpha", "half_sat_typical", "beta_channel"}, ["slope"]),
+        (("slope", "alpha", "half_sat"), {"alpha", "half_sat_typical", "slope"}, ["beta_channel"]),
+    ]:
+        spec = POOLED.model_copy(update={"market_varying": varying})
+        model = build_pooled_model(inputs, markets, scalings[markets[0]], spec)
+        names = set(model.named_vars)
+        assert {n.removesuffix("_market_sd") for n in names if n.endswith("_market_sd")} == spread_vars
+        assert {n.removesuffix("_z") for n in names if n.endswith("_z")} == spread_vars
+        with model:
+            prior = pm.sample_prior_predictive(
+                draws=20, random_seed=2, var_names=[*shared, *(f"{n}_national" for n in shared)],
+                compile_kwargs={"mode": "FAST_COMPILE"},
+            )  # fmt: skip
+        for name in shared:
+            by_market = prior.prior[name].to_numpy()  # (chain, draw, market, channel)
+            national = prior.prior[f"{name}_national"].to_numpy()[:, :, None, :]
+            np.testing.assert_allclose(by_market, np.broadcast_to(national, by_market.shape), rtol=1e-12)
 
 
 def test_a_pooled_fold_that_cannot_fit_fails_the_mmm_in_every_market_and_scores_the_baselines(data, geo):

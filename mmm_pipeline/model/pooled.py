@@ -4,8 +4,11 @@ Why: a single market's weekly KPI is noisy, and fitted alone a small market's ch
 prior; markets of one brand share how its channels work. So each market's channel parameters are drawn
 around shared national values (issue 17, ``ModelSpec.pooling: partial``)::
 
-    log beta_mc      = log beta_c     + sd_beta_c  * z_mc        (the same for half_sat, slope, lam, theta)
+    log beta_mc      = log beta_c     + sd_beta_c  * z_mc        (the same for half_sat, lam, theta)
     logit alpha_mc   = logit alpha_c  + sd_alpha_c * z_mc        z_mc ~ Normal(0, 1)  (non-centred)
+
+for the parameters of ``ModelSpec.market_varying``; the others (by default the Hill slope, which a
+market's own weeks barely identify) every market shares at the national value.
 
 The national values have the single-market model's priors (``beta_c``'s spread scaled by the markets'
 mean spend share), the spreads ``sd ~ market_sd`` (``ModelSpec.priors``). The sampler moves the national
@@ -180,6 +183,7 @@ def _pooled_positive(
     scale: pt.TensorVariable | None = None,
     log_shift: pt.TensorVariable | float = 0.0,
     sampled_as: str | None = None,
+    varies: bool = True,
 ) -> tuple[pt.TensorVariable, pt.TensorVariable]:
     """``(M, k)`` market values of a positive parameter, log-normal around a national value, and the
     ``(k,)`` national value.
@@ -187,9 +191,8 @@ def _pooled_positive(
     The national value is a draw from ``prior`` (the single-market prior, so that it means what a single
     market's does), sampled as its log plus ``log_shift`` under the name ``sampled_as`` (default
     ``log_<name>_national``; :func:`~mmm_pipeline.model.build.shifted_prior`: the prior stays exact, only
-    the sampler's coordinate moves); ``<name>_market_sd`` is the spread of the markets' log values around it,
-    ``<name>_z`` their standardized deviations (non-centred: the funnel between a small spread and the
-    deviations is what centred hierarchies diverge in).
+    the sampler's coordinate moves); the markets' log values spread around it as :func:`_market_values`
+    draws them (or equal it, unless ``varies``).
     """
     if prior.dist not in POSITIVE_PRIORS:
         raise ValueError(
@@ -200,18 +203,32 @@ def _pooled_positive(
     shifted = shifted_prior(sampled_as, prior, log_shift, log=True, scale=scale, dims=dim)
     log_national = shifted - log_shift
     national = pm.Deterministic(f"{name}_national", pt.exp(log_national), dims=dim)
-    sd = prior_variable(f"{name}_market_sd", spread, dim)
-    z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("market", dim))
-    return pt.exp(log_national[None, :] + sd[None, :] * z), national
+    return pt.exp(_market_values(name, log_national, spread, dim, varies)), national
 
 
-def _pooled_share(name: str, prior: PriorSpec, dim: str, spread: PriorSpec) -> pt.TensorVariable:
+def _pooled_share(
+    name: str, prior: PriorSpec, dim: str, spread: PriorSpec, varies: bool = True
+) -> pt.TensorVariable:
     """``(M, k)`` market values of a parameter in ``(0, 1)`` (adstock decay), logit-normal around a
     national value drawn from the single-market prior."""
     national = prior_variable(f"{name}_national", prior, dim)
+    return pt.sigmoid(_market_values(name, pt.log(national / (1 - national)), spread, dim, varies))
+
+
+def _market_values(
+    name: str, national: pt.TensorVariable, spread: PriorSpec, dim: str, varies: bool
+) -> pt.TensorVariable:
+    """``(M, k)``: each market's value of a parameter on its link scale, ``national + sd * z`` with
+    ``<name>_market_sd`` the spread and ``<name>_z ~ Normal(0, 1)`` its standardized deviations
+    (non-centred: the funnel between a small spread and the deviations is what centred hierarchies
+    diverge in); the national value in every market when the parameter does not ``vary`` by market
+    (:attr:`~mmm_pipeline.model.spec.ModelSpec.market_varying`)."""
+    n_markets = len(pm.modelcontext(None).coords["market"])
+    if not varies:
+        return pt.ones((n_markets, 1)) * national[None, :]
     sd = prior_variable(f"{name}_market_sd", spread, dim)
     z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("market", dim))
-    return pt.sigmoid(pt.log(national / (1 - national))[None, :] + sd[None, :] * z)
+    return national[None, :] + sd[None, :] * z
 
 
 def build_pooled_model(
@@ -255,14 +272,16 @@ def build_pooled_model(
         prior_scale = data["beta_prior_scale"]
         alpha = pm.Deterministic(
             "alpha",
-            _pooled_share("alpha", spec.prior("alpha"), "channel", spread),
+            _pooled_share("alpha", spec.prior("alpha"), "channel", spread, "alpha" in spec.market_varying),
             dims=("market", "channel"),
         )
         theta = None
         if spec.adstock == "delayed":
             theta = pm.Deterministic(
                 "theta",
-                _pooled_positive("theta", spec.prior("theta"), "channel", spread)[0],
+                _pooled_positive(
+                    "theta", spec.prior("theta"), "channel", spread, varies="theta" in spec.market_varying
+                )[0],
                 dims=("market", "channel"),
             )
         adstocked = transforms.adstock(
@@ -279,7 +298,9 @@ def build_pooled_model(
                 power = SPEND_POWER[name]
                 relative = unit is not None and power != 0.0
                 base = f"{name}_typical" if relative else name
-                value, national[name] = _pooled_positive(base, group_prior(spec, name, group), dim, spread)
+                value, national[name] = _pooled_positive(
+                    base, group_prior(spec, name, group), dim, spread, varies=name in spec.market_varying
+                )
                 if relative:
                     pm.Deterministic(base, value, dims=("market", dim))
                     value = value * (unit if dim == "channel" else unit[:, idx]) ** power
@@ -307,6 +328,7 @@ def build_pooled_model(
             national_scale,
             log_shift=log_spread,
             sampled_as="log_national_contribution_rise",
+            varies="beta_channel" in spec.market_varying,
         )
         beta = pm.Deterministic("beta_channel", beta, dims=("market", "channel"))
         terms = terms + (saturated * beta[None]).sum(axis=2)

@@ -18,6 +18,11 @@ from mmm_pipeline.model.transforms import AdstockKind, SaturationKind
 
 SamplerName = Literal["nutpie", "pymc", "numpyro", "blackjax"]
 Pooling = Literal["none", "partial"]
+#: Parameters that may vary by market around a national value in the pooled model.
+MarketParameter = Literal["beta_channel", "alpha", "theta", "half_sat", "lam", "slope"]
+#: What varies by market by default: every channel parameter but the Hill slope (see
+#: :attr:`ModelSpec.market_varying`).
+DEFAULT_MARKET_VARYING: tuple[MarketParameter, ...] = ("beta_channel", "alpha", "theta", "half_sat", "lam")
 Likelihood = Literal["normal", "student_t"]
 PriorDist = Literal[
     "Normal", "HalfNormal", "StudentT", "HalfStudentT", "Laplace", "Beta", "Gamma", "LogNormal", "Uniform"
@@ -142,6 +147,15 @@ class ModelSpec(_Strict):
     national values, each market with its own baseline, trend, seasonality, controls and noise; a market
     whose own data say little borrows from the others. Left out of the serialized spec when ``none``, so
     the structure key and the config hash of every existing spec stay what they were."""
+    market_varying: tuple[MarketParameter, ...] = DEFAULT_MARKET_VARYING
+    """With ``pooling: partial``: the channel parameters each market draws around the national value;
+    the others (by default the Hill ``slope``) every market shares. Why the slope is shared by default:
+    a market's own weeks say little about how S-shaped its curve is apart from its effect size, so the
+    markets' slopes and effects trade off along a ridge in every market; on a 40-market world (156 weeks,
+    5 channels) the spreads of search's effect and slope then mixed worst (R-hat 1.03, bulk ESS 150), and
+    with the slope shared no quantity had R-hat above 1.01 or bulk ESS under 400, and a log-density
+    gradient cost a fifth less (``benchmarks/README.md``, many markets). Meridian likewise shares its
+    Hill curves across geos. Left out of the serialized spec with ``pooling: none``."""
     control_variates: bool = True
     """Estimate the posterior means of the channel summary (contribution, ROAS, share, marginal ROAS;
     hence ``roas_drift`` and the report), the period summary and the decomposition with zero-variance
@@ -177,6 +191,7 @@ class ModelSpec(_Strict):
             data.pop("saturation_by_channel", None)
         if self.pooling == "none":
             data.pop("pooling", None)
+            data.pop("market_varying", None)
         if self.control_variates:
             data.pop("control_variates", None)
         return data
