@@ -398,6 +398,47 @@ class Calibration:
         }
 
 
+def null_thresholds(
+    rules: Sequence[DriftRule],
+    z_null: NullErrors,
+    forecast_cv: np.ndarray,
+    rate_per_year: float,
+    min_weeks: int,
+    n_paths: int = 20_000,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, bool], dict[str, float]]:
+    """``(thresholds, calibrated, simulated_rates)`` of the error rules among ``rules`` under the null
+    model ``z_null`` (see :class:`Calibration`'s fields), the MAPE rule's weeks drawing their forecast
+    coefficient of variation from ``forecast_cv``. The core of :func:`calibrate`, separate so that a
+    known null model can be calibrated as well (the detection ceiling in
+    benchmarks/bench_detection_ceiling.py calibrates the product's rules on the true one)."""
+    error_rules = [r for r in rules if r.kind in ERROR_RULES]
+    rng = np.random.default_rng(seed)
+    z_paths = z_null.simulate(rng, n_paths, YEAR_WEEKS)
+    pct_paths = ape(z_paths, rng.choice(forecast_cv, (n_paths, YEAR_WEEKS)))
+    stats = {
+        r.name: year_statistic(r, pct_paths if isinstance(r, RollingMapeRule) else z_paths, min_weeks, z_null)
+        for r in error_rules
+    }
+    fixed = {r.name: fixed_threshold(r) for r in error_rules}
+    # Split evenly (a union bound). Splitting on the rules' joint behaviour instead (each rule more,
+    # all together exactly the rate under the fitted model) was tried: with four CV folds the fitted
+    # level error is often too small, and the actual rate came out at 7.5-11% a year where there is a
+    # level error; the even split's slack covers part of that (6-8.5%, benchmarks/README.md).
+    share = rate_per_year / max(len(error_rules), 1)
+    thresholds, calibrated, rates = {}, {}, {}
+    fired = np.zeros(n_paths, dtype=bool)
+    for name, stat in stats.items():
+        given = fixed[name]
+        threshold = float(np.quantile(stat, 1.0 - share)) if given is None else float(given)
+        thresholds[name], calibrated[name] = threshold, given is None
+        hit = stat > threshold
+        rates[name] = float(hit.mean())
+        fired |= hit
+    rates["all"] = float(fired.mean())
+    return thresholds, calibrated, rates
+
+
 @_remembered
 def calibrate(
     rules: Sequence[DriftRule],
@@ -430,29 +471,9 @@ def calibrate(
     if reference_mape is None:
         reference_mape = float(np.mean(ape(z[ok], scale)))
     error_rules = [r for r in rules if r.kind in ERROR_RULES]
-    rng = np.random.default_rng(seed)
-    z_paths = z_null.simulate(rng, n_paths, YEAR_WEEKS)
-    pct_paths = ape(z_paths, rng.choice(scale, (n_paths, YEAR_WEEKS)))
-    stats = {
-        r.name: year_statistic(r, pct_paths if isinstance(r, RollingMapeRule) else z_paths, min_weeks, z_null)
-        for r in error_rules
-    }
-    fixed = {r.name: fixed_threshold(r) for r in error_rules}
-    # Split evenly (a union bound). Splitting on the rules' joint behaviour instead (each rule more,
-    # all together exactly the rate under the fitted model) was tried: with four CV folds the fitted
-    # level error is often too small, and the actual rate came out at 7.5-11% a year where there is a
-    # level error; the even split's slack covers part of that (6-8.5%, benchmarks/README.md).
+    thresholds, calibrated, rates = null_thresholds(error_rules, z_null, scale, rate_per_year, min_weeks,
+                                                    n_paths, seed)  # fmt: skip
     share = rate_per_year / max(len(error_rules), 1)
-    thresholds, calibrated, rates = {}, {}, {}
-    fired = np.zeros(n_paths, dtype=bool)
-    for name, stat in stats.items():
-        given = fixed[name]
-        threshold = float(np.quantile(stat, 1.0 - share)) if given is None else float(given)
-        thresholds[name], calibrated[name] = threshold, given is None
-        hit = stat > threshold
-        rates[name] = float(hit.mean())
-        fired |= hit
-    rates["all"] = float(fired.mean())
     note = (
         f"thresholds from {n_paths:,} simulated stable years of the champion's {source_words(source)}"
         f" (level error sd {z_null.level_sd:.2f}, AR(1) rho {z_null.rho:.2f}, noise sd {z_null.noise_sd:.2f}"
