@@ -89,6 +89,11 @@ def gls_statistic(z: np.ndarray, null: NullErrors, min_weeks: int) -> np.ndarray
 
 def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
     cfg = MonitoringConfig()
+    if args.changepoint_weight is not None:
+        cfg = MonitoringConfig(drift_rules=[
+            r.model_copy(update={"rate_weight": args.changepoint_weight}) if r.kind == "changepoint" else r
+            for r in cfg.drift_rules
+        ])  # fmt: skip
     rules, min_weeks = cfg.drift_rules, cfg.min_weeks_before_event
     history, stable, post, channel = 104, 8, 26, "search"
     truth = ba.world_truth(3, history, stable, post, channel)
@@ -104,8 +109,10 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
     for shift in shifts.values():
         shift[:stable] = 0.0
     forecast_cv = np.array([sd / level])
-    print(f"\n=== detection ceiling, break simulation world (seed 3, {channel}), {args.replications} "
-          f"replications, forecast error sd {error_sd:g} x noise sd, 8 stable weeks, {RATE:.0%} a year ===")
+    print(
+        f"\n=== detection ceiling, break simulation world (seed 3, {channel}), {args.replications} "
+        f"replications, forecast error sd {error_sd:g} x noise sd, 8 stable weeks, {RATE:.0%} a year ==="
+    )
     print(f"{'break':<20} {'process':<36} {'detector':<13} {'median delay':>12} {'<= 8 weeks':>10} "
           f"{'found <= 26':>11} {'early':>6} {'rate/yr (sim)':>13}  threshold")  # fmt: skip
     for name, (level_sd, rho) in list(ba.PROCESSES.items())[1:]:
@@ -114,7 +121,7 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
         key = [args.seed, 7, int(level_sd * 10), int(rho * 10)]
         cal_z = null.simulate(np.random.default_rng(key), args.null_paths, YEAR_WEEKS)
         check_z = null.simulate(np.random.default_rng([*key, 1]), args.null_paths, YEAR_WEEKS)
-        rule_thr, _, _ = null_thresholds(rules, null, forecast_cv, RATE, min_weeks, args.null_paths, args.seed)
+        rule_thr = null_thresholds(rules, null, forecast_cv, RATE, min_weeks, args.null_paths, args.seed)[0]
         gls_thr = float(np.quantile(gls_statistic(cal_z, null, min_weeks).max(axis=1), 1 - RATE))
         gls_rate = float(np.mean(gls_statistic(check_z, null, min_weeks).max(axis=1) > gls_thr))
         check_ape = ape(check_z, np.full_like(check_z, forecast_cv[0]))
@@ -145,9 +152,11 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
                 "oracle LR": lr_statistic(z, null, delta, min_weeks) > lr_thr,
             }
             rates = {"oracle rules": rules_rate, "oracle GLS": gls_rate, "oracle LR": lr_rate}
-            thr = {"oracle rules": "interval {outside_interval:.2f} MAPE {rolling_mape:.1%} t {forecast_shift:.2f}"
-                   .format(**rule_thr), "oracle GLS": f"t {gls_thr:.2f}", "oracle LR": f"log LR {lr_thr:.2f} "
-                   f"(delta {delta:+.2f} sd)"}  # fmt: skip
+            thr = {
+                "oracle rules": "interval {outside_interval:.2f} MAPE {rolling_mape:.1%} "
+                "t {forecast_shift:.2f}".format(**rule_thr),
+                "oracle GLS": f"t {gls_thr:.2f}", "oracle LR": f"log LR {lr_thr:.2f} (delta {delta:+.2f} sd)",
+            }  # fmt: skip
             if product:
                 fires = {"product": np.array(product), **fires}
             for detector, f in fires.items():
@@ -155,7 +164,8 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
                 early = float(np.mean(f[:, :stable].any(axis=1)))
                 print(f"{label:<20} {name:<36} {detector:<13} {np.median(delays):>12} "
                       f"{np.mean(delays <= 8):>10.1%} {np.mean(np.isfinite(delays)):>11.1%} {early:>6.1%} "
-                      f"{rates.get(detector, np.nan):>13.2%}  {thr.get(detector, '')}", flush=True)  # fmt: skip
+                      f"{rates.get(detector, np.nan):>13.2%}  {thr.get(detector, '')}",
+                      flush=True)  # fmt: skip
 
 
 class _Known:
@@ -171,10 +181,24 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--error-sd", type=float, nargs="+", default=[1.0])
     parser.add_argument("--cv-folds", type=int, default=ba.CV_FOLDS)
-    parser.add_argument("--calibration-paths", type=int, default=5000,
-                        help="simulated years per product calibration (as bench_alarms)")
-    parser.add_argument("--null-paths", type=int, default=20_000,
-                        help="simulated stable years of the true null (oracle thresholds, and again to check)")
+    parser.add_argument(
+        "--calibration-paths",
+        type=int,
+        default=5000,
+        help="simulated years per product calibration (as bench_alarms)",
+    )
+    parser.add_argument(
+        "--null-paths",
+        type=int,
+        default=20_000,
+        help="stable years of the true null (oracle thresholds, and again to check them)",
+    )
+    parser.add_argument(
+        "--changepoint-weight",
+        type=float,
+        default=None,
+        help="the changepoint rule's rate_weight (product and oracle rules; default: the config's)",
+    )
     parser.add_argument("--no-product", action="store_true", help="oracles only (fast)")
     args = parser.parse_args()
     ba.CALIBRATION_PATHS[0] = args.calibration_paths

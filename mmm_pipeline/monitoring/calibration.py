@@ -398,6 +398,18 @@ class Calibration:
         }
 
 
+def rate_shares(rules: Sequence[DriftRule], rate_per_year: float) -> dict[str, float]:
+    """Each error rule's share of ``rate_per_year``: its ``rate_weight`` over the sum of the error
+    rules' weights (a union bound: together they fire in at most about ``rate_per_year`` of the stable
+    years). Splitting on the rules' joint behaviour instead (each rule more, all together exactly the
+    rate under the fitted model) was tried: with four CV folds the fitted level error is often too
+    small, and the actual rate came out at 7.5-11% a year where there is a level error; the union
+    bound's slack covers part of that (6-8.5%, benchmarks/README.md)."""
+    error_rules = [r for r in rules if r.kind in ERROR_RULES]
+    total = sum(float(getattr(r, "rate_weight", 1.0)) for r in error_rules)
+    return {r.name: rate_per_year * float(getattr(r, "rate_weight", 1.0)) / total for r in error_rules}
+
+
 def null_thresholds(
     rules: Sequence[DriftRule],
     z_null: NullErrors,
@@ -421,16 +433,12 @@ def null_thresholds(
         for r in error_rules
     }
     fixed = {r.name: fixed_threshold(r) for r in error_rules}
-    # Split evenly (a union bound). Splitting on the rules' joint behaviour instead (each rule more,
-    # all together exactly the rate under the fitted model) was tried: with four CV folds the fitted
-    # level error is often too small, and the actual rate came out at 7.5-11% a year where there is a
-    # level error; the even split's slack covers part of that (6-8.5%, benchmarks/README.md).
-    share = rate_per_year / max(len(error_rules), 1)
+    shares = rate_shares(error_rules, rate_per_year)
     thresholds, calibrated, rates = {}, {}, {}
     fired = np.zeros(n_paths, dtype=bool)
     for name, stat in stats.items():
         given = fixed[name]
-        threshold = float(np.quantile(stat, 1.0 - share)) if given is None else float(given)
+        threshold = float(np.quantile(stat, 1.0 - shares[name])) if given is None else float(given)
         thresholds[name], calibrated[name] = threshold, given is None
         hit = stat > threshold
         rates[name] = float(hit.mean())
@@ -473,12 +481,13 @@ def calibrate(
     error_rules = [r for r in rules if r.kind in ERROR_RULES]
     thresholds, calibrated, rates = null_thresholds(error_rules, z_null, scale, rate_per_year, min_weeks,
                                                     n_paths, seed)  # fmt: skip
-    share = rate_per_year / max(len(error_rules), 1)
+    shares = rate_shares(error_rules, rate_per_year)
+    split = ", ".join(f"{name} {share:.2%}" for name, share in shares.items())
     note = (
         f"thresholds from {n_paths:,} simulated stable years of the champion's {source_words(source)}"
         f" (level error sd {z_null.level_sd:.2f}, AR(1) rho {z_null.rho:.2f}, noise sd {z_null.noise_sd:.2f}"
-        f" in z units); {rate_per_year:.0%} per year split evenly over {len(error_rules)} error rule(s),"
-        f" {share:.2%} each (all together: {rates['all']:.1%} of the simulated years)"
+        f" in z units); {rate_per_year:.0%} per year split over {len(error_rules)} error rule(s)"
+        f" ({split}; all together: {rates['all']:.1%} of the simulated years)"
     )
     if source == "cv" and z_null.n_groups == 1:
         note += "; one CV fold: the level error between forecast origins cannot be estimated"
