@@ -162,9 +162,10 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
             for detector, f in fires.items():
                 delays = np.array([ba.first_week(row, stable) - stable for row in f])
                 early = float(np.mean(f[:, :stable].any(axis=1)))
+                simulated = f"{rates[detector]:.2%}" if detector in rates else "-"
                 print(f"{label:<20} {name:<36} {detector:<13} {np.median(delays):>12} "
                       f"{np.mean(delays <= 8):>10.1%} {np.mean(np.isfinite(delays)):>11.1%} {early:>6.1%} "
-                      f"{rates.get(detector, np.nan):>13.2%}  {thr.get(detector, '')}",
+                      f"{simulated:>13}  {thr.get(detector, '')}",
                       flush=True)  # fmt: skip
 
 
