@@ -47,6 +47,7 @@ from mmm_pipeline.monitoring.calibration import (  # noqa: E402
     _whitener,
     ape,
     null_thresholds,
+    rate_shares,
     weekly_statistic,
 )
 from mmm_pipeline.monitoring.settings import ChangepointRule, MonitoringConfig  # noqa: E402
@@ -80,6 +81,25 @@ def lr_statistic(z: np.ndarray, null: NullErrors, delta: float, min_weeks: int) 
         out[lo : lo + 2000] = lr.max(axis=1)
     out[:, : min_weeks - 1] = -np.inf
     return out
+
+
+def two_sided_lr(z: np.ndarray, null: NullErrors, size: float, min_weeks: int) -> np.ndarray:
+    """The larger of :func:`lr_statistic` for a step of ``+size`` and of ``-size``."""
+    return np.maximum(lr_statistic(z, null, size, min_weeks), lr_statistic(z, null, -size, min_weeks))
+
+
+def tuned_rules_fire(cal, rules, z: np.ndarray, pct: np.ndarray, min_weeks: int, size: float) -> np.ndarray:  # noqa: ANN001
+    """Weeks in which the product's interval or MAPE rule fires (its own calibration) or, in place of its
+    changepoint rule, a two-sided likelihood ratio tuned to a step of ``size`` forecast sds under the
+    champion's fitted null (whitened as the changepoint test is), its threshold the same share of the
+    rate on the calibration's own simulated years (the same generator and draws as ``calibrate``)."""
+    changepoint = next(r.name for r in rules if r.kind == "changepoint")
+    share = rate_shares(rules, cal.rate_per_year)[changepoint]
+    years = cal.z_null.simulate(np.random.default_rng(cal.seed), cal.n_paths, YEAR_WEEKS)
+    threshold = np.quantile(two_sided_lr(years, cal.z_null, size, min_weeks).max(axis=1), 1 - share)
+    others = [r for r in rules if r.kind != "changepoint"]
+    fires = ba.firing(others, cal, z, pct, min_weeks)
+    return fires | (two_sided_lr(z, cal.z_null, size, min_weeks) > threshold)
 
 
 def gls_statistic(z: np.ndarray, null: NullErrors, min_weeks: int) -> np.ndarray:
@@ -133,7 +153,9 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
             lr_rate = float(np.mean(lr_statistic(check_z, null, delta, min_weeks).max(axis=1) > lr_thr))
             # The same generator, consumed in the same order, as bench_alarms.detection.
             rng = np.random.default_rng([args.seed, int(level_sd * 10), int(rho * 10), len(label)])
-            zs, apes, product = [], [], []
+            zs, apes, product, product_lr = [], [], [], []
+            chance: dict[str, list[float]] = {"product": [], "product LR": []}
+            k = args.chance_paths
             for _ in range(args.replications):
                 errors, groups = ba.cv_errors(null, rng, sd, args.cv_folds)
                 e = null.simulate(rng, 1, stable + post)[0] * sd
@@ -144,7 +166,16 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
                 apes.append(pct[0])
                 if not args.no_product:
                     cal = ba.calibrated(cfg, rules, errors, np.full(errors.size, level), groups, sd)
-                    product.append(ba.firing(rules, cal, z, pct, min_weeks)[0])
+                    # This replication's path, then k shared stable years (the champion's chance of a
+                    # false alarm in a year).
+                    zz, pp = np.vstack([z, check_z[:k]]), np.vstack([pct, check_ape[:k]])
+                    f = ba.firing(rules, cal, zz, pp, min_weeks)
+                    product.append(f[0])
+                    chance["product"].append(float(f[1:].any(axis=1).mean()) if k else np.nan)
+                    if args.product_lr:
+                        f = tuned_rules_fire(cal, rules, zz, pp, min_weeks, args.product_lr)
+                        product_lr.append(f[0])
+                        chance["product LR"].append(float(f[1:].any(axis=1).mean()) if k else np.nan)
             z, pct = np.array(zs), np.array(apes)
             fires = {
                 "oracle rules": ba.firing(rules, _Known(rule_thr, null), z, pct, min_weeks),
@@ -159,10 +190,15 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
             }  # fmt: skip
             if product:
                 fires = {"product": np.array(product), **fires}
+                rates["product"] = float(np.mean(chance["product"]))
+            if product_lr:
+                name_lr = f"product LR{args.product_lr:g}"
+                fires = {name_lr: np.array(product_lr), **fires}
+                rates[name_lr] = float(np.mean(chance["product LR"]))
             for detector, f in fires.items():
                 delays = np.array([ba.first_week(row, stable) - stable for row in f])
                 early = float(np.mean(f[:, :stable].any(axis=1)))
-                simulated = f"{rates[detector]:.2%}" if detector in rates else "-"
+                simulated = f"{rates[detector]:.2%}" if np.isfinite(rates.get(detector, np.nan)) else "-"
                 print(f"{label:<20} {name:<36} {detector:<13} {np.median(delays):>12} "
                       f"{np.mean(delays <= 8):>10.1%} {np.mean(np.isfinite(delays)):>11.1%} {early:>6.1%} "
                       f"{simulated:>13}  {thr.get(detector, '')}",
@@ -199,6 +235,18 @@ def main() -> int:
         type=float,
         default=None,
         help="the changepoint rule's rate_weight (product and oracle rules; default: the config's)",
+    )
+    parser.add_argument(
+        "--product-lr",
+        type=float,
+        default=0.0,
+        help="also the product, its changepoint rule replaced by a likelihood ratio tuned to this step (sds)",
+    )
+    parser.add_argument(
+        "--chance-paths",
+        type=int,
+        default=0,
+        help="the product's chance of a false alarm per champion on this many shared stable years",
     )
     parser.add_argument("--no-product", action="store_true", help="oracles only (fast)")
     args = parser.parse_args()
