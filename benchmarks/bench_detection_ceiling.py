@@ -88,18 +88,23 @@ def two_sided_lr(z: np.ndarray, null: NullErrors, size: float, min_weeks: int) -
     return np.maximum(lr_statistic(z, null, size, min_weeks), lr_statistic(z, null, -size, min_weeks))
 
 
-def tuned_rules_fire(cal, rules, z: np.ndarray, pct: np.ndarray, min_weeks: int, size: float) -> np.ndarray:  # noqa: ANN001
-    """Weeks in which the product's interval or MAPE rule fires (its own calibration) or, in place of its
-    changepoint rule, a two-sided likelihood ratio tuned to a step of ``size`` forecast sds under the
-    champion's fitted null (whitened as the changepoint test is), its threshold the same share of the
+def tuned_threshold(cal, rules, size: float, min_weeks: int) -> float:  # noqa: ANN001
+    """Threshold of a two-sided likelihood ratio tuned to a step of ``size`` forecast sds under the
+    champion's fitted null (whitened as the changepoint test is), at the changepoint rule's share of the
     rate on the calibration's own simulated years (the same generator and draws as ``calibrate``)."""
     changepoint = next(r.name for r in rules if r.kind == "changepoint")
     share = rate_shares(rules, cal.rate_per_year)[changepoint]
     years = cal.z_null.simulate(np.random.default_rng(cal.seed), cal.n_paths, YEAR_WEEKS)
-    threshold = np.quantile(two_sided_lr(years, cal.z_null, size, min_weeks).max(axis=1), 1 - share)
+    return float(np.quantile(two_sided_lr(years, cal.z_null, size, min_weeks).max(axis=1), 1 - share))
+
+
+def tuned_rules_fire(cal, rules, z, pct, min_weeks: int, size: float, threshold: float) -> np.ndarray:  # noqa: ANN001
+    """Weeks in which the product's interval or MAPE rule fires (its own calibration) or, in place of its
+    changepoint rule, the likelihood ratio of :func:`tuned_threshold` exceeds that threshold."""
     others = [r for r in rules if r.kind != "changepoint"]
-    fires = ba.firing(others, cal, z, pct, min_weeks)
-    return fires | (two_sided_lr(z, cal.z_null, size, min_weeks) > threshold)
+    return ba.firing(others, cal, z, pct, min_weeks) | (
+        two_sided_lr(z, cal.z_null, size, min_weeks) > threshold
+    )
 
 
 def gls_statistic(z: np.ndarray, null: NullErrors, min_weeks: int) -> np.ndarray:
@@ -166,16 +171,21 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
                 apes.append(pct[0])
                 if not args.no_product:
                     cal = ba.calibrated(cfg, rules, errors, np.full(errors.size, level), groups, sd)
-                    # This replication's path, then k shared stable years (the champion's chance of a
-                    # false alarm in a year).
-                    zz, pp = np.vstack([z, check_z[:k]]), np.vstack([pct, check_ape[:k]])
-                    f = ba.firing(rules, cal, zz, pp, min_weeks)
-                    product.append(f[0])
-                    chance["product"].append(float(f[1:].any(axis=1).mean()) if k else np.nan)
+                    product.append(ba.firing(rules, cal, z, pct, min_weeks)[0])
+                    if k:
+                        f = ba.firing(rules, cal, check_z[:k], check_ape[:k], min_weeks)
+                        chance["product"].append(float(f.any(axis=1).mean()))
                     if args.product_lr:
-                        f = tuned_rules_fire(cal, rules, zz, pp, min_weeks, args.product_lr)
-                        product_lr.append(f[0])
-                        chance["product LR"].append(float(f[1:].any(axis=1).mean()) if k else np.nan)
+                        size, thr_lr = (
+                            args.product_lr,
+                            tuned_threshold(cal, rules, args.product_lr, min_weeks),
+                        )
+                        product_lr.append(tuned_rules_fire(cal, rules, z, pct, min_weeks, size, thr_lr)[0])
+                        if k:
+                            f = tuned_rules_fire(
+                                cal, rules, check_z[:k], check_ape[:k], min_weeks, size, thr_lr
+                            )
+                            chance["product LR"].append(float(f.any(axis=1).mean()))
             z, pct = np.array(zs), np.array(apes)
             fires = {
                 "oracle rules": ba.firing(rules, _Known(rule_thr, null), z, pct, min_weeks),
@@ -190,11 +200,11 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
             }  # fmt: skip
             if product:
                 fires = {"product": np.array(product), **fires}
-                rates["product"] = float(np.mean(chance["product"]))
+                rates["product"] = float(np.mean(chance["product"])) if k else np.nan
             if product_lr:
                 name_lr = f"product LR{args.product_lr:g}"
                 fires = {name_lr: np.array(product_lr), **fires}
-                rates[name_lr] = float(np.mean(chance["product LR"]))
+                rates[name_lr] = float(np.mean(chance["product LR"])) if k else np.nan
             for detector, f in fires.items():
                 delays = np.array([ba.first_week(row, stable) - stable for row in f])
                 early = float(np.mean(f[:, :stable].any(axis=1)))
