@@ -24,8 +24,9 @@ simulated weeks take ``z`` from the null model and ``c`` drawn from the champion
 the heavy tail that weeks with a small KPI give relative errors (a Gaussian fitted to relative errors
 would miss it and fire on every such week). :func:`calibrate` simulates stable years of tracking under it
 (numpy, seeded: the same champion always gets the same thresholds) and takes, per rule, the threshold
-whose chance of firing at least once in a year equals ``rate / number of error rules`` (the spend-range
-rule reads spend, not errors, and is not part of the split); events only count from ``min_weeks``
+whose chance of firing at least once in a year equals its share of ``rate`` (:func:`rate_shares`: by
+each rule's ``rate_weight``, evenly by default; the spend-range rule reads spend, not errors, and is not
+part of the split); events only count from ``min_weeks``
 tracked weeks on, as in :func:`mmm_pipeline.monitoring.drift.decide`. Pure functions, no Dagster, no DuckDB.
 """
 
