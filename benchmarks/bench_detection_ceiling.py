@@ -25,7 +25,15 @@ quantile of the yearly maximum from week 4 on; the oracle rules 1 - 5%/3 per rul
 false-alarm rate on a fresh set of as many stable years is printed next to them.
 
     nice -n 19 .venv/bin/python -u benchmarks/bench_detection_ceiling.py [--replications 100]
-        [--calibration-paths 5000] [--null-paths 20000] [--seed 0] [--error-sd 1] [--no-product]
+        [--calibration-paths 5000] [--null-paths 20000] [--seed 0] [--error-sd 1] [--cv-folds 4]
+        [--changepoint-weight W] [--product-lr SIZE] [--chance-paths N] [--no-product]
+
+``--changepoint-weight W``: the changepoint rule's ``rate_weight`` (product and oracle rules).
+``--product-lr SIZE``: also the product with its changepoint test replaced by a two-sided likelihood ratio
+of a step of SIZE forecast sds under the champion's fitted null (same share of the rate, same simulated
+years). ``--chance-paths N``: the product's chance of a false alarm per champion on N shared stable years
+of the true process (averaged, in the rate column). ``--cv-folds``: CV folds per champion (more folds
+draw more from the generator: other tracked paths than the 4-fold run's).
 """
 
 from __future__ import annotations
