@@ -16,9 +16,9 @@ tracked weeks with no event before ``min_weeks_before_event`` (4) tracked weeks:
   over the post-break weeks, in forecast sds) starting at an unknown week, under the true Gaussian
   covariance (level + AR(1)): ``max_s delta g_s'w - delta^2 |g_s|^2 / 2`` with ``w`` the whitened errors
   and ``g_s`` the whitened step from week ``s`` (a CUSUM for correlated errors, tuned to the break). It
-  knows the size, the sign and the null exactly: no real detector of this break does better than this
-  by much (the GLR with known size is the optimal-delay test among those with a given false-alarm rate,
-  up to the max over the start).
+  knows the size, the sign and the null exactly, which no real detector does (for independent errors
+  the CUSUM of a known shift is the delay-optimal detector at a given false-alarm rate; with the level
+  error and AR(1) taken into the likelihood it is the natural counterpart, not a proven optimum).
 
 The oracles' thresholds come from ``--null-paths`` simulated stable years of the true null (the 95%
 quantile of the yearly maximum from week 4 on; the oracle rules 1 - 5%/3 per rule). Their simulated
