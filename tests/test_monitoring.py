@@ -437,7 +437,7 @@ def test_changepoint_weighted_split_finds_a_shift_sooner_when_the_null_is_known(
     rate. With the null model known (the ``oracle rules`` of benchmarks/bench_detection_ceiling.py,
     level error sd 0.5 + AR(1) 0.3), 2,000 shifted paths: changepoint weight 4 fires within 8 weeks at
     least as often as the even split and sooner on average, and both stay at the stated rate on 4,000
-    fresh stable years. Measured: within 8 weeks 50.0% / 46.9%, mean weeks (26 if not found) 11.3 /
+    fresh stable years. Measured: within 8 weeks 50.05% / 46.85%, mean weeks (26 if not found) 11.3 /
     12.1, stable years 4.2% / 4.0%. Not the default: with the null estimated from four CV
     folds the gain mostly vanishes and the false-alarm rate of the level + AR(1) process rises
     (benchmarks/README.md)."""
