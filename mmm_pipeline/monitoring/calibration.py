@@ -24,8 +24,9 @@ simulated weeks take ``z`` from the null model and ``c`` drawn from the champion
 the heavy tail that weeks with a small KPI give relative errors (a Gaussian fitted to relative errors
 would miss it and fire on every such week). :func:`calibrate` simulates stable years of tracking under it
 (numpy, seeded: the same champion always gets the same thresholds) and takes, per rule, the threshold
-whose chance of firing at least once in a year equals ``rate / number of error rules`` (the spend-range
-rule reads spend, not errors, and is not part of the split); events only count from ``min_weeks``
+whose chance of firing at least once in a year equals its share of ``rate`` (:func:`rate_shares`: by
+each rule's ``rate_weight``, evenly by default; the spend-range rule reads spend, not errors, and is not
+part of the split); events only count from ``min_weeks``
 tracked weeks on, as in :func:`mmm_pipeline.monitoring.drift.decide`. Pure functions, no Dagster, no DuckDB.
 """
 
@@ -398,6 +399,55 @@ class Calibration:
         }
 
 
+def rate_shares(rules: Sequence[DriftRule], rate_per_year: float) -> dict[str, float]:
+    """Each error rule's share of ``rate_per_year``: its ``rate_weight`` over the sum of the error
+    rules' weights (a union bound: together they fire in at most about ``rate_per_year`` of the stable
+    years). Splitting on the rules' joint behaviour instead (each rule more, all together exactly the
+    rate under the fitted model) was tried: with four CV folds the fitted level error is often too
+    small, and the actual rate came out at 7.5-11% a year where there is a level error; the union
+    bound's slack covers part of that (6-8.5%, benchmarks/README.md)."""
+    error_rules = [r for r in rules if r.kind in ERROR_RULES]
+    total = sum(float(getattr(r, "rate_weight", 1.0)) for r in error_rules)
+    return {r.name: rate_per_year * float(getattr(r, "rate_weight", 1.0)) / total for r in error_rules}
+
+
+def null_thresholds(
+    rules: Sequence[DriftRule],
+    z_null: NullErrors,
+    forecast_cv: np.ndarray,
+    rate_per_year: float,
+    min_weeks: int,
+    n_paths: int = 20_000,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, bool], dict[str, float]]:
+    """``(thresholds, calibrated, simulated_rates)`` of the error rules among ``rules`` under the null
+    model ``z_null`` (see :class:`Calibration`'s fields), the MAPE rule's weeks drawing their forecast
+    coefficient of variation from ``forecast_cv``. The core of :func:`calibrate`, separate so that a
+    known null model can be calibrated as well (the detection ceiling in
+    benchmarks/bench_detection_ceiling.py calibrates the product's rules on the true one)."""
+    error_rules = [r for r in rules if r.kind in ERROR_RULES]
+    rng = np.random.default_rng(seed)
+    z_paths = z_null.simulate(rng, n_paths, YEAR_WEEKS)
+    pct_paths = ape(z_paths, rng.choice(forecast_cv, (n_paths, YEAR_WEEKS)))
+    stats = {
+        r.name: year_statistic(r, pct_paths if isinstance(r, RollingMapeRule) else z_paths, min_weeks, z_null)
+        for r in error_rules
+    }
+    fixed = {r.name: fixed_threshold(r) for r in error_rules}
+    shares = rate_shares(error_rules, rate_per_year)
+    thresholds, calibrated, rates = {}, {}, {}
+    fired = np.zeros(n_paths, dtype=bool)
+    for name, stat in stats.items():
+        given = fixed[name]
+        threshold = float(np.quantile(stat, 1.0 - shares[name])) if given is None else float(given)
+        thresholds[name], calibrated[name] = threshold, given is None
+        hit = stat > threshold
+        rates[name] = float(hit.mean())
+        fired |= hit
+    rates["all"] = float(fired.mean())
+    return thresholds, calibrated, rates
+
+
 @_remembered
 def calibrate(
     rules: Sequence[DriftRule],
@@ -430,34 +480,15 @@ def calibrate(
     if reference_mape is None:
         reference_mape = float(np.mean(ape(z[ok], scale)))
     error_rules = [r for r in rules if r.kind in ERROR_RULES]
-    rng = np.random.default_rng(seed)
-    z_paths = z_null.simulate(rng, n_paths, YEAR_WEEKS)
-    pct_paths = ape(z_paths, rng.choice(scale, (n_paths, YEAR_WEEKS)))
-    stats = {
-        r.name: year_statistic(r, pct_paths if isinstance(r, RollingMapeRule) else z_paths, min_weeks, z_null)
-        for r in error_rules
-    }
-    fixed = {r.name: fixed_threshold(r) for r in error_rules}
-    # Split evenly (a union bound). Splitting on the rules' joint behaviour instead (each rule more,
-    # all together exactly the rate under the fitted model) was tried: with four CV folds the fitted
-    # level error is often too small, and the actual rate came out at 7.5-11% a year where there is a
-    # level error; the even split's slack covers part of that (6-8.5%, benchmarks/README.md).
-    share = rate_per_year / max(len(error_rules), 1)
-    thresholds, calibrated, rates = {}, {}, {}
-    fired = np.zeros(n_paths, dtype=bool)
-    for name, stat in stats.items():
-        given = fixed[name]
-        threshold = float(np.quantile(stat, 1.0 - share)) if given is None else float(given)
-        thresholds[name], calibrated[name] = threshold, given is None
-        hit = stat > threshold
-        rates[name] = float(hit.mean())
-        fired |= hit
-    rates["all"] = float(fired.mean())
+    thresholds, calibrated, rates = null_thresholds(error_rules, z_null, scale, rate_per_year, min_weeks,
+                                                    n_paths, seed)  # fmt: skip
+    shares = rate_shares(error_rules, rate_per_year)
+    split = ", ".join(f"{name} {share:.2%}" for name, share in shares.items())
     note = (
         f"thresholds from {n_paths:,} simulated stable years of the champion's {source_words(source)}"
         f" (level error sd {z_null.level_sd:.2f}, AR(1) rho {z_null.rho:.2f}, noise sd {z_null.noise_sd:.2f}"
-        f" in z units); {rate_per_year:.0%} per year split evenly over {len(error_rules)} error rule(s),"
-        f" {share:.2%} each (all together: {rates['all']:.1%} of the simulated years)"
+        f" in z units); {rate_per_year:.0%} per year split over {len(error_rules)} error rule(s)"
+        f" ({split}; all together: {rates['all']:.1%} of the simulated years)"
     )
     if source == "cv" and z_null.n_groups == 1:
         note += "; one CV fold: the level error between forecast origins cannot be estimated"
