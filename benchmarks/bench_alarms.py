@@ -245,24 +245,35 @@ def world_truth(seed: int, history: int, stable: int, post: int, channel: str) -
             "noise_sd": float(world.truth.noise_sd["all"])}  # fmt: skip
 
 
+#: The break simulation: weeks the champion is fitted on, stable weeks tracked before the break, the
+#: channel whose effect drops.
+BREAK_HISTORY, BREAK_STABLE, BREAK_CHANNEL = 104, 8, "search"
+
+
+def break_setup(error_sd: float, post: int) -> tuple[float, np.ndarray, float, dict[str, np.ndarray]]:
+    """The break simulation's tracked weeks: the forecast error sd (``error_sd`` x the world's noise sd),
+    the expected KPI of the tracked weeks, the KPI's mean level over the history, and each break's shift
+    of the actual KPI (zero in the stable weeks)."""
+    truth = world_truth(3, BREAK_HISTORY, BREAK_STABLE, post, BREAK_CHANNEL)
+    tracked = slice(BREAK_HISTORY, BREAK_HISTORY + BREAK_STABLE + post)
+    shifts = {
+        f"{BREAK_CHANNEL} effect -30%": -0.3 * truth["channel"][tracked],
+        "baseline +5%": 0.05 * truth["baseline"][tracked],
+        "baseline -5%": -0.05 * truth["baseline"][tracked],
+    }
+    for shift in shifts.values():
+        shift[:BREAK_STABLE] = 0.0
+    level = float(truth["expected"][:BREAK_HISTORY].mean())
+    return error_sd * truth["noise_sd"], truth["expected"][tracked], level, shifts
+
+
 def detection(
     replications: int, seed: int, error_sd: float, n_check: int, folds: int, post: int = 26
 ) -> None:
     cfg = MonitoringConfig()
     sets = rule_sets(cfg)
-    history, stable, channel = 104, 8, "search"
-    truth = world_truth(3, history, stable, post, channel)
-    sd = error_sd * truth["noise_sd"]
-    tracked = slice(history, history + stable + post)
-    expected = truth["expected"][tracked]
-    level = float(truth["expected"][:history].mean())
-    shifts = {
-        f"{channel} effect -30%": -0.3 * truth["channel"][tracked],
-        "baseline +5%": 0.05 * truth["baseline"][tracked],
-        "baseline -5%": -0.05 * truth["baseline"][tracked],
-    }
-    for shift in shifts.values():
-        shift[:stable] = 0.0
+    stable, channel = BREAK_STABLE, BREAK_CHANNEL
+    sd, expected, level, shifts = break_setup(error_sd, post)
     print(
         f"\n=== 2. detection delay, break simulation world (seed 3, {channel}), {replications} "
         f"replications, forecast error sd {error_sd:g} x noise sd ({sd:,.0f}; KPI ~{level:,.0f}/week), "

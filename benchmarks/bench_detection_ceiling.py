@@ -128,19 +128,8 @@ def detection_ceiling(args: argparse.Namespace, error_sd: float) -> None:
             for r in cfg.drift_rules
         ])  # fmt: skip
     rules, min_weeks = cfg.drift_rules, cfg.min_weeks_before_event
-    history, stable, post, channel = 104, 8, 26, "search"
-    truth = ba.world_truth(3, history, stable, post, channel)
-    sd = error_sd * truth["noise_sd"]
-    tracked = slice(history, history + stable + post)
-    expected = truth["expected"][tracked]
-    level = float(truth["expected"][:history].mean())
-    shifts = {
-        f"{channel} effect -30%": -0.3 * truth["channel"][tracked],
-        "baseline +5%": 0.05 * truth["baseline"][tracked],
-        "baseline -5%": -0.05 * truth["baseline"][tracked],
-    }
-    for shift in shifts.values():
-        shift[:stable] = 0.0
+    stable, post, channel = ba.BREAK_STABLE, 26, ba.BREAK_CHANNEL
+    sd, expected, level, shifts = ba.break_setup(error_sd, post)
     forecast_cv = np.array([sd / level])
     print(
         f"\n=== detection ceiling, break simulation world (seed 3, {channel}), {args.replications} "
