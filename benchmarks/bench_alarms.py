@@ -318,8 +318,12 @@ def main() -> int:
     parser.add_argument("--error-sd", type=float, nargs="+", default=[1.0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cv-folds", type=int, default=CV_FOLDS, help="CV folds of each champion (13 weeks)")
-    parser.add_argument("--expected-paths", type=int, default=0,
-                        help="also each champion's chance of a false alarm, on this many shared stable years")
+    parser.add_argument(
+        "--expected-paths",
+        type=int,
+        default=0,
+        help="also each champion's chance of a false alarm, on this many shared stable years",
+    )
     parser.add_argument("--part", choices=["all", "false", "detection"], default="all")
     parser.add_argument("--calibration-paths", type=int, default=20_000,
                         help="simulated years per calibration (product default 20,000; fewer: faster, "
