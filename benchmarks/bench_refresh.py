@@ -30,6 +30,16 @@ With PyMC-Marketing 0.19.2 importable (the benchmark venv, ``benchmarks/README.m
 channels, controls, adstock, saturation, seasonality, spend-share channel prior; nutpie, seed fixed) runs
 the same refreshes on the case study, side by side (``--skip-pymc-marketing`` to leave it out).
 
+The posterior's own move. Part of each move is the new week's information, which no estimator of the
+posterior mean can remove: the posterior mean is a martingale, so a week moves it by about
+``sd / sqrt(n)`` (``n`` weeks; ``sd`` the ROAS posterior's sd) even when computed exactly. To separate it
+from Monte Carlo error, each refresh's posterior mean is also computed from the champion's own draws,
+reweighted by the new weeks' likelihood (Pareto-smoothed importance sampling, ``az.psislw``; the same
+draws every week, so their Monte Carlo errors cancel in the move; Buerkner, Gabry & Vehtari 2020,
+"Approximate leave-future-out cross-validation for Bayesian time series models"). Printed per world:
+that move (median, max), its standard error from the spread of the per-chain moves, the Pareto k and
+importance ESS of the weights, and the martingale's expected move ``sqrt(2/pi) sd / (mean sqrt(n))``.
+
 Full size (the product's 4 x 1000 draws, 13 refits, case study and 3 synthetic worlds)::
 
     nohup /work/bench-venv/bin/python -u benchmarks/bench_refresh.py --refits 13 --chains 4 \
@@ -50,9 +60,11 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData
+from mmm_pipeline.model.predict import PosteriorDraws, predict
 from mmm_pipeline.model.refit import choose_scaling, refit_market
 from mmm_pipeline.model.sensitivity import run_sensitivity
 from mmm_pipeline.model.settings import ModelConfig
@@ -139,22 +151,102 @@ def roas_snapshot(outcome, window: ModelData) -> pd.DataFrame:  # noqa: ANN001 -
     return out
 
 
+def log_likelihood(result, window: ModelData) -> np.ndarray:  # noqa: ANN001 - FitResult
+    """``(S,)`` each draw's log likelihood of ``window``'s KPI (the model's noise law, scaled units)."""
+    draws = PosteriorDraws.from_idata(result.idata, result.spec)
+    scale = result.scaling.kpi_scale
+    mu = predict(draws, result.scaling, result.spec, window, result.carry_in).expected / scale
+    y, sigma = window.kpi / scale, draws.sigma[:, None]
+    if draws.nu is None:
+        return stats.norm.logpdf(y, mu, sigma).sum(axis=1)
+    return stats.t.logpdf(y, draws.nu[:, None], mu, sigma).sum(axis=1)
+
+
+@dataclass
+class ImportanceStep:
+    """One refresh's ROAS posterior computed from the champion's draws (see the module docstring)."""
+
+    weeks: int
+    chain_means: np.ndarray  # (chain, C) each chain's self-normalized importance mean
+    mean: np.ndarray  # (C,)
+    sd: np.ndarray  # (C,)
+    pareto_k: float
+    ess: float
+
+
+def importance_step(champion, champion_window: ModelData, window: ModelData) -> ImportanceStep:  # noqa: ANN001
+    """The posterior of ``window`` (the champion's weeks and more) by Pareto-smoothed importance sampling
+    of the champion's draws; its frozen scaling and carry-in apply to both windows."""
+    result = champion.fit
+    log_ratio = log_likelihood(result, window) - log_likelihood(result, champion_window)
+    smoothed, pareto_k = az.psislw(log_ratio - log_ratio.max(), reff=1.0)
+    weights = np.exp(smoothed - smoothed.max())
+    contribution, _ = insights.channel_draws(
+        result.idata, result.scaling, result.spec, window, result.carry_in
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        roas = contribution / window.spend.sum(axis=0)
+    chains = result.idata.posterior.sizes["chain"]
+    per_chain = weights.reshape(chains, -1)
+    chain_means = np.einsum("cd,cdk->ck", per_chain, roas.reshape(chains, -1, roas.shape[-1]))
+    chain_means /= per_chain.sum(axis=1, keepdims=True)
+    w = weights / weights.sum()
+    mean = w @ roas
+    sd = np.sqrt(w @ (roas - mean) ** 2)
+    return ImportanceStep(window.n_weeks, chain_means, mean, sd, float(pareto_k), float(1 / (w**2).sum()))
+
+
+def importance_moves(steps: list[ImportanceStep], channels: list[str]) -> pd.DataFrame:
+    """One row per refresh and channel: the posterior's own move (importance means from the same draws),
+    its standard error from the per-chain moves, and the martingale's expected move."""
+    rows = []
+    for before, after in zip(steps, steps[1:], strict=False):
+        delta = after.chain_means - before.chain_means  # (chain, C)
+        se = delta.std(axis=0, ddof=1) / np.sqrt(delta.shape[0])
+        for i, channel in enumerate(channels):
+            rows.append({
+                "weeks": after.weeks, "channel": channel,
+                "rel_move": abs(after.mean[i] / before.mean[i] - 1),
+                "move_se": se[i] / abs(before.mean[i]),
+                "expected": np.sqrt(2 / np.pi) * before.sd[i] / abs(before.mean[i]) / np.sqrt(before.weeks),
+                "pareto_k": after.pareto_k, "ess": after.ess,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def summarize_importance(name: str, table: pd.DataFrame) -> dict:
+    print(
+        f"{name}: the posterior's own move (champion's draws reweighted, {table['weeks'].nunique()} "
+        f"refreshes): median {table['rel_move'].median():.2%}, max {table['rel_move'].max():.2%}; "
+        f"median SE of a move {table['move_se'].median():.2%}; martingale's expected move "
+        f"sqrt(2/pi) sd/(mean sqrt(n)): median {table['expected'].median():.2%}; "
+        f"Pareto k max {table['pareto_k'].max():.2f}, importance ESS min {table['ess'].min():.0f}"
+    )
+    return {"run": name, "median_move": float(table["rel_move"].median()),
+            "max_move": float(table["rel_move"].max()), "noise_floor": float(table["move_se"].median()),
+            "left_hdi": np.nan}  # fmt: skip
+
+
 def replay_ours(
     world: World,
     first_weeks: int,
     refits: int,
     log,
     sensitivity: bool = False,  # noqa: ANN001
-) -> list[Snapshot]:
-    """The champion on ``first_weeks`` weeks, then ``refits`` consecutive +1-week refits, each promoted.
+) -> tuple[list[Snapshot], list[ImportanceStep]]:
+    """The champion on ``first_weeks`` weeks, then ``refits`` consecutive +1-week refits, each promoted;
+    and each refresh's posterior from the first champion's draws (:func:`importance_step`).
     With ``sensitivity`` the champion's prior sensitivity (``model.sensitivity`` defaults) is printed."""
-    snapshots, champion = [], None
+    snapshots, steps, champion = [], [], None
+    first = None
     for k in range(refits + 1):
         window = world.data.window(0, first_weeks + k)
         scaling, source = choose_scaling(window, champion, world.model.keep_scaling)
         start = time.perf_counter()
         outcome = refit_market(window, world.model, scaling, source)
         seconds = time.perf_counter() - start
+        first = first or (outcome, window)
+        steps.append(importance_step(*first, window))
         snap = Snapshot(
             window.n_weeks, roas_snapshot(outcome, window), seconds, outcome.fit.reused_graph,
             len(outcome.attempts), outcome.gate_failures,
@@ -176,7 +268,7 @@ def replay_ours(
             )
         # Every refit is promoted (a champion's scaling is inherited, so the first one's stays frozen).
         champion = {"model_id": f"{world.name}-{k}", "scaling": scaling.model_dump_json()}
-    return snapshots
+    return snapshots, steps
 
 
 def replay_pymc_marketing(world: World, first_weeks: int, refits: int, log) -> list[Snapshot]:  # noqa: ANN001
@@ -339,9 +431,11 @@ def main() -> None:
             first = world.data.n_weeks - args.refits
             label = f"{world.name}, {args.chains} x {draws} draws"
             log(f"\n== {label}: champion on {first} weeks, then {args.refits} refits of +1 week")
-            snaps = replay_ours(world, first, args.refits, log, args.sensitivity)
+            snaps, steps = replay_ours(world, first, args.refits, log, args.sensitivity)
             if args.refits == 0:
                 continue
+            own = importance_moves(steps, list(snaps[0].table.index))
+            results.append(summarize_importance(f"posterior's own move: {label}", own))
             if world.model.spec.control_variates:  # before/after on the same fits
                 results.append(summarize(f"ours, plain means: {label}", moves(snaps, "roas_plain_mean")))
                 results.append(summarize(f"ours, control variates: {label}", moves(snaps)))
