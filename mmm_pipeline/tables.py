@@ -101,6 +101,9 @@ ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS data_fingerprint VARCHAR;
 -- the national roll-up rows (market 'national') of channel_summary, decomposition and response_curves
 -- carry it as their model_id. NULL for a market fitted alone.
 ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS pooled_fit_id VARCHAR;
+-- model.refresh: importance: the sampled run whose draws this run reweighted (NULL: this run sampled)
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS refresh_anchor VARCHAR;
+ALTER TABLE models.model_runs ADD COLUMN IF NOT EXISTS pareto_k DOUBLE;  -- PSIS reliability of the weights
 CREATE TABLE IF NOT EXISTS models.cv_folds (
     model_id VARCHAR, market VARCHAR, fold INTEGER, status VARCHAR, error VARCHAR,
     train_start DATE, train_end DATE, test_start DATE, test_end DATE, n_train INTEGER, n_test INTEGER,

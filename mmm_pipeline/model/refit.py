@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -23,14 +24,17 @@ import numpy as np
 import pandas as pd
 
 from mmm_pipeline import metrics
+from mmm_pipeline.features.data_version import modeling_fingerprint
 from mmm_pipeline.ingest.categorical import encode_controls
 from mmm_pipeline.ingest.contract import LIFT_TEST_COLUMNS, InputContract
 from mmm_pipeline.model import insights
-from mmm_pipeline.model.build import ModelData, ScalingSpec
+from mmm_pipeline.model.build import ModelData, ScalingSpec, padded_length
 from mmm_pipeline.model.calibration import LiftTests
 from mmm_pipeline.model.fit import FitResult, fit
 from mmm_pipeline.model.predict import predict
 from mmm_pipeline.model.promotion import gate_failures
+from mmm_pipeline.model.refresh import Anchor, importance_update
+from mmm_pipeline.model.registry import load_model
 from mmm_pipeline.model.remedies import failure_kinds, next_remedy
 from mmm_pipeline.model.settings import ModelConfig
 from mmm_pipeline.model.spec import ModelSpec
@@ -50,6 +54,11 @@ class RefitOutcome:
     gate_failures: list[str]
     attempts: list[dict[str, object]] = field(default_factory=list)
     """One row per fit attempt (:data:`ATTEMPT_COLUMNS`), the last one being ``fit``."""
+    refresh_anchor: str | None = None
+    """The sampled model whose draws were reweighted (:mod:`mmm_pipeline.model.refresh`); None when
+    this fit sampled."""
+    refresh_note: str = ""
+    """Why the fit reweighted or sampled (Pareto k, or what ruled the anchor out)."""
 
 
 #: Columns of a fit's ``fit_attempts`` table (one row per attempt; the registry keys it by model).
@@ -120,6 +129,54 @@ def choose_scaling(
     return ScalingSpec.from_data(data), "fresh"
 
 
+def refresh_anchor(
+    model: ModelConfig,
+    data: ModelData,
+    frame: pd.DataFrame,
+    scaling: ScalingSpec,
+    config: str,
+    anchor_run: dict[str, object] | None,
+    drift_triggered: bool = False,
+) -> tuple[Anchor | None, str]:
+    """The posterior a refit may reweight instead of sampling (``model.refresh``), or None and why not.
+
+    ``anchor_run``: the ``model_runs`` row of the champion's anchor (the champion itself when it was
+    sampled); ``frame``: the market's modeling rows; ``config``: :func:`config_hash` now. Reweighting is
+    sound only when the two posteriors differ by the new weeks' likelihood alone: same model and frozen
+    scaling, the anchor's weeks unchanged (its data fingerprint), no lift tests, and weeks added.
+    """
+    refresh = model.refresh
+    if refresh.mode != "importance":
+        return None, "model.refresh.mode is sample"
+    if anchor_run is None:
+        return None, "no champion to refresh yet"
+    if drift_triggered:
+        return None, "a drift event started this run"
+    name = str(anchor_run["model_id"])
+    weeks = data.n_weeks - int(anchor_run["n_weeks"])
+    anchor_rows = frame[pd.to_datetime(frame["week"]) <= pd.Timestamp(anchor_run["train_end"])]
+    first_week = str(anchor_run["train_start"])[:10]
+    reasons = {
+        "the model config changed": anchor_run["config_hash"] != config,
+        "the scaling changed": anchor_run["scaling"] != scaling.model_dump_json(),
+        "lift tests calibrate the market": bool(anchor_run.get("n_lift_tests") or 0),
+        "the training window starts elsewhere": first_week != str(data.dates[0].date()),
+        "no week was added": weeks <= 0,
+        f"the anchor is {weeks} weeks old (model.refresh.max_weeks {refresh.max_weeks})": weeks
+        > refresh.max_weeks,
+        "the anchor's weeks were revised": anchor_run.get("data_fingerprint")
+        != modeling_fingerprint(anchor_rows),
+    }
+    failed = [reason for reason, hit in reasons.items() if hit]
+    if failed:
+        return None, f"anchor {name}: {'; '.join(failed)}"
+    try:
+        stored = load_model(str(anchor_run["artifact_path"]))
+    except (OSError, KeyError, ValueError) as exc:
+        return None, f"anchor {name}: its posterior cannot be read ({exc})"
+    return Anchor(name, stored.idata, data.window(0, int(anchor_run["n_weeks"]))), f"anchor {name}"
+
+
 def refit_market(
     data: ModelData,
     model: ModelConfig,
@@ -128,6 +185,7 @@ def refit_market(
     *,
     lift_tests: LiftTests | None = None,
     progress: Callable[[str], None] | None = None,
+    anchor: Anchor | None = None,
 ) -> RefitOutcome:
     """Fit the configured model (``model``: the config's model section) to ``data``, compute diagnostics,
     the gate and every insight table.
@@ -138,8 +196,17 @@ def refit_market(
     outcome is the last attempt (whose sampler settings the CV folds then use).
     ``lift_tests``: the market's experiments (:func:`market_lift_tests`); the fit uses those that ended
     by the data's last week (``outcome.fit.lift_tests``).
+    ``anchor``: the last sampled posterior, when the caller found it valid for ``data`` (same model,
+    scaling, first weeks and lift tests; see :func:`importance_refresh`): the new weeks are taken in by
+    reweighting it, and sampling happens only when that is unreliable or misses the gate.
     """
     report = progress or (lambda _message: None)
+    note = ""
+    if anchor is not None:
+        refreshed, note = importance_refresh(data, model, scaling, scaling_source, anchor, lift_tests)
+        report(f"refresh: {note}")
+        if refreshed is not None:
+            return refreshed
     gate, remedies, spec = model.gate, model.remedies, model.spec
     attempts: list[dict[str, object]] = []
     remedy_reason = None
@@ -174,7 +241,60 @@ def refit_market(
         tables=tables,
         gate_failures=failures,
         attempts=attempts,
+        refresh_note=note,
     )
+
+
+def importance_refresh(
+    data: ModelData,
+    model: ModelConfig,
+    scaling: ScalingSpec,
+    scaling_source: str,
+    anchor: Anchor,
+    lift_tests: LiftTests | None,
+) -> tuple[RefitOutcome | None, str]:
+    """The refit as the anchor's draws reweighted by the weeks since (:mod:`mmm_pipeline.model.refresh`),
+    or None when the market must be sampled instead: a lift test ended in the window (its likelihood is
+    not reweighted), the Pareto k is above ``model.refresh.max_pareto_k``, or the reweighted posterior
+    misses the gate's convergence rules (repeated draws lower its ESS); and what was decided, why."""
+    start = time.perf_counter()
+    spec = ModelSpec.model_validate_json(str(anchor.idata.attrs["model_spec"]))
+    if lift_tests is not None and len(lift_tests.ended_by(data.dates[-1])):
+        return None, "lift tests calibrate this market: sampling instead of reweighting the anchor"
+    carry_in = np.zeros((spec.l_max - 1, len(data.channels)))
+    update = importance_update(anchor, spec, scaling, data, carry_in)
+    limit = model.refresh.max_pareto_k
+    summary = (
+        f"{update.weeks_added} week(s) reweighting {anchor.model_id}'s draws: Pareto k "
+        f"{update.pareto_k:.2f}, importance ESS {update.ess:.0f}"
+    )
+    if update.pareto_k > limit:
+        return None, f"{summary} > {limit}: the draws no longer cover the new posterior, sampling"
+    diagnostics = insights.diagnostics(update.idata, scaling, spec, data, carry_in)
+    diagnostics |= {"pareto_k": update.pareto_k, "importance_ess": update.ess}
+    failures = gate_failures(diagnostics, model.gate)
+    if failures:
+        return None, f"{summary}; the reweighted draws miss the gate ({'; '.join(failures)}): sampling"
+    seconds = time.perf_counter() - start
+    timings = {"build": 0.0, "compile": 0.0, "sample": 0.0, "total": seconds}
+    result = FitResult(
+        update.idata, spec, scaling, data, carry_in, padded_length(data.n_weeks, spec), timings, False
+    )
+    row = attempt_row(1, spec, update.idata, diagnostics, model.gate, [], f"importance update of "
+                      f"{anchor.model_id} (Pareto k {update.pareto_k:.2f})", seconds)  # fmt: skip
+    row["sampler"] = "importance"
+    tables = insight_tables(result)
+    tables["fit_attempts"] = pd.DataFrame([row], columns=list(ATTEMPT_COLUMNS))
+    return RefitOutcome(
+        fit=result,
+        scaling_source=scaling_source,
+        diagnostics=diagnostics,
+        tables=tables,
+        gate_failures=[],
+        attempts=[row],
+        refresh_anchor=anchor.model_id,
+        refresh_note=f"{summary}: refreshed without sampling",
+    ), f"{summary}: refreshed without sampling"
 
 
 def attempt_row(

@@ -72,6 +72,8 @@ class FitRecord:
     pooled_fit_id: str | None = None
     """The pooled fit (``model.spec.pooling: partial``) this market's model is one view of: every market
     of the group has a run with the same id, and they are registered, promoted and retired together."""
+    refresh_anchor: str | None = None
+    """The sampled run whose draws this run reweighted (``model.refresh``); None when it sampled."""
 
     @property
     def gate_passed(self) -> bool:
@@ -121,6 +123,8 @@ class FitRecord:
             "artifact_path": self.artifact_path,
             "dagster_run_id": self.dagster_run_id,
             "pooled_fit_id": self.pooled_fit_id,
+            "refresh_anchor": self.refresh_anchor,
+            "pareto_k": d.get("pareto_k"),
         }
 
 
@@ -309,6 +313,13 @@ def champion(conn: duckdb.DuckDBPyConnection, market: str) -> dict[str, object] 
     """The market's champion run (its ``model_runs`` row as a dict), or None before the first promotion."""
     frame = champion_runs(conn)
     frame = frame[frame["market"] == market]
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def run_of(conn: duckdb.DuckDBPyConnection, model_id: str) -> dict[str, object] | None:
+    """One ``model_runs`` row by model id, or None."""
+    ensure_models(conn)
+    frame = conn.execute("SELECT * FROM models.model_runs WHERE model_id = ?", [model_id]).df()
     return None if frame.empty else frame.iloc[0].to_dict()
 
 

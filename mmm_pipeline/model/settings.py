@@ -63,6 +63,25 @@ class SensitivityConfig(StrictModel):
     flagged as prior-sensitive."""
 
 
+class RefreshConfig(StrictModel):
+    """``model.refresh``: how a weekly refit takes in the new weeks (:mod:`mmm_pipeline.model.refresh`).
+
+    ``importance`` (default) reweights the last sampled posterior (the anchor) by the new weeks'
+    likelihood instead of sampling again, so a refresh moves each mean by what the new weeks say and
+    not by Monte Carlo error, in seconds. The market is sampled again instead when the weights are
+    unreliable (Pareto k above ``max_pareto_k``), when the anchor is ``max_weeks`` weeks old, when the
+    model, its scaling, the anchor's weeks or the lift tests changed, when a drift event started the
+    run, or when the reweighted posterior misses the gate. ``sample`` samples every refit.
+    """
+
+    mode: Literal["importance", "sample"] = "importance"
+    max_pareto_k: float = Field(0.7, gt=0, le=1.0)
+    """PSIS's reliability threshold; 0.7 is the literature's for a few thousand draws."""
+    max_weeks: int = Field(13, ge=1)
+    """At most this many weeks past the anchor's last week: a quarter by default, so a market is sampled
+    at least four times a year."""
+
+
 class ModelConfig(StrictModel):
     """The weekly refit: model structure, priors and sampler (``spec``), gate and refresh rules."""
 
@@ -82,6 +101,9 @@ class ModelConfig(StrictModel):
     max_cv_crps_increase: float | None = Field(0.1, ge=0)
     """A challenger whose cross-validated CRPS is more than this share above the champion's is not
     promoted (0.1: 10% worse); ``null`` switches the rule off."""
+    refresh: RefreshConfig = RefreshConfig()
+    """Weekly refits by reweighting the last sampled posterior when that is sound (see
+    :class:`RefreshConfig`)."""
     sensitivity: SensitivityConfig = SensitivityConfig()
     """Each channel's ROAS under an alternative prior set, shown in the report
     (:mod:`~mmm_pipeline.model.sensitivity`)."""

@@ -43,6 +43,7 @@ from mmm_pipeline.model.refit import (
     config_hash,
     market_lift_tests,
     refit_market,
+    refresh_anchor,
     training_data,
     utc_now,
 )
@@ -61,6 +62,7 @@ from mmm_pipeline.model.registry import (
     register,
     register_group,
     roas_drift,
+    run_of,
     write_artifacts,
     write_group_artifacts,
 )
@@ -414,6 +416,9 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             ).df()
             lift_tests = market_lift_tests(conn, market)
             current = champion(conn, market)
+            anchor_run = current
+            if current is not None and isinstance(current.get("refresh_anchor"), str):
+                anchor_run = run_of(conn, current["refresh_anchor"])
         try:
             data = training_data(frame, market, cfg, cfg.model, log=context.log.info)
         except (RefitError, ValueError) as exc:
@@ -423,8 +428,13 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             f"market {market}: {data.n_weeks} weeks {data.dates[0].date()}..{data.dates[-1].date()}, "
             f"scaling {'of champion ' + source if source != 'fresh' else 'computed from this window'}"
         )
+        drift_triggered = context.run.tags.get(TRIGGER_TAG) == "drift"
+        anchor, why = refresh_anchor(
+            cfg.model, data, frame, scaling, config_hash(cfg, cfg.model), anchor_run, drift_triggered
+        )
+        context.log.info(f"refresh: reweighting {why}" if anchor else f"refresh: sampling ({why})")
         outcome = refit_market(
-            data, cfg.model, scaling, source, lift_tests=lift_tests, progress=context.log.info
+            data, cfg.model, scaling, source, lift_tests=lift_tests, progress=context.log.info, anchor=anchor
         )
         n_lift_tests = len(outcome.fit.lift_tests)
         if len(lift_tests):
@@ -457,6 +467,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
             n_lift_tests=n_lift_tests,
             fit_attempts=len(outcome.attempts),
             data_fingerprint=modeling_fingerprint(trained_on),
+            refresh_anchor=outcome.refresh_anchor,
         )
         write_artifacts(folder, record, outcome.fit.idata, outcome.tables)
         d, t = record.diagnostics, record.timings
@@ -482,6 +493,7 @@ def build_model_assets(cfg: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "seconds_sample": round(t["sample"], 1),
                 "seconds_total": round(t["total"], 1),
                 "reused_compiled_graph": record.reused_graph,
+                "refresh": outcome.refresh_note or f"sampled ({why})",
                 "scaling_source": source,
                 "lift_tests": n_lift_tests,
                 "fit_attempts": len(outcome.attempts),

@@ -1,0 +1,117 @@
+"""Weekly refreshes by reweighting the last sampled posterior (``model.refresh``, issue 18 item 4).
+
+Real fits with small draws: the reweighted posterior of a longer window against a fresh sample of it,
+the fallback to sampling when the weights are unreliable, and which changes rule an anchor out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmm_pipeline.features.data_version import modeling_fingerprint
+from mmm_pipeline.model import insights
+from mmm_pipeline.model.build import ScalingSpec
+from mmm_pipeline.model.refit import refit_market, refresh_anchor
+from mmm_pipeline.model.refresh import Anchor, importance_update, systematic_resample
+from mmm_pipeline.model.settings import ModelConfig
+from mmm_pipeline.model.spec import ModelSpec
+from mmm_testkit.adapters import model_data
+from mmm_testkit.synthetic import generate_world
+
+MODEL = ModelConfig(
+    spec=ModelSpec.model_validate({"l_max": 4, "n_fourier": 1, "sampler": {"chains": 2, "draws": 300,
+                                                                          "tune": 300, "seed": 3}}),
+    gate={"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
+    remedies={"enabled": False},
+)  # fmt: skip
+
+
+def test_systematic_resampling_keeps_equal_weights_and_follows_unequal_ones() -> None:
+    assert (systematic_resample(np.ones(8)) == np.arange(8)).all()
+    weights = np.array([0.0, 0.0, 4.0, 1.0, 1.0, 2.0, 0.0, 0.0])
+    index = systematic_resample(weights)
+    assert np.bincount(index, minlength=8).tolist() == [0, 0, 4, 1, 1, 2, 0, 0]
+    # a small change of the weights moves few picks: what keeps refreshes from jittering
+    nudged = systematic_resample(weights + np.array([0, 0, 0.2, 0, 0, -0.2, 0, 0]))
+    assert (nudged != index).sum() <= 1
+
+
+@pytest.fixture(scope="module")
+def anchored() -> dict[str, object]:
+    """A sampled fit on the first 100 weeks of a synthetic world, and the world's first 104 weeks."""
+    data = model_data(generate_world(seed=11, n_weeks=104))
+    first = data.window(0, 100)
+    scaling = ScalingSpec.from_data(first)
+    outcome = refit_market(first, MODEL, scaling, "fresh")
+    return {"data": data, "scaling": scaling, "anchor": Anchor("m-100", outcome.fit.idata, first)}
+
+
+def test_reweighted_posterior_agrees_with_a_fresh_sample(anchored: dict) -> None:
+    data, scaling, anchor = anchored["data"], anchored["scaling"], anchored["anchor"]
+    carry = np.zeros((MODEL.spec.l_max - 1, len(data.channels)))
+    update = importance_update(anchor, MODEL.spec, scaling, data, carry)
+    assert update.weeks_added == 4 and update.pareto_k < 0.7
+    assert 0 < update.ess < anchor.idata.posterior.sizes["chain"] * anchor.idata.posterior.sizes["draw"]
+    # equally weighted draws picked from the anchor's, chain by chain; the anchor's gradients dropped
+    before, after = anchor.idata.posterior["sigma"].to_numpy(), update.idata.posterior["sigma"].to_numpy()
+    assert after.shape == before.shape
+    assert all(np.isin(after[c], before[c]).all() for c in range(after.shape[0]))
+    assert "gradient" not in update.idata.sample_stats
+    assert update.idata.attrs["refresh_anchor"] == "m-100"
+
+    refreshed = refit_market(data, MODEL, scaling, "m-100", anchor=anchor)
+    assert refreshed.refresh_anchor == "m-100" and "refreshed without sampling" in refreshed.refresh_note
+    assert refreshed.attempts[0]["sampler"] == "importance"
+    assert refreshed.fit.timings["sample"] == 0.0
+    sampled = refit_market(data, MODEL, scaling, "m-100")
+    assert sampled.refresh_anchor is None
+    ours = refreshed.tables["channel_summary"].set_index("channel")
+    fresh = sampled.tables["channel_summary"].set_index("channel")
+    # every channel's reweighted ROAS lies inside the fresh sample's 94% interval
+    inside = (fresh["roas_hdi_low"] <= ours["roas_mean"]) & (ours["roas_mean"] <= fresh["roas_hdi_high"])
+    assert inside.all(), pd.concat([ours["roas_mean"], fresh[["roas_hdi_low", "roas_hdi_high"]]], axis=1)
+    # the refresh's tables are the fit's own (plain means: the Stein controls belong to the anchor)
+    roas = insights.channel_summary(refreshed.fit.idata, scaling, MODEL.spec, data)
+    assert np.allclose(roas["roas_mean"], ours["roas_mean"])
+
+
+def test_unreliable_weights_fall_back_to_sampling(anchored: dict) -> None:
+    data, scaling, anchor = anchored["data"], anchored["scaling"], anchored["anchor"]
+    kpi = data.kpi.copy()
+    kpi[-2:] *= 6.0  # two weeks no draw of the anchor explains
+    odd = type(data)(data.dates, data.spend, data.controls, kpi, data.channels, data.control_names)
+    messages: list[str] = []
+    outcome = refit_market(odd, MODEL, scaling, "m-100", anchor=anchor, progress=messages.append)
+    assert outcome.refresh_anchor is None
+    assert "Pareto k" in outcome.refresh_note and "sampling" in outcome.refresh_note
+    assert any(m.startswith("refresh: ") for m in messages)
+    assert outcome.attempts[0]["sampler"] == MODEL.spec.sampler.name
+
+
+def test_an_anchor_is_ruled_out_by_what_changed(anchored: dict) -> None:
+    data, scaling = anchored["data"], anchored["scaling"]
+    frame = pd.DataFrame({"week": data.dates, "kpi": data.kpi})
+    run = {
+        "model_id": "m-100", "n_weeks": 100, "train_start": str(data.dates[0].date()),
+        "train_end": str(data.dates[99].date()), "config_hash": "abc", "scaling": scaling.model_dump_json(),
+        "n_lift_tests": 0, "data_fingerprint": modeling_fingerprint(frame.iloc[:100]),
+        "artifact_path": "/nonexistent",
+    }  # fmt: skip
+
+    def why(**changes: object) -> str:
+        anchor, reason = refresh_anchor(MODEL, data, frame, scaling, "abc", {**run, **changes})
+        assert anchor is None
+        return reason
+
+    assert "cannot be read" in why()  # every rule passed; only the artifact is missing
+    assert "the model config changed" in why(config_hash="other")
+    assert "lift tests" in why(n_lift_tests=1)
+    assert "weeks were revised" in why(data_fingerprint="other")
+    quarterly = MODEL.model_copy(update={"refresh": MODEL.refresh.model_copy(update={"max_weeks": 3})})
+    assert "4 weeks old" in refresh_anchor(quarterly, data, frame, scaling, "abc", run)[1]
+    assert "no week was added" in why(n_weeks=104)
+    assert "drift" in refresh_anchor(MODEL, data, frame, scaling, "abc", run, drift_triggered=True)[1]
+    sample = MODEL.model_copy(update={"refresh": MODEL.refresh.model_copy(update={"mode": "sample"})})
+    assert refresh_anchor(sample, data, frame, scaling, "abc", run)[1] == "model.refresh.mode is sample"
