@@ -30,15 +30,16 @@ With PyMC-Marketing 0.19.2 importable (the benchmark venv, ``benchmarks/README.m
 channels, controls, adstock, saturation, seasonality, spend-share channel prior; nutpie, seed fixed) runs
 the same refreshes on the case study, side by side (``--skip-pymc-marketing`` to leave it out).
 
-The posterior's own move. Part of each move is the new week's information, which no estimator of the
-posterior mean can remove: the posterior mean is a martingale, so a week moves it by about
-``sd / sqrt(n)`` (``n`` weeks; ``sd`` the ROAS posterior's sd) even when computed exactly. To separate it
-from Monte Carlo error, each refresh's posterior mean is also computed from the champion's own draws,
-reweighted by the new weeks' likelihood (Pareto-smoothed importance sampling, ``az.psislw``; the same
-draws every week, so their Monte Carlo errors cancel in the move; Buerkner, Gabry & Vehtari 2020,
-"Approximate leave-future-out cross-validation for Bayesian time series models"). Printed per world:
-that move (median, max), its standard error from the spread of the per-chain moves, the Pareto k and
-importance ESS of the weights, and the martingale's expected move ``sqrt(2/pi) sd / (mean sqrt(n))``.
+Two refresh modes (``--refresh``): ``sample`` samples every refit afresh; ``importance`` is the
+product's default (``model.refresh``, :mod:`mmm_pipeline.model.refresh`): after the sampled champion,
+each refit reweights the champion's draws by the new weeks' likelihood (Pareto-smoothed importance
+sampling), sampling again only when the Pareto k or the gate rules that out. Part of every move is the
+new week's information, which no estimator of the posterior mean removes: the posterior mean is a
+martingale, so a week moves it by about ``sd / sqrt(n)`` (``n`` weeks; ``sd`` the ROAS posterior's sd)
+even when computed exactly. Printed per run: the median of ``sqrt(2/pi) sd / (mean sqrt(n))``, the
+expected size of that move, and each move's standard error from the spread of the per-chain moves
+(for independent refits about the noise floor; for reweighted ones, which reuse the same draws, the
+error left in the move).
 
 Full size (the product's 4 x 1000 draws, 13 refits, case study and 3 synthetic worlds)::
 
@@ -60,12 +61,11 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats
 
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ModelData
-from mmm_pipeline.model.predict import PosteriorDraws, predict
 from mmm_pipeline.model.refit import choose_scaling, refit_market
+from mmm_pipeline.model.refresh import Anchor
 from mmm_pipeline.model.sensitivity import run_sensitivity
 from mmm_pipeline.model.settings import ModelConfig
 from mmm_pipeline.model.spec import HALFNORMAL_UNIT_SD, ModelSpec
@@ -100,10 +100,13 @@ class Snapshot:
 
     weeks: int
     table: pd.DataFrame  # index channel: roas_mean, roas_hdi_low, roas_hdi_high, roas_mcse
+    chain_means: np.ndarray  # (chain, C) each chain's plain ROAS mean
+    sd: np.ndarray  # (C,) the ROAS posterior's sd
     seconds: float
     reused_graph: bool
     attempts: int
     gate_failures: list[str]
+    refresh: str = "sampled"
 
 
 def case_study_world(sampler: dict, weeks: int | None = None) -> World:
@@ -133,9 +136,10 @@ def mean_mcse(draws: np.ndarray) -> np.ndarray:
     return az.mcse(dataset, method="mean")["x"].to_numpy()
 
 
-def roas_snapshot(outcome, window: ModelData) -> pd.DataFrame:  # noqa: ANN001 - RefitOutcome
+def roas_snapshot(outcome, window: ModelData) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:  # noqa: ANN001
     """The fit's channel ROAS: the product's channel summary (mean, HDI; the mean with control variates
-    when ``spec.control_variates`` is on), the plain mean of the draws and its MCSE."""
+    when ``spec.control_variates`` is on), the plain mean of the draws and its MCSE; and each chain's
+    plain mean ``(chain, C)`` and the posterior sd ``(C,)``."""
     result = outcome.fit
     table = outcome.tables["channel_summary"].set_index("channel")
     contribution, _ = insights.channel_draws(
@@ -148,114 +152,41 @@ def roas_snapshot(outcome, window: ModelData) -> pd.DataFrame:  # noqa: ANN001 -
     out = table[["roas_mean", "roas_hdi_low", "roas_hdi_high"]].copy()
     out["roas_plain_mean"] = roas.mean(axis=(0, 1))
     out["roas_mcse"] = mean_mcse(roas)
-    return out
-
-
-def log_likelihood(result, window: ModelData) -> np.ndarray:  # noqa: ANN001 - FitResult
-    """``(S,)`` each draw's log likelihood of ``window``'s KPI (the model's noise law, scaled units)."""
-    draws = PosteriorDraws.from_idata(result.idata, result.spec)
-    scale = result.scaling.kpi_scale
-    mu = predict(draws, result.scaling, result.spec, window, result.carry_in).expected / scale
-    y, sigma = window.kpi / scale, draws.sigma[:, None]
-    if draws.nu is None:
-        return stats.norm.logpdf(y, mu, sigma).sum(axis=1)
-    return stats.t.logpdf(y, draws.nu[:, None], mu, sigma).sum(axis=1)
-
-
-@dataclass
-class ImportanceStep:
-    """One refresh's ROAS posterior computed from the champion's draws (see the module docstring)."""
-
-    weeks: int
-    chain_means: np.ndarray  # (chain, C) each chain's self-normalized importance mean
-    mean: np.ndarray  # (C,)
-    sd: np.ndarray  # (C,)
-    pareto_k: float
-    ess: float
-
-
-def importance_step(champion, champion_window: ModelData, window: ModelData) -> ImportanceStep:  # noqa: ANN001
-    """The posterior of ``window`` (the champion's weeks and more) by Pareto-smoothed importance sampling
-    of the champion's draws; its frozen scaling and carry-in apply to both windows."""
-    result = champion.fit
-    log_ratio = log_likelihood(result, window) - log_likelihood(result, champion_window)
-    smoothed, pareto_k = az.psislw(log_ratio - log_ratio.max(), reff=1.0)
-    weights = np.exp(smoothed - smoothed.max())
-    contribution, _ = insights.channel_draws(
-        result.idata, result.scaling, result.spec, window, result.carry_in
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        roas = contribution / window.spend.sum(axis=0)
-    chains = result.idata.posterior.sizes["chain"]
-    per_chain = weights.reshape(chains, -1)
-    chain_means = np.einsum("cd,cdk->ck", per_chain, roas.reshape(chains, -1, roas.shape[-1]))
-    chain_means /= per_chain.sum(axis=1, keepdims=True)
-    w = weights / weights.sum()
-    mean = w @ roas
-    sd = np.sqrt(w @ (roas - mean) ** 2)
-    return ImportanceStep(window.n_weeks, chain_means, mean, sd, float(pareto_k), float(1 / (w**2).sum()))
-
-
-def importance_moves(steps: list[ImportanceStep], channels: list[str]) -> pd.DataFrame:
-    """One row per refresh and channel: the posterior's own move (importance means from the same draws),
-    its standard error from the per-chain moves, and the martingale's expected move."""
-    rows = []
-    for before, after in zip(steps, steps[1:], strict=False):
-        delta = after.chain_means - before.chain_means  # (chain, C)
-        se = delta.std(axis=0, ddof=1) / np.sqrt(delta.shape[0])
-        for i, channel in enumerate(channels):
-            rows.append({
-                "weeks": after.weeks, "channel": channel,
-                "rel_move": abs(after.mean[i] / before.mean[i] - 1),
-                "move_se": se[i] / abs(before.mean[i]),
-                "expected": np.sqrt(2 / np.pi) * before.sd[i] / abs(before.mean[i]) / np.sqrt(before.weeks),
-                "pareto_k": after.pareto_k, "ess": after.ess,
-            })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def summarize_importance(name: str, table: pd.DataFrame) -> dict:
-    print(
-        f"{name}: the posterior's own move (champion's draws reweighted, {table['weeks'].nunique()} "
-        f"refreshes): median {table['rel_move'].median():.2%}, max {table['rel_move'].max():.2%}; "
-        f"median SE of a move {table['move_se'].median():.2%}; martingale's expected move "
-        f"sqrt(2/pi) sd/(mean sqrt(n)): median {table['expected'].median():.2%}; "
-        f"Pareto k max {table['pareto_k'].max():.2f}, importance ESS min {table['ess'].min():.0f}"
-    )
-    return {"run": name, "median_move": float(table["rel_move"].median()),
-            "max_move": float(table["rel_move"].max()), "noise_floor": float(table["move_se"].median()),
-            "left_hdi": np.nan}  # fmt: skip
+    return out, roas.mean(axis=1), roas.reshape(-1, roas.shape[-1]).std(axis=0)
 
 
 def replay_ours(
     world: World,
     first_weeks: int,
     refits: int,
-    log,
-    sensitivity: bool = False,  # noqa: ANN001
-) -> tuple[list[Snapshot], list[ImportanceStep]]:
-    """The champion on ``first_weeks`` weeks, then ``refits`` consecutive +1-week refits, each promoted;
-    and each refresh's posterior from the first champion's draws (:func:`importance_step`).
+    log,  # noqa: ANN001
+    sensitivity: bool = False,
+    refresh: str = "sample",
+) -> list[Snapshot]:
+    """The champion on ``first_weeks`` weeks, then ``refits`` consecutive +1-week refits, each promoted.
+    ``refresh``: ``sample`` samples every refit; ``importance`` passes the sampled champion as the
+    anchor (as the ``model_fit`` asset does under ``model.refresh.mode: importance``).
     With ``sensitivity`` the champion's prior sensitivity (``model.sensitivity`` defaults) is printed."""
-    snapshots, steps, champion = [], [], None
-    first = None
+    snapshots, champion, anchor = [], None, None
     for k in range(refits + 1):
         window = world.data.window(0, first_weeks + k)
         scaling, source = choose_scaling(window, champion, world.model.keep_scaling)
         start = time.perf_counter()
-        outcome = refit_market(window, world.model, scaling, source)
+        outcome = refit_market(window, world.model, scaling, source, anchor=anchor)
         seconds = time.perf_counter() - start
-        first = first or (outcome, window)
-        steps.append(importance_step(*first, window))
+        if refresh == "importance" and anchor is None:
+            anchor = Anchor(f"{world.name}-{k}", outcome.fit.idata, window)
+        table, chain_means, sd = roas_snapshot(outcome, window)
         snap = Snapshot(
-            window.n_weeks, roas_snapshot(outcome, window), seconds, outcome.fit.reused_graph,
-            len(outcome.attempts), outcome.gate_failures,
+            window.n_weeks, table, chain_means, sd, seconds, outcome.fit.reused_graph,
+            len(outcome.attempts), outcome.gate_failures, outcome.refresh_note or "sampled",
         )  # fmt: skip
         snapshots.append(snap)
         log(
             f"  [{world.name}] fit {k} ({window.n_weeks} weeks): {seconds:.1f} s, graph reused "
             f"{snap.reused_graph}, attempts {snap.attempts}, gate "
             f"{'passed' if not snap.gate_failures else 'FAILED: ' + '; '.join(snap.gate_failures)}"
+            f"; {snap.refresh}"
         )
         if sensitivity and k == 0:
             alt = run_sensitivity(
@@ -268,7 +199,7 @@ def replay_ours(
             )
         # Every refit is promoted (a champion's scaling is inherited, so the first one's stays frozen).
         champion = {"model_id": f"{world.name}-{k}", "scaling": scaling.model_dump_json()}
-    return snapshots, steps
+    return snapshots
 
 
 def replay_pymc_marketing(world: World, first_weeks: int, refits: int, log) -> list[Snapshot]:  # noqa: ANN001
@@ -323,7 +254,16 @@ def replay_pymc_marketing(world: World, first_weeks: int, refits: int, log) -> l
         )
         divergences = int(model.idata.sample_stats["diverging"].sum())
         snapshots.append(
-            Snapshot(n, table, seconds, False, 1, [f"{divergences} divergences"] if divergences else [])
+            Snapshot(
+                n,
+                table,
+                roas.mean(axis=1),
+                flat.std(axis=0),
+                seconds,
+                False,
+                1,
+                [f"{divergences} divergences"] if divergences else [],
+            )  # fmt: skip
         )
         log(
             f"  [{world.name} / PyMC-Marketing] fit {k} ({n} weeks): {seconds:.1f} s, "
@@ -339,9 +279,13 @@ def moves(snapshots: list[Snapshot], column: str = "roas_mean") -> pd.DataFrame:
     rows = []
     for k in range(1, len(snapshots)):
         before, after = snapshots[k - 1].table, snapshots[k].table
-        for channel in after.index:
+        delta = snapshots[k].chain_means - snapshots[k - 1].chain_means  # (chain, C)
+        move_se = delta.std(axis=0, ddof=1) / np.sqrt(delta.shape[0])
+        for i, channel in enumerate(after.index):
             b, a = before.loc[channel], after.loc[channel]
             noise = float(np.hypot(a["roas_mcse"], b["roas_mcse"]))
+            mean = abs(b[column])
+            weeks = snapshots[k - 1].weeks
             rows.append(
                 {
                     "refit": k,
@@ -350,7 +294,9 @@ def moves(snapshots: list[Snapshot], column: str = "roas_mean") -> pd.DataFrame:
                     "roas_before": b[column],
                     "roas_after": a[column],
                     "rel_move": abs(a[column] / b[column] - 1),
-                    "noise_floor": noise / abs(b[column]),
+                    "noise_floor": noise / mean,
+                    "move_se": move_se[i] / mean,
+                    "expected": np.sqrt(2 / np.pi) * snapshots[k - 1].sd[i] / mean / np.sqrt(weeks),
                     "z": (a[column] - b[column]) / noise if noise > 0 else np.nan,
                     "left_hdi": not (b["roas_hdi_low"] <= a[column] <= b["roas_hdi_high"]),
                 }
@@ -379,10 +325,14 @@ def summarize(name: str, table: pd.DataFrame) -> dict:
         f"{name}: all channels: median move {median:.2%} (goal <= {GOAL_MEDIAN:.1%}: "
         f"{'met' if median <= GOAL_MEDIAN else 'MISSED'}), max {worst:.2%} (goal <= {GOAL_MAX:.0%}: "
         f"{'met' if worst <= GOAL_MAX else 'MISSED'}), median MC noise floor "
-        f"{float(table['noise_floor'].median()):.2%}, ROAS means outside the previous 94% HDI: {left}"
+        f"{float(table['noise_floor'].median()):.2%}, median SE of a move (per-chain spread) "
+        f"{float(table['move_se'].median()):.2%}, the new week's expected move sqrt(2/pi) sd/(mean sqrt(n)) "
+        f"{float(table['expected'].median()):.2%}, ROAS means outside the previous 94% HDI: {left}"
     )
     return {"run": name, "median_move": median, "max_move": worst,
-            "noise_floor": float(table["noise_floor"].median()), "left_hdi": left}  # fmt: skip
+            "noise_floor": float(table["noise_floor"].median()),
+            "move_se": float(table["move_se"].median()), "expected": float(table["expected"].median()),
+            "left_hdi": left}  # fmt: skip
 
 
 def main() -> None:
@@ -400,6 +350,10 @@ def main() -> None:
     parser.add_argument("--skip-case-study", action="store_true")
     parser.add_argument("--skip-pymc-marketing", action="store_true")
     parser.add_argument("--no-remedies", action="store_true", help="one attempt per refit")
+    parser.add_argument(
+        "--refresh", default="sample,importance",
+        help="comma-separated refresh modes to replay: sample (every refit sampled), importance (default)",
+    )  # fmt: skip
     parser.add_argument(
         "--sensitivity", action="store_true", help="also print each champion's prior sensitivity"
     )
@@ -431,16 +385,13 @@ def main() -> None:
             first = world.data.n_weeks - args.refits
             label = f"{world.name}, {args.chains} x {draws} draws"
             log(f"\n== {label}: champion on {first} weeks, then {args.refits} refits of +1 week")
-            snaps, steps = replay_ours(world, first, args.refits, log, args.sensitivity)
-            if args.refits == 0:
-                continue
-            own = importance_moves(steps, list(snaps[0].table.index))
-            results.append(summarize_importance(f"posterior's own move: {label}", own))
-            if world.model.spec.control_variates:  # before/after on the same fits
-                results.append(summarize(f"ours, plain means: {label}", moves(snaps, "roas_plain_mean")))
-                results.append(summarize(f"ours, control variates: {label}", moves(snaps)))
-            else:
-                results.append(summarize(f"ours: {label}", moves(snaps)))
+            for mode in args.refresh.split(","):
+                snaps = replay_ours(world, first, args.refits, log, args.sensitivity, mode)
+                if args.refits == 0:
+                    break
+                if mode == "sample" and world.model.spec.control_variates:  # before/after, same fits
+                    results.append(summarize(f"ours, plain means: {label}", moves(snaps, "roas_plain_mean")))
+                results.append(summarize(f"ours, refresh {mode}: {label}", moves(snaps)))
             if peer and world.name == "case_study":
                 try:
                     theirs = moves(replay_pymc_marketing(world, first, args.refits, log))
@@ -458,6 +409,8 @@ def main() -> None:
                 "median_move": "{:.2%}".format,
                 "max_move": "{:.2%}".format,
                 "noise_floor": "{:.2%}".format,
+                "move_se": "{:.2%}".format,
+                "expected": "{:.2%}".format,
             },
         )  # fmt: skip
     )
