@@ -34,12 +34,11 @@ Two refresh modes (``--refresh``): ``sample`` samples every refit afresh; ``impo
 product's default (``model.refresh``, :mod:`mmm_pipeline.model.refresh`): after the sampled champion,
 each refit reweights the champion's draws by the new weeks' likelihood (Pareto-smoothed importance
 sampling), sampling again only when the Pareto k or the gate rules that out. Part of every move is the
-new week's information, which no estimator of the posterior mean removes: the posterior mean is a
-martingale, so a week moves it by about ``sd / sqrt(n)`` (``n`` weeks; ``sd`` the ROAS posterior's sd)
-even when computed exactly. Printed per run: the median of ``sqrt(2/pi) sd / (mean sqrt(n))``, the
-expected size of that move, and each move's standard error from the spread of the per-chain moves
-(for independent refits about the noise floor; for reweighted ones, which reuse the same draws, the
-error left in the move).
+new week's information, which no estimator of the posterior mean removes (the posterior mean given
+one more week differs from the last one even when both are computed exactly). The reweighted replay
+measures it: its moves are that information plus the error left after reusing the same draws, which is
+printed as each move's standard error from the spread of the per-chain moves (for independent refits
+it is about the noise floor).
 
 Full size (the product's 4 x 1000 draws, 13 refits, case study and 3 synthetic worlds)::
 
@@ -101,7 +100,6 @@ class Snapshot:
     weeks: int
     table: pd.DataFrame  # index channel: roas_mean, roas_hdi_low, roas_hdi_high, roas_mcse
     chain_means: np.ndarray  # (chain, C) each chain's plain ROAS mean
-    sd: np.ndarray  # (C,) the ROAS posterior's sd
     seconds: float
     reused_graph: bool
     attempts: int
@@ -136,10 +134,10 @@ def mean_mcse(draws: np.ndarray) -> np.ndarray:
     return az.mcse(dataset, method="mean")["x"].to_numpy()
 
 
-def roas_snapshot(outcome, window: ModelData) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:  # noqa: ANN001
+def roas_snapshot(outcome, window: ModelData) -> tuple[pd.DataFrame, np.ndarray]:  # noqa: ANN001
     """The fit's channel ROAS: the product's channel summary (mean, HDI; the mean with control variates
     when ``spec.control_variates`` is on), the plain mean of the draws and its MCSE; and each chain's
-    plain mean ``(chain, C)`` and the posterior sd ``(C,)``."""
+    plain mean ``(chain, C)``."""
     result = outcome.fit
     table = outcome.tables["channel_summary"].set_index("channel")
     contribution, _ = insights.channel_draws(
@@ -152,7 +150,7 @@ def roas_snapshot(outcome, window: ModelData) -> tuple[pd.DataFrame, np.ndarray,
     out = table[["roas_mean", "roas_hdi_low", "roas_hdi_high"]].copy()
     out["roas_plain_mean"] = roas.mean(axis=(0, 1))
     out["roas_mcse"] = mean_mcse(roas)
-    return out, roas.mean(axis=1), roas.reshape(-1, roas.shape[-1]).std(axis=0)
+    return out, roas.mean(axis=1)
 
 
 def replay_ours(
@@ -176,9 +174,9 @@ def replay_ours(
         seconds = time.perf_counter() - start
         if refresh == "importance" and anchor is None:
             anchor = Anchor(f"{world.name}-{k}", outcome.fit.idata, window)
-        table, chain_means, sd = roas_snapshot(outcome, window)
+        table, chain_means = roas_snapshot(outcome, window)
         snap = Snapshot(
-            window.n_weeks, table, chain_means, sd, seconds, outcome.fit.reused_graph,
+            window.n_weeks, table, chain_means, seconds, outcome.fit.reused_graph,
             len(outcome.attempts), outcome.gate_failures, outcome.refresh_note or "sampled",
         )  # fmt: skip
         snapshots.append(snap)
@@ -258,7 +256,6 @@ def replay_pymc_marketing(world: World, first_weeks: int, refits: int, log) -> l
                 n,
                 table,
                 roas.mean(axis=1),
-                flat.std(axis=0),
                 seconds,
                 False,
                 1,
@@ -285,7 +282,6 @@ def moves(snapshots: list[Snapshot], column: str = "roas_mean") -> pd.DataFrame:
             b, a = before.loc[channel], after.loc[channel]
             noise = float(np.hypot(a["roas_mcse"], b["roas_mcse"]))
             mean = abs(b[column])
-            weeks = snapshots[k - 1].weeks
             rows.append(
                 {
                     "refit": k,
@@ -296,7 +292,6 @@ def moves(snapshots: list[Snapshot], column: str = "roas_mean") -> pd.DataFrame:
                     "rel_move": abs(a[column] / b[column] - 1),
                     "noise_floor": noise / mean,
                     "move_se": move_se[i] / mean,
-                    "expected": np.sqrt(2 / np.pi) * snapshots[k - 1].sd[i] / mean / np.sqrt(weeks),
                     "z": (a[column] - b[column]) / noise if noise > 0 else np.nan,
                     "left_hdi": not (b["roas_hdi_low"] <= a[column] <= b["roas_hdi_high"]),
                 }
@@ -326,12 +321,11 @@ def summarize(name: str, table: pd.DataFrame) -> dict:
         f"{'met' if median <= GOAL_MEDIAN else 'MISSED'}), max {worst:.2%} (goal <= {GOAL_MAX:.0%}: "
         f"{'met' if worst <= GOAL_MAX else 'MISSED'}), median MC noise floor "
         f"{float(table['noise_floor'].median()):.2%}, median SE of a move (per-chain spread) "
-        f"{float(table['move_se'].median()):.2%}, the new week's expected move sqrt(2/pi) sd/(mean sqrt(n)) "
-        f"{float(table['expected'].median()):.2%}, ROAS means outside the previous 94% HDI: {left}"
+        f"{float(table['move_se'].median()):.2%}, ROAS means outside the previous 94% HDI: {left}"
     )
     return {"run": name, "median_move": median, "max_move": worst,
             "noise_floor": float(table["noise_floor"].median()),
-            "move_se": float(table["move_se"].median()), "expected": float(table["expected"].median()),
+            "move_se": float(table["move_se"].median()),
             "left_hdi": left}  # fmt: skip
 
 
@@ -410,7 +404,6 @@ def main() -> None:
                 "max_move": "{:.2%}".format,
                 "noise_floor": "{:.2%}".format,
                 "move_se": "{:.2%}".format,
-                "expected": "{:.2%}".format,
             },
         )  # fmt: skip
     )
