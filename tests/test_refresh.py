@@ -9,7 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import model_runs
 
+from mmm_pipeline.config import load_config
 from mmm_pipeline.features.data_version import modeling_fingerprint
 from mmm_pipeline.model import insights
 from mmm_pipeline.model.build import ScalingSpec
@@ -17,6 +20,7 @@ from mmm_pipeline.model.refit import refit_market, refresh_anchor
 from mmm_pipeline.model.refresh import Anchor, importance_update, systematic_resample
 from mmm_pipeline.model.settings import ModelConfig
 from mmm_pipeline.model.spec import ModelSpec
+from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_testkit.adapters import model_data
 from mmm_testkit.synthetic import generate_world
 
@@ -115,3 +119,32 @@ def test_an_anchor_is_ruled_out_by_what_changed(anchored: dict) -> None:
     assert "drift" in refresh_anchor(MODEL, data, frame, scaling, "abc", run, drift_triggered=True)[1]
     sample = MODEL.model_copy(update={"refresh": MODEL.refresh.model_copy(update={"mode": "sample"})})
     assert refresh_anchor(sample, data, frame, scaling, "abc", run)[1] == "model.refresh.mode is sample"
+
+
+def test_a_new_week_reweights_the_champion_through_the_pipeline(two_markets_project: tuple) -> None:
+    """The shared two-market project (fitted once), a week landed for both markets, the model stage
+    run: each market's refit is its champion's draws reweighted, registered and promoted."""
+    config_path, _ = two_markets_project
+    raw = yaml.safe_load(config_path.read_text())
+    raw["cv"]["enabled"] = False  # the refresh is under test, not the folds
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(config_path)
+    before = model_runs(config_path).set_index("market")
+    landing = cfg.landing_dir
+    for kind in ("media", "kpi", "controls"):
+        frame = pd.read_csv(landing / kind / f"{kind}.csv", parse_dates=["date"])
+        last = frame[frame["date"] == frame["date"].max()]
+        last = last.assign(date=last["date"] + pd.Timedelta(weeks=1))
+        last.to_csv(landing / kind / f"{kind}_next.csv", index=False, date_format="%Y-%m-%d")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(config_path.parent / "dagster_home"))
+        summary = run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None, until="model")
+    assert summary.ok, summary.problems
+    runs = model_runs(config_path)
+    new = runs[~runs["model_id"].isin(before["model_id"])].set_index("market")
+    assert sorted(new.index) == sorted(before.index)
+    for market, row in new.iterrows():
+        assert row["refresh_anchor"] == before.loc[market, "model_id"]
+        assert row["pareto_k"] <= cfg.model.refresh.max_pareto_k
+        assert row["n_weeks"] == before.loc[market, "n_weeks"] + 1
+        assert row["status"] == "champion" and row["sample_seconds"] == 0.0

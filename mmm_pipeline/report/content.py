@@ -334,6 +334,12 @@ def what_changed(data: ReportData) -> dict:
         reasons.append(f"lift tests in the fit: {tests[0]} → {tests[1]}")
     if run.get("scaling_source") == "fresh":
         reasons.append("the scaling was recomputed (channels or controls changed, or keep_scaling is off)")
+    anchor = run.get("refresh_anchor")
+    if isinstance(anchor, str):
+        reasons.append(
+            f"taken in by reweighting the draws of {anchor} (model.refresh; Pareto k "
+            f"{float(run['pareto_k']):.2f}): ROAS moved by what the new weeks say, not by new sampling noise"
+        )
     drift = data.roas_drift.to_dict("records")
     channels = [{**r, "change_pct": _percent(r["relative_change"])} for r in drift]
     # A move out of the previous interval is explained by a drift event or a new configuration; new
