@@ -30,8 +30,8 @@ With PyMC-Marketing 0.19.2 importable (the benchmark venv, ``benchmarks/README.m
 channels, controls, adstock, saturation, seasonality, spend-share channel prior; nutpie, seed fixed) runs
 the same refreshes on the case study, side by side (``--skip-pymc-marketing`` to leave it out).
 
-Two refresh modes (``--refresh``): ``sample`` samples every refit afresh; ``importance`` is the
-product's default (``model.refresh``, :mod:`mmm_pipeline.model.refresh`): after the sampled champion,
+Two refresh modes (``--refresh``, the product's ``model.refresh.mode``): ``sample`` (the default)
+samples every refit afresh; ``importance`` (:mod:`mmm_pipeline.model.refresh`): after the sampled champion,
 each refit reweights the champion's draws by the new weeks' likelihood (Pareto-smoothed importance
 sampling), sampling again only when the Pareto k or the gate rules that out. Part of every move is the
 new week's information, which no estimator of the posterior mean removes (the posterior mean given
@@ -346,7 +346,7 @@ def main() -> None:
     parser.add_argument("--no-remedies", action="store_true", help="one attempt per refit")
     parser.add_argument(
         "--refresh", default="sample,importance",
-        help="comma-separated refresh modes to replay: sample (every refit sampled), importance (default)",
+        help="comma-separated refresh modes to replay: sample (every refit sampled), importance",
     )  # fmt: skip
     parser.add_argument(
         "--sensitivity", action="store_true", help="also print each champion's prior sensitivity"

@@ -6,11 +6,14 @@ the fallback to sampling when the weights are unreliable, and which changes rule
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import model_runs
+from conftest import TWO_MARKETS, model_runs
 
 from mmm_pipeline.config import load_config
 from mmm_pipeline.features.data_version import modeling_fingerprint
@@ -22,13 +25,14 @@ from mmm_pipeline.model.settings import ModelConfig
 from mmm_pipeline.model.spec import ModelSpec
 from mmm_pipeline.runner import project_instance, run_pipeline
 from mmm_testkit.adapters import model_data
-from mmm_testkit.synthetic import generate_world
+from mmm_testkit.synthetic import generate_world, write_world
 
 MODEL = ModelConfig(
     spec=ModelSpec.model_validate({"l_max": 4, "n_fourier": 1, "sampler": {"chains": 2, "draws": 300,
                                                                           "tune": 300, "seed": 3}}),
     gate={"min_ess_bulk": 20, "min_ess_tail": 20, "max_r_hat": 1.2, "max_divergences": 50},
     remedies={"enabled": False},
+    refresh={"mode": "importance"},
 )  # fmt: skip
 
 
@@ -117,34 +121,50 @@ def test_an_anchor_is_ruled_out_by_what_changed(anchored: dict) -> None:
     assert "4 weeks old" in refresh_anchor(quarterly, data, frame, scaling, "abc", run)[1]
     assert "no week was added" in why(n_weeks=104)
     assert "drift" in refresh_anchor(MODEL, data, frame, scaling, "abc", run, drift_triggered=True)[1]
-    sample = MODEL.model_copy(update={"refresh": MODEL.refresh.model_copy(update={"mode": "sample"})})
-    assert refresh_anchor(sample, data, frame, scaling, "abc", run)[1] == "model.refresh.mode is sample"
+    default = ModelConfig()  # samples every refit
+    assert refresh_anchor(default, data, frame, scaling, "abc", run)[1] == "model.refresh.mode is sample"
 
 
-def test_a_new_week_reweights_the_champion_through_the_pipeline(two_markets_project: tuple) -> None:
-    """The shared two-market project (fitted once), a week landed for both markets, the model stage
-    run: each market's refit is its champion's draws reweighted, registered and promoted."""
+def test_a_new_week_reweights_the_champion_through_the_pipeline(
+    two_markets_project: tuple, tmp_path: Path
+) -> None:
+    """The shared two-market project (fitted once on 104 weeks of its world), the world's next week
+    landed, the model stage run: a market whose weights are reliable is refreshed from its champion's
+    draws, registered and promoted without sampling; one whose weights are not says why it sampled."""
     config_path, _ = two_markets_project
     raw = yaml.safe_load(config_path.read_text())
     raw["cv"]["enabled"] = False  # the refresh is under test, not the folds
+    raw["model"]["refresh"] = {"mode": "importance"}
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_config(config_path)
     before = model_runs(config_path).set_index("market")
-    landing = cfg.landing_dir
+    world = generate_world(seed=5, n_weeks=105, start=cfg.calendar.start, markets=TWO_MARKETS)
+    paths = write_world(world, tmp_path / "landing", tmp_path / "truth")
     for kind in ("media", "kpi", "controls"):
-        frame = pd.read_csv(landing / kind / f"{kind}.csv", parse_dates=["date"])
+        frame = pd.read_csv(paths[kind] / f"{kind}.csv", parse_dates=["date"])
         last = frame[frame["date"] == frame["date"].max()]
-        last = last.assign(date=last["date"] + pd.Timedelta(weeks=1))
-        last.to_csv(landing / kind / f"{kind}_next.csv", index=False, date_format="%Y-%m-%d")
+        last.to_csv(cfg.landing_dir / kind / f"{kind}_next.csv", index=False, date_format="%Y-%m-%d")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(config_path.parent / "dagster_home"))
-        summary = run_pipeline(cfg, instance=project_instance(cfg), log=lambda _m: None, until="model")
+        instance = project_instance(cfg)
+        summary = run_pipeline(cfg, instance=instance, log=lambda _m: None, until="model")
+        notes = {}
+        for market in before.index:
+            (record,) = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_fit"), asset_partitions=[market]), limit=1
+            ).records
+            notes[market] = record.asset_materialization.metadata["refresh"].value
     assert summary.ok, summary.problems
     runs = model_runs(config_path)
     new = runs[~runs["model_id"].isin(before["model_id"])].set_index("market")
     assert sorted(new.index) == sorted(before.index)
+    refreshed = [m for m in new.index if isinstance(new.loc[m, "refresh_anchor"], str)]
+    assert refreshed, notes
     for market, row in new.iterrows():
-        assert row["refresh_anchor"] == before.loc[market, "model_id"]
-        assert row["pareto_k"] <= cfg.model.refresh.max_pareto_k
         assert row["n_weeks"] == before.loc[market, "n_weeks"] + 1
-        assert row["status"] == "champion" and row["sample_seconds"] == 0.0
+        if market in refreshed:
+            assert row["refresh_anchor"] == before.loc[market, "model_id"]
+            assert row["pareto_k"] <= cfg.model.refresh.max_pareto_k and row["sample_seconds"] == 0.0
+            assert row["status"] == "champion" and "refreshed without sampling" in notes[market]
+        else:  # unreliable weights: sampled, and the metadata says why
+            assert "sampling" in notes[market] and row["sample_seconds"] > 0, notes[market]
