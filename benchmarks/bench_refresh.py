@@ -162,7 +162,7 @@ def replay_ours(
     refresh: str = "sample",
 ) -> list[Snapshot]:
     """The champion on ``first_weeks`` weeks, then ``refits`` consecutive +1-week refits, each promoted.
-    ``refresh``: ``sample`` samples every refit; ``importance`` passes the sampled champion as the
+    ``refresh``: ``sample`` samples every refit; ``importance`` passes the last sampled fit as the
     anchor (as the ``model_fit`` asset does under ``model.refresh.mode: importance``).
     With ``sensitivity`` the champion's prior sensitivity (``model.sensitivity`` defaults) is printed."""
     snapshots, champion, anchor = [], None, None
@@ -172,7 +172,8 @@ def replay_ours(
         start = time.perf_counter()
         outcome = refit_market(window, world.model, scaling, source, anchor=anchor)
         seconds = time.perf_counter() - start
-        if refresh == "importance" and anchor is None:
+        if refresh == "importance" and outcome.refresh_anchor is None:
+            # as the model_fit asset: the last sampled champion is the anchor of the refreshes after it
             anchor = Anchor(f"{world.name}-{k}", outcome.fit.idata, window)
         table, chain_means = roas_snapshot(outcome, window)
         snap = Snapshot(
