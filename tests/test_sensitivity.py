@@ -164,6 +164,11 @@ def test_what_changed_names_new_weeks_and_unexplained_moves() -> None:
     assert [r["change_pct"] for r in changes["channels"]] == pytest.approx([1.0, 60.0])
     # Out of the previous interval on new weeks alone: the reader is told.
     assert changes["unexplained"] == ["search"]
+    # A refresh that reweighted its anchor's draws (model.refresh.mode: importance) says so.
+    data = _report_data({"train_end": pd.Timestamp("2024-06-16")}, DRIFT, [])
+    data.run["refresh_anchor"], data.run["pareto_k"] = "m0", 0.123
+    reasons = what_changed(data)["reasons"]
+    assert reasons[1].startswith("taken in by reweighting the draws of m0") and "Pareto k 0.12" in reasons[1]
 
 
 def test_what_changed_credits_a_drift_event_or_a_config_change() -> None:
