@@ -396,6 +396,10 @@ def main() -> None:
     parser.add_argument(
         "--plain-means", action="store_true", help="spec.control_variates off (the product before)"
     )
+    parser.add_argument(
+        "--likelihood", choices=["normal", "student_t"], default=None,
+        help="override every world's spec.likelihood (student_t: outlier weeks move the posterior less)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     def log(message: str) -> None:
@@ -410,6 +414,10 @@ def main() -> None:
         worlds = [] if args.skip_case_study else [case_study_world(sampler, args.case_study_weeks)]
         worlds += [synthetic_world(int(s), args.weeks, sampler) for s in args.seeds.split(",") if s]
         for world in worlds:
+            if args.likelihood:
+                world.model = world.model.model_copy(
+                    update={"spec": world.model.spec.model_copy(update={"likelihood": args.likelihood})}
+                )
             if args.plain_means:
                 world.model = world.model.model_copy(
                     update={"spec": world.model.spec.model_copy(update={"control_variates": False})}

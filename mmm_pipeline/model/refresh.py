@@ -10,7 +10,8 @@ the market is sampled again): Buerkner, Gabry & Vehtari (2020), "Approximate lea
 cross-validation for Bayesian time series models". The weights are turned back into equally weighted
 draws by systematic resampling within each chain with a fixed offset, so every consumer (insight
 tables, CV, optimizer, tracking) reads an ordinary posterior, and two refreshes of the same anchor pick
-nearly the same draws: their means differ by what the weeks in between said, not by sampling noise.
+nearly the same draws: their means differ by what the weeks in between said, not by fresh sampling
+noise (what is left is the resampling's: ``benchmarks/bench_refresh.py`` prints it per move).
 
 Everything here is pure (no Dagster, no warehouse); :func:`mmm_pipeline.model.refit.refit_market` uses
 it when the caller passes an :class:`Anchor`.
